@@ -1,0 +1,106 @@
+"""Encoder lookup: a registered name, a Hugging Face id or local folder, or ``package.module:attr``."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from maxsim.types import Encoder
+
+# name -> "module:attr" of a factory taking (id_or_path=None, **kwargs). Imported lazily so that naming an
+# encoder never pulls in a heavy model library that is not used.
+_REGISTRY: dict[str, str | Callable[..., Encoder]] = {}
+# Hugging Face config ``model_type`` -> registered encoder name, for folders and hub ids.
+_MODEL_TYPES: dict[str, str] = {}
+# Encoder used for a hub id whose config cannot be read (offline) and for the CLI's default.
+DEFAULT_ENCODER: str | None = None
+
+
+def register_encoder(
+    name: str, factory: str | Callable[..., Encoder], model_types: tuple[str, ...] = ()
+) -> None:
+    """Make ``factory`` (a callable or a ``"module:attr"`` string) loadable under ``name``."""
+    _REGISTRY[name] = factory
+    for mt in model_types:
+        _MODEL_TYPES[mt] = name
+
+
+def registered_encoders() -> list[str]:
+    """Names accepted by :func:`load_encoder`."""
+    return sorted(_REGISTRY)
+
+
+def _import_attr(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    try:
+        obj = importlib.import_module(module)
+    except ImportError as e:
+        raise ValueError(f"encoder {spec!r}: cannot import module {module!r}: {e}") from e
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as e:
+            raise ValueError(f"encoder {spec!r}: module {module!r} has no attribute {attr!r}") from e
+    return obj
+
+
+def _check(enc: Any, spec: str) -> Encoder:
+    missing = [a for a in ("name", "dim", "encode_texts", "encode_clips") if not hasattr(enc, a)]
+    if missing:
+        raise TypeError(f"encoder {spec!r} gave {type(enc).__name__}, which lacks {', '.join(missing)}")
+    return enc
+
+
+def _model_type(path: Path) -> str | None:
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        data = json.loads(cfg.read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("model_type")
+
+
+def load_encoder(spec: str | Encoder, **kwargs: Any) -> Encoder:
+    """Resolve an encoder spec to an encoder instance.
+
+    ``spec`` is an encoder instance (returned as is), a registered name (``load_encoder("colqwen3")``),
+    ``package.module:attr`` (a class or factory called with ``kwargs``, or an encoder instance), or a
+    Hugging Face hub id / local model folder, dispatched on its config's ``model_type``.
+    """
+    if not isinstance(spec, str):
+        return _check(spec, type(spec).__name__)
+    if spec in _REGISTRY:
+        factory = _REGISTRY[spec]
+        if isinstance(factory, str):
+            factory = _import_attr(factory)
+        return _check(factory(**kwargs), spec)
+    if ":" in spec and not os.path.exists(spec):
+        obj = _import_attr(spec)
+        enc = obj(**kwargs) if callable(obj) and not hasattr(obj, "encode_texts") else obj
+        if isinstance(enc, type):
+            enc = enc()
+        return _check(enc, spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        mt = _model_type(path)
+        name = _MODEL_TYPES.get(mt or "", DEFAULT_ENCODER)
+        if name is None:
+            raise ValueError(
+                f"encoder folder {str(path)!r} has model_type {mt!r}, which no registered encoder "
+                f"handles (known: {sorted(_MODEL_TYPES) or 'none'})"
+            )
+        return load_encoder(name, id_or_path=str(path), **kwargs)
+    if "/" in spec and not spec.startswith((".", "/", "~")):
+        if DEFAULT_ENCODER is None:
+            raise ValueError(f"encoder {spec!r} looks like a Hugging Face id, but no model encoder is installed")
+        return load_encoder(DEFAULT_ENCODER, id_or_path=spec, **kwargs)
+    raise ValueError(
+        f"unknown encoder {spec!r}: expected a registered name ({', '.join(registered_encoders()) or 'none'}), "
+        "a Hugging Face id or local folder, or package.module:attr"
+    )

@@ -1,0 +1,72 @@
+"""The contracts every stage shares: clips going into an encoder, the encoder itself, segments and hits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Clip:
+    """A span of one video with the frames sampled from it, as handed to an encoder."""
+
+    video: str  # path of the source video
+    start: float  # seconds
+    end: float  # seconds
+    frames: np.ndarray  # (n, H, W, 3) uint8 RGB
+    timestamps: np.ndarray  # (n,) float seconds, one per frame
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Turns texts and clips into multi-vectors: one L2-normalised row per token."""
+
+    name: str  # recorded in the index
+    dim: int
+
+    def encode_texts(self, texts: Sequence[str]) -> list[torch.Tensor]:  # each (n_tokens, dim)
+        ...
+
+    def encode_clips(self, clips: Sequence[Clip]) -> list[torch.Tensor]:  # each (n_tokens, dim)
+        ...
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A time span [start, end) of a video, in seconds."""
+
+    start: float
+    end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class Hit:
+    """One retrieved moment."""
+
+    video: str
+    start: float
+    end: float
+    score: float
+    segment_id: int
+    best_time: float  # frame time of the segment token that matched best
+    thumbnail: bytes | None = field(default=None, repr=False)  # JPEG
+
+    def to_dict(self, thumbnail: bool = False) -> dict:
+        d = {
+            "video": self.video,
+            "start": self.start,
+            "end": self.end,
+            "score": self.score,
+            "segment_id": self.segment_id,
+            "best_time": self.best_time,
+        }
+        if thumbnail:
+            d["thumbnail"] = self.thumbnail
+        return d
