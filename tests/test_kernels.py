@@ -10,11 +10,10 @@ import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported: the kernels run on CPU tensors
 
+import maxsim.kernels as K  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
-import maxsim.kernels as K  # noqa: E402
 from maxsim.kernels import cpu, maxsim_scores, maxsim_topk, quantize  # noqa: E402
 from maxsim.kernels.validate import check  # noqa: E402
 
@@ -96,8 +95,8 @@ def assert_scores(got, want, qo, kind):
     lens = np.diff(qo).astype(np.float64)
     tol = TOL_PER_TOKEN[kind] * np.maximum(lens, 1)[:, None] + 1e-5
     fin = np.isfinite(want)
-    err = np.abs(got - want)
-    assert (err[fin] <= np.broadcast_to(tol, want.shape)[fin]).all(), f"max error {err[fin].max():.3g}"
+    err = np.abs(got[fin] - want[fin])
+    assert (err <= np.broadcast_to(tol, want.shape)[fin]).all(), f"max error {err.max():.3g}"
 
 
 CPU_BACKENDS = ["torch", "cpu", "cpu-generic"]
@@ -109,7 +108,7 @@ CPU_BACKENDS = ["torch", "cpu", "cpu-generic"]
 def test_cpu_and_torch_match_float64(backend, dim, storage):
     rng = np.random.default_rng(dim + len(storage))
     q, qo = ragged(rng, [1, 7, 32, 0, 45], dim)
-    lens = rng.integers(0, 70, size=150)
+    lens = rng.integers(0, 70, size=100)
     lens[:3] = [1, 0, 33]
     d, do = ragged(rng, lens, dim)
     data, scale, deq = store(d, do, storage)
@@ -125,7 +124,7 @@ def test_cpu_and_torch_match_float64(backend, dim, storage):
 def test_triton_matches_float64(dim, storage):
     rng = np.random.default_rng(7 * dim + len(storage))
     q, qo = ragged(rng, [1, 7, 32, 0, 40], dim)
-    lens = rng.integers(0, 90, size=24)
+    lens = rng.integers(0, 70, size=14)
     lens[:2] = [0, 1]
     d, do = ragged(rng, lens, dim)
     data, scale, deq = store(d, do, storage)
@@ -187,7 +186,8 @@ def test_empty_segments_and_queries(backend):
     assert (got[1] == 0).all()  # a query with no token sums nothing, even against an empty segment
     assert_scores(got, slow(q, qo, deq, do), qo, "f32")
     s, i = run_topk(backend, q, qo, data, do, scale, 6)
-    assert i[0, :2].tolist() in ([0, 2], [2, 0]) and i[0, 2:4].tolist() == [1, 3] and i[0, 4:].tolist() == [-1, -1]
+    assert i[0, :2].tolist() in ([0, 2], [2, 0]) and i[0, 2:4].tolist() == [1, 3]
+    assert i[0, 4:].tolist() == [-1, -1]
     assert torch.isneginf(s[0, 2:]).all()
     # No segments / no queries at all.
     none = run_scores(backend, q, qo, data[:0], np.zeros(1, dtype=np.int64), None)
@@ -246,7 +246,7 @@ def test_topk_ties_and_tail(backend, storage):
 @pytest.mark.parametrize("backend", ["torch", "cpu", "cpu-generic", "triton"])
 def test_thousands_of_segments(backend, monkeypatch):
     rng = np.random.default_rng(9)
-    n = 3000 if backend != "triton" else 150
+    n = 3000 if backend != "triton" else 80
     q, qo = ragged(rng, [32, 8, 32], 128)
     d, do = ragged(rng, rng.integers(0, 31, size=n), 128)
     if backend == "cpu":  # also walk the chunked path and the per-thread top-k merge
@@ -296,7 +296,7 @@ def test_storage_accuracy_against_float32(storage, bound):
     """What each storage dtype costs, relative to the score scale (the bounds quoted in quantize.py)."""
     rng = np.random.default_rng(13)
     q, qo = ragged(rng, [32] * 4, 128)
-    d, do = ragged(rng, rng.integers(1, 60, size=200), 128)
+    d, do = ragged(rng, rng.integers(1, 60, size=100), 128)
     exact = slow(q, qo, d, do)
     _, _, deq = store(d, do, storage)
     rel = np.abs(slow(q, qo, deq, do) - exact).max() / np.abs(exact).max()
