@@ -121,16 +121,21 @@ def _machine(device) -> dict[str, Any]:
     return m
 
 
+def _time_copy(n: int, device) -> list[float]:
+    import torch
+
+    src = torch.ones(n, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    return _time(lambda: dst.copy_(src), device, repeats=10, warmup=2)
+
+
 def ceilings(device, copy_mb: int = 1024, matmul_n: int = 4096) -> dict[str, float]:
     """A large copy (GB/s, read + write) and large fp32 / bf16 matmuls (TFLOP/s) on ``device``."""
     import torch
 
     out: dict[str, float] = {}
     n = copy_mb * (1 << 20) // 4
-    bufs = (torch.ones(n, dtype=torch.float32, device=device), torch.empty(n, dtype=torch.float32, device=device))
-    ts = _time(lambda: bufs[1].copy_(bufs[0]), device, repeats=10, warmup=2)
-    out["copy_GBps"] = 2 * n * 4 / min(ts) / 1e9
-    del bufs
+    out["copy_GBps"] = 2 * n * 4 / min(_time_copy(n, device)) / 1e9
     for name, dt in (("matmul_fp32_TFLOPs", torch.float32), ("matmul_bf16_TFLOPs", torch.bfloat16)):
         a = torch.randn(matmul_n, matmul_n, device=device).to(dt)
         b = torch.randn(matmul_n, matmul_n, device=device).to(dt)
@@ -377,8 +382,9 @@ def _markdown(result: dict) -> str:
                          f"{r['max_rel_diff_vs_numpy']:.1e} |")  # fmt: skip
         cl = cmp_["ceilings"]
         lines += ["", f"Worker ceilings ({cc['threads']} threads): copy {cl['copy_GBps']:.1f} GB/s, "
-                      f"fp32 matmul {cl['matmul_fp32_TFLOPs']:.3f} TFLOP/s (= {cmp_['fp32_ceiling_segments_per_s']:.0f} "
-                      f"segments/s), bf16 matmul {cl['matmul_bf16_TFLOPs']:.3f} TFLOP/s "
+                      f"fp32 matmul {cl['matmul_fp32_TFLOPs']:.3f} TFLOP/s "
+                      f"(= {cmp_['fp32_ceiling_segments_per_s']:.0f} segments/s), "
+                      f"bf16 matmul {cl['matmul_bf16_TFLOPs']:.3f} TFLOP/s "
                       f"(= {cmp_['bf16_ceiling_segments_per_s']:.0f} segments/s). Kernel paths: "
                       + ", ".join(f"{a}: {b}" for a, b in cmp_["cpu_paths"].items())]  # fmt: skip
     if result.get("shapes"):
