@@ -12,7 +12,7 @@ import numpy as np
 
 from maxsim.segment import Segmenter, load_segmenter
 from maxsim.types import Clip, Segment
-from maxsim.video import VideoError, iter_frames, probe
+from maxsim.video import VideoError, iter_frames
 
 THUMBNAIL_SIDE = 320
 THUMBNAIL_QUALITY = 85
@@ -146,23 +146,16 @@ def iter_clips(
     built so that a later version can yield clips while decoding, once segments are final.
     """
     segmenter = load_segmenter(segmenter)
-    sampler = (sampler or FrameSampler()).fresh()
+    sampler = (sampler if sampler is not None else FrameSampler()).fresh()
     run = segmenter.start()
     feed_segmenter = segmenter.needs_frames
     spath = str(path)
-    last_t = prev_t = None
-    for t, frame in iter_frames(spath):
+    frames = iter_frames(spath)
+    for t, frame in frames:
         if feed_segmenter:
             run.feed(t, frame)
         sampler.feed(t, frame)
-        prev_t, last_t = last_t, t
-    assert last_t is not None  # iter_frames raises when no frame decodes
-    if prev_t is not None and last_t > prev_t:
-        interval = last_t - prev_t
-    else:
-        info_fps = probe(spath).fps
-        interval = 1.0 / info_fps if info_fps > 0 else 1.0 / 25.0
-    duration = last_t + interval
+    duration = frames.duration
     segments = run.finish(duration)
     if not segments:
         raise VideoError(spath, f"segmenter {segmenter.name} returned no segment")

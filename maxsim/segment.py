@@ -58,26 +58,14 @@ class Segmenter(Protocol):
 def run_segmenter(segmenter: Segmenter, path: str | os.PathLike) -> list[Segment]:
     """Decode ``path`` once and segment it (the video's duration is that of its decoded frames)."""
     run = segmenter.start()
-    feed = segmenter.needs_frames
-    duration = 0.0
-    prev_t = None
-    dt = 0.0
-    for t, frame in iter_frames(path):
-        if feed:
+    frames = iter_frames(path)
+    if segmenter.needs_frames:
+        for t, frame in frames:
             run.feed(t, frame)
-        if prev_t is not None:
-            dt = t - prev_t
-        prev_t = t
-    if prev_t is not None:
-        duration = prev_t + (dt if dt > 0 else _frame_interval_fallback(path))
-    return run.finish(duration)
-
-
-def _frame_interval_fallback(path: str | os.PathLike) -> float:
-    from maxsim.video import probe
-
-    fps = probe(path).fps
-    return 1.0 / fps if fps > 0 else 1.0 / 25.0
+    else:
+        for _ in frames:
+            pass
+    return run.finish(frames.duration)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -216,66 +216,100 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     return VideoInfo(spath, duration, fps, n_frames, width, height)
 
 
-def iter_frames(path: str | os.PathLike) -> Iterator[tuple[float, np.ndarray]]:
+def iter_frames(path: str | os.PathLike) -> DecodedFrames:
     """Decode the video once, yielding ``(time_s, frame)`` with ``frame`` a BGR uint8 ``(H, W, 3)``.
 
-    Times are the decoder's presentation times (safe for variable frame rates), strictly increasing;
-    where the container gives none (or non-increasing ones) the time continues from the previous
-    frame by the nominal frame interval.
+    Times are the decoder's presentation times (safe for variable frame rates) in whole microseconds,
+    strictly increasing; where the container gives none (or non-increasing ones) the time continues from
+    the previous frame by the last frame interval. The returned iterator's ``duration`` is the end of the
+    last frame decoded so far (its time plus its interval): the video's duration once exhausted.
 
-    Raises :class:`VideoError` before the first frame for a missing, empty or unreadable file, and
-    during iteration for a video with no decodable frame or one that is truncated (it ends well before
-    the frame count its container announces). A truncated video raises after its decodable frames were
-    yielded, so consumers must not commit results before the iterator is exhausted.
+    Raises :class:`VideoError` at once for a missing, empty or unreadable file, and during iteration for
+    a video with no decodable frame or one that is truncated (it ends well before the frame count its
+    container announces). A truncated video raises after its decodable frames were yielded, so
+    consumers must not commit results before the iterator is exhausted.
     """
     spath = _check_file(path)
-    cap = _open(spath)
-    return _frames(spath, cap)
+    return DecodedFrames(spath, _open(spath))
 
 
-def _frames(path: str, cap: cv2.VideoCapture) -> Iterator[tuple[float, np.ndarray]]:
-    try:
-        fps = _sane_fps(cap.get(cv2.CAP_PROP_FPS))
+class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
+    """The single decode pass over one video (see :func:`iter_frames`); closes the decoder when done."""
+
+    def __init__(self, path: str, cap: cv2.VideoCapture):
+        self.path = path
+        self._cap: cv2.VideoCapture | None = cap
+        self.fps = _sane_fps(cap.get(cv2.CAP_PROP_FPS))  # container's average rate, 0.0 if unknown
         claimed = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-        claimed = int(claimed) if math.isfinite(claimed) and claimed > 0 else 0
-        nominal = 1.0 / (fps or _FALLBACK_FPS)
-        n = 0
-        prev_t = -math.inf
-        prev_dt = nominal
-        while True:
-            try:
-                ok, frame = cap.read()
-            except cv2.error as e:  # some builds raise instead of returning False on corrupt data
-                logger.debug("%s: decoder error after %d frames: %s", path, n, e)
-                ok, frame = False, None
-            if not ok or frame is None:
-                break
-            if frame.ndim == 2:
-                frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-            elif frame.shape[2] == 4:
-                frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
-            ms = cap.get(cv2.CAP_PROP_POS_MSEC)
-            t = ms / 1000.0 if math.isfinite(ms) and ms >= 0.0 else math.nan
-            if n == 0:
-                if not math.isfinite(t):
-                    t = 0.0
-            elif not math.isfinite(t) or t <= prev_t + 1e-9:
-                t = prev_t + prev_dt
-            else:
-                prev_dt = t - prev_t
-            prev_t = t
-            n += 1
-            yield t, frame
+        self.announced_frames = int(claimed) if math.isfinite(claimed) and claimed > 0 else 0
+        self.n_frames = 0  # decoded so far
+        self._last_t = -math.inf
+        self._dt = 1.0 / (self.fps or _FALLBACK_FPS)  # interval of the last frame
+
+    @property
+    def duration(self) -> float:
+        """End time (s) of the last frame decoded so far; 0.0 before the first."""
+        return round(self._last_t + self._dt, 6) if self.n_frames else 0.0
+
+    def __iter__(self) -> DecodedFrames:
+        return self
+
+    def __next__(self) -> tuple[float, np.ndarray]:
+        cap = self._cap
+        if cap is None:
+            raise StopIteration
+        try:
+            ok, frame = cap.read()
+        except cv2.error as e:  # some builds raise instead of returning False on corrupt data
+            logger.debug("%s: decoder error after %d frames: %s", self.path, self.n_frames, e)
+            ok, frame = False, None
+        if not ok or frame is None:
+            self.close()
+            self._check_complete()
+            raise StopIteration
+        if frame.ndim == 2:
+            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        elif frame.shape[2] == 4:
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+        ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+        t = round(ms * 1000.0) / 1e6 if math.isfinite(ms) and ms >= 0.0 else math.nan
+        if self.n_frames == 0:
+            if not math.isfinite(t):
+                t = 0.0
+        elif not math.isfinite(t) or t <= self._last_t:
+            t = round(self._last_t + self._dt, 6)
+        else:
+            self._dt = round(t - self._last_t, 6)
+        self._last_t = t
+        self.n_frames += 1
+        return t, frame
+
+    def _check_complete(self) -> None:
+        n, claimed = self.n_frames, self.announced_frames
         if n == 0:
-            raise VideoError(path, "no decodable video frame")
+            raise VideoError(self.path, "no decodable video frame")
         missing = claimed - n
         if claimed and missing > max(TRUNCATION_MIN_MISSING, TRUNCATION_TOLERANCE * claimed):
+            expected = f" of {claimed / self.fps:.2f} s" if self.fps else ""
             raise VideoError(
-                path,
+                self.path,
                 f"truncated or corrupt video: decoding stopped after {n} of the {claimed} frames the "
-                f"container announces (at {prev_t + prev_dt:.2f} s of {claimed * nominal:.2f} s)",
+                f"container announces (at {self.duration:.2f} s{expected})",
             )
         if claimed and missing > 0:
-            logger.debug("%s: decoded %d of %d announced frames", path, n, claimed)
-    finally:
-        cap.release()
+            logger.debug("%s: decoded %d of %d announced frames", self.path, n, claimed)
+
+    def close(self) -> None:
+        """Release the decoder (iteration then stops)."""
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def __enter__(self) -> DecodedFrames:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()

@@ -76,8 +76,11 @@ def _raises(path, *words):
 
 
 def test_iter_frames_times_and_pixels(scenes_video):
-    frames = list(iter_frames(scenes_video.path))
-    assert len(frames) == 100
+    decoded = iter_frames(scenes_video.path)
+    assert decoded.duration == 0.0 and decoded.fps == 10.0 and decoded.announced_frames == 100
+    frames = list(decoded)
+    assert len(frames) == 100 and decoded.n_frames == 100
+    assert decoded.duration == 10.0  # end of the last frame: its time plus its interval
     times = np.array([t for t, _ in frames])
     np.testing.assert_allclose(times, np.arange(100) / 10.0, atol=1e-6)
     assert np.all(np.diff(times) > 0)
