@@ -115,3 +115,12 @@ def test_sampler_rejects_bad_settings():
             FrameSampler(**kw)
     with pytest.raises(ValueError, match="no frame"):
         FrameSampler().clip("x.mp4", Segment(0.0, 1.0))
+
+
+def test_variable_frame_rate_sampling(vfr_video):
+    clips = list(iter_clips(vfr_video.path, "fixed:2", FrameSampler(fps=2.0)))
+    assert [(c.start, c.end) for c, _ in clips] == [(0.0, 2.0), (2.0, 4.0), (4.0, 5.5)]
+    # one kept frame per 0.5 s slot: the first frame at or after each slot start
+    np.testing.assert_allclose(clips[0][0].timestamps, [0.0, 0.5, 1.0, 1.5], atol=1e-3)
+    np.testing.assert_allclose(clips[1][0].timestamps, [2.0, 2.6, 3.2, 3.5], atol=1e-3)
+    np.testing.assert_allclose(clips[2][0].timestamps, [4.1, 4.7, 5.0], atol=1e-3)

@@ -244,3 +244,10 @@ def test_load_segmenter_specs():
             load_segmenter(bad)
     with pytest.raises(TypeError):
         load_segmenter(42)  # type: ignore[arg-type]
+
+
+def test_variable_frame_rate_cuts_in_seconds(vfr_video):
+    for seg in (SceneSegmenter(min_seconds=0, max_seconds=None), SceneSegmenter("histogram", min_seconds=0)):
+        segs = seg.segment(vfr_video.path)
+        _assert_tiles(segs, 5.5)
+        assert _close(_starts(segs)[1:], vfr_video.cuts, 20.0), _starts(segs)  # within 1-2 frames (0.05 s)

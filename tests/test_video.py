@@ -182,3 +182,11 @@ def test_truncated_avi_detected_by_decoding(tmp_path):
     assert 0 < len(seen) < 40 and "of the 40 frames" in ei.value.reason
     p.write_bytes(data[8:])  # RIFF header gone
     _raises(p, "not a valid AVI file")
+
+
+def test_variable_frame_rate_times_come_from_the_container(vfr_video):
+    decoded = iter_frames(vfr_video.path)
+    times = np.array([t for t, _ in decoded])
+    np.testing.assert_allclose(times, vfr_video.times, atol=1e-3)
+    assert decoded.duration == pytest.approx(vfr_video.duration, abs=1e-3)
+    assert probe(vfr_video.path).n_frames == 40
