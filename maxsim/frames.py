@@ -138,12 +138,15 @@ def iter_clips(
     """Decode ``path`` once, segment it and yield ``(clip, jpeg_thumbnail)`` per segment in time order.
 
     Every decoded frame feeds the segmenter's run (when it needs frames) and a fresh copy of ``sampler``
-    (the given one only supplies the settings). The video's duration is the end of its last frame (its
-    time plus its frame interval). Raises :class:`~maxsim.video.VideoError` for an unusable or
-    truncated video, before any clip is yielded.
+    (the given one only supplies the settings; default ``FrameSampler()``). The video's duration is the
+    end of its last frame (its time plus its frame interval): the ``end`` of the last clip with the
+    built-in segmenters. Raises :class:`~maxsim.video.VideoError` for an unusable or truncated video,
+    before any clip is yielded.
 
-    Memory is bounded by the sampled frames (at the sampler's ``max_side``); the per-video state is
-    built so that a later version can yield clips while decoding, once segments are final.
+    Memory is bounded by the sampled frames (at the sampler's ``max_side``). Clips are yielded after the
+    decode pass because scene normalisation (merging short scenes) needs the whole cut list; the
+    per-video state (segmenter run, sampler) is built so that a later version can yield the clips of
+    segments that are already final while decoding continues.
     """
     segmenter = load_segmenter(segmenter)
     sampler = (sampler if sampler is not None else FrameSampler()).fresh()
@@ -159,6 +162,12 @@ def iter_clips(
     segments = run.finish(duration)
     if not segments:
         raise VideoError(spath, f"segmenter {segmenter.name} returned no segment")
+    for a, b in zip(segments[:-1], segments[1:], strict=True):
+        if not (a.start < a.end <= b.start + 1e-9) or not (b.start < b.end):
+            raise ValueError(
+                f"segmenter {segmenter.name} returned overlapping, empty or unordered segments for {spath}: "
+                f"{a} then {b}"
+            )
     yield from sampler.clips(spath, segments)
 
 

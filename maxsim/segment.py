@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import math
 import os
 from collections.abc import Iterable
@@ -236,14 +237,20 @@ def _fmt(v: Any) -> str:
 
 
 def _detector_settings(det: Any) -> dict[str, Any]:
-    """Public scalar attributes of a detector instance (for its recorded name)."""
+    """Constructor settings readable back from a detector instance (for its recorded name)."""
     out = {}
-    for k, v in sorted(vars(det).items()):
-        k = k.lstrip("_")
-        if k in out or k.startswith(("last", "buffer", "frame", "stats", "flash", "merge")):
+    try:
+        params = inspect.signature(type(det).__init__).parameters
+    except (TypeError, ValueError):
+        return out
+    for p in params:
+        if p == "self":
             continue
-        if isinstance(v, (bool, int, float, str)):
-            out[k] = v
+        for attr in (p, "_" + p):
+            v = getattr(det, attr, None)
+            if isinstance(v, (bool, int, float, str)) or (hasattr(v, "name") and hasattr(v, "value")):
+                out[p] = v
+                break
     return out
 
 
@@ -268,7 +275,7 @@ class _SceneRun:
             return frame
         f = w / self._width
         size = (max(1, round(w / f)), max(1, round(h / f)))
-        return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        return cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)  # as SceneManager does
 
     def _timecode(self, t: float):
         from scenedetect.common import FrameTimecode, Timecode
