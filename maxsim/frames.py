@@ -84,7 +84,9 @@ class FrameSampler:
         """Times (seconds) of the frames kept so far."""
         return np.asarray(self._times, dtype=np.float64)
 
-    def __len__(self) -> int:
+    @property
+    def n_frames(self) -> int:
+        """How many frames are kept so far. (No ``__len__``: an empty sampler must stay truthy.)"""
         return len(self._times)
 
     def feed(self, t: float, frame_bgr: np.ndarray) -> None:
