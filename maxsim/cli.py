@@ -50,7 +50,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         return 0
     width = max(len(h.video) for h in hits)
     for i, h in enumerate(hits, 1):
-        print(f"{i:3d}  {h.score:8.3f}  {h.video:<{width}}  {h.start:8.2f}-{h.end:<8.2f}  best {h.best_time:.2f}")
+        span = f"{h.start:8.2f}-{h.end:<8.2f}"
+        print(f"{i:3d}  {h.score:8.3f}  {h.video:<{width}}  {span}  best {h.best_time:.2f}")
     print(f"({len(engine)} segments searched in {ms:.1f} ms)")
     return 0
 

@@ -285,7 +285,7 @@ class Engine:
                 raise EncoderOutputError(
                     f"encoder {self.encoder.name!r} returned {len(vecs)} outputs for {len(batch)} clips"
                 )
-            for (clip, thumb), v in zip(batch, vecs):
+            for (clip, thumb), v in zip(batch, vecs, strict=True):
                 records.append(
                     SegmentRecord(
                         video=video,
@@ -388,7 +388,9 @@ class Engine:
                 continue
             s, r = self._score_chunk(q, q_off, ch, ok, k)
             best_s, best_r = _merge(torch.cat([best_s, s], 1), torch.cat([best_r, r], 1), k)
-        return [self._hits(snap, q[int(q_off[i]) : int(q_off[i + 1])], best_s[i], best_r[i]) for i in range(n_q)]
+        return [
+            self._hits(snap, q[int(q_off[i]) : int(q_off[i + 1])], best_s[i], best_r[i]) for i in range(n_q)
+        ]
 
     @staticmethod
     def _allowed(snap: Snapshot, videos: Sequence[str] | None, time_range) -> np.ndarray:
@@ -434,7 +436,7 @@ class Engine:
     def _hits(self, snap: Snapshot, q: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor) -> list[Hit]:
         t = snap.table
         hits = []
-        for s, r in zip(scores.tolist(), rows.tolist()):
+        for s, r in zip(scores.tolist(), rows.tolist(), strict=True):
             if r < 0 or not math.isfinite(s):
                 continue
             times = t.column("frame_times")[r].as_py() or []
