@@ -124,3 +124,12 @@ def test_variable_frame_rate_sampling(vfr_video):
     np.testing.assert_allclose(clips[0][0].timestamps, [0.0, 0.5, 1.0, 1.5], atol=1e-3)
     np.testing.assert_allclose(clips[1][0].timestamps, [2.0, 2.6, 3.2, 3.5], atol=1e-3)
     np.testing.assert_allclose(clips[2][0].timestamps, [4.1, 4.7, 5.0], atol=1e-3)
+
+
+def test_single_frame_video(make_video):
+    path = make_video("one_frame.mp4", [(0.1, "magenta")])
+    for seg in ("fixed", "scenes"):
+        ((clip, thumb),) = list(iter_clips(path, seg))
+        assert (clip.start, clip.end) == (0.0, 0.1) and clip.timestamps.tolist() == [0.0]
+        assert np.abs(_colour(clip.frames) - COLORS["magenta"]).max() < 15
+        _jpeg(thumb)
