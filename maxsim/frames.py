@@ -136,13 +136,15 @@ def iter_clips(
     path: str | os.PathLike,
     segmenter: Segmenter | str = "scenes",
     sampler: FrameSampler | None = None,
+    prefetch: int = 8,
 ) -> Iterator[tuple[Clip, bytes]]:
     """Decode ``path`` once, segment it and yield ``(clip, jpeg_thumbnail)`` per segment in time order.
 
     Every decoded frame feeds the segmenter's run (when it needs frames) and a fresh copy of ``sampler``
     (the given one only supplies the settings; default ``FrameSampler()``). The video's duration is the
     end of its last frame (its time plus its frame interval): the ``end`` of the last clip with the
-    built-in segmenters. Raises :class:`~maxsim.video.VideoError` for an unusable or truncated video,
+    built-in segmenters. ``prefetch`` frames are decoded ahead in a background thread (0: none).
+    Raises :class:`~maxsim.video.VideoError` for an unusable or truncated video,
     before any clip is yielded.
 
     Memory is bounded by the sampled frames (at the sampler's ``max_side``). Clips are yielded after the
@@ -155,7 +157,7 @@ def iter_clips(
     run = segmenter.start()
     feed_segmenter = segmenter.needs_frames
     spath = str(path)
-    frames = iter_frames(spath)
+    frames = iter_frames(spath, prefetch=prefetch)
     for t, frame in frames:
         if feed_segmenter:
             run.feed(t, frame)
