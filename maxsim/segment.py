@@ -8,6 +8,7 @@ per-video run that is fed the frames of the single decode pass and returns the s
 from __future__ import annotations
 
 import copy
+import heapq
 import importlib
 import inspect
 import math
@@ -59,7 +60,7 @@ class Segmenter(Protocol):
 def run_segmenter(segmenter: Segmenter, path: str | os.PathLike) -> list[Segment]:
     """Decode ``path`` once and segment it (the video's duration is that of its decoded frames)."""
     run = segmenter.start()
-    frames = iter_frames(path)
+    frames = iter_frames(path, prefetch=8)
     if segmenter.needs_frames:
         for t, frame in frames:
             run.feed(t, frame)
@@ -133,24 +134,40 @@ def normalize_segments(
 
 
 def _merge_short(bounds: list[float], min_seconds: float) -> list[float]:
-    lengths = np.diff(np.asarray(bounds, dtype=np.float64))
-    alive = list(bounds)
-    lengths = list(lengths)
-    while len(lengths) > 1:
-        i = int(np.argmin(lengths))
-        if lengths[i] >= min_seconds - _EPS:
+    """Repeatedly merge the shortest segment below ``min_seconds`` (leftmost on ties) into its shorter
+    neighbour (the left one on ties); O(n log n) with a heap over a linked list of segments."""
+    n = len(bounds) - 1
+    start = list(bounds[:-1])
+    end = list(bounds[1:])
+    prev = list(range(-1, n - 1))
+    nxt = list(range(1, n + 1))
+    nxt[-1] = -1
+    alive = [True] * n
+    heap = [(end[i] - start[i], i) for i in range(n)]
+    heapq.heapify(heap)
+    count = n
+    while heap and count > 1:
+        length, i = heapq.heappop(heap)
+        if not alive[i] or length != end[i] - start[i]:
+            continue  # stale entry
+        if length >= min_seconds - _EPS:
             break
-        if i == 0:
-            j = 1
-        elif i == len(lengths) - 1:
-            j = i - 1
+        p, q = prev[i], nxt[i]
+        if p < 0:
+            left = i
+        elif q < 0:
+            left = p
         else:
-            j = i - 1 if lengths[i - 1] <= lengths[i + 1] else i + 1
-        lo = min(i, j)  # merge segments lo and lo + 1: remove the boundary between them
-        del alive[lo + 1]
-        lengths[lo] = alive[lo + 1] - alive[lo]
-        del lengths[lo + 1]
-    return alive
+            left = p if end[p] - start[p] <= end[q] - start[q] else i
+        right = nxt[left]
+        end[left] = end[right]  # merge right into left
+        alive[right] = False
+        nxt[left] = nxt[right]
+        if nxt[right] >= 0:
+            prev[nxt[right]] = left
+        count -= 1
+        heapq.heappush(heap, (end[left] - start[left], left))
+    return [start[i] for i in range(n) if alive[i]] + [bounds[-1]]
 
 
 def _split_long(bounds: list[float], max_seconds: float) -> list[float]:

@@ -70,6 +70,36 @@ def test_normalize_invariants(case):
         assert len(segs) == 1 + len({c for c in inner if c > 1e-9 and c < duration - 1e-9})
 
 
+def _reference_merge(bounds: list[float], min_s: float) -> list[float]:
+    """The merge rule spelled out naively: shortest first (leftmost on ties), into the shorter neighbour."""
+    bounds = list(bounds)
+    while len(bounds) > 2:
+        lengths = [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        i = int(np.argmin(lengths))
+        if lengths[i] >= min_s - 1e-9:
+            break
+        if i == 0:
+            left = 0
+        elif i == len(lengths) - 1:
+            left = i - 1
+        else:
+            left = i - 1 if lengths[i - 1] <= lengths[i + 1] else i
+        del bounds[left + 1]
+    return bounds
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(min_value=0.01, max_value=100.0), min_size=1, max_size=40),
+    st.sampled_from([0.5, 2.0, 10.0]),
+)
+def test_merge_matches_reference(lengths, min_s):
+    bounds = np.concatenate([[0.0], np.cumsum(lengths)]).tolist()
+    segs = normalize_segments(bounds[1:-1], bounds[-1], min_seconds=min_s)
+    expected = _reference_merge(bounds, min_s) if len(bounds) > 2 else bounds
+    assert [s.start for s in segs] + [segs[-1].end] == expected
+
+
 @settings(max_examples=100, deadline=None)
 @given(durations, st.lists(st.floats(min_value=0, max_value=5000), max_size=30))
 def test_normalize_accepts_segments(duration, cuts):
