@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from maxsim.segment import FixedSegmenter, SceneSegmenter
 
 from maxsim import Engine
+from maxsim.segment import FixedSegmenter, SceneSegmenter
 from maxsim.store import EncoderMismatchError, IndexNotFoundError
 from maxsim.synthetic import write_video
 from tests.color_encoder import ColorEncoder
