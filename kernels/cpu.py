@@ -8,8 +8,8 @@ Per storage dtype of the segments:
 - bf16: queries are rounded to bf16; products run on AMX bf16 (TDPBF16PS), else the generic kernel; float32
   accumulation either way.
 - fp8 (e4m3): converted to bf16 (exactly) one chunk of segments at a time, then as bf16.
-- fp16: converted to float32 (exactly) one chunk at a time, then as float32.
-- float32: the generic blocked kernel with float32 queries (exact up to summation order).
+- fp16 and float32: the generic blocked kernel with float32 queries (fp16 rows are widened exactly in the
+  kernel; exact up to summation order).
 
 Top-k runs inside the kernel (a sorted list per thread and query, merged here), so the
 ``(n_queries, n_segments)`` score matrix is never materialised. Without the compiled extension (no compiler
@@ -31,7 +31,6 @@ try:
 except ImportError:  # built without a C compiler: the torch path below stands in
     _ext = None
 
-_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.int8: 2}
 _SCALE = {None: 0, "token": 1, "segment": 2}
 # Rows of segments converted (fp16, fp8) or handed to the kernel per call.
 CHUNK_ROWS = 1 << 21
@@ -84,7 +83,7 @@ def _chunks(p: Problem):
 def _prepare_queries(p: Problem, kind: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     if kind == 2:
         return quantize_queries_int8(p.q)
-    return p.q.to(torch.bfloat16 if kind == 1 else torch.float32).contiguous(), None
+    return p.q.to(torch.bfloat16 if kind == 1 else torch.float32).contiguous(), None  # fp32 for fp32/fp16
 
 
 def _run_chunk(p: Problem, i: int, j: int, qk, qscale, kind: int, isa: int, k: int, out: torch.Tensor | None):
@@ -93,8 +92,6 @@ def _run_chunk(p: Problem, i: int, j: int, qk, qscale, kind: int, isa: int, k: i
     d = p.d[lo:hi]
     if d.dtype == FP8:
         d = d.to(torch.bfloat16)
-    elif d.dtype == torch.float16:
-        d = d.float()
     d = d.contiguous()
     d_off = (p.d_offsets[i : j + 1] - lo).contiguous()
     scale = None
@@ -113,8 +110,9 @@ def _run_chunk(p: Problem, i: int, j: int, qk, qscale, kind: int, isa: int, k: i
     else:
         tile = new_output((n_q, n_d), torch.float32, "cpu")
         top_s = top_i = None
+    qkind = {torch.float32: 0, torch.bfloat16: 1, torch.int8: 2}[qk.dtype]
     _ext.run(
-        kind, p.dim, qk.data_ptr(), ptr(qscale), qk.shape[0], q_off.data_ptr(), n_q,
+        kind, qkind, p.dim, qk.data_ptr(), ptr(qscale), qk.shape[0], q_off.data_ptr(), n_q,
         d.data_ptr(), d_off.data_ptr(), n_d, d.shape[0], ptr(scale), _SCALE[p.scale_per],
         ptr(tile), k, ptr(top_s), ptr(top_i), nth, isa,
     )  # fmt: skip
@@ -126,7 +124,9 @@ def _run_chunk(p: Problem, i: int, j: int, qk, qscale, kind: int, isa: int, k: i
 
 
 def _kind(dtype: torch.dtype) -> int:
-    if dtype in (torch.float32, torch.float16):
+    if dtype == torch.float16:
+        return 3
+    if dtype == torch.float32:
         return 0
     if dtype in (torch.bfloat16, FP8):
         return 1

@@ -353,3 +353,13 @@ def test_bad_arguments(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ValueError, match="TRITON_INTERPRET"):
         maxsim_scores(q, qo, d, do, backend="triton")
+
+
+def test_cpu_fp16_rows_widen_exactly_including_subnormals():
+    vals = torch.tensor([6e-8, -6e-8, 3e-5, -1e-6, 65504.0, -2.0, 0.0, 1.5], dtype=torch.float16)
+    d = torch.diag(vals.float()).to(torch.float16)  # one value per row, on the diagonal
+    do = torch.arange(9)
+    q = torch.eye(8)
+    got = maxsim_scores(q, torch.arange(9), d, do, backend="cpu")
+    want = torch.diag(vals.float())
+    assert torch.equal(got, want)

@@ -28,13 +28,18 @@
 #include <unistd.h>
 #endif
 
+/* AMX intrinsics with per-function target attributes need gcc >= 11 or clang >= 12. */
+#if defined(MAXSIM_X86) && ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11))
+#define MAXSIM_AMX 1
+#endif
+
 #if defined(MAXSIM_X86) && defined(__linux__) && !defined(__clang__)
 #define MAXSIM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define MAXSIM_CLONES
 #endif
 
-enum { K_F32 = 0, K_BF16 = 1, K_I8 = 2 };
+enum { K_F32 = 0, K_BF16 = 1, K_I8 = 2, K_F16 = 3 };
 enum { S_NONE = 0, S_TOKEN = 1, S_SEGMENT = 2 };
 enum { ISA_GENERIC = 0, ISA_AMX = 1 };
 #define QC 32 /* stacked query tokens per chunk (two 16-column AMX tiles) */
@@ -42,7 +47,7 @@ enum { ISA_GENERIC = 0, ISA_AMX = 1 };
 #define GR 4  /* segment rows per generic block */
 
 typedef struct {
-    int kind, dim, isa, scale_mode;
+    int kind, qkind, dim, isa, scale_mode; /* storage kind of d, kind of the query buffer */
     const void *q;
     const float *qscale; /* per query token, or NULL */
     int64_t nq_tok, n_q;
@@ -67,7 +72,7 @@ typedef struct {
     int err;
 } part_t;
 
-static size_t elem_size(int kind) { return kind == K_F32 ? 4 : kind == K_BF16 ? 2 : 1; }
+static size_t elem_size(int kind) { return kind == K_F32 ? 4 : (kind == K_BF16 || kind == K_F16) ? 2 : 1; }
 
 static inline float bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
@@ -76,9 +81,31 @@ static inline float bf16_to_f32(uint16_t h) {
     return f;
 }
 
+static inline float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, u;
+    if (exp == 0x1fu) {
+        u = sign | 0x7f800000u | (man << 13); /* inf / nan */
+    } else if (exp != 0) {
+        u = sign | ((exp + 112u) << 23) | (man << 13);
+    } else if (man == 0) {
+        u = sign;
+    } else { /* subnormal half: renormalise */
+        int e = -1;
+        do {
+            e++;
+            man <<= 1;
+        } while (!(man & 0x400u));
+        u = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ffu) << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 static inline float load_as_float(int kind, const void *p, int64_t i) {
     if (kind == K_F32) return ((const float *)p)[i];
     if (kind == K_BF16) return bf16_to_f32(((const uint16_t *)p)[i]);
+    if (kind == K_F16) return f16_to_f32(((const uint16_t *)p)[i]);
     return (float)((const int8_t *)p)[i];
 }
 
@@ -89,7 +116,7 @@ static inline float load_as_float(int kind, const void *p, int64_t i) {
 static int g_amx_ok = -1; /* -1 unknown, 0 no, 1 int8+bf16 usable */
 
 static int detect_amx(void) {
-#ifdef MAXSIM_X86
+#ifdef MAXSIM_AMX
     unsigned a, b, c, d;
     if (__get_cpuid_max(0, NULL) < 7) return 0;
     __cpuid_count(7, 0, a, b, c, d);
@@ -127,7 +154,7 @@ static void pack_generic(job_t *jb) {
     for (int64_t t = 0; t < jb->nq_tok; t++) {
         float *blk = p + (t / QC) * (int64_t)d * QC;
         int c = (int)(t % QC);
-        for (int k = 0; k < d; k++) blk[(int64_t)k * QC + c] = load_as_float(jb->kind, jb->q, t * d + k);
+        for (int k = 0; k < d; k++) blk[(int64_t)k * QC + c] = load_as_float(jb->qkind, jb->q, t * d + k);
     }
 }
 
@@ -193,7 +220,7 @@ static void colmax_generic(const job_t *jb, const float *qt, int64_t r0, int64_t
 /* AMX kernels                                                                                             */
 /* ----------------------------------------------------------------------------------------------------- */
 
-#ifdef MAXSIM_X86
+#ifdef MAXSIM_AMX
 typedef struct {
     uint8_t palette, start_row, reserved[14];
     uint16_t colsb[16];
@@ -360,7 +387,7 @@ static void *run_part(void *arg) {
     }
     float *ts = jb->k ? jb->top_s + pt->tid * jb->n_q * jb->k : NULL;
     int64_t *ti = jb->k ? jb->top_i + pt->tid * jb->n_q * jb->k : NULL;
-#ifdef MAXSIM_X86
+#ifdef MAXSIM_AMX
     if (jb->isa == ISA_AMX) amx_config();
 #endif
     for (int64_t seg = pt->s0; seg < pt->s1; seg++) {
@@ -371,7 +398,7 @@ static void *run_part(void *arg) {
             const float segscale = jb->scale_mode == S_SEGMENT ? jb->dscale[seg] : 1.0f;
             for (int64_t ch = 0; ch < jb->n_chunks; ch++) {
                 const char *qp = (const char *)jb->qpack + ch * jb->chunk_bytes;
-#ifdef MAXSIM_X86
+#ifdef MAXSIM_AMX
                 if (jb->isa == ISA_AMX && jb->kind == K_I8)
                     colmax_amx_i8(jb, qp, r0, r1, colmax, (int32_t *)cbuf, scratch);
                 else if (jb->isa == ISA_AMX)
@@ -394,7 +421,7 @@ static void *run_part(void *arg) {
                 jb->out[qi * jb->n_d + seg] = s;
         }
     }
-#ifdef MAXSIM_X86
+#ifdef MAXSIM_AMX
     if (jb->isa == ISA_AMX) amx_release();
 #endif
 done:
@@ -416,15 +443,16 @@ static PyObject *py_run(PyObject *self, PyObject *args) {
     memset(&jb, 0, sizeof jb);
     long long q, qscale, q_off, d, d_off, dscale, out, top_s, top_i, nq_tok, n_q, n_d, d_rows, k;
     int nthreads, isa;
-    if (!PyArg_ParseTuple(args, "iiLLLLLLLLLLiLLLLii", &jb.kind, &jb.dim, &q, &qscale, &nq_tok, &q_off, &n_q, &d,
+    if (!PyArg_ParseTuple(args, "iiiLLLLLLLLLLiLLLLii", &jb.kind, &jb.qkind, &jb.dim, &q, &qscale, &nq_tok, &q_off, &n_q, &d,
                           &d_off, &n_d, &d_rows, &dscale, &jb.scale_mode, &out, &k, &top_s, &top_i, &nthreads,
                           &isa))
         return NULL;
-    if (jb.kind < K_F32 || jb.kind > K_I8 || jb.dim <= 0 || nthreads < 1 || k < 0) {
+    if (jb.kind < K_F32 || jb.kind > K_F16 || jb.qkind < K_F32 || jb.qkind > K_F16 || jb.dim <= 0 || nthreads < 1 ||
+        k < 0) {
         PyErr_SetString(PyExc_ValueError, "maxsim cpu kernel: bad kind, dim, k or thread count");
         return NULL;
     }
-    if (isa == ISA_AMX && (jb.kind == K_F32 || !amx_ok())) {
+    if (isa == ISA_AMX && (!(jb.kind == K_I8 || jb.kind == K_BF16) || jb.qkind != jb.kind || !amx_ok())) {
         PyErr_SetString(PyExc_RuntimeError, "maxsim cpu kernel: AMX path requested but not usable here");
         return NULL;
     }
@@ -517,7 +545,7 @@ static PyObject *py_isa(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"run", py_run, METH_VARARGS,
-     "run(kind, dim, q, qscale, nq_tok, q_off, n_q, d, d_off, n_d, d_rows, dscale, scale_mode, out, k, top_s, "
+     "run(kind, qkind, dim, q, qscale, nq_tok, q_off, n_q, d, d_off, n_d, d_rows, dscale, scale_mode, out, k, top_s, "
      "top_i, nthreads, isa): fused MaxSim over raw pointers (see kernels/cpu.py)."},
     {"isa", py_isa, METH_NOARGS, "isa() -> dict of the optional instruction paths usable on this CPU."},
     {NULL, NULL, 0, NULL}};
