@@ -1,12 +1,19 @@
 """The "cpu" MaxSim backend: the compiled fused kernel (kernels/csrc/maxsim_cpu.c) behind a torch wrapper.
 
+Paths, chosen at run time from the CPU's features: AMX tiles (int8 / bf16 segments on Sapphire Rapids and
+later), an AVX-512 float32 register-blocked kernel (any storage dtype; rows widened in registers), or
+portable C (cloned by the compiler for AVX2 and baseline x86-64, and the only path on other CPUs).
+``MAXSIM_CPU_ISA=generic`` disables AMX and ``MAXSIM_CPU_NO_AVX512=1`` the AVX-512 kernel.
+
 Per storage dtype of the segments:
 
-- int8: queries are quantised on the fly to int8 with one scale per token; products run on AMX int8
-  (TDPBSSD) where the CPU has it, else the generic blocked kernel (same integer products, so both paths give
-  the same scores up to float summation order).
-- bf16: queries are rounded to bf16; products run on AMX bf16 (TDPBF16PS), else the generic kernel; float32
-  accumulation either way.
+- int8: queries are quantised on the fly to int8 with one scale per token (see
+  :func:`~maxsim.kernels.quantize.quantize_queries_int8`); products run on AMX int8 (TDPBSSD) where the
+  CPU has it, else the float kernels on the same int8 values (exact integer products in float32, so every
+  path gives the same scores up to summation order). The query rounding costs up to ~4e-4 per query token
+  on unit-norm vectors (~1e-3 of a 32-token score).
+- bf16: queries are rounded to bf16 (~1e-4 per query token); products run on AMX bf16 (TDPBF16PS), else
+  the float kernels; float32 accumulation either way.
 - fp8 (e4m3): converted to bf16 (exactly) one chunk of segments at a time, then as bf16.
 - fp16 and float32: the generic blocked kernel with float32 queries (fp16 rows are widened exactly in the
   kernel; exact up to summation order).
@@ -49,11 +56,13 @@ def amx() -> bool:
 
 
 def path(dtype: torch.dtype) -> str:
-    """Which implementation scores segments of ``dtype`` here: "amx", "generic" or "torch"."""
+    """Which implementation scores segments of ``dtype`` here: "amx", "avx512", "generic" or "torch"."""
     if _ext is None:
         return "torch"
     if dtype in (torch.int8, torch.bfloat16, FP8) and _isa_for(dtype) == 1:
         return "amx"
+    if _ext.isa()["avx512"] and os.environ.get("MAXSIM_CPU_NO_AVX512", "0") in ("", "0"):
+        return "avx512"
     return "generic"
 
 

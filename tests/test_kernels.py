@@ -73,16 +73,23 @@ def path_kind(backend, storage):
     return "bf16q"
 
 
+@pytest.fixture(autouse=True)
+def _portable(request, monkeypatch):
+    """Tests parametrised with backend "cpu-portable" run the plain-C path (no AMX, no AVX-512)."""
+    if "cpu-portable" in request.node.name:
+        monkeypatch.setenv("MAXSIM_CPU_NO_AVX512", "1")
+
+
 def run_scores(backend, q, qo, data, do, scale):
     args = (torch.tensor(q, dtype=torch.float32), torch.tensor(qo), data, torch.tensor(do))
-    if backend == "cpu-generic":
+    if backend in ("cpu-generic", "cpu-portable"):
         return cpu.scores(check(*args, scale), isa=0)
     return maxsim_scores(*args, backend=backend, d_scale=scale)
 
 
 def run_topk(backend, q, qo, data, do, scale, k):
     args = (torch.tensor(q, dtype=torch.float32), torch.tensor(qo), data, torch.tensor(do))
-    if backend == "cpu-generic":
+    if backend in ("cpu-generic", "cpu-portable"):
         return cpu.topk(check(*args, scale), k, isa=0)
     return maxsim_topk(*args, k, backend=backend, d_scale=scale)
 
@@ -99,7 +106,7 @@ def assert_scores(got, want, qo, kind):
     assert (err <= np.broadcast_to(tol, want.shape)[fin]).all(), f"max error {err.max():.3g}"
 
 
-CPU_BACKENDS = ["torch", "cpu", "cpu-generic"]
+CPU_BACKENDS = ["torch", "cpu", "cpu-generic", "cpu-portable"]
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -243,7 +250,7 @@ def test_topk_ties_and_tail(backend, storage):
         np.testing.assert_allclose(np.sort(s[row].numpy())[::-1], np.sort(want[row])[::-1], atol=tol)
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpu", "cpu-generic", "triton"])
+@pytest.mark.parametrize("backend", ["torch", "cpu", "cpu-generic", "cpu-portable", "triton"])
 def test_thousands_of_segments(backend, monkeypatch):
     rng = np.random.default_rng(9)
     n = 3000 if backend != "triton" else 80
@@ -262,15 +269,18 @@ def test_thousands_of_segments(backend, monkeypatch):
     assert_topk_consistent(s, i, got, 10, TOL_PER_TOKEN[kind] * 32)
 
 
-def test_cpu_amx_and_generic_agree_on_int8():
-    """Same integer products on both paths: only float summation order may differ."""
+def test_cpu_paths_agree_on_int8(monkeypatch):
+    """Same integer products on AMX, AVX-512 and plain C: only float summation order may differ."""
     rng = np.random.default_rng(11)
     q, qo = ragged(rng, [32, 3, 70], 128)
     d, do = ragged(rng, rng.integers(0, 50, size=200), 128)
     data, scale, _ = store(d, do, "int8-segment")
     a = run_scores("cpu", q, qo, data, do, scale)
     b = run_scores("cpu-generic", q, qo, data, do, scale)
+    monkeypatch.setenv("MAXSIM_CPU_NO_AVX512", "1")
+    c = run_scores("cpu-generic", q, qo, data, do, scale)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
 
 
 def test_cpu_falls_back_to_torch_without_the_extension(monkeypatch):

@@ -64,6 +64,7 @@ typedef struct {
     void *qpack;
     int64_t n_chunks, chunk_bytes;
     int kpad;
+    int use_avx512; /* generic path: the AVX-512 float kernel instead of the portable one */
 } job_t;
 
 typedef struct {
@@ -215,6 +216,90 @@ static void colmax_generic(const job_t *jb, const float *qt, int64_t r0, int64_t
             for (int c = 0; c < QC; c++) colmax[c] = acc[r][c] > colmax[c] ? acc[r][c] : colmax[c];
     }
 }
+
+/* ----------------------------------------------------------------------------------------------------- */
+/* AVX-512 float kernel (any storage kind without AMX): 12 segment rows x 32 query columns per block, the   */
+/* 24 accumulators held in registers; rows are widened to float32 (and scaled per token) into a buffer.    */
+/* ----------------------------------------------------------------------------------------------------- */
+
+#ifdef MAXSIM_AMX /* same compiler requirement as the AMX code */
+#define MAXSIM_AVX512 1
+#define AR 12
+
+static int g_avx512_ok = -1;
+
+static int avx512_ok(void) {
+    if (g_avx512_ok < 0) {
+        __builtin_cpu_init();
+        g_avx512_ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c");
+    }
+    return g_avx512_ok;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) static void widen_row(const job_t *jb, int64_t row,
+                                                                                     float *dst) {
+    const int d = jb->dim;
+    const float s = jb->scale_mode == S_TOKEN ? jb->dscale[row] : 1.0f;
+    const __m512 vs = _mm512_set1_ps(s);
+    int k = 0;
+    if (jb->kind == K_F32) {
+        const float *src = (const float *)jb->d + row * d;
+        for (; k + 16 <= d; k += 16) _mm512_storeu_ps(dst + k, _mm512_mul_ps(_mm512_loadu_ps(src + k), vs));
+    } else if (jb->kind == K_F16) {
+        const uint16_t *src = (const uint16_t *)jb->d + row * d;
+        for (; k + 16 <= d; k += 16)
+            _mm512_storeu_ps(dst + k,
+                             _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + k))), vs));
+    } else if (jb->kind == K_BF16) {
+        const uint16_t *src = (const uint16_t *)jb->d + row * d;
+        for (; k + 16 <= d; k += 16) {
+            __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(src + k)));
+            _mm512_storeu_ps(dst + k, _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w, 16)), vs));
+        }
+    } else {
+        const int8_t *src = (const int8_t *)jb->d + row * d;
+        for (; k + 16 <= d; k += 16)
+            _mm512_storeu_ps(
+                dst + k,
+                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(src + k)))),
+                              vs));
+    }
+    for (; k < d; k++) dst[k] = load_as_float(jb->kind, jb->d, row * d + k) * s;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) static void colmax_avx512(
+    const job_t *jb, const float *qt, int64_t r0, int64_t r1, float *colmax, float *rows) {
+    const int d = jb->dim;
+    __m512 m0 = _mm512_set1_ps(-INFINITY), m1 = m0;
+    for (int64_t j = r0; j < r1; j += AR) {
+        const int nr = (int)((r1 - j) < AR ? (r1 - j) : AR);
+        for (int r = 0; r < AR; r++) {
+            if (r < nr)
+                widen_row(jb, j + r, rows + (int64_t)r * d);
+            else
+                memset(rows + (int64_t)r * d, 0, sizeof(float) * d);
+        }
+        __m512 a[AR][2];
+        for (int r = 0; r < AR; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+        for (int k = 0; k < d; k++) {
+            const __m512 q0 = _mm512_loadu_ps(qt + (int64_t)k * QC), q1 = _mm512_loadu_ps(qt + (int64_t)k * QC + 16);
+#pragma GCC unroll 12
+            for (int r = 0; r < AR; r++) {
+                const __m512 v = _mm512_set1_ps(rows[(int64_t)r * d + k]);
+                a[r][0] = _mm512_fmadd_ps(v, q0, a[r][0]);
+                a[r][1] = _mm512_fmadd_ps(v, q1, a[r][1]);
+            }
+        }
+        for (int r = 0; r < nr; r++) {
+            m0 = _mm512_max_ps(m0, a[r][0]);
+            m1 = _mm512_max_ps(m1, a[r][1]);
+        }
+    }
+    _mm512_storeu_ps(colmax, m0);
+    _mm512_storeu_ps(colmax + 16, m1);
+}
+#endif
 
 /* ----------------------------------------------------------------------------------------------------- */
 /* AMX kernels                                                                                             */
@@ -376,7 +461,7 @@ static void *run_part(void *arg) {
     const int d = jb->dim;
     const int64_t es = (int64_t)elem_size(jb->kind);
     float *tokmax = malloc(sizeof(float) * (jb->nq_tok > 0 ? jb->nq_tok : 1));
-    float *rows = malloc(sizeof(float) * GR * d);
+    float *rows = malloc(sizeof(float) * 16 * d); /* GR or AR rows widened to float */
     void *cbuf = aligned_alloc(64, RB * QC * 4);
     char *scratch = aligned_alloc(64, (size_t)((RB * d * es + 128 + 63) / 64 * 64));
     int64_t *counts = calloc(jb->n_q > 0 ? jb->n_q : 1, sizeof(int64_t));
@@ -403,6 +488,8 @@ static void *run_part(void *arg) {
                     colmax_amx_i8(jb, qp, r0, r1, colmax, (int32_t *)cbuf, scratch);
                 else if (jb->isa == ISA_AMX)
                     colmax_amx_bf16(jb, qp, r0, r1, colmax, (float *)cbuf, scratch);
+                else if (jb->use_avx512)
+                    colmax_avx512(jb, (const float *)qp, r0, r1, colmax, rows);
                 else
 #endif
                     colmax_generic(jb, (const float *)qp, r0, r1, colmax, rows);
@@ -457,6 +544,9 @@ static PyObject *py_run(PyObject *self, PyObject *args) {
         return NULL;
     }
     jb.isa = isa;
+#ifdef MAXSIM_AVX512
+    jb.use_avx512 = isa != ISA_AMX && !getenv("MAXSIM_CPU_NO_AVX512") && avx512_ok();
+#endif
     jb.q = (const void *)(uintptr_t)q;
     jb.qscale = (const float *)(uintptr_t)qscale;
     jb.nq_tok = nq_tok;
@@ -540,7 +630,12 @@ static PyObject *py_run(PyObject *self, PyObject *args) {
 static PyObject *py_isa(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
-    return Py_BuildValue("{s:O}", "amx", amx_ok() ? Py_True : Py_False);
+#ifdef MAXSIM_AVX512
+    PyObject *avx = avx512_ok() ? Py_True : Py_False;
+#else
+    PyObject *avx = Py_False;
+#endif
+    return Py_BuildValue("{s:O,s:O}", "amx", amx_ok() ? Py_True : Py_False, "avx512", avx);
 }
 
 static PyMethodDef methods[] = {
