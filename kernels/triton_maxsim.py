@@ -184,15 +184,15 @@ def _configs() -> list[triton.Config]:
     for bt in (32, 64, 128):
         for bd in (64, 128):
             for warps in (4, 8):
-                for stages in (2, 3):
-                    cfg = {"BLOCK_T": bt, "BLOCK_D": bd}
-                    out.append(triton.Config(cfg, num_warps=warps, num_stages=stages))
+                out.append(triton.Config({"BLOCK_T": bt, "BLOCK_D": bd}, num_warps=warps, num_stages=3))
     return out
 
 
 def _prune(configs, named_args, **kwargs):
-    dim = named_args["DIM"] if "DIM" in named_args else kwargs.get("DIM")
-    kept = [c for c in configs if dim is None or c.kwargs["BLOCK_D"] <= max(64, triton.next_power_of_2(dim))]
+    """Keep the dim tile that fits the dim best (64 up to 64 dims, else 128): 6 configs per key."""
+    dim = named_args.get("DIM", kwargs.get("DIM"))
+    want = 64 if dim is not None and dim <= 64 else 128
+    kept = [c for c in configs if c.kwargs["BLOCK_D"] == want]
     return kept or configs
 
 
@@ -242,10 +242,10 @@ def _groups(q_offsets: torch.Tensor, block_q: int) -> tuple[torch.Tensor, torch.
 
 
 def _block_q(q_offsets: torch.Tensor) -> int:
-    lens = (q_offsets[1:] - q_offsets[:-1]).tolist()
-    longest = max(lens, default=1)
+    """Stacked query tokens per tile: up to 128 (several short queries share one segment pass)."""
+    total = int(q_offsets[-1])
     cap = INTERPRETER_BLOCK_Q if _interpreting() else 128
-    return max(16, min(cap, triton.next_power_of_2(max(longest, 1))))
+    return max(16, min(cap, triton.next_power_of_2(max(total, 1))))
 
 
 def _n_programs_target(device: torch.device) -> int:
