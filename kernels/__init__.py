@@ -36,7 +36,9 @@ def _interpreting() -> bool:
 def resolve_backend(backend: str | None, device: torch.device) -> str:
     """The backend that runs tensors on ``device`` when ``backend`` (None means the default) is asked for."""
     if backend is None:
-        return "triton" if device.type == "cuda" else ("cpu" if device.type == "cpu" else "torch")
+        if device.type == "cuda":
+            return "triton" if _triton_available() else "torch"
+        return "cpu" if device.type == "cpu" else "torch"
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)} or None, got {backend!r}")
     if backend == "cpu" and device.type != "cpu":
@@ -47,6 +49,14 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
             f"is imported), got tensors on {device}"
         )
     return backend
+
+
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _triton():

@@ -163,6 +163,9 @@ def topk(p: Problem, k: int, isa: int | None = None) -> tuple[torch.Tensor, torc
     empty_i = torch.full((p.n_q, k), -1, dtype=torch.int64)
     if k == 0 or p.n_q == 0 or p.n_d == 0:
         return empty_s, empty_i
+    if k >= p.n_d:  # every segment is kept: score them all and sort once
+        s = scores(p, isa)
+        return reference.merge_topk(s, torch.arange(p.n_d).expand(p.n_q, -1), k)
     kind = _kind(p.d.dtype)
     isa = _isa_for(p.d.dtype) if isa is None else isa
     qk, qscale = _prepare_queries(p, kind)

@@ -221,7 +221,8 @@ def _groups(q_offsets: torch.Tensor, block_q: int) -> tuple[torch.Tensor, torch.
     """
     o = q_offsets.tolist()
     n_q = len(o) - 1
-    table, tok_qid = [], [0] * o[-1]
+    table = []
+    first_q = [0] * n_q
     i = 0
     n_chunks = 1
     while i < n_q:
@@ -233,12 +234,13 @@ def _groups(q_offsets: torch.Tensor, block_q: int) -> tuple[torch.Tensor, torch.
             tokens += length
             j += 1
         table.append((o[i], o[j], i, j - i))
-        for qi in range(i, j):
-            for t in range(o[qi], o[qi + 1]):
-                tok_qid[t] = qi - i
+        first_q[i:j] = [i] * (j - i)
         n_chunks = max(n_chunks, -(-tokens // block_q))
         i = j
-    return torch.tensor(table, dtype=torch.int32), torch.tensor(tok_qid, dtype=torch.int32), n_chunks
+    lens = q_offsets[1:] - q_offsets[:-1]
+    local = torch.arange(n_q, dtype=torch.int64) - torch.tensor(first_q, dtype=torch.int64)
+    tok_qid = torch.repeat_interleave(local, lens).to(torch.int32)
+    return torch.tensor(table, dtype=torch.int32).reshape(-1, 4), tok_qid, n_chunks
 
 
 def _block_q(q_offsets: torch.Tensor) -> int:

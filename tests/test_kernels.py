@@ -296,7 +296,7 @@ def test_cpu_falls_back_to_torch_without_the_extension(monkeypatch):
 
 def test_default_backend_on_cpu_tensors_is_the_cpu_kernel():
     assert K.resolve_backend(None, torch.device("cpu")) == "cpu"
-    assert cpu.path(torch.float32) in ("generic", "torch")
+    assert cpu.path(torch.float32) in ("avx512", "generic", "torch")
 
 
 @pytest.mark.parametrize(("storage", "bound"), [("bf16", 1e-3), ("fp16", 1.5e-4), ("int8-token", 4e-3),
