@@ -15,9 +15,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from maxsim.kernels import maxsim_topk
 
 import maxsim.store as store_mod
-from maxsim.kernels import maxsim_topk
 from maxsim.store import (
     IndexFormatError,
     IndexWriteError,
@@ -34,7 +34,8 @@ def recs(video, n, seed, digest="h1"):
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        t = torch.nn.functional.normalize(torch.tensor(rng.standard_normal((int(rng.integers(1, 6)), DIM))), dim=1)
+        raw = torch.tensor(rng.standard_normal((int(rng.integers(1, 6)), DIM)))
+        t = torch.nn.functional.normalize(raw, dim=1)
         out.append(SegmentRecord(video, digest, "s", 2.0 * i, 2.0 * i + 2, [2.0 * i], b"jpg", t.float()))
     return out
 
@@ -197,10 +198,12 @@ def test_lock_held_by_a_killed_writer_is_released(store):
             print("locked", flush=True)
             sys.stdin.readline()
     """)
-    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
     try:
         assert p.stdout.readline().strip() == "locked"
-        with pytest.raises(LockedError, match=rf"another process is writing to this index \(held by pid {p.pid}"):
+        msg = rf"another process is writing to this index \(held by pid {p.pid}"
+        with pytest.raises(LockedError, match=msg):
             with store.writing():
                 pass
         assert len(store.snapshot()) == 0  # readers do not wait for the writer
@@ -267,7 +270,8 @@ def test_damaged_and_foreign_folders_give_clear_errors(store):
     (store.root / "notes.md").write_text("a user's notes")
     assert len(store.snapshot()) == 3  # unknown files do not break opening
     (store.root / man.parts[0]["tokens"]).unlink()
-    with pytest.raises(IndexFormatError, match=r"tokens.arrow: listed in the manifest of version 1 but missing"):
+    msg = r"tokens.arrow: listed in the manifest of version 1 but missing"
+    with pytest.raises(IndexFormatError, match=msg):
         store.snapshot()
     assert len(store.snapshot(0)) == 0  # an older version that does not need the file still opens
     (store.root / "manifest.json").write_bytes(b"\x00\xff garbage")
@@ -335,7 +339,7 @@ def test_incremental_equals_rebuild_store_level(tmp_path_factory, ops):
         fresh = Store.create(root / "fresh", {"name": "enc"}, DIM)
         if model:
             ingest(fresh, {v: recs(v, 2 + a, hash((v, a)) % 1000, digest=f"h{a}") for v, a in model.items()})
-        q = torch.nn.functional.normalize(torch.tensor(np.random.default_rng(0).standard_normal((3, DIM))), dim=1)
+        q = torch.nn.functional.normalize(torch.tensor(np.random.default_rng(0).standard_normal((3, DIM))), 1)
         got, want = scores_by_key(store.snapshot(), q.float()), scores_by_key(fresh.snapshot(), q.float())
         assert got.keys() == want.keys()
         for key in want:
@@ -384,18 +388,20 @@ def test_open_and_search_do_not_load_the_index_into_ram(tmp_path):
         a2 = anon()
         print(a1 - a0, a2 - a0, len(snap))
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=300)
     opened, searched, n = map(int, out.stdout.split())
-    print(f"index {size >> 20} MiB: anonymous memory +{opened >> 20} MiB on open, +{searched >> 20} MiB after search")
+    mib = f"index {size >> 20} MiB: anonymous memory +{opened >> 20} MiB open, +{searched >> 20} MiB search"
+    print(mib)
     assert n == n_tok // per_seg
-    assert opened < size * 0.05, f"opening grew anonymous memory by {opened >> 20} MiB for {size >> 20} MiB"
-    assert searched < size * 0.25, f"searching grew anonymous memory by {searched >> 20} MiB for {size >> 20} MiB"
+    assert opened < size * 0.05, mib
+    assert searched < size * 0.25, mib
 
 
 def test_lock_file_is_not_inherited_by_exec(tmp_path):
     store = Store.create(tmp_path / "i", {"name": "enc"}, DIM)
     with store.writing():
         # a program the writer starts (ffmpeg, say) must not keep the lock alive after the writer dies
-        out = subprocess.run(["ls", "-l", f"/proc/self/fd"], capture_output=True, text=True).stdout
+        out = subprocess.run(["ls", "-l", "/proc/self/fd"], capture_output=True, text=True).stdout
         assert str(store.root / "LOCK") not in out
     assert os.path.exists(store.root / "LOCK")
