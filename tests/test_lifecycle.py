@@ -405,3 +405,35 @@ def test_lock_file_is_not_inherited_by_exec(tmp_path):
         out = subprocess.run(["ls", "-l", "/proc/self/fd"], capture_output=True, text=True).stdout
         assert str(store.root / "LOCK") not in out
     assert os.path.exists(store.root / "LOCK")
+
+
+def test_a_reader_racing_garbage_collection_retries_on_the_new_version(store, monkeypatch):
+    ingest(store, {"/v/a": recs("/v/a", 3, 1)})
+    stale = store.manifest()
+    ingest(store, {"/v/b": recs("/v/b", 2, 2)})
+    with store.writing():
+        store.compact(full=True, keep_versions=1)  # the files of version 1 are gone
+    with pytest.raises(IndexFormatError, match="missing"):
+        store_mod.Snapshot(store.root, stale)
+    real, calls = Store.manifest, []
+
+    def first_stale(self, version=None):
+        calls.append(version)
+        return stale if len(calls) == 1 else real(self, version)
+
+    monkeypatch.setattr(Store, "manifest", first_stale)
+    snap = store.snapshot()  # read the manifest, then a writer collected its files: it retries
+    assert snap.version == 3 and len(snap) == 5 and len(calls) >= 2
+
+
+def test_an_index_without_a_catalog_still_opens_and_deletes(store):
+    ingest(store, {"/v/a": recs("/v/a", 3, 1), "/v/b": recs("/v/b", 2, 2)})
+    path = store.root / "manifest.json"
+    data = json.loads(path.read_text())
+    del data["videos"]
+    data["deleted"] = [0]  # the first format: a plain list of deleted segment ids
+    path.write_text(json.dumps(data))
+    snap = store.snapshot()
+    assert len(snap) == 4 and snap.manifest.videos["/v/a"]["segments"] == 2
+    man = delete(store, ["/v/a"])
+    assert sorted(man.videos) == ["/v/b"] and len(store.snapshot()) == 2
