@@ -394,3 +394,36 @@ def test_sigkill_at_20_points_leaves_the_last_committed_version(tmp_path, pool, 
             state = check_index(index, reference, [after])
     assert len(outcomes) == 20
     assert {o for _, _, o in outcomes} == {"committed", "kept"}
+
+
+def test_disk_full_during_ingest_is_a_clear_error_and_changes_nothing(tmp_path, pool, monkeypatch):
+    import errno
+
+    from maxsim.store import IndexWriteError
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    eng = new_engine(tmp_path / "idx")
+    eng.ingest([place(lib, pool, "a", 0)], progress=False)
+    parts_before = sorted((tmp_path / "idx" / "parts").iterdir())
+    real = store_mod._open_sink
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, b):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    monkeypatch.setattr(store_mod, "_BATCH_BYTES", 500)
+    monkeypatch.setattr(store_mod, "_open_sink", lambda p: Full(real(p)))
+    msg = r"no space left on device\); the index is unchanged at version 1"
+    with pytest.raises(IndexWriteError, match=msg):
+        eng.ingest([place(lib, pool, "b", 0), place(lib, pool, "c", 0)], progress=False)
+    monkeypatch.setattr(store_mod, "_open_sink", real)
+    assert eng.version == 1 and Engine(tmp_path / "idx").version == 1
+    assert sorted((tmp_path / "idx" / "parts").iterdir()) == parts_before  # the failed part was removed
+    assert eng.ingest([lib / "b.mp4"], progress=False).version == 2

@@ -222,7 +222,7 @@ class FullDisk:
 
     def write(self, b):
         n = memoryview(b).nbytes
-        if n > self.budget[0]:
+        if n > self.budget[0]:  # a short write then ENOSPC, as write(2) on a full disk
             raise OSError(errno.ENOSPC, "No space left on device")
         self.budget[0] -= n
         return self.f.write(b)
@@ -237,31 +237,56 @@ class FullDisk:
         self.f.close()
 
 
-@pytest.mark.parametrize("budget", [0, 100, 2_000, 6_000, 20_000, 40_000])
-def test_disk_full_leaves_the_committed_index_intact(store, monkeypatch, budget):
+def bytes_written(tmp_path, monkeypatch):
+    """Bytes the write of test_disk_full takes when the disk has room, and the manifest's share."""
     monkeypatch.setattr(store_mod, "_BATCH_BYTES", 400)
+    store = Store.create(tmp_path / "probe", {"name": "enc"}, DIM)
+    ingest(store, {"/v/a": recs("/v/a", 3, 1)})
+    real, sizes = store_mod._open_sink, []
+
+    class Counting(FullDisk):
+        def write(self, b):
+            sizes.append(memoryview(b).nbytes)
+            return self.f.write(b)
+
+    monkeypatch.setattr(store_mod, "_open_sink", lambda path: Counting(real(path), None))
+    ingest(store, {"/v/b": recs("/v/b", 60, 2)})
+    monkeypatch.setattr(store_mod, "_open_sink", real)
+    return sum(sizes), len((store.root / "manifest.json").read_bytes())
+
+
+@pytest.mark.parametrize("where", [0.0, 0.001, 0.2, 0.5, 0.8, "version file", "manifest"])
+def test_disk_full_leaves_the_committed_index_intact(store, tmp_path, monkeypatch, where):
+    total, manifest_bytes = bytes_written(tmp_path, monkeypatch)
+    if where == "version file":  # the parts fit, the new version's file does not
+        budget = total - 2 * manifest_bytes + manifest_bytes // 2
+    elif where == "manifest":  # everything but the new manifest.json fits
+        budget = total - manifest_bytes // 2
+    else:
+        budget = int(total * where)
     ingest(store, {"/v/a": recs("/v/a", 3, 1)})
     before = live_rows(store.snapshot())
     files_before = part_files(store.root)
-    real = store_mod._open_sink
-    left = [budget]
+    real, left = store_mod._open_sink, [budget]  # one budget for all files: the disk's free space
     monkeypatch.setattr(store_mod, "_open_sink", lambda path: FullDisk(real(path), left))
-    try:
+    with pytest.raises(IndexWriteError) as info:
         ingest(store, {"/v/b": recs("/v/b", 60, 2)})
-    except IndexWriteError as e:
-        assert "no space left on device" in str(e) and "unchanged at version 1" in str(e)
-        assert e.errno == errno.ENOSPC and str(store.root) in str(e)
-        monkeypatch.setattr(store_mod, "_open_sink", real)
-        assert store.manifest().version == 1
-        assert live_rows(store.snapshot()).keys() == before.keys()
-        with store.writing():  # the next writer leaves no trace of the failed one
-            pass
-        assert part_files(store.root) == files_before and not list(store.root.rglob("*.tmp"))
-        ingest(store, {"/v/b": recs("/v/b", 2, 2)})  # and writing works again
-        assert len(store.snapshot()) == 5
-    else:
-        assert budget >= 20_000, "a write this small in budget should have failed"
-        assert len(store.snapshot()) == 63
+    e = info.value
+    assert "no space left on device" in str(e) and "unchanged at version 1" in str(e)
+    assert e.errno == errno.ENOSPC and str(store.root) in str(e)
+    monkeypatch.setattr(store_mod, "_open_sink", real)
+    # the failure hit where it was meant to: the new version's file exists only when the manifest failed
+    assert (store.root / "manifests" / "v000000002.json").exists() == (where == "manifest")
+    if where in ("version file", "manifest"):  # after the new part was written in full
+        assert len(part_files(store.root)) == len(files_before) + 2
+    assert store.manifest().version == 1
+    assert live_rows(store.snapshot()).keys() == before.keys()
+    with store.writing():  # the next writer leaves no trace of the failed one
+        pass
+    assert part_files(store.root) == files_before and not list(store.root.rglob("*.tmp"))
+    assert store.versions() == [0, 1]
+    ingest(store, {"/v/b": recs("/v/b", 2, 2)})  # and writing works again
+    assert len(store.snapshot()) == 5
 
 
 def test_damaged_and_foreign_folders_give_clear_errors(store):
