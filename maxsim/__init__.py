@@ -1,14 +1,29 @@
-"""maxsim: find moments in video with late-interaction (MaxSim) search."""
+"""maxsim: find moments in video with late-interaction (MaxSim) search.
 
+``Engine(path, encoder=...)`` ingests videos (segment, sample frames, encode, store) and answers text
+queries with ranked :class:`Hit` objects (video, start, end, score, best frame time, thumbnail).
+"""
+
+from maxsim.encoders import load_encoder, register_encoder, registered_encoders
+from maxsim.engine import Engine, IngestReport
+from maxsim.frames import FrameSampler
+from maxsim.segment import FixedSegmenter, SceneSegmenter, Segmenter, load_segmenter
 from maxsim.types import Clip, Encoder, Hit, Segment
 
-__all__ = ["Clip", "Encoder", "Engine", "Hit", "Segment"]
+__all__ = [
+    "Clip",
+    "Encoder",
+    "Engine",
+    "FixedSegmenter",
+    "FrameSampler",
+    "Hit",
+    "IngestReport",
+    "SceneSegmenter",
+    "Segment",
+    "Segmenter",
+    "load_encoder",
+    "load_segmenter",
+    "register_encoder",
+    "registered_encoders",
+]
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str):
-    if name == "Engine":  # imported lazily: it pulls in the video and encoder stacks
-        from maxsim.engine import Engine
-
-        return Engine
-    raise AttributeError(f"module 'maxsim' has no attribute {name!r}")

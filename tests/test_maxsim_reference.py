@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-
 from maxsim.kernels import maxsim_scores, maxsim_topk
 
 

@@ -21,8 +21,9 @@ from maxsim.store import (
 def records(rng, n, dim, video="/v/a.mp4"):
     out = []
     for i in range(n):
-        t = torch.nn.functional.normalize(torch.tensor(rng.standard_normal((int(rng.integers(1, 9)), dim))), dim=1)
-        out.append(SegmentRecord(video, "h", "s", 2.0 * i, 2.0 * i + 2, [2.0 * i + 0.5], b"\xff\xd8jpg", t.float()))
+        n = int(rng.integers(1, 9))
+        t = torch.nn.functional.normalize(torch.tensor(rng.standard_normal((n, dim))), dim=1).float()
+        out.append(SegmentRecord(video, "h", "s", 2.0 * i, 2.0 * i + 2, [2.0 * i + 0.5], b"\xff\xd8jpg", t))
     return out
 
 
