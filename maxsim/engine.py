@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -137,7 +138,8 @@ class Engine:
                     ) from None
                 self._spec = DEFAULT_ENCODER
                 self._encoder = load_encoder(DEFAULT_ENCODER)
-            Store.create(self.path, _encoder_record(self._encoder, self._spec), self._encoder.dim, dtype)
+            with contextlib.suppress(FileExistsError):  # another process created it meanwhile
+                Store.create(self.path, _encoder_record(self._encoder, self._spec), self._encoder.dim, dtype)
             manifest = self.store.manifest()
         if self._encoder is not None:
             self._check_encoder(manifest, self._encoder)
@@ -206,6 +208,7 @@ class Engine:
         paths: Iterable[str | os.PathLike],
         segmenter: Segmenter | str | None = None,
         progress: bool = True,
+        commit_every: int | None = None,
     ) -> IngestReport:
         """Add videos (files, or folders searched recursively) to the index in one commit.
 
@@ -214,9 +217,13 @@ class Engine:
         gets wrong) is reported in ``failed`` with the reason and leaves the index unchanged for it; the
         other files still ingest. Segments are written to the new part as they are encoded, so memory
         holds one encoder batch of clips and one record batch of vectors, whatever the video's length.
-        Killed at any point, the index stays at its last committed version.
+        Killed at any point, the index stays at its last committed version. With ``commit_every=N`` a
+        version is committed after every N ingested videos (a long ingest that is interrupted then keeps
+        what it committed; ``report.version`` is the last version committed).
         """
         self._writable("ingest")
+        if commit_every is not None and commit_every < 1:
+            raise ValueError(f"commit_every must be >= 1 or None, got {commit_every}")
         seg = self.segmenter if segmenter is None else load_segmenter(segmenter)
         settings = self._settings_key(seg)
         report = IngestReport()
@@ -232,6 +239,18 @@ class Engine:
             writer = self.store.new_part(base)
             next_id = base.next_segment_id
             replaced: list[str] = []
+            pending = 0  # videos in the part being written
+
+            def commit() -> None:
+                nonlocal base, catalog, writer, replaced, pending
+                part = writer.close()
+                base = self.store.commit(
+                    base, [part], delete_videos=replaced, next_segment_id=next_id, op="ingest",
+                    info={"videos": pending, "videos_replaced": len(replaced)},
+                )
+                report.version = base.version
+                catalog, replaced, pending = self._catalog(base), [], 0
+
             try:
                 for f in tqdm(files, desc="ingest", unit="video", disable=not progress):
                     video = str(Path(f).resolve())
@@ -259,19 +278,20 @@ class Engine:
                         replaced.append(video)
                     report.ingested.append(f)
                     report.segments += n
-                if not report.ingested:
+                    pending += 1
+                    if commit_every is not None and pending >= commit_every:
+                        commit()
+                        writer = self.store.new_part(base)
+                if pending:
+                    commit()
+                else:
                     writer.abort()
-                    return report
-                part = writer.close()
             except BaseException:
-                writer.abort()
+                if not writer.closed:
+                    writer.abort()
                 raise
-            man = self.store.commit(
-                base, [part], delete_videos=replaced, next_segment_id=next_id, op="ingest",
-                info={"videos": len(report.ingested), "videos_replaced": len(replaced)},
-            )
-        report.version = man.version
-        self._open(man)
+        if report.version is not None:
+            self._open(base)
         return report
 
     def _catalog(self, manifest: Manifest) -> dict[str, dict[str, Any]]:

@@ -23,6 +23,8 @@ def run(index: str, op: str, args: list[str], crash_at: str | None, batch_bytes:
     eng = Engine(index, encoder=ColorEncoder(), segmenter="fixed:2")
     if op == "ingest":
         eng.ingest(args, progress=False)
+    elif op == "ingest_each":  # one commit per video
+        eng.ingest(args, progress=False, commit_every=1)
     elif op == "delete":
         eng.delete_where(videos=args)
     elif op == "compact":

@@ -427,3 +427,27 @@ def test_disk_full_during_ingest_is_a_clear_error_and_changes_nothing(tmp_path, 
     assert eng.version == 1 and Engine(tmp_path / "idx").version == 1
     assert sorted((tmp_path / "idx" / "parts").iterdir()) == parts_before  # the failed part was removed
     assert eng.ingest([lib / "b.mp4"], progress=False).version == 2
+
+
+def test_commit_every_keeps_what_was_committed_when_killed(tmp_path, pool):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    files = [str(place(lib, pool, n, 0).resolve()) for n in "abc"]  # 2, 3 and 2 segments
+    eng = new_engine(tmp_path / "idx")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["tests.crash_worker"])
+    # killed while adding the first segment of the third video: the first two were committed
+    p = ctx.Process(target=crash_worker.run, args=(str(tmp_path / "idx"), "ingest_each", files, "part.add:6",
+                                                   BATCH_BYTES))
+    p.start()
+    p.join(60)
+    assert p.exitcode == -9
+    assert eng.refresh() == 2 and eng.videos() == files[:2] and len(eng) == 5
+    rep = eng.ingest(files, progress=False, commit_every=1)
+    assert rep.version == 3 and len(rep.skipped) == 2 and eng.videos() == files
+    rep = eng.ingest([place(lib, pool, n, 1) for n in "ab"] + [place(lib, pool, "d", 0)], progress=False,
+                     commit_every=2)
+    assert rep.version == 5 and [h["videos"] for h in eng.history[-2:]] == [2, 1]
+    assert [h.get("videos_replaced") for h in eng.history[-2:]] == [2, 0]
+    with pytest.raises(ValueError, match="commit_every"):
+        eng.ingest(files, commit_every=0)
