@@ -309,9 +309,19 @@ def read_manifest(root: str | Path, version: int | None = None) -> Manifest:
             raise IndexNotFoundError(f"no index at {root} (the folder does not exist)")
         raise IndexNotFoundError(f"no index at {root} ({MANIFEST} is missing)")
     try:
-        latest = Manifest.from_json(path.read_text(), path)
-    except UnicodeDecodeError as e:
-        raise IndexFormatError(f"{path}: not a valid manifest ({e})") from e
+        try:
+            latest = Manifest.from_json(path.read_text(), path)
+        except UnicodeDecodeError as e:
+            raise IndexFormatError(f"{path}: not a valid manifest ({e})") from e
+    except IndexFormatError as e:
+        kept = [] if "newer maxsim" in str(e) else _version_files(root)
+        if kept:
+            newest = _version_path(root, kept[-1])
+            raise IndexFormatError(
+                f"{e}. Copies of the last committed versions are kept in {root / MANIFESTS}: to recover, "
+                f"copy the newest one over it (cp {newest} {path})"
+            ) from e
+        raise
     if version is None or version == latest.version:
         return latest
     if version > latest.version or version < 0:
@@ -326,14 +336,19 @@ def read_manifest(root: str | Path, version: int | None = None) -> Manifest:
     return Manifest.from_json(vpath.read_text(), vpath)
 
 
-def _retained_versions(root: Path, latest: int) -> list[int]:
-    out = {latest}
+def _version_files(root: Path) -> list[int]:
+    """Versions that have a file in manifests/ (committed or not), sorted."""
+    out = []
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(root / MANIFESTS):
             m = _VERSION_FILE.match(name)
-            if m and int(m.group(1)) <= latest:
-                out.add(int(m.group(1)))
+            if m:
+                out.append(int(m.group(1)))
     return sorted(out)
+
+
+def _retained_versions(root: Path, latest: int) -> list[int]:
+    return sorted({latest, *(v for v in _version_files(root) if v <= latest)})
 
 
 # -- writing a part --------------------------------------------------------------------------------------

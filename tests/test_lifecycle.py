@@ -462,3 +462,14 @@ def test_an_index_without_a_catalog_still_opens_and_deletes(store):
     assert len(snap) == 4 and snap.manifest.videos["/v/a"]["segments"] == 2
     man = delete(store, ["/v/a"])
     assert sorted(man.videos) == ["/v/b"] and len(store.snapshot()) == 2
+
+
+def test_a_damaged_manifest_names_the_copy_to_recover_from(store):
+    ingest(store, {"/v/a": recs("/v/a", 3, 1)})
+    good = (store.root / "manifests" / "v000000001.json").read_text()
+    (store.root / "manifest.json").write_text('{"format_version": 1, "trunc')
+    msg = r"not a valid manifest .* copy the newest one over it \(cp .*v000000001.json"
+    with pytest.raises(IndexFormatError, match=msg):
+        store.snapshot()
+    (store.root / "manifest.json").write_text(good)
+    assert len(store.snapshot()) == 3
