@@ -147,7 +147,7 @@ class Engine:
 
     # -- state ---------------------------------------------------------------------------------------
     def _open(self, manifest: Manifest) -> None:
-        self._snapshot = Snapshot(self.path, manifest)
+        self._snapshot = Snapshot(self.path, manifest, self._snapshot)
 
     @property
     def manifest(self) -> Manifest:
@@ -162,7 +162,7 @@ class Engine:
         """Move to the latest committed version; returns it. Searches until then use the version opened."""
         if self._pinned is not None:
             raise PermissionError(f"{self.path} is open at version {self._pinned}: it does not refresh")
-        self._snapshot = self.store.snapshot()
+        self._snapshot = self.store.snapshot(previous=self._snapshot)
         return self.version
 
     def __len__(self) -> int:

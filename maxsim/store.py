@@ -600,6 +600,10 @@ class Chunk:
     part: int = 0  # index of the part in the manifest
 
 
+# a part as mapped: its segment table, and per token batch (tokens, offsets, rows local to the part)
+_LoadedPart = tuple[pa.Table, list[tuple[torch.Tensor, torch.Tensor, np.ndarray]]]
+
+
 class Snapshot:
     """A read-only view of one committed version: segment metadata and memory-mapped tokens.
 
@@ -607,38 +611,25 @@ class Snapshot:
     (about 40 bytes per segment). Token vectors and thumbnails stay in the mapped files.
     """
 
-    def __init__(self, root: Path, manifest: Manifest) -> None:
+    def __init__(self, root: Path, manifest: Manifest, previous: Snapshot | None = None) -> None:
         self.root = root
         self.manifest = manifest
         self.chunks: list[Chunk] = []
         tables = []
         self.part_rows: list[tuple[int, int]] = []  # table row span of each part
+        # per part id: its mapped segment table and (tokens, local offsets, local rows) per batch; parts are
+        # immutable, so a snapshot opened after another reuses the mappings of the parts they share
+        self._parts: dict[str, _LoadedPart] = {}
+        reuse = previous._parts if previous is not None and previous.root == root else {}
         row0 = 0
         for p_i, part in enumerate(manifest.parts):
-            seg_path, tok_path = root / part["segments"], root / part["tokens"]
-            seg = _open_ipc(seg_path, manifest).read_all()
-            if seg.schema.names != SEGMENT_SCHEMA.names:
-                raise IndexFormatError(f"{seg_path}: unexpected columns {seg.schema.names}")
-            if seg.num_rows != part["n_segments"]:
-                raise IndexFormatError(
-                    f"{seg_path}: {seg.num_rows} segments, the manifest says {part['n_segments']}"
-                )
-            tok_reader = _open_ipc(tok_path, manifest)
-            batch_ids = seg.column("token_batch").to_numpy()
-            counts = seg.column("token_count").to_numpy().astype(np.int64)
-            for b in range(tok_reader.num_record_batches):
-                sel = np.flatnonzero(batch_ids == b)
-                if sel.size == 0:
-                    continue
-                tokens = self._tokens(tok_reader.get_batch(b), tok_path)
-                offsets = np.zeros(sel.size + 1, dtype=np.int64)
-                np.cumsum(counts[sel], out=offsets[1:])
-                if offsets[-1] != tokens.shape[0]:
-                    raise IndexFormatError(
-                        f"{tok_path}: batch {b} has {tokens.shape[0]} token rows but its segments claim "
-                        f"{offsets[-1]}"
-                    )
-                self.chunks.append(Chunk(tokens, torch.from_numpy(offsets), sel + row0, p_i))
+            loaded = reuse.get(part["id"])
+            if loaded is None or loaded[0].num_rows != part["n_segments"]:
+                loaded = self._load_part(part)
+            self._parts[part["id"]] = loaded
+            seg, batches = loaded
+            for tokens, offsets, sel in batches:
+                self.chunks.append(Chunk(tokens, offsets, sel + row0, p_i))
             tables.append(seg)
             self.part_rows.append((row0, row0 + seg.num_rows))
             row0 += seg.num_rows
@@ -656,6 +647,35 @@ class Snapshot:
         self.live = ~in_ranges(self.segment_ids, manifest.deleted)
         if manifest.videos is None:  # an index written before the catalog: build it from the tables
             manifest.videos = _catalog_from_table(self.table, self.live)
+
+    def _load_part(self, part: dict[str, Any]) -> _LoadedPart:
+        root, manifest = self.root, self.manifest
+        seg_path, tok_path = root / part["segments"], root / part["tokens"]
+        seg = _open_ipc(seg_path, manifest).read_all()
+        if seg.schema.names != SEGMENT_SCHEMA.names:
+            raise IndexFormatError(f"{seg_path}: unexpected columns {seg.schema.names}")
+        if seg.num_rows != part["n_segments"]:
+            raise IndexFormatError(
+                f"{seg_path}: {seg.num_rows} segments, the manifest says {part['n_segments']}"
+            )
+        tok_reader = _open_ipc(tok_path, manifest)
+        batch_ids = seg.column("token_batch").to_numpy()
+        counts = seg.column("token_count").to_numpy().astype(np.int64)
+        batches = []
+        for b in range(tok_reader.num_record_batches):
+            sel = np.flatnonzero(batch_ids == b)
+            if sel.size == 0:
+                continue
+            tokens = self._tokens(tok_reader.get_batch(b), tok_path)
+            offsets = np.zeros(sel.size + 1, dtype=np.int64)
+            np.cumsum(counts[sel], out=offsets[1:])
+            if offsets[-1] != tokens.shape[0]:
+                raise IndexFormatError(
+                    f"{tok_path}: batch {b} has {tokens.shape[0]} token rows but its segments claim "
+                    f"{offsets[-1]}"
+                )
+            batches.append((tokens, torch.from_numpy(offsets), sel))
+        return seg, batches
 
     def _tokens(self, batch: pa.RecordBatch, path: Path) -> torch.Tensor:
         col = batch.column(0)
@@ -797,12 +817,17 @@ class Store:
         """The versions that can still be opened (the latest included), oldest first."""
         return _retained_versions(self.root, self.manifest().version)
 
-    def snapshot(self, version: int | None = None) -> Snapshot:
-        """A consistent read-only view of the latest committed version (or of a retained one)."""
+    def snapshot(self, version: int | None = None, previous: Snapshot | None = None) -> Snapshot:
+        """A consistent read-only view of the latest committed version (or of a retained one).
+
+        With ``previous`` (an older snapshot of this index), the parts both share are not mapped again.
+        """
         for attempt in range(5):
             man = self.manifest(version)
+            if previous is not None and previous.version == man.version:
+                return previous
             try:
-                return Snapshot(self.root, man)
+                return Snapshot(self.root, man, previous)
             except IndexFormatError:
                 # A writer may have committed and collected this version's files between our reading
                 # the manifest and opening them: retry on the newer version. Otherwise it is damage.

@@ -152,7 +152,9 @@ def test_versions_pin_and_refresh(tmp_path, pool):
     writer.ingest([place(lib, pool, "b", 0)], progress=False)
     assert len(reader) == 2 and reader.version == 1  # an open engine searches the version it opened
     assert len(reader.search_vectors(ColorEncoder().encode_texts(["red"]), k=50)[0]) == 2
+    ptr = reader._snapshot.chunks[0].tokens.data_ptr()
     assert reader.refresh() == 2 and len(reader) == 5
+    assert reader._snapshot.chunks[0].tokens.data_ptr() == ptr  # the unchanged part was not mapped again
     old = Engine(tmp_path / "idx", version=1)
     assert len(old) == 2 and old.versions() == [0, 1, 2]
     with pytest.raises(PermissionError, match="read-only at version 1"):
