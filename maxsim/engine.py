@@ -104,6 +104,9 @@ class Engine:
     ``package.module:attr``). Without one, an existing index loads the encoder recorded in it when a
     text query first needs it. An open engine searches the version it opened until :meth:`refresh`.
     With ``create=False`` a missing index raises :class:`~maxsim.store.IndexNotFoundError`.
+    ``version=N`` opens a retained past version, read-only. One process writes at a time: a write
+    (ingest, delete, compact) while another process writes raises :class:`~maxsim.store.LockedError`,
+    at once or after waiting ``lock_timeout`` seconds for it to finish.
     """
 
     def __init__(
@@ -117,9 +120,11 @@ class Engine:
         batch_size: int = 8,
         create: bool = True,
         version: int | None = None,
+        lock_timeout: float = 0.0,
     ) -> None:
         self.path = Path(path)
         self._pinned = version
+        self.lock_timeout = lock_timeout
         self.store = Store(self.path)
         self.segmenter = load_segmenter(segmenter)
         self.sampler = sampler or FrameSampler()
@@ -233,7 +238,7 @@ class Engine:
             if key not in seen:
                 seen.add(key)
                 files.append(f)
-        with self.store.writing():
+        with self.store.writing(wait=self.lock_timeout):
             base = self.store.manifest()
             catalog = self._catalog(base)
             writer = self.store.new_part(base)
@@ -381,7 +386,7 @@ class Engine:
         if videos is not None:
             videos = [str(v) for v in videos]
             wanted = {str(Path(v).resolve()) for v in videos} | set(videos)
-        with self.store.writing():
+        with self.store.writing(wait=self.lock_timeout):
             base = self.store.manifest()
             catalog = self._catalog(base)
             doomed = {}
@@ -417,7 +422,7 @@ class Engine:
         ones are removed. See :meth:`maxsim.store.Store.compact` for which parts are rewritten.
         """
         self._writable("compact")
-        with self.store.writing():
+        with self.store.writing(wait=self.lock_timeout):
             rep = self.store.compact(target_part_bytes=target_part_bytes, min_dead_fraction=min_dead_fraction,
                                      full=full, keep_versions=keep_versions, progress=progress)
             man = self.store.manifest()

@@ -837,8 +837,8 @@ class Store:
 
     # -- the writer lock -------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def writing(self, gc: bool = True) -> Iterator[None]:
-        """Hold the writer lock; a second writer gets :class:`LockedError` at once.
+    def writing(self, gc: bool = True, wait: float = 0.0) -> Iterator[None]:
+        """Hold the writer lock; a second writer gets :class:`LockedError` (at once, or after ``wait`` s).
 
         The lock is an ``flock`` on ``LOCK``: the OS releases it when the holder exits or is killed, so a
         dead writer never holds it. On taking it, the leftovers of a dead writer are removed (and, with
@@ -847,14 +847,21 @@ class Store:
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as e:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-                raise LockedError(
-                    f"{self.root}: another process is writing to this index ({holder}); wait for it to "
-                    "finish (readers are not affected)"
-                ) from e
+            deadline = time.monotonic() + max(0.0, float(wait))
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError as e:
+                    if time.monotonic() < deadline:
+                        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+                        continue
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+                    waited = f" (waited {wait:g} s)" if wait else ""
+                    raise LockedError(
+                        f"{self.root}: another process is writing to this index ({holder}){waited}; wait for "
+                        "it to finish (readers are not affected)"
+                    ) from e
             with contextlib.suppress(OSError):
                 since = time.strftime("%Y-%m-%d %H:%M:%S")
                 info = f"held by pid {os.getpid()} on {socket.gethostname()} since {since}"

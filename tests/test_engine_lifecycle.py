@@ -453,3 +453,28 @@ def test_commit_every_keeps_what_was_committed_when_killed(tmp_path, pool):
     assert [h.get("videos_replaced") for h in eng.history[-2:]] == [2, 0]
     with pytest.raises(ValueError, match="commit_every"):
         eng.ingest(files, commit_every=0)
+
+
+def test_a_second_writer_fails_at_once_or_waits(tmp_path, pool):
+    from maxsim.store import LockedError
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    eng = new_engine(tmp_path / "idx")
+    patient = new_engine(tmp_path / "idx", lock_timeout=10)
+    hold = threading.Event()
+
+    def writer():
+        with Store(tmp_path / "idx").writing():
+            hold.set()
+            time.sleep(0.5)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    hold.wait()
+    with pytest.raises(LockedError, match="another process is writing"):
+        eng.ingest([place(lib, pool, "a", 0)], progress=False)
+    t0 = time.monotonic()
+    assert patient.ingest([lib / "a.mp4"], progress=False).version == 1
+    assert time.monotonic() - t0 > 0.2
+    t.join()
