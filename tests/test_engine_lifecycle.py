@@ -478,3 +478,40 @@ def test_a_second_writer_fails_at_once_or_waits(tmp_path, pool):
     assert patient.ingest([lib / "a.mp4"], progress=False).version == 1
     assert time.monotonic() - t0 > 0.2
     t.join()
+
+
+def test_ingest_streams_from_decoding_to_disk(tmp_path, monkeypatch):
+    """Clips reach the encoder, and vectors the part file, while the video is still being decoded."""
+    import maxsim.frames as frames_mod
+
+    monkeypatch.setattr(store_mod, "_BATCH_BYTES", 1000)
+    video = write_video(tmp_path / "long.mp4", [(5.0, c) for c in ("red", "blue", "green", "cyan")] * 3)
+    real, decoded = frames_mod.iter_frames, [0]
+
+    class Counting:
+        def __init__(self, it):
+            self.it = it
+
+        def __iter__(self):
+            for item in self.it:
+                decoded[0] += 1
+                yield item
+
+        @property
+        def duration(self):
+            return self.it.duration
+
+    monkeypatch.setattr(frames_mod, "iter_frames", lambda *a, **k: Counting(real(*a, **k)))
+
+    class Probe(RecordingEncoder):
+        def encode_clips(self, clips):
+            self.decoded = getattr(self, "decoded", []) + [decoded[0]]
+            return super().encode_clips(clips)
+
+    enc = Probe(tmp_path / "idx")
+    eng = Engine(tmp_path / "idx", encoder=enc, segmenter="fixed:2", batch_size=2)
+    assert eng.ingest([video], progress=False).ok and len(eng) == 30
+    total = decoded[0]
+    assert total == 600 and enc.decoded[0] < total / 4  # encoding started a few seconds into the video
+    on_disk_early = [size for size, n in zip(enc.sizes, enc.decoded, strict=True) if n < total / 2]
+    assert max(on_disk_early) > min(on_disk_early)  # and vectors were written while decoding went on
