@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: video catalog, deleted id ranges, manifests/ (format 1 is read and upgraded)
 MANIFEST = "manifest.json"
 MANIFESTS = "manifests"
 PARTS = "parts"
@@ -963,6 +963,7 @@ class Store:
                 segments_added += entry["segments"]
             man.parts.append(part)
         man.deleted = tomb
+        man.format_version = FORMAT_VERSION  # an index of an older format is upgraded by its first commit
         man.version += 1
         if next_segment_id is not None:
             man.next_segment_id = max(man.next_segment_id, int(next_segment_id))

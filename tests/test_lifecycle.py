@@ -457,11 +457,13 @@ def test_an_index_without_a_catalog_still_opens_and_deletes(store):
     data = json.loads(path.read_text())
     del data["videos"]
     data["deleted"] = [0]  # the first format: a plain list of deleted segment ids
+    data["format_version"] = 1
     path.write_text(json.dumps(data))
     snap = store.snapshot()
     assert len(snap) == 4 and snap.manifest.videos["/v/a"]["segments"] == 2
     man = delete(store, ["/v/a"])
     assert sorted(man.videos) == ["/v/b"] and len(store.snapshot()) == 2
+    assert man.format_version == store_mod.FORMAT_VERSION and man.deleted == [[0, 3]]
 
 
 def test_a_damaged_manifest_names_the_copy_to_recover_from(store):
