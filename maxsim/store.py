@@ -844,8 +844,13 @@ class Store:
         dead writer never holds it. On taking it, the leftovers of a dead writer are removed (and, with
         ``gc``, the files of versions beyond the retained window).
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise IndexWriteError(
+                e.errno, f"{self.root}: cannot write to this index ({e.strerror or e}); it can still be read"
+            ) from e
         try:
             deadline = time.monotonic() + max(0.0, float(wait))
             while True:

@@ -475,3 +475,19 @@ def test_a_damaged_manifest_names_the_copy_to_recover_from(store):
         store.snapshot()
     (store.root / "manifest.json").write_text(good)
     assert len(store.snapshot()) == 3
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to read-only folders")
+def test_a_read_only_index_reads_and_refuses_writes_clearly(store):
+    ingest(store, {"/v/a": recs("/v/a", 3, 1)})
+    for p in (store.root, store.root / "parts", store.root / "manifests"):
+        p.chmod(0o555)
+    (store.root / "LOCK").chmod(0o444)
+    try:
+        assert len(Store(store.root).snapshot()) == 3
+        with pytest.raises(IndexWriteError, match="cannot write to this index"):
+            with store.writing():
+                pass
+    finally:
+        for p in (store.root, store.root / "parts", store.root / "manifests"):
+            p.chmod(0o755)
