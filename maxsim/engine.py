@@ -270,8 +270,9 @@ class Engine:
                         continue
                     mark = writer.mark()
                     n = 0
+                    records = self._encode_video(video, digest, settings, seg)
                     try:
-                        for rec in self._encode_video(video, digest, settings, seg):
+                        for rec in records:
                             writer.add(next_id, rec)
                             next_id += 1
                             n += 1
@@ -279,6 +280,8 @@ class Engine:
                         writer.rollback(mark)  # its rows never become live
                         report.failed.append((f, e.reason if isinstance(e, VideoError) else str(e)))
                         continue
+                    finally:
+                        records.close()  # stops the video's decoder at once if it was abandoned
                     if old is not None:
                         replaced.append(video)
                     report.ingested.append(f)
@@ -330,12 +333,16 @@ class Engine:
                 )
             batch.clear()
 
-        for item in iter_clips(video, seg, self.sampler):
-            batch.append(item)
-            if len(batch) >= self.batch_size:
+        clips = iter_clips(video, seg, self.sampler)
+        try:
+            for item in clips:
+                batch.append(item)
+                if len(batch) >= self.batch_size:
+                    yield from flush()
+            if batch:
                 yield from flush()
-        if batch:
-            yield from flush()
+        finally:
+            clips.close()
 
     def _check_vectors(self, v: Any, what: str) -> torch.Tensor:
         dim = self.manifest.dim

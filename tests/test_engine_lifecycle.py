@@ -497,9 +497,16 @@ def test_ingest_streams_from_decoding_to_disk(tmp_path, monkeypatch):
                 decoded[0] += 1
                 yield item
 
-        @property
-        def duration(self):
-            return self.it.duration
+        def __getattr__(self, name):  # duration, close, ...
+            return getattr(self.it, name)
+
+        def __enter__(self):
+            if hasattr(self.it, "__enter__"):
+                self.it.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.it.__exit__(*exc) if hasattr(self.it, "__exit__") else None
 
     monkeypatch.setattr(frames_mod, "iter_frames", lambda *a, **k: Counting(real(*a, **k)))
 
