@@ -98,11 +98,14 @@ def load_encoder(spec: str | Encoder, **kwargs: Any) -> Encoder:
         return load_encoder(name, id_or_path=str(path), **kwargs)
     if "/" in spec and not spec.startswith((".", "/", "~")):
         if DEFAULT_ENCODER is None:
-            raise ValueError(f"encoder {spec!r} looks like a Hugging Face id, but no model encoder is installed")
+            raise ValueError(
+                f"encoder {spec!r} looks like a Hugging Face id, but no model encoder is registered"
+            )
         return load_encoder(DEFAULT_ENCODER, id_or_path=spec, **kwargs)
     raise ValueError(
-        f"unknown encoder {spec!r}: expected a registered name ({', '.join(registered_encoders()) or 'none'}), "
-        "a Hugging Face id or local folder, or package.module:attr"
+        f"unknown encoder {spec!r}: expected a registered name "
+        f"({', '.join(registered_encoders()) or 'none'}), a Hugging Face id or local folder, "
+        "or package.module:attr"
     )
 
 
