@@ -155,7 +155,7 @@ class Run:
         status: str,
         tables: Sequence[Table],
         plots: Callable[[dict[str, Any], Path], list[Path]] | None = None,
-        summary: int | None = 0,
+        summary: int | Sequence[int] | None = 0,
         stream=None,
     ) -> None:
         """Mark the run ``status``, write results.md and the plots, and print table ``summary``."""
@@ -175,10 +175,10 @@ class Run:
         self.data["plots"] = files
         self.save()
         (self.dir / "results.md").write_text(self.markdown(tables, files))
-        shown = [t for t in tables if t.rows]
-        if summary is not None and shown:
-            t = shown[min(summary, len(shown) - 1)]
-            print(f"\n{t.title}\n{text_table(t)}", file=stream)
+        if summary is not None:
+            for i in [summary] if isinstance(summary, int) else summary:
+                if i < len(tables) and tables[i].rows:
+                    print(f"\n{tables[i].title}\n{text_table(tables[i])}", file=stream)
         if status != "complete":
             print(f"run {status}: the measurements finished so far are kept", file=stream)
         print(
