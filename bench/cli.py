@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from maxsim.bench.config import SUBCOMMANDS, ConfigError, find_config_file, preset_names, read_toml, resolve
+from maxsim.bench.groundtruth import GroundTruthError
 from maxsim.bench.report import Run, default_out_dir
 
 # subcommand -> module with run(rec), tables(results), plots(results, out_dir)
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         status, code = "complete", 0
     except KeyboardInterrupt:
         status, code = "interrupted", 130
-    except ConfigError as e:
+    except (ConfigError, GroundTruthError) as e:
         print(f"maxsim-bench {name}: {e}", file=sys.stderr)
         status, code = "failed", 2
         rec.data["error"] = str(e)
