@@ -302,7 +302,7 @@ def tables(results: dict[str, Any]) -> list[Table]:
                 Column("exponent", "exponent", ".2f"),
                 Column("us_per_1k_segments", "us per 1k segments", ".1f"),
             ],
-            results.get("growth", []),
+            results.get("growth") or growth(pts),
         ),
     ]
 
