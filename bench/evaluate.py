@@ -107,7 +107,7 @@ def _search(
     t0 = time.perf_counter()
     report = engine.ingest([str(p) for p in paths.values()])
     ingest_s = time.perf_counter() - t0
-    video_s = sum(g.duration or 0.0 for g in {g.vid: g for g in gts if g.vid in paths}.values())
+    video_s = sum(_duration(p) for p in paths.values())
     rec.put(
         "ingest",
         {
@@ -151,6 +151,16 @@ def _search(
         _score(rec, cfg, [g for g in gts if g.qid in preds], preds, latencies, partial=True)
         raise
     return preds, latencies
+
+
+def _duration(path: Path) -> float:
+    """Container duration of a video (0 when it cannot be probed; the ingest reports why)."""
+    from maxsim.video import VideoError, probe
+
+    try:
+        return probe(path).duration
+    except VideoError:
+        return 0.0
 
 
 def _batch_qps(engine: Any, texts: list[str], k: int, batch: int) -> dict[str, Any]:
