@@ -95,10 +95,13 @@ def run(rec: Run) -> None:
     )
     q_all = q_all.to(storage_dtype(cfg.get("query_dtype", "float32")))
     timer = _Timer(rec, cfg, device, q_all, targets, pool)
-    if "kernel" in modes:
-        _kernel_mode(timer, corpus, sizes)
-    if "engine" in modes:
-        _engine_mode(timer, corpus, sizes, rec.dir / "index")
+    try:
+        if "kernel" in modes:
+            _kernel_mode(timer, corpus, sizes)
+        if "engine" in modes:
+            _engine_mode(timer, corpus, sizes, rec.dir / "index")
+    finally:
+        timer.bar.close()
     rec.put("growth", growth(rec.results.get("points", [])))
 
 
