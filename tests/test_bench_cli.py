@@ -52,7 +52,6 @@ def test_dataset_smoke(dataset):
 
 
 def test_eval_end_to_end_with_color_encoder(dataset, tmp_path):
-    pytest.importorskip("maxsim.frames")  # the video stages (frames/segment/video) of the engine
     out = tmp_path / "eval"
     gt = dataset / "ground_truth.jsonl"
     code = run_cli("eval", "--preset", "smoke", "--set", f"ground_truth={gt}", "--out", str(out))
@@ -86,7 +85,6 @@ def test_eval_end_to_end_with_color_encoder(dataset, tmp_path):
 
 
 def test_eval_with_fixed_segments_is_worse_at_high_iou(dataset, tmp_path):
-    pytest.importorskip("maxsim.frames")
     out = tmp_path / "eval"
     gt = dataset / "ground_truth.jsonl"
     code = run_cli(
@@ -109,7 +107,6 @@ def test_eval_malformed_ground_truth_names_line(tmp_path, capsys):
 
 
 def test_eval_missing_videos_is_an_error(dataset, tmp_path, capsys):
-    pytest.importorskip("maxsim.frames")
     gt = dataset / "ground_truth.jsonl"
     code = run_cli(
         "eval", "--preset", "smoke", "--set", f"ground_truth={gt}", "--set", f"videos={tmp_path}",
@@ -160,7 +157,6 @@ def test_kernel_builtin_smoke(tmp_path):
 
 
 def test_ingest_smoke(tmp_path):
-    pytest.importorskip("maxsim.frames")
     out = tmp_path / "ingest"
     assert run_cli("ingest", "--preset", "smoke", "--out", str(out)) == 0
     data = check_run(out)
