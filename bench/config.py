@@ -7,7 +7,8 @@ into that merged table and TOML values::
 
     corpus_sizes=[1000, 10000]     encoder="color-test"     encoder_kwargs.dim=64     revisit=false
 
-A value that is not valid TOML is taken as a bare string (``segmenter=fixed:5``). Overriding a key that
+A value that is not valid TOML is taken as a bare string (``segmenter=fixed:5``); a single value given for
+a key whose preset value is a list becomes a one-item list (``videos=/data/clips``). Overriding a key that
 the preset does not define is an error that lists the keys it does define, so a typo never goes unnoticed.
 """
 
@@ -144,7 +145,10 @@ def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str], strict: bool 
         leaf = parts[-1]
         if strict and leaf not in node and not (node == {} and len(parts) > 1):
             raise ConfigError(_unknown(key, out))
-        node[leaf] = parse_value(raw.strip())
+        value = parse_value(raw.strip())
+        if isinstance(node.get(leaf), list) and not isinstance(value, list):
+            value = [value]  # a single value for a list key: corpus_sizes=1000, videos=/data/clips
+        node[leaf] = value
     return out
 
 

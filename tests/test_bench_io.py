@@ -136,6 +136,7 @@ def test_presets_merge_and_overrides(tmp_path):
     cfg = apply_overrides(cfg, ["sizes=[10, 20]", "sub.a=5", "name=fixed:5", "kw.dim=64"])
     assert cfg["sizes"] == [10, 20] and cfg["sub"]["a"] == 5 and cfg["name"] == "fixed:5"
     assert cfg["kw"] == {"dim": 64}
+    assert apply_overrides(cfg, ["sizes=7"])["sizes"] == [7]  # one value for a list key
     with pytest.raises(ConfigError, match="unknown config key 'sizez'.*sizes"):
         apply_overrides(cfg, ["sizez=1"])
     with pytest.raises(ConfigError, match="not of the form key=value"):
