@@ -169,6 +169,14 @@ def resolve(
     return cfg, {"file": str(path), "preset": preset, "overrides": overrides}
 
 
+def build(what: str, factory: Any, *args: Any, **kwargs: Any) -> Any:
+    """``factory(*args, **kwargs)``, with a bad setting (ValueError/TypeError) turned into a ConfigError."""
+    try:
+        return factory(*args, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{what}: {e}") from e
+
+
 def get(cfg: dict[str, Any], key: str, default: Any = None) -> Any:
     """Dotted lookup, ``default`` where a level is missing."""
     node: Any = cfg

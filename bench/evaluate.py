@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from maxsim.bench.config import ConfigError
+from maxsim.bench.config import ConfigError, build
 from maxsim.bench.groundtruth import check_coverage, load_ground_truth, load_predictions, prediction_record
 from maxsim.bench.metrics import GroundTruth, Prediction, evaluate, percentiles
 from maxsim.bench.report import Column, Run, Table
@@ -98,12 +98,21 @@ def _search(
         print(f"warning: {msg}; their queries count as misses")
     rec.put("missing_videos", missing)
 
-    encoder = load_encoder(cfg["encoder"], **dict(cfg.get("encoder_kwargs") or {}))
-    index = Path(cfg["index"]).expanduser() if cfg.get("index") else rec.dir / "index"
-    sampler = FrameSampler(**dict(cfg.get("sampler") or {}))
-    engine = Engine(
-        index, encoder=encoder, segmenter=cfg["segmenter"], sampler=sampler, batch_size=int(cfg["batch_size"])
+    from maxsim.segment import load_segmenter
+    from maxsim.store import IndexError_
+
+    encoder = build(
+        f"encoder {cfg['encoder']!r}", load_encoder, cfg["encoder"], **dict(cfg.get("encoder_kwargs") or {})
     )
+    segmenter = build(f"segmenter {cfg['segmenter']!r}", load_segmenter, cfg["segmenter"])
+    sampler = build("sampler", FrameSampler, **dict(cfg.get("sampler") or {}))
+    index = Path(cfg["index"]).expanduser() if cfg.get("index") else rec.dir / "index"
+    try:
+        engine = Engine(
+            index, encoder=encoder, segmenter=segmenter, sampler=sampler, batch_size=int(cfg["batch_size"])
+        )
+    except IndexError_ as e:
+        raise ConfigError(f"index {index}: {e}") from e
     t0 = time.perf_counter()
     report = engine.ingest([str(p) for p in paths.values()])
     ingest_s = time.perf_counter() - t0

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from maxsim.bench.config import ConfigError
+from maxsim.bench.config import ConfigError, build
 from maxsim.bench.report import Column, Run, Table
 
 SUMMARY = 0
@@ -173,9 +173,11 @@ def run(rec: Run) -> None:
 
     cfg = rec.config
     paths = video_paths(cfg, rec.dir / "videos")
-    encoder = load_encoder(cfg["encoder"], **dict(cfg.get("encoder_kwargs") or {}))
-    segmenter = load_segmenter(cfg["segmenter"])
-    sampler = FrameSampler(**dict(cfg.get("sampler") or {}))
+    encoder = build(
+        f"encoder {cfg['encoder']!r}", load_encoder, cfg["encoder"], **dict(cfg.get("encoder_kwargs") or {})
+    )
+    segmenter = build(f"segmenter {cfg['segmenter']!r}", load_segmenter, cfg["segmenter"])
+    sampler = build("sampler", FrameSampler, **dict(cfg.get("sampler") or {}))
     rec.put(
         "setup",
         {

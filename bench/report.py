@@ -97,11 +97,22 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
+def _strict(o: Any) -> Any:
+    """NaN and infinities as null, so that every JSON parser reads the file."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _strict(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_strict(v) for v in o]
+    return o
+
+
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (a reader never sees half a file, an interrupt never leaves one)."""
+    """Write strict JSON atomically (a reader never sees half a file, an interrupt never leaves one)."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=_json_default, allow_nan=True)
+        json.dump(_strict(data), f, indent=2, default=_json_default, allow_nan=False)
         f.write("\n")
     os.replace(tmp, path)
 

@@ -116,6 +116,18 @@ def test_eval_missing_videos_is_an_error(dataset, tmp_path, capsys):
     assert "not found in" in capsys.readouterr().err
 
 
+def test_eval_bad_encoder_is_a_clear_error(dataset, tmp_path, capsys):
+    gt = dataset / "ground_truth.jsonl"
+    out = tmp_path / "o"
+    code = run_cli(
+        "eval", "--preset", "smoke", "--set", f"ground_truth={gt}", "--set", "encoder=nope", "--out", str(out)
+    )
+    assert code == 2
+    assert "unknown encoder 'nope'" in capsys.readouterr().err
+    data = results(out)
+    assert data["status"] == "failed" and "nope" in data["error"]
+
+
 def test_search_smoke(tmp_path):
     out = tmp_path / "search"
     assert run_cli("search", "--preset", "smoke", "--out", str(out)) == 0
