@@ -84,6 +84,24 @@ def test_eval_end_to_end_with_color_encoder(dataset, tmp_path):
     assert results(out2)["results"]["metrics"]["recall"] == m["recall"]
 
 
+def test_eval_charades_format(dataset, tmp_path):
+    # The single-window queries of the synthetic set, written as Charades-STA lines.
+    gts = [json.loads(x) for x in (dataset / "ground_truth.jsonl").read_text().splitlines()]
+    lines = [f"{g['vid']} {s} {e}##{g['query']}" for g in gts for s, e in g["relevant_windows"][:1]]
+    path = tmp_path / "charades_test.txt"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "eval"
+    code = run_cli(
+        "eval", "--preset", "smoke", "--set", f"ground_truth={path}", "--set", f"videos={dataset / 'videos'}",
+        "--set", "format=charades", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0
+    m = results(out)["results"]["metrics"]
+    assert m["n_queries"] == len(gts)
+    assert m["video_recall"]["R@1"] == 1.0
+    assert m["recall"]["R@10 IoU=0.3"] == 1.0
+
+
 def test_eval_with_fixed_segments_is_worse_at_high_iou(dataset, tmp_path):
     out = tmp_path / "eval"
     gt = dataset / "ground_truth.jsonl"
