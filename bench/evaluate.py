@@ -68,6 +68,8 @@ def find_videos(gts: list[GroundTruth], folder: Path, exts: list[str]) -> tuple[
 
 def run(rec: Run) -> None:
     cfg = rec.config
+    if int(cfg["k"]) < max(int(k) for k in cfg["ks"]):
+        raise ConfigError(f"k={cfg['k']} hits per query cannot give R@{max(cfg['ks'])}: raise k or lower ks")
     gt_path = ground_truth_path(cfg)
     gts = load_ground_truth(gt_path, cfg.get("format", "auto"))
     rec.put("ground_truth", {"path": str(gt_path), "queries": len(gts), "videos": len({g.vid for g in gts})})

@@ -190,8 +190,10 @@ class Run:
             for i in [summary] if isinstance(summary, int) else summary:
                 if i < len(tables) and tables[i].rows:
                     print(f"\n{tables[i].title}\n{text_table(tables[i])}", file=stream)
-        if status != "complete":
-            print(f"run {status}: the measurements finished so far are kept", file=stream)
+        if status == "interrupted":
+            print("run interrupted: the measurements finished so far are kept", file=stream)
+        elif status != "complete":
+            print(f"run {status}: {self.data.get('error', 'see above')}", file=stream)
         print(
             f"results: {self.dir}/results.json, results.md" + (f", {len(files)} plot(s)" if files else ""),
             file=stream,
