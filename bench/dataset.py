@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
-
 from maxsim.bench.config import ConfigError
 from maxsim.bench.groundtruth import write_ground_truth
 from maxsim.bench.metrics import GroundTruth
 from maxsim.bench.report import Column, Run, Table
+from tqdm import tqdm
+
 from maxsim.encoders.color import PALETTE
 from maxsim.synthetic import cut_times, write_video
 

@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from maxsim.bench.config import ConfigError, build
 from maxsim.bench.groundtruth import check_coverage, load_ground_truth, load_predictions, prediction_record
 from maxsim.bench.metrics import GroundTruth, Prediction, evaluate, percentiles
 from maxsim.bench.report import Column, Run, Table
+from tqdm import tqdm
 
 SUMMARY = [0, 1]
 PREDICTIONS = "predictions.jsonl"

@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from maxsim.bench.config import ConfigError, build
 from maxsim.bench.report import Column, Run, Table
+from tqdm import tqdm
 
 SUMMARY = 0
 STAGES = ("decode", "segment", "sample", "encode", "write")

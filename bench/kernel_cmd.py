@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
-
 from maxsim.bench.corpus import make_corpus, make_queries, storage_dtype
 from maxsim.bench.metrics import percentiles
 from maxsim.bench.report import Column, Run, Table, fmt_value
 from maxsim.bench.timing import kernel_kwargs, resolve_device, set_threads, synchronize, time_calls
+from tqdm import tqdm
 
 SUMMARY = 0
 

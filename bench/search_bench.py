@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from maxsim.bench.config import ConfigError
 from maxsim.bench.corpus import make_corpus, make_queries, storage_dtype
 from maxsim.bench.metrics import percentiles
 from maxsim.bench.report import Column, Run, Table
 from maxsim.bench.timing import kernel_kwargs, resolve_device, set_threads, time_calls
+from tqdm import tqdm
 
 SUMMARY = 0
 

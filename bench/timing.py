@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-
 from maxsim.bench.config import ConfigError
 
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from maxsim.bench import cli, search_bench
 
 

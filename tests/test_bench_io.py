@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from maxsim.bench.config import ConfigError, apply_overrides, load_preset, parse_value, resolve
 from maxsim.bench.groundtruth import (
     GroundTruthError,

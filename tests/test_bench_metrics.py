@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from maxsim.bench.metrics import (
     MAP_THRESHOLDS,
     GroundTruth,
