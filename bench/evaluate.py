@@ -300,6 +300,7 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
     )
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", ncol=len(ks))
+    ax.set_yticks(range(0, 101, 20))
     fig.tight_layout()
     path = out_dir / "recall_at_k.png"
     fig.savefig(path)

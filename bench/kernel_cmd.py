@@ -17,7 +17,7 @@ import torch
 from maxsim.bench.corpus import make_corpus, make_queries, storage_dtype
 from maxsim.bench.metrics import percentiles
 from maxsim.bench.report import Column, Run, Table, fmt_value
-from maxsim.bench.timing import kernel_kwargs, resolve_device, set_threads, synchronize, time_calls
+from maxsim.bench.timing import kernel_kwargs, resolve_device, synchronize, time_calls, torch_threads
 from tqdm import tqdm
 
 SUMMARY = 0
@@ -35,6 +35,11 @@ def _external():
 
 
 def run(rec: Run) -> None:
+    with torch_threads(int(rec.config.get("threads", 0))):
+        _run(rec)
+
+
+def _run(rec: Run) -> None:
     cfg = rec.config
     mod = None if cfg.get("builtin", False) else _external()
     if mod is not None:
@@ -44,7 +49,6 @@ def run(rec: Run) -> None:
         return
     rec.put("source", "maxsim.bench.kernel_cmd (built-in)")
     device = resolve_device(cfg.get("device", "auto"))
-    set_threads(int(cfg.get("threads", 0)))
     rec.put("ceilings", ceilings(device, cfg))
     ceil = rec.results["ceilings"]
     from maxsim.kernels import maxsim_scores, maxsim_topk

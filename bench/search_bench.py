@@ -19,7 +19,7 @@ from maxsim.bench.config import ConfigError
 from maxsim.bench.corpus import make_corpus, make_queries, storage_dtype
 from maxsim.bench.metrics import percentiles
 from maxsim.bench.report import Column, Run, Table
-from maxsim.bench.timing import kernel_kwargs, resolve_device, set_threads, time_calls
+from maxsim.bench.timing import kernel_kwargs, resolve_device, time_calls, torch_threads
 from tqdm import tqdm
 
 SUMMARY = 0
@@ -58,9 +58,13 @@ MODES = ("kernel", "engine")
 
 
 def run(rec: Run) -> None:
+    with torch_threads(int(rec.config.get("threads", 0))):
+        _run(rec)
+
+
+def _run(rec: Run) -> None:
     cfg = rec.config
     device = resolve_device(cfg.get("device", "auto"))
-    set_threads(int(cfg.get("threads", 0)))
     sizes = sorted(int(n) for n in cfg["corpus_sizes"])
     modes = list(cfg.get("modes", ["kernel"]))
     bad = [m for m in modes if m not in MODES]
@@ -356,6 +360,7 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
     sizes = sorted({p["n_segments"] for p in pts})
     ax.set_xticks(sizes, [_short(n) for n in sizes])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    _plain_y(ax, matplotlib)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -364,6 +369,7 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    size_colour = {n: f"C{i % 10}" for i, n in enumerate(sorted({p["n_segments"] for p in pts}))}
     for mode in modes:
         for n in sorted({p["n_segments"] for p in pts}):
             sel = [
@@ -377,6 +383,7 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
                 [p["batch"] for p in sel],
                 [p["qps"] for p in sel],
                 style,
+                color=size_colour[n],
                 label=f"{mode} {_short(n)} segments",
             )
     ax.set(
@@ -389,6 +396,7 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
     bs = sorted({p["batch"] for p in pts})
     ax.set_xticks(bs, [str(b) for b in bs])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    _plain_y(ax, matplotlib)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -403,3 +411,10 @@ def _short(n: int) -> str:
         if n >= div:
             return f"{n / div:g}{suffix}"
     return str(n)
+
+
+def _plain_y(ax, matplotlib) -> None:
+    """Plain numbers (0.5, 20, 300) on a log y axis instead of powers of ten."""
+    fmt = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -81,7 +82,13 @@ def kernel_kwargs(fn: Callable, backend: str | None = None, d_scale: torch.Tenso
     return kw
 
 
-def set_threads(n: int) -> None:
-    """Limit torch's CPU threads (0 leaves the default)."""
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads (0: leave the setting alone), restoring the previous setting."""
+    before = torch.get_num_threads()
     if n and n > 0:
         torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
