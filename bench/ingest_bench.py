@@ -256,9 +256,10 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def tables(results: dict[str, Any]) -> list[Table]:
-    rows = [_flat(r) for r in results.get("videos", [])]
-    if results.get("total"):
-        rows.append(_flat(results["total"]))
+    videos = results.get("videos", [])
+    rows = [_flat(r) for r in videos]
+    if videos:  # computed here too, so an interrupted run still gets its total
+        rows.append(_flat(results.get("total") or total(videos)))
     cols = [
         Column("video", "video"),
         Column("duration_s", "video s", ".1f"),
@@ -301,9 +302,9 @@ def tables(results: dict[str, Any]) -> list[Table]:
 
 
 def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
-    tot = results.get("total")
-    if not tot:
+    if not results.get("videos"):
         return []
+    tot = results.get("total") or total(results["videos"])
     import matplotlib
 
     matplotlib.use("Agg")
