@@ -71,7 +71,10 @@ def run(rec: Run) -> None:
         raise ConfigError(f"k={cfg['k']} hits per query cannot give R@{max(cfg['ks'])}: raise k or lower ks")
     gt_path = ground_truth_path(cfg)
     gts = load_ground_truth(gt_path, cfg.get("format", "auto"))
-    rec.put("ground_truth", {"path": str(gt_path), "queries": len(gts), "videos": len({g.vid for g in gts})})
+    rec.put(
+        "ground_truth",
+        {"path": str(gt_path.resolve()), "queries": len(gts), "videos": len({g.vid for g in gts})},
+    )
     if cfg.get("predictions"):
         preds = load_predictions(cfg["predictions"])
         latencies: list[float] = []

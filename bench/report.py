@@ -125,7 +125,7 @@ class Run:
     """
 
     def __init__(self, subcommand: str, config: dict[str, Any], source: dict[str, Any], out_dir: Path):
-        self.dir = Path(out_dir)
+        self.dir = Path(out_dir).resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
         self._t0 = time.time()
         self.data: dict[str, Any] = {

@@ -83,6 +83,25 @@ def test_eval_end_to_end_with_color_encoder(dataset, tmp_path):
     assert results(out2)["results"]["metrics"]["recall"] == m["recall"]
 
 
+def test_dataset_then_eval_with_defaults(tmp_path, monkeypatch, capsys):
+    # The flow: `maxsim-bench dataset` then `maxsim-bench eval`, no paths given.
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("dataset", "--preset", "smoke") == 0
+    assert run_cli("eval", "--preset", "smoke") == 0
+    (ds,) = (tmp_path / "bench" / "out").glob("dataset-*")
+    (ev,) = (tmp_path / "bench" / "out").glob("eval-*")
+    data = results(ev)
+    assert data["results"]["ground_truth"]["path"] == str(ds / "ground_truth.jsonl")
+    assert data["results"]["metrics"]["video_recall"]["R@1"] == 1.0
+    assert "Recall at k" in capsys.readouterr().out
+
+
+def test_eval_without_any_dataset_says_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("eval", "--preset", "smoke") == 2
+    assert "run `maxsim-bench dataset` first" in capsys.readouterr().err
+
+
 def test_eval_charades_format(dataset, tmp_path):
     # The single-window queries of the synthetic set, written as Charades-STA lines.
     gts = [json.loads(x) for x in (dataset / "ground_truth.jsonl").read_text().splitlines()]
