@@ -125,20 +125,26 @@ def ceilings(device: torch.device, cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _generic_tables(result: Any) -> list[Table]:
-    """Tables of whatever the external kernel benchmark returned: each list of records, each flat dict."""
+def _generic_tables(result: Any, prefix: str = "") -> list[Table]:
+    """Tables of whatever the external kernel benchmark returned: each list of records and each flat
+    dict becomes a table (nested dicts are searched one level further, their keys joined with ' / ')."""
     out: list[Table] = []
     if not isinstance(result, dict):
         return out
     for key, value in result.items():
+        title = f"{prefix}{key}"
         if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
             flat = (k for r in value for k, v in r.items() if not isinstance(v, (dict, list)))
             cols = list(dict.fromkeys(flat))
-            out.append(Table(key, [Column(c, c, _num) for c in cols], value))
-        elif (
-            isinstance(value, dict) and value and not any(isinstance(v, (dict, list)) for v in value.values())
-        ):
-            out.append(Table(key, [Column(c, c, _num) for c in value], [value]))
+            out.append(Table(title, [Column(c, c, _num) for c in cols], value))
+        elif isinstance(value, dict) and value:
+            scalars = {k: v for k, v in value.items() if not isinstance(v, (dict, list))}
+            if scalars:
+                out.append(Table(title, [Column(c, c, _num) for c in scalars], [scalars]))
+            if not prefix:
+                out += _generic_tables(
+                    {k: v for k, v in value.items() if isinstance(v, (dict, list))}, f"{title} / "
+                )
     return out
 
 

@@ -204,6 +204,33 @@ def test_kernel_builtin_smoke(tmp_path):
     assert (out / "kernel_ceilings.png").stat().st_size > 0
 
 
+def test_kernel_hands_off_to_kernel_bench(tmp_path, monkeypatch):
+    from maxsim.bench import kernel_cmd
+
+    seen = {}
+
+    class FakeKernelBench:
+        @staticmethod
+        def run(config, out_dir):
+            seen["config"], seen["out"] = config, out_dir
+            return {
+                "ceilings": {"copy_gb_per_s": 80.0, "matmul_tflops": 0.5},
+                "shapes": [{"name": "single", "dtype": "bf16", "ms": 1.25, "gb_per_s": 40.0}],
+                "cpu_compare": {"threads": 2, "methods": [{"method": "numpy", "segments_per_s": 30000.0}]},
+            }
+
+    monkeypatch.setattr(kernel_cmd, "_external", lambda: FakeKernelBench)
+    out = tmp_path / "kernel"
+    assert run_cli("kernel", "--preset", "smoke", "--out", str(out)) == 0
+    assert seen["config"]["device"] == "cpu" and seen["config"]["compare"] is False
+    assert seen["out"] == out.resolve()
+    r = check_run(out)["results"]
+    assert r["source"] == "maxsim.bench.kernel_bench"
+    md = (out / "results.md").read_text()
+    for text in ("## ceilings", "## shapes", "| single | bf16 | 1.25 | 40 |", "## cpu_compare / methods"):
+        assert text in md, text
+
+
 def test_ingest_smoke(tmp_path):
     out = tmp_path / "ingest"
     assert run_cli("ingest", "--preset", "smoke", "--out", str(out)) == 0
