@@ -124,3 +124,66 @@ def test_variable_frame_rate_sampling(vfr_video):
     np.testing.assert_allclose(clips[0][0].timestamps, [0.0, 0.5, 1.0, 1.5], atol=1e-3)
     np.testing.assert_allclose(clips[1][0].timestamps, [2.0, 2.6, 3.2, 3.5], atol=1e-3)
     np.testing.assert_allclose(clips[2][0].timestamps, [4.1, 4.7, 5.0], atol=1e-3)
+
+
+def test_single_frame_video(make_video):
+    path = make_video("one_frame.mp4", [(0.1, "magenta")])
+    for seg in ("fixed", "scenes"):
+        ((clip, thumb),) = list(iter_clips(path, seg))
+        assert (clip.start, clip.end) == (0.0, 0.1) and clip.timestamps.tolist() == [0.0]
+        assert np.abs(_colour(clip.frames) - COLORS["magenta"]).max() < 15
+        _jpeg(thumb)
+
+
+class _PeakSampler(FrameSampler):
+    """Records the most frames it ever held (one instance per video via fresh())."""
+
+    peaks: list[int] = []
+
+    def feed(self, t, frame_bgr):
+        super().feed(t, frame_bgr)
+        if not self.peaks or self.n_frames > self.peaks[-1]:
+            self.peaks.append(self.n_frames)
+
+
+def _unstreamed(path, segmenter, sampler):
+    s, run = sampler.fresh(), segmenter.start()
+    frames = iter_frames(path)
+    for t, f in frames:
+        run.feed(t, f)
+        s.feed(t, f)
+    return s.clips(path, run.finish(frames.duration))
+
+
+# fixed 1 s spans: at most the open span's 2 frames plus the one kept before it (+1 being fed); scenes:
+# the frames since the last final cut, i.e. the 3 s green scene plus the detector's lag (not all 20)
+@pytest.mark.parametrize("segmenter, peak", [(FixedSegmenter(1.0), 4), (SceneSegmenter(min_seconds=0.5), 11)])
+def test_streaming_clips_equal_unstreamed_and_free_frames(scenes_video, segmenter, peak):
+    _PeakSampler.peaks = []
+    streamed = list(iter_clips(scenes_video.path, segmenter, _PeakSampler(fps=2.0)))
+    reference = _unstreamed(scenes_video.path, segmenter, FrameSampler(fps=2.0))
+    assert len(streamed) == len(reference)
+    for (a, ta), (b, tb) in zip(streamed, reference, strict=True):
+        assert (a.start, a.end, a.video) == (b.start, b.end, b.video) and ta == tb
+        np.testing.assert_array_equal(a.timestamps, b.timestamps)
+        np.testing.assert_array_equal(a.frames, b.frames)
+    assert max(_PeakSampler.peaks) <= peak  # the whole video has 20 sampled frames
+
+
+def test_abandoned_iteration_stops_the_decoder(scenes_video):
+    import gc
+    import threading
+
+    def decoders() -> int:
+        return sum(t.name.startswith("decode ") for t in threading.enumerate())
+
+    before = decoders()
+    gen = iter_clips(scenes_video.path, FixedSegmenter(1.0), FrameSampler(), prefetch=2)
+    clip, _ = next(gen)  # streamed: the decode thread is still running
+    assert (clip.start, clip.end) == (0.0, 1.0)
+    gen.close()
+    gc.collect()
+    for t in threading.enumerate():
+        if t.name.startswith("decode "):
+            t.join(timeout=5)
+    assert decoders() == before

@@ -70,6 +70,36 @@ def test_normalize_invariants(case):
         assert len(segs) == 1 + len({c for c in inner if c > 1e-9 and c < duration - 1e-9})
 
 
+def _reference_merge(bounds: list[float], min_s: float) -> list[float]:
+    """The merge rule spelled out naively: shortest first (leftmost on ties), into the shorter neighbour."""
+    bounds = list(bounds)
+    while len(bounds) > 2:
+        lengths = [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        i = int(np.argmin(lengths))
+        if lengths[i] >= min_s - 1e-9:
+            break
+        if i == 0:
+            left = 0
+        elif i == len(lengths) - 1:
+            left = i - 1
+        else:
+            left = i - 1 if lengths[i - 1] <= lengths[i + 1] else i
+        del bounds[left + 1]
+    return bounds
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(min_value=0.01, max_value=100.0), min_size=1, max_size=40),
+    st.sampled_from([0.5, 2.0, 10.0]),
+)
+def test_merge_matches_reference(lengths, min_s):
+    bounds = np.concatenate([[0.0], np.cumsum(lengths)]).tolist()
+    segs = normalize_segments(bounds[1:-1], bounds[-1], min_seconds=min_s)
+    expected = _reference_merge(bounds, min_s) if len(bounds) > 2 else bounds
+    assert [s.start for s in segs] + [segs[-1].end] == expected
+
+
 @settings(max_examples=100, deadline=None)
 @given(durations, st.lists(st.floats(min_value=0, max_value=5000), max_size=30))
 def test_normalize_accepts_segments(duration, cuts):
@@ -251,3 +281,56 @@ def test_variable_frame_rate_cuts_in_seconds(vfr_video):
         segs = seg.segment(vfr_video.path)
         _assert_tiles(segs, 5.5)
         assert _close(_starts(segs)[1:], vfr_video.cuts, 20.0), _starts(segs)  # within 1-2 frames (0.05 s)
+
+
+# ---------------------------------------------------------------------------------------------- streaming
+
+
+@st.composite
+def cut_streams(draw):
+    lengths = draw(st.lists(st.floats(min_value=0.05, max_value=30.0), min_size=1, max_size=40))
+    bounds = np.cumsum(lengths).tolist()
+    duration = bounds[-1] + draw(st.floats(min_value=0.05, max_value=10.0))
+    min_s = draw(st.sampled_from([0.0, 0.6, 1.0, 4.0]))
+    max_s = draw(st.sampled_from([None, 8.0, 20.0]))
+    lag = draw(st.sampled_from([None, 0.0, 0.5, 3.0]))
+    delays = draw(
+        st.lists(st.floats(min_value=0.0, max_value=lag or 0.0), min_size=len(bounds), max_size=len(bounds))
+    )
+    return bounds, duration, min_s, max_s, lag, delays
+
+
+@settings(max_examples=300, deadline=None)
+@given(cut_streams())
+def test_streamed_segments_equal_the_whole_normalisation(case):
+    """Segments released while cuts arrive (each at most ``lag`` late, in time order) are a growing prefix
+    of the final list, and that list equals normalize_segments on all cuts."""
+    from maxsim.segment import _CutStream
+
+    cuts, duration, min_s, max_s, lag, delays = case
+    stream = _CutStream(min_s, max_s, lag)
+    arrival, last = [], 0.0
+    for c, d in zip(cuts, delays, strict=True):
+        last = max(last, c + d)
+        arrival.append(last)
+    released: list[Segment] = []
+    i = 0
+    for t in np.arange(0.0, duration, 0.25):
+        while i < len(cuts) and arrival[i] <= t:
+            stream.add(cuts[i])
+            i += 1
+        final = stream.advance(float(t))
+        assert final[: len(released)] == released and (not final or final[-1].end <= t + 1e-9)
+        released = list(final)
+    for c in cuts[i:]:
+        stream.add(c)
+    result = stream.finish(duration)
+    assert result[: len(released)] == released
+    assert result == normalize_segments(cuts, duration, min_s, max_s)
+
+
+def test_fixed_run_releases_decoded_spans():
+    run = FixedSegmenter(2.0).start()
+    assert run.final_segments(1.9) == []
+    assert run.final_segments(4.0) == [Segment(0.0, 2.0), Segment(2.0, 4.0)]
+    assert run.finish(5.0)[:2] == run.final_segments(5.0)

@@ -190,3 +190,20 @@ def test_variable_frame_rate_times_come_from_the_container(vfr_video):
     np.testing.assert_allclose(times, vfr_video.times, atol=1e-3)
     assert decoded.duration == pytest.approx(vfr_video.duration, abs=1e-3)
     assert probe(vfr_video.path).n_frames == 40
+
+
+def test_prefetch_matches_and_propagates_errors(scenes_video, tmp_path):
+    plain = [(t, f.sum()) for t, f in iter_frames(scenes_video.path)]
+    threaded = iter_frames(scenes_video.path, prefetch=4)
+    assert [(t, f.sum()) for t, f in threaded] == plain and threaded.duration == 10.0
+    assert next(threaded, None) is None  # stays exhausted
+    early = iter_frames(scenes_video.path, prefetch=2)
+    next(early)
+    early.close()  # stops the decode thread mid-video
+    assert early._thread is not None and not early._thread.is_alive() and next(early, None) is None
+    data = _write_avi(tmp_path / "whole.avi").read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: int(len(data) * 0.7)])
+    with pytest.raises(VideoError, match="truncated"):
+        for _ in iter_frames(cut, prefetch=3):
+            pass
