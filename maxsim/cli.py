@@ -115,6 +115,14 @@ def _cmd_delete(args: argparse.Namespace) -> int:
     return 1 if missing or not removed else 0
 
 
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
 def _cmd_compact(args: argparse.Namespace) -> int:
     engine = _engine(args, create=False)
     rep = engine.compact(full=args.full, keep_versions=args.keep_versions,
@@ -126,8 +134,8 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     else:
         print(
             f"compacted {rep.parts_rewritten} of {rep.parts_before} parts into {rep.parts_after} parts, "
-            f"dropped {rep.segments_dropped} deleted segments ({rep.bytes_before >> 20} -> "
-            f"{rep.bytes_after >> 20} MiB of tokens); version {rep.version}; removed {rep.files_removed} "
+            f"dropped {rep.segments_dropped} deleted segments ({_size(rep.bytes_before)} -> "
+            f"{_size(rep.bytes_after)} of vectors); version {rep.version}; removed {rep.files_removed} "
             "unused file(s)"
         )
     return 0
