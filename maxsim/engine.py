@@ -24,6 +24,7 @@ from maxsim.store import (
     TARGET_PART_BYTES,
     CompactReport,
     EncoderMismatchError,
+    IndexError_,
     IndexNotFoundError,
     Manifest,
     SegmentRecord,
@@ -276,9 +277,11 @@ class Engine:
                             writer.add(next_id, rec)
                             next_id += 1
                             n += 1
-                    except (VideoError, EncoderOutputError) as e:
+                    except IndexError_:
+                        raise  # the index itself cannot take writes: stop, nothing is committed
+                    except Exception as e:  # bad input, or an encoder/segmenter failing on this video
                         writer.rollback(mark)  # its rows never become live
-                        report.failed.append((f, e.reason if isinstance(e, VideoError) else str(e)))
+                        report.failed.append((f, _failure_reason(e)))
                         continue
                     finally:
                         records.close()  # stops the video's decoder at once if it was abandoned
@@ -568,6 +571,15 @@ class Engine:
                 )
             )
         return hits
+
+
+def _failure_reason(e: Exception) -> str:
+    """What to tell the user about a video that failed to ingest."""
+    if isinstance(e, VideoError):
+        return e.reason
+    if isinstance(e, EncoderOutputError):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
 
 
 class EncoderOutputError(ValueError):
