@@ -170,20 +170,20 @@ def iter_clips(
     final_segments = getattr(run, "final_segments", None)
     spath = str(path)
     emitted: list[Segment] = []
-    frames = iter_frames(spath, prefetch=prefetch)
-    for t, frame in frames:
-        if feed_segmenter:
-            run.feed(t, frame)
-        kept = sampler.n_frames
-        sampler.feed(t, frame)
-        if final_segments is not None and sampler.n_frames > kept:  # check at the sampling rate
-            final = final_segments(t)
-            while len(emitted) < len(final):
-                seg = final[len(emitted)]
-                item = sampler.clip(spath, seg)
-                emitted.append(seg)
-                sampler.discard_before(seg.end)
-                yield item
+    with iter_frames(spath, prefetch=prefetch) as frames:  # closed (decode thread stopped) if abandoned
+        for t, frame in frames:
+            if feed_segmenter:
+                run.feed(t, frame)
+            kept = sampler.n_frames
+            sampler.feed(t, frame)
+            if final_segments is not None and sampler.n_frames > kept:  # check at the sampling rate
+                final = final_segments(t)
+                while len(emitted) < len(final):
+                    seg = final[len(emitted)]
+                    item = sampler.clip(spath, seg)
+                    emitted.append(seg)
+                    sampler.discard_before(seg.end)
+                    yield item
     segments = run.finish(frames.duration)
     if not segments:
         raise VideoError(spath, f"segmenter {segmenter.name} returned no segment")

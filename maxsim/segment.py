@@ -68,13 +68,13 @@ class Segmenter(Protocol):
 def run_segmenter(segmenter: Segmenter, path: str | os.PathLike) -> list[Segment]:
     """Decode ``path`` once and segment it (the video's duration is that of its decoded frames)."""
     run = segmenter.start()
-    frames = iter_frames(path, prefetch=8)
-    if segmenter.needs_frames:
-        for t, frame in frames:
-            run.feed(t, frame)
-    else:
-        for _ in frames:
-            pass
+    with iter_frames(path, prefetch=8) as frames:
+        if segmenter.needs_frames:
+            for t, frame in frames:
+                run.feed(t, frame)
+        else:
+            for _ in frames:
+                pass
     return run.finish(frames.duration)
 
 

@@ -168,3 +168,22 @@ def test_streaming_clips_equal_unstreamed_and_free_frames(scenes_video, segmente
         np.testing.assert_array_equal(a.timestamps, b.timestamps)
         np.testing.assert_array_equal(a.frames, b.frames)
     assert max(_PeakSampler.peaks) <= peak  # the whole video has 20 sampled frames
+
+
+def test_abandoned_iteration_stops_the_decoder(scenes_video):
+    import gc
+    import threading
+
+    def decoders() -> int:
+        return sum(t.name.startswith("decode ") for t in threading.enumerate())
+
+    before = decoders()
+    gen = iter_clips(scenes_video.path, FixedSegmenter(1.0), FrameSampler(), prefetch=2)
+    clip, _ = next(gen)  # streamed: the decode thread is still running
+    assert (clip.start, clip.end) == (0.0, 1.0)
+    gen.close()
+    gc.collect()
+    for t in threading.enumerate():
+        if t.name.startswith("decode "):
+            t.join(timeout=5)
+    assert decoders() == before
