@@ -150,21 +150,31 @@ def ceilings(device, copy_mb: int = 1024, matmul_n: int = 4096) -> dict[str, flo
 
 
 def _make(shape: dict, dtype: str, device, seed: int):
+    """Unit-norm random queries and segments, generated on the device in chunks (the video shape is 4G
+    values) and stored in ``dtype`` with per-token scales where it needs them."""
     import torch
     from maxsim.kernels import quantize
 
-    g = torch.Generator(device="cpu").manual_seed(seed)
+    dev = torch.device(device)
+    g = torch.Generator(device=dev).manual_seed(seed)
     n_d, t, dim = int(shape["n_docs"]), int(shape["doc_tokens"]), int(shape["dim"])
     n_q, qt = int(shape["n_queries"]), int(shape["q_tokens"])
-    d = torch.randn(n_d * t, dim, generator=g)
-    d /= d.norm(dim=1, keepdim=True)
-    q = torch.randn(n_q * qt, dim, generator=g)
-    q /= q.norm(dim=1, keepdim=True)
-    data, scale = quantize(d, _DTYPES[dtype], "token")
+
+    def unit(rows: int) -> torch.Tensor:
+        x = torch.randn(rows, dim, generator=g, device=dev)
+        return x / x.norm(dim=1, keepdim=True)
+
+    parts, scales = [], []
+    step = max(1, (1 << 24) // dim)
+    for lo in range(0, n_d * t, step):
+        data, scale = quantize(unit(min(step, n_d * t - lo)), _DTYPES[dtype], "token")
+        parts.append(data)
+        scales.append(scale)
+    data = torch.cat(parts) if parts else torch.empty(0, dim, device=dev)
+    scale = None if not scales or scales[0] is None else torch.cat(scales)
     do = torch.arange(n_d + 1, dtype=torch.int64) * t
     qo = torch.arange(n_q + 1, dtype=torch.int64) * qt
-    dev = torch.device(device)
-    return (q.to(dev), qo, data.to(dev), do, None if scale is None else scale.to(dev))
+    return unit(n_q * qt), qo, data, do, scale
 
 
 def _einsum_padded(q, qo, d, do, scale, n_q, qt, n_d, t):
