@@ -39,7 +39,7 @@
 #define MAXSIM_CLONES
 #endif
 
-enum { K_F32 = 0, K_BF16 = 1, K_I8 = 2, K_F16 = 3 };
+enum { K_F32 = 0, K_BF16 = 1, K_I8 = 2, K_F16 = 3, K_FP8 = 4 }; /* FP8: float8 e4m3fn */
 enum { S_NONE = 0, S_TOKEN = 1, S_SEGMENT = 2 };
 enum { ISA_GENERIC = 0, ISA_AMX = 1 };
 #define QC 32 /* stacked query tokens per chunk (two 16-column AMX tiles) */
@@ -103,10 +103,23 @@ static inline float f16_to_f32(uint16_t h) {
     return f;
 }
 
+static inline float fp8_to_f32(uint8_t b) {
+    const int e = (b >> 3) & 15, m = b & 7;
+    float v;
+    if (e == 15 && m == 7)
+        v = NAN;
+    else if (e == 0)
+        v = ldexpf((float)m, -9);
+    else
+        v = ldexpf((float)(8 + m), e - 10);
+    return (b & 0x80) ? -v : v;
+}
+
 static inline float load_as_float(int kind, const void *p, int64_t i) {
     if (kind == K_F32) return ((const float *)p)[i];
     if (kind == K_BF16) return bf16_to_f32(((const uint16_t *)p)[i]);
     if (kind == K_F16) return f16_to_f32(((const uint16_t *)p)[i]);
+    if (kind == K_FP8) return fp8_to_f32(((const uint8_t *)p)[i]);
     return (float)((const int8_t *)p)[i];
 }
 
@@ -237,6 +250,22 @@ static int avx512_ok(void) {
     return g_avx512_ok;
 }
 
+/* 32 float8 e4m3fn values -> 32 bf16 (exact): sign | (exp + 120) << 7 | mantissa << 4 for normals, a
+ * table for the 7 subnormals, NaN for the one NaN code. */
+__attribute__((target("avx512f,avx512bw"))) static inline __m512i fp8x32_to_bf16(const uint8_t *src) {
+    const __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)src));
+    const __m512i em = _mm512_and_si512(w, _mm512_set1_epi16(0x7f));
+    const __m512i sign = _mm512_slli_epi16(_mm512_and_si512(w, _mm512_set1_epi16(0x80)), 8);
+    __m512i v = _mm512_add_epi16(_mm512_slli_epi16(em, 4), _mm512_set1_epi16(120 << 7));
+    const __m512i sub = _mm512_permutexvar_epi16(
+        em, _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x3C60, 0x3C40,
+                             0x3C20, 0x3C00, 0x3BC0, 0x3B80, 0x3B00, 0));
+    v = _mm512_mask_blend_epi16(_mm512_cmplt_epu16_mask(em, _mm512_set1_epi16(8)), v, sub);
+    v = _mm512_mask_blend_epi16(_mm512_cmpeq_epi16_mask(em, _mm512_set1_epi16(0x7f)), v,
+                                _mm512_set1_epi16(0x7fc0));
+    return _mm512_or_si512(v, sign);
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) static void widen_row(const job_t *jb, int64_t row,
                                                                                      float *dst) {
     const int d = jb->dim;
@@ -256,6 +285,15 @@ __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) static void widen_
         for (; k + 16 <= d; k += 16) {
             __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(src + k)));
             _mm512_storeu_ps(dst + k, _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w, 16)), vs));
+        }
+    } else if (jb->kind == K_FP8) {
+        const uint8_t *src = (const uint8_t *)jb->d + row * d;
+        for (; k + 32 <= d; k += 32) {
+            const __m512i b = fp8x32_to_bf16(src + k);
+            const __m512i lo = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(b));
+            const __m512i hi = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(b, 1));
+            _mm512_storeu_ps(dst + k, _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(lo, 16)), vs));
+            _mm512_storeu_ps(dst + k + 16, _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(hi, 16)), vs));
         }
     } else {
         const int8_t *src = (const int8_t *)jb->d + row * d;
@@ -342,6 +380,32 @@ static const char *amx_block_base(const job_t *jb, int64_t j, char *scratch) {
     return scratch;
 }
 
+/* float8 segments on the AMX bf16 path: the RB-row block widened to bf16 in scratch (row stride kpad, zero
+ * padded in k and past the buffer end). */
+__attribute__((target("avx512f,avx512bw"))) static const char *amx_fp8_block(const job_t *jb, int64_t j,
+                                                                              char *scratch) {
+    const int d = jb->dim, kp = jb->kpad;
+    const uint8_t *src = (const uint8_t *)jb->d;
+    uint16_t *out = (uint16_t *)scratch;
+    const char *next = (const char *)jb->d + (j + RB) * d;
+    for (int64_t b = 0; b < RB * d; b += 64) _mm_prefetch(next + b, _MM_HINT_T0);
+    memset(scratch, 0, (size_t)RB * kp * 2);
+    const int64_t nr = jb->d_rows - j < RB ? jb->d_rows - j : RB;
+    for (int64_t r = 0; r < nr; r++) {
+        const uint8_t *row = src + (j + r) * d;
+        uint16_t *o = out + r * kp;
+        int k = 0;
+        for (; k + 32 <= d; k += 32) _mm512_storeu_si512(o + k, fp8x32_to_bf16(row + k));
+        for (; k < d; k++) {
+            float f = fp8_to_f32(row[k]);
+            uint32_t u;
+            memcpy(&u, &f, 4);
+            o[k] = (uint16_t)(u >> 16); /* exact: e4m3 values are bf16 values */
+        }
+    }
+    return scratch;
+}
+
 __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) static void colmax_amx_i8(
     const job_t *jb, const char *qp, int64_t r0, int64_t r1, float *colmax, int32_t *cbuf, char *scratch) {
     const int64_t stride = jb->dim;
@@ -394,13 +458,14 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) static void colmax
 
 __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw"))) static void colmax_amx_bf16(
     const job_t *jb, const char *qp, int64_t r0, int64_t r1, float *colmax, float *cbuf, char *scratch) {
-    const int64_t stride = jb->dim * 2;
+    const int fp8 = jb->kind == K_FP8;
+    const int64_t stride = fp8 ? jb->kpad * 2 : jb->dim * 2;
     const int ks = jb->kpad / 32;
     const int tok = jb->scale_mode == S_TOKEN;
     __m512 f0 = _mm512_set1_ps(-INFINITY), f1 = f0;
     for (int64_t j = r0; j < r1; j += RB) {
         const int nr = (int)((r1 - j) < RB ? (r1 - j) : RB);
-        const char *base = amx_block_base(jb, j, scratch);
+        const char *base = fp8 ? amx_fp8_block(jb, j, scratch) : amx_block_base(jb, j, scratch);
         _tile_zero(0);
         _tile_zero(1);
         _tile_zero(2);
@@ -463,7 +528,8 @@ static void *run_part(void *arg) {
     float *tokmax = malloc(sizeof(float) * (jb->nq_tok > 0 ? jb->nq_tok : 1));
     float *rows = malloc(sizeof(float) * 16 * d); /* GR or AR rows widened to float */
     void *cbuf = aligned_alloc(64, RB * QC * 4);
-    char *scratch = aligned_alloc(64, (size_t)((RB * d * es + 128 + 63) / 64 * 64));
+    char *scratch = aligned_alloc(64, (size_t)((RB * (int64_t)jb->kpad * 4 + 128 + 63) / 64 * 64));
+    (void)es;
     int64_t *counts = calloc(jb->n_q > 0 ? jb->n_q : 1, sizeof(int64_t));
     float colmax[QC];
     if (!tokmax || !rows || !cbuf || !scratch || !counts) {
@@ -534,12 +600,13 @@ static PyObject *py_run(PyObject *self, PyObject *args) {
                           &d_off, &n_d, &d_rows, &dscale, &jb.scale_mode, &out, &k, &top_s, &top_i, &nthreads,
                           &isa))
         return NULL;
-    if (jb.kind < K_F32 || jb.kind > K_F16 || jb.qkind < K_F32 || jb.qkind > K_F16 || jb.dim <= 0 || nthreads < 1 ||
+    if (jb.kind < K_F32 || jb.kind > K_FP8 || jb.qkind < K_F32 || jb.qkind > K_I8 || jb.dim <= 0 || nthreads < 1 ||
         k < 0) {
         PyErr_SetString(PyExc_ValueError, "maxsim cpu kernel: bad kind, dim, k or thread count");
         return NULL;
     }
-    if (isa == ISA_AMX && (!(jb.kind == K_I8 || jb.kind == K_BF16) || jb.qkind != jb.kind || !amx_ok())) {
+    const int amx_kind = (jb.kind == K_I8 && jb.qkind == K_I8) || ((jb.kind == K_BF16 || jb.kind == K_FP8) && jb.qkind == K_BF16);
+    if (isa == ISA_AMX && (!amx_kind || !amx_ok())) {
         PyErr_SetString(PyExc_RuntimeError, "maxsim cpu kernel: AMX path requested but not usable here");
         return NULL;
     }
