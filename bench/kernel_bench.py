@@ -215,7 +215,7 @@ def run_shapes(config: dict, device) -> list[dict]:
     cuda = device.type == "cuda"
     shapes = config.get("shapes") or (GPU_SHAPES if cuda else CPU_SHAPES)
     dtypes = config.get("dtypes") or (
-        ["bfloat16", "float8_e4m3fn"] if cuda else ["float32", "bfloat16", "int8"]
+        ["bfloat16", "float8_e4m3fn"] if cuda else ["float32", "bfloat16", "int8", "float8_e4m3fn"]
     )
     ops = config.get("ops") or ["scores", "topk"]
     k = int(config.get("k", 10))
@@ -311,7 +311,8 @@ def _cpu_compare_worker(cfg: dict) -> dict:
         methods["maxsim_cpu_fp32"] = (lambda: maxsim_cpu.maxsim_scores(q, d3), d.nbytes)
     except ImportError:
         pass
-    for name, storage in (("ours_fp32", "fp32"), ("ours_bf16", "bf16"), ("ours_int8", "int8")):
+    for storage in ("fp32", "bf16", "int8", "fp8"):
+        name = f"ours_{storage}"
         data, scale = quantize(dt_, storage, "token")
         p = check(qt_, qo, data, do, scale)
         nbytes = data.numel() * data.element_size() + (0 if scale is None else scale.numel() * 4)
@@ -344,7 +345,7 @@ def _cpu_compare_worker(cfg: dict) -> dict:
     ceil = ceilings("cpu", copy_mb=512, matmul_n=2048)
     return {
         "config": cfg, "rows": rows, "ceilings": ceil, "cpu_paths": {s: kcpu.path(getattr(torch, s))
-                                                                   for s in ("float32", "bfloat16", "int8")},
+            for s in ("float32", "bfloat16", "int8", "float8_e4m3fn")},
         "torch_threads": torch.get_num_threads(),
         "fp32_ceiling_segments_per_s": ceil["matmul_fp32_TFLOPs"] * 1e12 / flops * n_d,
         "bf16_ceiling_segments_per_s": ceil["matmul_bf16_TFLOPs"] * 1e12 / flops * n_d,
