@@ -65,11 +65,15 @@ typedef struct {
     int64_t n_chunks, chunk_bytes;
     int kpad;
     int use_avx512; /* generic path: the AVX-512 float kernel instead of the portable one */
+    /* Dynamic schedule: threads claim consecutive batches of segments from a shared counter, so a thread
+     * slowed down by other load on its core does not hold the others back. Each thread sees increasing
+     * segment indices, which the top-k tie rule relies on. */
+    int64_t next_batch, batch;
 } job_t;
 
 typedef struct {
     const job_t *jb;
-    int64_t s0, s1, tid;
+    int64_t tid;
     int err;
 } part_t;
 
@@ -541,37 +545,43 @@ static void *run_part(void *arg) {
 #ifdef MAXSIM_AMX
     if (jb->isa == ISA_AMX) amx_config();
 #endif
-    for (int64_t seg = pt->s0; seg < pt->s1; seg++) {
-        const int64_t r0 = jb->d_off[seg], r1 = jb->d_off[seg + 1];
-        if (r1 == r0) {
-            for (int64_t t = 0; t < jb->nq_tok; t++) tokmax[t] = -INFINITY;
-        } else {
-            const float segscale = jb->scale_mode == S_SEGMENT ? jb->dscale[seg] : 1.0f;
-            for (int64_t ch = 0; ch < jb->n_chunks; ch++) {
-                const char *qp = (const char *)jb->qpack + ch * jb->chunk_bytes;
-#ifdef MAXSIM_AMX
-                if (jb->isa == ISA_AMX && jb->kind == K_I8)
-                    colmax_amx_i8(jb, qp, r0, r1, colmax, (int32_t *)cbuf, scratch);
-                else if (jb->isa == ISA_AMX)
-                    colmax_amx_bf16(jb, qp, r0, r1, colmax, (float *)cbuf, scratch);
-                else if (jb->use_avx512)
-                    colmax_avx512(jb, (const float *)qp, r0, r1, colmax, rows);
-                else
-#endif
-                    colmax_generic(jb, (const float *)qp, r0, r1, colmax, rows);
-                const int64_t t0 = ch * QC;
-                const int nc = (int)((jb->nq_tok - t0) < QC ? (jb->nq_tok - t0) : QC);
-                for (int c = 0; c < nc; c++)
-                    tokmax[t0 + c] = colmax[c] * segscale * (jb->qscale ? jb->qscale[t0 + c] : 1.0f);
+    job_t *jbm = (job_t *)jb;
+    for (;;) {
+        const int64_t b0 = __atomic_fetch_add(&jbm->next_batch, 1, __ATOMIC_RELAXED) * jb->batch;
+        if (b0 >= jb->n_d) break;
+        const int64_t b1 = b0 + jb->batch < jb->n_d ? b0 + jb->batch : jb->n_d;
+        for (int64_t seg = b0; seg < b1; seg++) {
+            const int64_t r0 = jb->d_off[seg], r1 = jb->d_off[seg + 1];
+            if (r1 == r0) {
+                for (int64_t t = 0; t < jb->nq_tok; t++) tokmax[t] = -INFINITY;
+            } else {
+                const float segscale = jb->scale_mode == S_SEGMENT ? jb->dscale[seg] : 1.0f;
+                for (int64_t ch = 0; ch < jb->n_chunks; ch++) {
+                    const char *qp = (const char *)jb->qpack + ch * jb->chunk_bytes;
+    #ifdef MAXSIM_AMX
+                    if (jb->isa == ISA_AMX && jb->kind == K_I8)
+                        colmax_amx_i8(jb, qp, r0, r1, colmax, (int32_t *)cbuf, scratch);
+                    else if (jb->isa == ISA_AMX)
+                        colmax_amx_bf16(jb, qp, r0, r1, colmax, (float *)cbuf, scratch);
+                    else if (jb->use_avx512)
+                        colmax_avx512(jb, (const float *)qp, r0, r1, colmax, rows);
+                    else
+    #endif
+                        colmax_generic(jb, (const float *)qp, r0, r1, colmax, rows);
+                    const int64_t t0 = ch * QC;
+                    const int nc = (int)((jb->nq_tok - t0) < QC ? (jb->nq_tok - t0) : QC);
+                    for (int c = 0; c < nc; c++)
+                        tokmax[t0 + c] = colmax[c] * segscale * (jb->qscale ? jb->qscale[t0 + c] : 1.0f);
+                }
             }
-        }
-        for (int64_t qi = 0; qi < jb->n_q; qi++) {
-            float s = 0.0f;
-            for (int64_t t = jb->q_off[qi]; t < jb->q_off[qi + 1]; t++) s += tokmax[t];
-            if (jb->k)
-                topk_insert(ts + qi * jb->k, ti + qi * jb->k, jb->k, counts + qi, s, seg);
-            else
-                jb->out[qi * jb->n_d + seg] = s;
+            for (int64_t qi = 0; qi < jb->n_q; qi++) {
+                float s = 0.0f;
+                for (int64_t t = jb->q_off[qi]; t < jb->q_off[qi + 1]; t++) s += tokmax[t];
+                if (jb->k)
+                    topk_insert(ts + qi * jb->k, ti + qi * jb->k, jb->k, counts + qi, s, seg);
+                else
+                    jb->out[qi * jb->n_d + seg] = s;
+            }
         }
     }
 #ifdef MAXSIM_AMX
@@ -661,17 +671,13 @@ static PyObject *py_run(PyObject *self, PyObject *args) {
         pack_amx(&jb);
     else
         pack_generic(&jb);
-    /* Token-balanced contiguous ranges; a segment's cost also has a fixed part, counted as one row. */
-    const int64_t total = d_rows + n_d;
-    int64_t s = 0;
+    /* Batches of ~1/(16 x threads) of the segments, at most 64 (and at least 1). */
+    jb.next_batch = 0;
+    jb.batch = n_d / (16 * (int64_t)nthreads);
+    jb.batch = jb.batch < 1 ? 1 : jb.batch > 64 ? 64 : jb.batch;
     for (int t = 0; t < nthreads; t++) {
         parts[t].jb = &jb;
         parts[t].tid = t;
-        parts[t].s0 = s;
-        const int64_t target = total * (t + 1) / nthreads;
-        while (s < n_d && jb.d_off[s + 1] + (s + 1) <= target) s++;
-        if (t == nthreads - 1) s = n_d;
-        parts[t].s1 = s;
     }
     for (int t = 1; t < nthreads; t++) {
         if (pthread_create(&th[t], NULL, run_part, &parts[t]) != 0) {
