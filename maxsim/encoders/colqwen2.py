@@ -11,7 +11,7 @@ query format (``Query: `` prefix and the augmentation tokens) and keep every tok
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,10 @@ class ColQwen2Encoder:
         d["per_image_max_tokens"] = self.per_image_max
         d["visual_rows"] = "image_pad tokens of each frame"
         return d
+
+    def with_settings(self, **changes: Any) -> ColQwen2Encoder:
+        """A second encoder on the same loaded model with some settings changed; weights are shared."""
+        return ColQwen2Encoder(self.model, self.processor, self.name, replace(self._settings, **changes))
 
     def _input_device(self) -> torch.device:
         return self.model.vlm.get_input_embeddings().weight.device

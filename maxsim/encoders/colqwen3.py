@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -373,6 +373,13 @@ class ColQwen3Encoder:
         d["query_augmentation"] = QUERY_AUGMENTATION
         d["visual_rows"] = "video_pad tokens only"
         return d
+
+    def with_settings(self, **changes: Any) -> ColQwen3Encoder:
+        """A second encoder on the same loaded model with some settings changed (e.g. a smaller
+        ``max_visual_tokens``); ``name`` stays the same, the weights are shared."""
+        return ColQwen3Encoder(
+            self.model, self.tokenizer, self.video_processor, self.name, replace(self._settings, **changes)
+        )
 
     def _set_budget(self) -> None:
         s = self._settings
