@@ -22,6 +22,7 @@ query. Queries keep every token: the text plus ten ``<|endoftext|>`` augmentatio
 from __future__ import annotations
 
 import json
+import types
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -129,6 +130,14 @@ def backbone_config(cfg: dict[str, Any], attn_implementation: str | None = None)
     return config
 
 
+def _patch_embed_as_matmul(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """Qwen3-VL's patch embedding (a Conv3d whose kernel equals its stride over exactly one patch) as the
+    equivalent matrix product: same weights and result, without the slow CPU bf16 convolution path."""
+    weight = self.proj.weight
+    flat = hidden_states.reshape(-1, weight[0].numel()).to(weight.dtype)
+    return nn.functional.linear(flat, weight.reshape(weight.shape[0], -1), self.proj.bias)
+
+
 class ColQwen3Model(nn.Module):
     """Qwen3-VL (vision tower + language model) and the projection to the embedding dimension."""
 
@@ -139,6 +148,8 @@ class ColQwen3Model(nn.Module):
         self.config = config
         self.vlm = Qwen3VLModel(config)
         self.embedding_proj_layer = nn.Linear(config.text_config.hidden_size, embed_dim)
+        patch_embed = self.vlm.visual.patch_embed
+        patch_embed.forward = types.MethodType(_patch_embed_as_matmul, patch_embed)
 
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
         """(batch, seq, embed_dim) float32 rows, L2-normalised; padded positions are zero."""
