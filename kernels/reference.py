@@ -15,7 +15,9 @@ def check_ragged(name: str, x: torch.Tensor, offsets: torch.Tensor, dim: int | N
     if dim is not None and x.shape[1] != dim:
         raise ValueError(f"{name} has dim {x.shape[1]} but the queries have dim {dim}")
     if offsets.ndim != 1 or offsets.numel() < 1:
-        raise ValueError(f"{name}_offsets must be 1-D with n + 1 >= 1 entries, got shape {tuple(offsets.shape)}")
+        raise ValueError(
+            f"{name}_offsets must be 1-D with n + 1 >= 1 entries, got shape {tuple(offsets.shape)}"
+        )
     if offsets.dtype.is_floating_point or offsets.dtype == torch.bool:
         raise TypeError(f"{name}_offsets must be an integer tensor, got {offsets.dtype}")
     o = offsets.detach().to("cpu", torch.int64)

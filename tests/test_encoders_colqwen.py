@@ -214,7 +214,7 @@ def test_key_map_unit():
 
 
 def _broken(tmp_path, edit):
-    from tiny_models import build_tiny_colqwen3
+    from tests.tiny_models import build_tiny_colqwen3
 
     return build_tiny_colqwen3(tmp_path / "ckpt", shards=1, state_dict_edit=edit)
 

@@ -112,13 +112,13 @@ def load_encoder(spec: str | Encoder, **kwargs: Any) -> Encoder:
         name = _MODEL_TYPES.get(_hub_model_type(spec, kwargs.get("revision")) or "", DEFAULT_ENCODER)
         if name is None:
             raise ValueError(
-                f"encoder {spec!r} looks like a Hugging Face id, but no model encoder is installed"
+                f"encoder {spec!r} looks like a Hugging Face id, but no model encoder is registered"
             )
         return load_encoder(name, id_or_path=spec, **kwargs)
     raise ValueError(
         f"unknown encoder {spec!r}: expected a registered name "
-        f"({', '.join(registered_encoders()) or 'none'}), "
-        "a Hugging Face id or local folder, or package.module:attr"
+        f"({', '.join(registered_encoders()) or 'none'}), a Hugging Face id or local folder, "
+        "or package.module:attr"
     )
 
 

@@ -1,0 +1,156 @@
+"""The ``maxsim`` command: ingest videos into an index, search it, show what it holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from maxsim.encoders import DEFAULT_ENCODER
+
+
+def _engine(args: argparse.Namespace, create: bool):
+    from maxsim.engine import Engine
+
+    return Engine(args.index, encoder=args.encoder, create=create, dtype=getattr(args, "dtype", "float16"))
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from maxsim.frames import FrameSampler
+
+    if args.encoder is None and not (Path(args.index) / "manifest.json").exists():
+        if DEFAULT_ENCODER is None:
+            print("error: --encoder is required to create a new index", file=sys.stderr)
+            return 2
+    segmenter = f"fixed:{args.fixed}" if args.fixed is not None else ("scenes" if args.scenes else None)
+    engine = _engine(args, create=True)
+    engine.sampler = FrameSampler(fps=args.fps, max_frames=args.max_frames)
+    report = engine.ingest(args.videos, segmenter=segmenter or "fixed:10", progress=not args.quiet)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(report)
+    return 0 if report.ok else 1
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    engine = _engine(args, create=False)
+    time_range = tuple(args.time_range) if args.time_range else None
+    t0 = time.perf_counter()
+    hits = engine.search(args.text, k=args.k, videos=args.video or None, time_range=time_range)
+    ms = (time.perf_counter() - t0) * 1000
+    if args.json:
+        print(json.dumps([h.to_dict() for h in hits], indent=1))
+        return 0
+    if not hits:
+        print(f"no hits ({len(engine)} segments searched)")
+        return 0
+    width = max(len(h.video) for h in hits)
+    for i, h in enumerate(hits, 1):
+        span = f"{h.start:8.2f}-{h.end:<8.2f}"
+        print(f"{i:3d}  {h.score:8.3f}  {h.video:<{width}}  {span}  best {h.best_time:.2f}")
+    print(f"({len(engine)} segments searched in {ms:.1f} ms)")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from maxsim.store import read_manifest
+
+    man = read_manifest(args.index)
+    from maxsim.store import Snapshot
+
+    snap = Snapshot(Path(args.index), man)
+    videos = snap.table.column("video").to_numpy(zero_copy_only=False)[snap.live]
+    size = sum(f.stat().st_size for f in Path(args.index).rglob("*") if f.is_file())
+    info = {
+        "path": str(args.index),
+        "format_version": man.format_version,
+        "version": man.version,
+        "encoder": man.encoder,
+        "dim": man.dim,
+        "dtype": man.dtype,
+        "videos": len(set(videos.tolist())),
+        "segments": len(snap),
+        "tokens": int(sum(p["n_tokens"] for p in man.parts)),
+        "deleted_segments": len(man.deleted),
+        "parts": len(man.parts),
+        "bytes_on_disk": size,
+        "history": man.history,
+    }
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    for key in ("path", "format_version", "version", "dim", "dtype", "videos", "segments", "tokens",
+                "deleted_segments", "parts", "bytes_on_disk"):
+        print(f"{key:>17}: {info[key]}")
+    print(f"{'encoder':>17}: {json.dumps(man.encoder)}")
+    print("history:")
+    for h in man.history:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["time"]))
+        extra = {k: v for k, v in h.items() if k not in ("version", "time", "op")}
+        print(f"  v{h['version']:<5} {when}  {h['op']:<8} {json.dumps(extra) if extra else ''}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``maxsim`` command."""
+    p = argparse.ArgumentParser(prog="maxsim", description="Find moments in video with MaxSim search.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    enc_help = "encoder: a registered name, a Hugging Face id or local folder, or package.module:attr"
+    if DEFAULT_ENCODER:
+        enc_help += f" (default: {DEFAULT_ENCODER}, or the one recorded in an existing index)"
+    else:
+        enc_help += " (required to create an index; an existing index records its own)"
+
+    ing = sub.add_parser("ingest", help="add videos (files or folders) to an index")
+    ing.add_argument("index", help="index folder (created if missing)")
+    ing.add_argument("videos", nargs="+", help="video files or folders")
+    mode = ing.add_mutually_exclusive_group()
+    mode.add_argument("--fixed", type=float, metavar="SECONDS", help="fixed-length segments (default 10 s)")
+    mode.add_argument("--scenes", action="store_true", help="scene segmentation with PySceneDetect")
+    ing.add_argument("--encoder", help=enc_help)
+    ing.add_argument("--fps", type=float, default=2.0, help="frames sampled per second (default 2)")
+    ing.add_argument("--max-frames", type=int, default=16, help="frames per segment at most (default 16)")
+    ing.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
+                     help="storage dtype of a new index")
+    ing.add_argument("--json", action="store_true", help="print the report as JSON")
+    ing.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ing.set_defaults(func=_cmd_ingest)
+
+    se = sub.add_parser("search", help="search an index with text")
+    se.add_argument("index")
+    se.add_argument("text")
+    se.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
+    se.add_argument("--video", action="append", help="only this video (repeatable)")
+    se.add_argument("--time-range", type=float, nargs=2, metavar=("START", "END"),
+                    help="only segments overlapping this time range (seconds)")
+    se.add_argument("--encoder", help=enc_help)
+    se.add_argument("--json", action="store_true", help="print hits as JSON")
+    se.set_defaults(func=_cmd_search)
+
+    inf = sub.add_parser("info", help="show an index's encoder, size and history")
+    inf.add_argument("index")
+    inf.add_argument("--json", action="store_true")
+    inf.set_defaults(func=_cmd_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``maxsim`` command; returns the exit code (0 ok, 1 some files failed, 2 usage/error)."""
+    args = build_parser().parse_args(argv)
+    from maxsim.store import IndexError_
+
+    try:
+        return args.func(args)
+    except (IndexError_, ValueError, KeyError, FileExistsError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,484 @@
+"""The engine: composes segmentation, frame sampling, encoding, the store and MaxSim scoring."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from maxsim import kernels
+from maxsim.encoders import DEFAULT_ENCODER, load_encoder
+from maxsim.frames import FrameSampler, iter_clips
+from maxsim.segment import Segmenter, load_segmenter
+from maxsim.store import (
+    EncoderMismatchError,
+    IndexNotFoundError,
+    Manifest,
+    SegmentRecord,
+    Snapshot,
+    Store,
+)
+from maxsim.types import Clip, Encoder, Hit
+from maxsim.video import VideoError, content_hash
+
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp"}
+)
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did to each file."""
+
+    ingested: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    segments: int = 0
+    version: int | None = None  # the index version committed, None when nothing changed
+
+    @property
+    def ok(self) -> bool:
+        """True when no file failed."""
+        return not self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ingested": self.ingested,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "failed": [{"path": p, "reason": r} for p, r in self.failed],
+            "segments": self.segments,
+            "version": self.version,
+        }
+
+    def __str__(self) -> str:
+        lines = [
+            f"ingested {len(self.ingested)} file(s) ({self.segments} segments), "
+            f"skipped {len(self.skipped)}, failed {len(self.failed)}"
+        ]
+        lines += [f"  skipped {p}: {r}" for p, r in self.skipped]
+        lines += [f"  FAILED  {p}: {r}" for p, r in self.failed]
+        return "\n".join(lines)
+
+
+def expand_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Files given directly, plus the video files found (recursively, sorted) in folders given."""
+    out: list[str] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out += sorted(
+                str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
+            )
+        else:
+            out.append(str(p))
+    return out
+
+
+def _encoder_record(encoder: Encoder, spec: str | None) -> dict[str, Any]:
+    rec: dict[str, Any] = {"name": encoder.name, "dim": int(encoder.dim)}
+    if spec is not None:
+        rec["spec"] = spec
+    settings = getattr(encoder, "settings", None)
+    if settings:
+        rec["settings"] = settings
+    return rec
+
+
+class Engine:
+    """A video moment index: ingest videos, then search them with text.
+
+    ``Engine(path, encoder=...)`` opens the index at ``path`` or creates it there. ``encoder`` is an
+    :class:`~maxsim.Encoder` or a spec (registered name, Hugging Face id or local folder,
+    ``package.module:attr``). Without one, an existing index loads the encoder recorded in it when a
+    text query first needs it. An open engine searches the version it opened until :meth:`refresh`.
+    With ``create=False`` a missing index raises :class:`~maxsim.store.IndexNotFoundError`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        encoder: Encoder | str | None = None,
+        *,
+        dtype: str = "float16",
+        segmenter: Segmenter | str = "fixed:10",
+        sampler: FrameSampler | None = None,
+        batch_size: int = 8,
+        create: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.store = Store(self.path)
+        self.segmenter = load_segmenter(segmenter)
+        self.sampler = sampler or FrameSampler()
+        self.batch_size = batch_size
+        self._spec = encoder if isinstance(encoder, str) else None
+        self._encoder: Encoder | None = None if encoder is None else load_encoder(encoder)
+        try:
+            manifest = self.store.manifest()
+        except IndexNotFoundError:
+            if not create:
+                raise
+            if self._encoder is None:
+                if DEFAULT_ENCODER is None:
+                    raise IndexNotFoundError(
+                        f"no index at {self.path}: pass encoder=... to create one there"
+                    ) from None
+                self._spec = DEFAULT_ENCODER
+                self._encoder = load_encoder(DEFAULT_ENCODER)
+            Store.create(self.path, _encoder_record(self._encoder, self._spec), self._encoder.dim, dtype)
+            manifest = self.store.manifest()
+        if self._encoder is not None:
+            self._check_encoder(manifest, self._encoder)
+        self._open(manifest)
+
+    # -- state ---------------------------------------------------------------------------------------
+    def _open(self, manifest: Manifest) -> None:
+        self._snapshot = Snapshot(self.path, manifest)
+
+    @property
+    def manifest(self) -> Manifest:
+        """The manifest of the version this engine searches."""
+        return self._snapshot.manifest
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+    def refresh(self) -> int:
+        """Move to the latest committed version; returns it."""
+        self._open(self.store.manifest())
+        return self.version
+
+    def __len__(self) -> int:
+        return len(self._snapshot)
+
+    def _check_encoder(self, manifest: Manifest, encoder: Encoder) -> None:
+        rec = manifest.encoder
+        if rec.get("name") != encoder.name or int(manifest.dim) != int(encoder.dim):
+            raise EncoderMismatchError(
+                f"{self.path} was built with encoder {rec.get('name')!r} (dim {manifest.dim}); "
+                f"the encoder given is {encoder.name!r} (dim {encoder.dim}). Open it with the same "
+                "encoder, or build a new index."
+            )
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder, loaded from the index's record on first use when none was given."""
+        if self._encoder is None:
+            spec = self.manifest.encoder.get("spec")
+            if spec is None:
+                raise ValueError(
+                    f"{self.path} does not record a loadable encoder spec "
+                    f"(encoder {self.manifest.encoder.get('name')!r}): pass encoder=..."
+                )
+            enc = load_encoder(spec)
+            self._check_encoder(self.manifest, enc)
+            self._encoder = enc
+        return self._encoder
+
+    def videos(self) -> list[str]:
+        """Paths of the videos in the index (live segments only), sorted."""
+        col = self._snapshot.table.column("video").to_numpy(zero_copy_only=False)
+        return sorted(set(col[self._snapshot.live].tolist()))
+
+    # -- ingest --------------------------------------------------------------------------------------
+    def _settings_key(self, segmenter: Segmenter) -> str:
+        return json.dumps(
+            {"segmenter": segmenter.name, "sampler": self.sampler.name, "encoder": self.encoder.name},
+            sort_keys=True,
+        )
+
+    def ingest(
+        self,
+        paths: Iterable[str | os.PathLike],
+        segmenter: Segmenter | str | None = None,
+        progress: bool = True,
+    ) -> IngestReport:
+        """Add videos (files, or folders searched recursively) to the index in one commit.
+
+        A video already indexed with the same content and settings is skipped; a changed one replaces
+        its old segments. A file that cannot be read is reported in ``failed`` with the reason and leaves
+        the index unchanged for it; the other files still ingest.
+        """
+        seg = self.segmenter if segmenter is None else load_segmenter(segmenter)
+        settings = self._settings_key(seg)
+        report = IngestReport()
+        files = expand_paths(paths)
+        with self.store.writing():
+            base = self.store.manifest()
+            snap = self._snapshot if base.version == self.version else Snapshot(self.path, base)
+            existing = self._existing_videos(snap)
+            writer = self.store.new_part()
+            next_id = base.next_segment_id
+            replaced: list[int] = []
+            try:
+                for f in tqdm(files, desc="ingest", unit="video", disable=not progress):
+                    video = str(Path(f).resolve())
+                    try:
+                        digest = content_hash(video)
+                    except VideoError as e:
+                        report.failed.append((f, e.reason))
+                        continue
+                    old = existing.get(video)
+                    if old is not None and old[0] == digest and old[1] == settings:
+                        report.skipped.append((f, "already indexed with the same content and settings"))
+                        continue
+                    try:
+                        records = self._encode_video(video, digest, settings, seg)
+                    except VideoError as e:
+                        report.failed.append((f, e.reason))
+                        continue
+                    except EncoderOutputError as e:
+                        report.failed.append((f, str(e)))
+                        continue
+                    for rec in records:
+                        writer.add(next_id, rec)
+                        next_id += 1
+                    if old is not None:
+                        replaced += old[2]
+                    report.ingested.append(f)
+                    report.segments += len(records)
+                if not report.ingested:
+                    writer.abort()
+                    return report
+                part = writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+            man = self.store.commit(
+                base, [part], deleted=replaced, next_segment_id=next_id, op="ingest",
+                info={"videos": len(report.ingested)},
+            )
+        report.version = man.version
+        self._open(man)
+        return report
+
+    def _existing_videos(self, snap: Snapshot) -> dict[str, tuple[str, str, list[int]]]:
+        """video path -> (content hash, settings key, live segment ids)."""
+        t = snap.table
+        out: dict[str, tuple[str, str, list[int]]] = {}
+        if t.num_rows == 0:
+            return out
+        videos = t.column("video").to_pylist()
+        hashes = t.column("video_hash").to_pylist()
+        settings = t.column("settings").to_pylist()
+        for row in np.flatnonzero(snap.live):
+            v = videos[row]
+            entry = out.setdefault(v, (hashes[row], settings[row], []))
+            entry[2].append(int(snap.segment_ids[row]))
+        return out
+
+    def _encode_video(self, video: str, digest: str, settings: str, seg: Segmenter) -> list[SegmentRecord]:
+        records: list[SegmentRecord] = []
+        batch: list[tuple[Clip, bytes]] = []
+
+        def flush() -> None:
+            vecs = self.encoder.encode_clips([c for c, _ in batch])
+            if len(vecs) != len(batch):
+                raise EncoderOutputError(
+                    f"encoder {self.encoder.name!r} returned {len(vecs)} outputs for {len(batch)} clips"
+                )
+            for (clip, thumb), v in zip(batch, vecs, strict=True):
+                records.append(
+                    SegmentRecord(
+                        video=video,
+                        video_hash=digest,
+                        settings=settings,
+                        start=clip.start,
+                        end=clip.end,
+                        frame_times=np.asarray(clip.timestamps, dtype=np.float32).tolist(),
+                        thumbnail=thumb,
+                        tokens=self._check_vectors(v, f"clip {clip.start:.2f}-{clip.end:.2f} s"),
+                    )
+                )
+            batch.clear()
+
+        for item in iter_clips(video, seg, self.sampler):
+            batch.append(item)
+            if len(batch) >= self.batch_size:
+                flush()
+        if batch:
+            flush()
+        return records
+
+    def _check_vectors(self, v: Any, what: str) -> torch.Tensor:
+        dim = self.manifest.dim
+        if not isinstance(v, torch.Tensor) or v.ndim != 2 or v.shape[1] != dim:
+            shape = tuple(v.shape) if hasattr(v, "shape") else type(v).__name__
+            raise EncoderOutputError(
+                f"encoder {self.encoder.name!r} returned {shape} for {what}; expected (n_tokens, {dim})"
+            )
+        if v.shape[0] == 0:
+            raise EncoderOutputError(f"encoder {self.encoder.name!r} returned no token for {what}")
+        v = v.detach().float().cpu()
+        if not bool(torch.isfinite(v).all()):
+            raise EncoderOutputError(f"encoder {self.encoder.name!r} returned NaN or inf values for {what}")
+        return v
+
+    # -- delete --------------------------------------------------------------------------------------
+    def delete(self, video: str | os.PathLike) -> int:
+        """Remove a video's segments from the index in one commit; returns how many were removed."""
+        with self.store.writing():
+            base = self.store.manifest()
+            snap = self._snapshot if base.version == self.version else Snapshot(self.path, base)
+            entry = self._existing_videos(snap).get(str(Path(video).resolve()))
+            if entry is None:
+                raise KeyError(f"video {str(video)!r} is not in the index at {self.path}")
+            man = self.store.commit(base, deleted=entry[2], op="delete", info={"video": str(video)})
+        self._open(man)
+        return len(entry[2])
+
+    # -- search --------------------------------------------------------------------------------------
+    def search(
+        self,
+        text: str,
+        k: int = 10,
+        videos: Sequence[str] | None = None,
+        time_range: tuple[float, float] | None = None,
+    ) -> list[Hit]:
+        """The k segments that best match ``text``, best first."""
+        return self.search_batch([text], k=k, videos=videos, time_range=time_range)[0]
+
+    def search_batch(
+        self,
+        texts: Sequence[str],
+        k: int = 10,
+        videos: Sequence[str] | None = None,
+        time_range: tuple[float, float] | None = None,
+    ) -> list[list[Hit]]:
+        """:meth:`search` for several texts at once (one pass over the index)."""
+        if isinstance(texts, str):
+            raise TypeError("search_batch takes a list of texts; use search() for one")
+        if not texts:
+            return []
+        return self.search_vectors(self.encoder.encode_texts(list(texts)), k, videos, time_range)
+
+    def search_vectors(
+        self,
+        queries: Sequence[torch.Tensor],
+        k: int = 10,
+        videos: Sequence[str] | None = None,
+        time_range: tuple[float, float] | None = None,
+    ) -> list[list[Hit]]:
+        """Search with precomputed query multi-vectors, each ``(n_tokens, dim)``."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        snap = self._snapshot
+        dim = self.manifest.dim
+        for i, q in enumerate(queries):
+            if q.ndim != 2 or q.shape[1] != dim:
+                raise ValueError(f"query {i} has shape {tuple(q.shape)}; expected (n_tokens, {dim})")
+        q = torch.cat([q.detach().float().cpu() for q in queries])
+        q_off = torch.zeros(len(queries) + 1, dtype=torch.int64)
+        q_off[1:] = torch.cumsum(torch.tensor([x.shape[0] for x in queries]), 0)
+        allowed = self._allowed(snap, videos, time_range)
+        n_q = len(queries)
+        best_s = torch.full((n_q, 0), float("-inf"))
+        best_r = torch.full((n_q, 0), -1, dtype=torch.int64)
+        for ch in snap.chunks:
+            ok = allowed[ch.rows]
+            if not ok.any():
+                continue
+            s, r = self._score_chunk(q, q_off, ch, ok, k)
+            best_s, best_r = _merge(torch.cat([best_s, s], 1), torch.cat([best_r, r], 1), k)
+        return [
+            self._hits(snap, q[int(q_off[i]) : int(q_off[i + 1])], best_s[i], best_r[i]) for i in range(n_q)
+        ]
+
+    @staticmethod
+    def _allowed(snap: Snapshot, videos: Sequence[str] | None, time_range) -> np.ndarray:
+        allowed = snap.live.copy()
+        t = snap.table
+        if videos is not None:
+            if isinstance(videos, str):
+                videos = [videos]
+            wanted = {str(Path(v).resolve()) for v in videos} | {str(v) for v in videos}
+            col = t.column("video").to_numpy(zero_copy_only=False)
+            allowed &= np.isin(col, list(wanted))
+        if time_range is not None:
+            lo, hi = time_range
+            if hi < lo:
+                raise ValueError(f"time_range end {hi} is before its start {lo}")
+            allowed &= (t.column("end").to_numpy() > lo) & (t.column("start").to_numpy() < hi)
+        return allowed
+
+    def _score_chunk(self, q, q_off, ch, ok: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top k table rows of one chunk among the allowed ones: (scores, rows)."""
+        n_excluded = int((~ok).sum())
+        if n_excluded == 0 or n_excluded <= k:
+            kk = min(k + n_excluded, len(ok))
+            s, idx = kernels.maxsim_topk(q, q_off, ch.tokens, ch.offsets, kk)
+            rows = torch.from_numpy(ch.rows)[idx.clamp(min=0)]
+            keep = torch.from_numpy(ok)[idx.clamp(min=0)] & (idx >= 0)
+            s = torch.where(keep, s, torch.tensor(float("-inf")))
+            rows = torch.where(keep, rows, torch.tensor(-1))
+            return s, rows
+        sel = np.flatnonzero(ok)
+        starts, ends = ch.offsets[sel], ch.offsets[sel + 1]
+        counts = ends - starts
+        tok_idx = torch.repeat_interleave(starts - torch.cumsum(counts, 0) + counts, counts) + torch.arange(
+            int(counts.sum())
+        )
+        d = ch.tokens[tok_idx]
+        d_off = torch.zeros(sel.size + 1, dtype=torch.int64)
+        d_off[1:] = torch.cumsum(counts, 0)
+        s, idx = kernels.maxsim_topk(q, q_off, d, d_off, min(k, sel.size))
+        rows = torch.from_numpy(ch.rows[sel])[idx.clamp(min=0)]
+        return s, torch.where(idx >= 0, rows, torch.tensor(-1))
+
+    def _hits(self, snap: Snapshot, q: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor) -> list[Hit]:
+        t = snap.table
+        hits = []
+        for s, r in zip(scores.tolist(), rows.tolist(), strict=True):
+            if r < 0 or not math.isfinite(s):
+                continue
+            times = t.column("frame_times")[r].as_py() or []
+            start, end = t.column("start")[r].as_py(), t.column("end")[r].as_py()
+            hits.append(
+                Hit(
+                    video=t.column("video")[r].as_py(),
+                    start=start,
+                    end=end,
+                    score=float(s),
+                    segment_id=int(snap.segment_ids[r]),
+                    best_time=_best_time(q, snap.segment_tokens(r), times, start, end),
+                    thumbnail=t.column("thumbnail")[r].as_py(),
+                )
+            )
+        return hits
+
+
+class EncoderOutputError(ValueError):
+    """An encoder returned vectors the index cannot take (wrong shape, none, NaN or inf)."""
+
+
+def _merge(s: torch.Tensor, r: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best k of concatenated candidates, score descending then row ascending."""
+    key = torch.where(r < 0, torch.iinfo(torch.int64).max, r)
+    order = torch.argsort(key, dim=1, stable=True)
+    s, r = s.gather(1, order), r.gather(1, order)
+    order = torch.argsort(s, dim=1, descending=True, stable=True)[:, :k]
+    return s.gather(1, order), r.gather(1, order)
+
+
+def _best_time(q: torch.Tensor, d: torch.Tensor, times: list[float], start: float, end: float) -> float:
+    """Frame time of the segment token that contributes most to the MaxSim score.
+
+    Each query token picks its best segment token; the token with the largest summed contribution wins.
+    Tokens map to frames in order (an encoder emits a clip's tokens frame by frame).
+    """
+    if not times or d.shape[0] == 0:
+        return float(start + end) / 2
+    sim = q @ d.float().T  # (n_q_tok, n_tok)
+    val, arg = sim.max(1)
+    contrib = torch.zeros(d.shape[0]).index_add_(0, arg, val)
+    j = int(contrib.argmax())
+    frame = min(len(times) - 1, j * len(times) // d.shape[0])
+    return float(times[frame])
