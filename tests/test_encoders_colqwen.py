@@ -90,6 +90,30 @@ def test_prompt_matches_published_video_format(tiny_colqwen3):
     np.testing.assert_allclose(prep["token_times"], [10.25] * 6 + [11.25] * 6)
 
 
+def test_same_features_and_markers_as_native_processor(tiny_colqwen3):
+    """Our frames + metadata through transformers' own Qwen3VLProcessor give the same pixels, grid and
+    timestamp markers as the encoder's preparation."""
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor
+
+    enc = tiny_colqwen3
+    clip = make_clip(6, 80, 120, start=7.0, step=0.4)
+    prep = enc._prepare(clip)
+    native = Qwen3VLProcessor(
+        tokenizer=enc.tokenizer, video_processor=enc.video_processor, image_processor=Qwen2VLImageProcessor()
+    )
+    out = native(
+        text=["<|video_pad|>"], videos=[prep["frames"]], video_metadata=[prep["metadata"]],
+        do_sample_frames=False, cap_pixels_per_frame=False, return_tensors="pt",
+        size={"shortest_edge": enc.min_pixels, "longest_edge": enc.max_pixels},
+    )
+    torch.testing.assert_close(out["pixel_values_videos"], prep["pixels"])
+    assert out["video_grid_thw"][0].tolist() == prep["grid"].tolist()
+    text = enc.tokenizer.decode(out["input_ids"][0])
+    assert [m for m in text.split("<") if "seconds>" in m] == ["0.2 seconds>", "1.0 seconds>", "1.8 seconds>"]
+    mine = enc.tokenizer.decode(prep["ids"])
+    assert [m for m in mine.split("<") if "seconds>" in m] == ["0.2 seconds>", "1.0 seconds>", "1.8 seconds>"]
+
+
 def test_alone_equals_in_batch(tiny_colqwen3):
     clips = [make_clip(6, 64, 96, seed=1), make_clip(3, 96, 128, seed=2), make_clip(2, 64, 64, seed=3)]
     batched = tiny_colqwen3.encode_clips(clips)

@@ -475,6 +475,7 @@ class ColQwen3Encoder:
             videos=[frames],
             video_metadata=[metadata],
             do_sample_frames=False,
+            cap_pixels_per_frame=False,  # the budget is per clip, spread over its frames
             size={"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels},
             return_tensors="pt",
         )
@@ -490,6 +491,8 @@ class ColQwen3Encoder:
         ids += self._prompt_ids[1]
         return {
             "ids": ids,
+            "metadata": metadata,
+            "frames": frames,
             "pixels": feats["pixel_values_videos"],
             "grid": grid,
             "token_times": np.repeat(group_times, per_group),
