@@ -274,6 +274,9 @@ def test_load_encoder_by_name_and_folder(tiny_colqwen3_dir, tiny_colqwen2_dir):
     by_folder = load_encoder(str(tiny_colqwen3_dir), device="cpu", max_visual_tokens=64)
     assert isinstance(by_name, ColQwen3Encoder) and isinstance(by_folder, ColQwen3Encoder)
     assert by_name.name == by_folder.name and by_folder.settings["max_visual_tokens"] == 64
+    cpu = load_encoder("colqwen3-cpu", id_or_path=str(tiny_colqwen3_dir))
+    assert cpu.name == by_name.name  # same checkpoint, same embedding space: indexes stay compatible
+    assert cpu.settings["max_visual_tokens"] == 256 and cpu.settings["max_frames"] == 4
     assert isinstance(load_encoder(str(tiny_colqwen2_dir), device="cpu"), ColQwen2Encoder)
     assert isinstance(load_encoder("colqwen2", id_or_path=str(tiny_colqwen2_dir)), ColQwen2Encoder)
 

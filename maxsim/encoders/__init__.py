@@ -124,4 +124,5 @@ def load_encoder(spec: str | Encoder, **kwargs: Any) -> Encoder:
 
 # Built-in model encoders, imported only when used (importing maxsim never imports transformers).
 register_encoder("colqwen3", "maxsim.encoders.colqwen3:load", model_types=("colqwen3",))
+register_encoder("colqwen3-cpu", "maxsim.encoders.colqwen3:load_cpu")  # fewer, smaller frames per clip
 register_encoder("colqwen2", "maxsim.encoders.colqwen2:load", model_types=("colqwen2",))

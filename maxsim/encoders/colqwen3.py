@@ -318,6 +318,9 @@ class ColQwen3Encoder:
                 f"does not match the vision config ({vcfg.patch_size}, {vcfg.spatial_merge_size}, "
                 f"{vcfg.temporal_patch_size})"
             )
+        # Resize and normalise frames on the GPU when the model is there (the CPU would be the bottleneck).
+        first = next(model.parameters()).device
+        self._preprocess_device = str(first) if first.type == "cuda" else None
         aug = getattr(tokenizer, "pad_token", None) or "<|endoftext|>"
         self.query_suffix = aug * QUERY_AUGMENTATION
         self._prompt_ids = [self._ids(p) for p in VIDEO_PROMPT]
@@ -476,6 +479,7 @@ class ColQwen3Encoder:
             video_metadata=[metadata],
             do_sample_frames=False,
             cap_pixels_per_frame=False,  # the budget is per clip, spread over its frames
+            device=self._preprocess_device,
             size={"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels},
             return_tensors="pt",
         )
@@ -562,11 +566,17 @@ class ColQwen3Encoder:
         return f"ColQwen3Encoder(name={self.name!r}, dim={self.dim}, device={self.device})"
 
 
+DEFAULT_CHECKPOINT = "TomoroAI/tomoro-colqwen3-embed-4b"
+# Encoder settings for CPU-only hosts: few, small frames per clip. Pair it with a frame sampler of about
+# 1 frame/s and at most 4 frames per segment (``FrameSampler(fps=1, max_frames=4)``).
+CPU_PRESET: dict[str, Any] = {"max_visual_tokens": 256, "max_frames": 4, "batch_tokens": 4096}
+
+
 def load(id_or_path: str | None = None, **kwargs: Any) -> ColQwen3Encoder:
     """Registry factory: ``load_encoder("colqwen3", id_or_path=..., device=..., ...)``."""
-    if id_or_path is None:
-        id_or_path = DEFAULT_CHECKPOINT
-    return ColQwen3Encoder.from_pretrained(id_or_path, **kwargs)
+    return ColQwen3Encoder.from_pretrained(id_or_path or DEFAULT_CHECKPOINT, **kwargs)
 
 
-DEFAULT_CHECKPOINT = "TomoroAI/tomoro-colqwen3-embed-4b"
+def load_cpu(id_or_path: str | None = None, **kwargs: Any) -> ColQwen3Encoder:
+    """Registry factory for ``colqwen3-cpu``: :data:`CPU_PRESET` (explicit keyword arguments win)."""
+    return load(id_or_path, **{**CPU_PRESET, **kwargs})
