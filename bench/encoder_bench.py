@@ -133,10 +133,11 @@ def _random_4b(cfg: dict[str, Any], device: torch.device, dtype: torch.dtype):
 
 def load_bench_encoder(cfg: dict[str, Any], work: Path):
     """The encoder named by ``cfg['model']`` (see the module docstring)."""
-    from maxsim.encoders.colqwen3 import ColQwen3Encoder, _resolve_dtype
+    from maxsim.encoders.checkpoint import resolve_dtype
+    from maxsim.encoders.colqwen3 import ColQwen3Encoder
 
     device = _device(cfg["device"])
-    dtype = _resolve_dtype(cfg["dtype"], device)
+    dtype = resolve_dtype(cfg["dtype"], device)
     model = cfg["model"]
     if model == "4b-random":
         return _random_4b(cfg, device, dtype)

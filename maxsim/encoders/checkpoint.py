@@ -8,6 +8,8 @@ import os
 import re
 from pathlib import Path
 
+import torch
+
 # Files an encoder needs: config, weights, tokenizer and processor files. Remote code (*.py) is never fetched.
 CHECKPOINT_FILES = (
     "*.json",
@@ -18,6 +20,23 @@ CHECKPOINT_FILES = (
 )
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """``dtype`` as a torch dtype; None means bfloat16 on a GPU and float32 elsewhere."""
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        name = dtype.replace("torch.", "")
+        if not isinstance(getattr(torch, name, None), torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}; expected e.g. 'bfloat16', 'float16' or 'float32'")
+        return getattr(torch, name)
+    return dtype
 
 
 class MissingWeightsError(FileNotFoundError):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from maxsim.encoders.checkpoint import MissingWeightsError, resolve_checkpoint
+from maxsim.encoders.checkpoint import MissingWeightsError, default_device, resolve_checkpoint, resolve_dtype
 from maxsim.types import Clip
 
 MODEL_TYPES: tuple[str, ...] = ("colqwen2",)
@@ -33,10 +33,6 @@ class ColQwen2Settings:
     max_frames: int | None = None  # subsample a clip's frames uniformly above this many
     batch_tokens: int = 16384  # padded sequence positions per forward pass (frames)
     text_batch_size: int = 64
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class ColQwen2Encoder:
@@ -86,15 +82,13 @@ class ColQwen2Encoder:
         """
         from transformers import ColQwen2ForRetrieval, ColQwen2Processor
 
-        from maxsim.encoders.colqwen3 import _resolve_dtype
-
         folder, rev = resolve_checkpoint(
             id_or_path, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir, token=token
         )
         if not (folder / "config.json").is_file():
             raise MissingWeightsError(f"{folder} has no config.json; expected a ColQwen2 checkpoint folder")
-        dev = torch.device(device) if device is not None else _default_device()
-        dt = _resolve_dtype(dtype, dev)
+        dev = torch.device(device) if device is not None else default_device()
+        dt = resolve_dtype(dtype, dev)
         kwargs: dict[str, Any] = {"dtype": dt, "local_files_only": True, "output_loading_info": True}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation

@@ -32,7 +32,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from maxsim.encoders.checkpoint import MissingWeightsError, resolve_checkpoint, weight_files
+from maxsim.encoders.checkpoint import (
+    MissingWeightsError,
+    default_device,
+    resolve_checkpoint,
+    resolve_dtype,
+    weight_files,
+)
 from maxsim.types import Clip
 
 # Published checkpoint prefix -> prefix in ColQwen3Model. The remote code keeps a whole
@@ -162,21 +168,6 @@ class ColQwen3Model(nn.Module):
         return emb * inputs["attention_mask"].to(emb.device, emb.dtype).unsqueeze(-1)
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, str):
-        name = dtype.replace("torch.", "")
-        if not isinstance(getattr(torch, name, None), torch.dtype):
-            raise ValueError(f"unknown dtype {dtype!r}; expected e.g. 'bfloat16', 'float16' or 'float32'")
-        return getattr(torch, name)
-    return dtype
-
-
 def load_colqwen3_model(
     folder: Path,
     device: torch.device,
@@ -221,13 +212,17 @@ def load_colqwen3_model(
         where = placement[max(owners, key=len)]
         return torch.device("cuda", where) if isinstance(where, int) else torch.device(where)
 
+    from tqdm.auto import tqdm
+
     expected = model.state_dict()
     state: dict[str, torch.Tensor] = {}
+    bar = tqdm(total=len(mapping), desc="loading weights", unit="tensor", disable=len(mapping) < 200 or None)
     for f in files:
         with safe_open(str(f), framework="pt") as fh:
             for k in fh.keys():
                 if k not in mapping:
                     continue
+                bar.update()
                 target = mapping[k]
                 t = fh.get_tensor(k)
                 if tuple(t.shape) != tuple(expected[target].shape):
@@ -237,6 +232,7 @@ def load_colqwen3_model(
                     )
                 cast = dtype if t.is_floating_point() else t.dtype
                 state[target] = t.to(device=device_of(target), dtype=cast)
+    bar.close()
     model.load_state_dict(state, strict=True, assign=True)
     # Non-persistent buffers (rotary frequencies) were built on the CPU: move them next to their weights.
     from accelerate.utils import set_module_tensor_to_device
@@ -362,8 +358,8 @@ class ColQwen3Encoder:
         cfg_path = folder / "config.json"
         if not cfg_path.is_file():
             raise MissingWeightsError(f"{folder} has no config.json; expected a ColQwen3 checkpoint folder")
-        dev = torch.device(device) if device is not None else _default_device()
-        dt = _resolve_dtype(dtype, dev)
+        dev = torch.device(device) if device is not None else default_device()
+        dt = resolve_dtype(dtype, dev)
         model = load_colqwen3_model(folder, dev, dt, device_map, attn_implementation, max_memory)
         # Native classes only: the checkpoint's processor files name the remote-code ColQwen3Processor.
         tokenizer = Qwen2Tokenizer.from_pretrained(str(folder))
