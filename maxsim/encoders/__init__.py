@@ -126,3 +126,6 @@ def load_encoder(spec: str | Encoder, **kwargs: Any) -> Encoder:
 register_encoder("colqwen3", "maxsim.encoders.colqwen3:load", model_types=("colqwen3",))
 register_encoder("colqwen3-cpu", "maxsim.encoders.colqwen3:load_cpu")  # fewer, smaller frames per clip
 register_encoder("colqwen2", "maxsim.encoders.colqwen2:load", model_types=("colqwen2",))
+
+# Deterministic colour encoder for tests and the synthetic benchmark (not a model; no weights).
+register_encoder("color-test", "maxsim.encoders.color:ColorHistogramEncoder")
