@@ -331,3 +331,22 @@ def test_colqwen2_budget_is_split_over_frames(tiny_colqwen2):
     small = tiny_colqwen2.with_settings(max_visual_tokens=40).encode_clips([clip])[0]
     assert len(small) <= 40 and len(small) % 4 == 0 and len(small) > 0
     assert_unit_rows(small)
+
+
+def test_prompts_from_processor_config(tmp_path, tiny_colqwen3_dir, tiny_colqwen3):
+    import shutil
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_colqwen3_dir, folder)
+    (folder / "processor_config.json").write_text(json.dumps({
+        "processor_class": "ColQwen3Processor",
+        "query_prefix": "Query: ",
+        "video_prompt_prefix": "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>"
+        "Find the moment.",
+    }))
+    enc = ColQwen3Encoder.from_pretrained(str(folder), device="cpu")
+    n_text = len(enc.tokenizer("Query: a red scene", add_special_tokens=False)["input_ids"])
+    (q,) = enc.encode_texts(["a red scene"])
+    assert len(q) == n_text + 10
+    prep = enc._prepare(make_clip(2, 32, 32, start=0.0))
+    assert enc.tokenizer.decode(prep["ids"]).endswith("<|vision_end|>Find the moment.<|im_end|><|endoftext|>")

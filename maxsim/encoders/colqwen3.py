@@ -55,7 +55,23 @@ MODEL_TYPES: tuple[str, ...] = ("colqwen3",)
 
 DEFAULT_MAX_VISUAL_TOKENS = 5120  # the model card's recommended ceiling per video
 QUERY_AUGMENTATION = 10  # <|endoftext|> tokens appended to every query
-VIDEO_PROMPT = ("<|im_start|>user\n", "Describe the video.<|im_end|><|endoftext|>")
+# The published processor's defaults; a checkpoint's processor_config.json may override them.
+PROMPT_DEFAULTS: dict[str, str] = {
+    "video_prompt_prefix": "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>Describe the video.",
+    "video_prompt_suffix": "<|im_end|><|endoftext|>",
+    "query_prefix": "",
+}
+VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
+
+
+def prompt_settings(folder: Path) -> dict[str, str]:
+    """Prompt pieces of a checkpoint: :data:`PROMPT_DEFAULTS` updated from its processor_config.json."""
+    out = dict(PROMPT_DEFAULTS)
+    path = folder / "processor_config.json"
+    if path.is_file():
+        data = json.loads(path.read_text())
+        out.update({k: data[k] for k in PROMPT_DEFAULTS if isinstance(data.get(k), str)})
+    return out
 
 
 class CheckpointKeyError(ValueError):
@@ -290,6 +306,7 @@ class ColQwen3Encoder:
         video_processor: Any,
         name: str,
         settings: ColQwen3Settings | None = None,
+        prompts: dict[str, str] | None = None,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -319,7 +336,14 @@ class ColQwen3Encoder:
         self._preprocess_device = str(first) if first.type == "cuda" else None
         aug = getattr(tokenizer, "pad_token", None) or "<|endoftext|>"
         self.query_suffix = aug * QUERY_AUGMENTATION
-        self._prompt_ids = [self._ids(p) for p in VIDEO_PROMPT]
+        self.prompts = {**PROMPT_DEFAULTS, **(prompts or {})}
+        self.query_prefix = self.prompts["query_prefix"]
+        template = self.prompts["video_prompt_prefix"] + self.prompts["video_prompt_suffix"]
+        marker = VIDEO_PLACEHOLDER if VIDEO_PLACEHOLDER in template else "<|video_pad|>"
+        if marker not in template:
+            raise ValueError(f"video prompt {template!r} has no {VIDEO_PLACEHOLDER} placeholder")
+        before, _, after = template.partition(marker)
+        self._prompt_ids = [self._ids(before), self._ids(after)]
         self._set_budget()
 
     # -- construction -------------------------------------------------------------------------------
@@ -372,7 +396,10 @@ class ColQwen3Encoder:
             absolute_timestamps=absolute_timestamps,
         )
         label = str(id_or_path) if not Path(str(id_or_path)).expanduser().is_dir() else folder.name
-        return cls(model, tokenizer, video_processor, name=f"colqwen3:{label}@{rev}", settings=settings)
+        return cls(
+            model, tokenizer, video_processor, name=f"colqwen3:{label}@{rev}", settings=settings,
+            prompts=prompt_settings(folder),
+        )
 
     # -- settings -----------------------------------------------------------------------------------
     @property
@@ -388,7 +415,8 @@ class ColQwen3Encoder:
         """A second encoder on the same loaded model with some settings changed (e.g. a smaller
         ``max_visual_tokens``); ``name`` stays the same, the weights are shared."""
         return ColQwen3Encoder(
-            self.model, self.tokenizer, self.video_processor, self.name, replace(self._settings, **changes)
+            self.model, self.tokenizer, self.video_processor, self.name, replace(self._settings, **changes),
+            self.prompts,
         )
 
     def _set_budget(self) -> None:
@@ -422,7 +450,7 @@ class ColQwen3Encoder:
             raise TypeError("encode_texts takes a sequence of strings; wrap a single query in a list")
         out: list[torch.Tensor] = []
         bs = self._settings.text_batch_size
-        prompts = [t.strip() + self.query_suffix for t in texts]
+        prompts = [self.query_prefix + t.strip() + self.query_suffix for t in texts]
         self.tokenizer.padding_side = "left"
         for i in range(0, len(prompts), bs):
             enc = self.tokenizer(prompts[i:i + bs], padding="longest", return_tensors="pt")
