@@ -350,3 +350,14 @@ def test_prompts_from_processor_config(tmp_path, tiny_colqwen3_dir, tiny_colqwen
     assert len(q) == n_text + 10
     prep = enc._prepare(make_clip(2, 32, 32, start=0.0))
     assert enc.tokenizer.decode(prep["ids"]).endswith("<|vision_end|>Find the moment.<|im_end|><|endoftext|>")
+
+
+def test_device_map_placement(tiny_colqwen3_dir, tiny_colqwen3):
+    clip = make_clip(4, 64, 64)
+    (ref,) = tiny_colqwen3.encode_clips([clip])
+    parts = {"vlm.visual": "cpu", "vlm.language_model": "cpu", "embedding_proj_layer": "cpu"}
+    for device_map in ("auto", parts):
+        enc = ColQwen3Encoder.from_pretrained(str(tiny_colqwen3_dir), device_map=device_map)
+        torch.testing.assert_close(enc.encode_clips([clip])[0], ref)
+    with pytest.raises(ValueError, match="places no module holding embedding_proj_layer"):
+        ColQwen3Encoder.from_pretrained(str(tiny_colqwen3_dir), device_map={"vlm.visual": "cpu"})
