@@ -334,7 +334,10 @@ class ColQwen3Encoder:
         # Resize and normalise frames on the GPU when the model is there (the CPU would be the bottleneck).
         first = next(model.parameters()).device
         self._preprocess_device = str(first) if first.type == "cuda" else None
+        # The published processor appends the tokenizer's pad token (<|endoftext|> for Qwen) ten times.
         aug = getattr(tokenizer, "pad_token", None) or "<|endoftext|>"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = aug
         self.query_suffix = aug * QUERY_AUGMENTATION
         self.prompts = {**PROMPT_DEFAULTS, **(prompts or {})}
         self.query_prefix = self.prompts["query_prefix"]
