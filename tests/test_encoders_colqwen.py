@@ -361,3 +361,14 @@ def test_device_map_placement(tiny_colqwen3_dir, tiny_colqwen3):
         torch.testing.assert_close(enc.encode_clips([clip])[0], ref)
     with pytest.raises(ValueError, match="places no module holding embedding_proj_layer"):
         ColQwen3Encoder.from_pretrained(str(tiny_colqwen3_dir), device_map={"vlm.visual": "cpu"})
+
+
+def test_bfloat16_checkpoint_loads_as_float32_on_cpu(tmp_path, tiny_colqwen3):
+    """The published weights are stored in bfloat16; on the CPU they are upcast to float32."""
+    folder = _broken(tmp_path, lambda sd: sd.update({k: v.bfloat16() for k, v in sd.items()}))
+    enc = ColQwen3Encoder.from_pretrained(str(folder), device="cpu")
+    assert all(p.dtype == torch.float32 for p in enc.model.parameters())
+    clip = make_clip(4, 64, 64)
+    (a,), (b,) = enc.encode_clips([clip]), tiny_colqwen3.encode_clips([clip])
+    assert_unit_rows(a)
+    assert (a * b).sum(-1).min() > 0.98  # same model up to bfloat16 rounding of the weights
