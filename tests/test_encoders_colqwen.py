@@ -372,3 +372,18 @@ def test_bfloat16_checkpoint_loads_as_float32_on_cpu(tmp_path, tiny_colqwen3):
     (a,), (b,) = enc.encode_clips([clip]), tiny_colqwen3.encode_clips([clip])
     assert_unit_rows(a)
     assert (a * b).sum(-1).min() > 0.98  # same model up to bfloat16 rounding of the weights
+
+
+def test_backbone_config_from_published_layout(tiny_colqwen3_dir):
+    """transformers-4.x configs keep M-RoPE in rope_scaling + rope_theta; a lost mrope_section would not
+    fail loudly (the model would run with default sections), so check the conversion itself."""
+    from maxsim.encoders.colqwen3 import backbone_config
+
+    cfg = json.loads((tiny_colqwen3_dir / "config.json").read_text())
+    rope = backbone_config(cfg).text_config.rope_parameters
+    assert rope["mrope_section"] == [4, 2, 2] and rope["mrope_interleaved"] is True
+    assert rope["rope_theta"] == 5000000
+    nested = {"model_type": "colqwen3", "embed_dim": 32, "vlm_config": {k: v for k, v in cfg.items()}}
+    assert backbone_config(nested).text_config.rope_parameters == rope
+    with pytest.raises(ValueError, match="no 'text_config' section"):
+        backbone_config({"model_type": "colqwen3"})

@@ -126,6 +126,8 @@ def backbone_config(cfg: dict[str, Any], attn_implementation: str | None = None)
     """A native ``Qwen3VLConfig`` from the published checkpoint's config.json contents."""
     from transformers import Qwen3VLConfig
 
+    if isinstance(cfg.get("vlm_config"), dict):  # layouts that nest the backbone config
+        cfg = {**cfg["vlm_config"], **{k: v for k, v in cfg.items() if k != "vlm_config"}}
     for sub in ("text_config", "vision_config"):
         if not isinstance(cfg.get(sub), dict):
             raise ValueError(f"config.json has no {sub!r} section; expected a ColQwen3 (Qwen3-VL) config")
