@@ -36,6 +36,12 @@ STATIC = Path(__file__).parent / "static"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 VIDEO_ID = r"^[0-9a-f]{16}$"
 
+KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")
+BEARER = HTTPBearer(auto_error=False, description="the server's API key as a bearer token")
+KEY_QUERY = APIKeyQuery(
+    name="api_key", auto_error=False, description="the API key, for <video>/<img> sources"
+)
+
 _ERRORS = {
     400: {"model": S.ErrorOut, "description": "a value the index cannot use (unknown video, ...)"},
     401: {"model": S.ErrorOut, "description": "missing or wrong API key"},
@@ -146,10 +152,6 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
     # -- auth ----------------------------------------------------------------------------------------
-    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")
-    bearer = HTTPBearer(auto_error=False, description="the server's API key as a bearer token")
-    key_query = APIKeyQuery(name="api_key", auto_error=False, description="for <video>/<img> sources")
-
     def _check(supplied: str | None) -> None:
         if api_key is None:
             return
@@ -161,15 +163,15 @@ def create_app(
             )
 
     def require_key(
-        header: Annotated[str | None, Depends(key_header)],
-        token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        header: Annotated[str | None, Depends(KEY_HEADER)],
+        token: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> None:
         _check(header or (token.credentials if token else None))
 
     def require_key_media(
-        header: Annotated[str | None, Depends(key_header)],
-        token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-        query: Annotated[str | None, Depends(key_query)],
+        header: Annotated[str | None, Depends(KEY_HEADER)],
+        token: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+        query: Annotated[str | None, Depends(KEY_QUERY)],
     ) -> None:
         _check(header or (token.credentials if token else None) or query)
 
