@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,11 +18,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maxsim.integrations.hits import thumbnail_data_uri
 from maxsim.server import schemas as S
@@ -43,7 +46,11 @@ KEY_QUERY = APIKeyQuery(
 )
 
 _ERRORS = {
-    400: {"model": S.ErrorOut, "description": "a value the index cannot use (unknown video, ...)"},
+    400: {
+        "model": S.ErrorOut,
+        "description": "a value the schema cannot express is wrong: k above this server's max_k, "
+        "a time_range whose end is before its start",
+    },
     401: {"model": S.ErrorOut, "description": "missing or wrong API key"},
     413: {"model": S.ErrorOut, "description": "request body too large"},
 }
@@ -199,12 +206,20 @@ def create_app(
         "/search",
         response_model=S.SearchResponse | S.BatchSearchResponse,
         response_model_exclude_none=False,
+        responses={404: {"model": S.ErrorOut, "description": "a video in `videos` is not in the index"}},
         summary="Search the index with text (one query, or a batch with `texts`)",
     )
-    async def search(req: S.SearchRequest, request: Request) -> S.SearchResponse | S.BatchSearchResponse:
+    async def search(
+        req: Annotated[S.SearchRequest | S.BatchSearchRequest, Body()], request: Request
+    ) -> S.SearchResponse | S.BatchSearchResponse:
         if req.k > max_k:
             raise HTTPException(400, f"k={req.k} is more than this server's limit of {max_k}")
-        texts = [req.text] if req.text is not None else list(req.texts or [])
+        if req.time_range is not None and req.time_range[1] < req.time_range[0]:
+            raise HTTPException(
+                400, f"time_range end {req.time_range[1]} is before its start {req.time_range[0]}"
+            )
+        single = isinstance(req, S.SearchRequest)
+        texts = [req.text] if single else list(req.texts)
         if len(texts) > max_batch:
             raise HTTPException(400, f"{len(texts)} texts is more than this server's limit of {max_batch}")
         videos = None
@@ -214,7 +229,7 @@ def create_app(
                 entry = state.catalog.resolve(ref)
                 if entry is None:
                     raise HTTPException(
-                        400,
+                        404,
                         f"unknown video {ref!r}: give an id from GET /videos or an indexed path",
                     )
                 videos.append(entry.path)
@@ -226,7 +241,7 @@ def create_app(
         took = (time.perf_counter() - t0) * 1000
         prefix = request.scope.get("root_path", "")
         out = [[hit_out(h, prefix, req.include_thumbnails) for h in hits] for hits in results]
-        if req.text is not None:
+        if single:
             return S.SearchResponse(hits=out[0], took_ms=took)
         return S.BatchSearchResponse(results=out, took_ms=took)
 
@@ -353,6 +368,22 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+    allow_table: list[tuple[re.Pattern, list[str]]] = []
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:  # Allow: every method of this path (routes of one path may be split)
+            if not allow_table:
+                for template, ops in app.openapi()["paths"].items():
+                    parts = re.split(r"(\{[^/}]+\})", template)
+                    rx = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+                    allow_table.append((re.compile(f"^{rx}$"), sorted(m.upper() for m in ops)))
+            path = request.scope.get("path", "")
+            methods = next((m for rx, m in allow_table if rx.match(path)), None)
+            if methods:
+                exc.headers = {**(exc.headers or {}), "Allow": ", ".join(methods)}
+        return await http_exception_handler(request, exc)
 
     app.include_router(api)
     app.include_router(media)

@@ -26,6 +26,26 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def _files_under(raw: str, root: Path) -> list[str]:
+    if "\x00" in raw:
+        raise PathRefused(f"path {raw[:200]!r} contains a NUL byte")
+    p = Path(raw)
+    p = (p if p.is_absolute() else root / p).resolve()
+    if not _inside(p, root):
+        raise PathRefused(f"path {raw[:200]!r} is outside the ingest root {root}")
+    if p.is_dir():
+        files = []
+        for f in sorted(p.rglob("*")):
+            if f.suffix.lower() in VIDEO_EXTENSIONS and f.is_file():
+                real = f.resolve()
+                if _inside(real, root):  # a symlink inside the root may point out of it
+                    files.append(str(real))
+        return files
+    if p.is_file():
+        return [str(p)]
+    raise PathRefused(f"path {raw[:200]!r} does not exist (under the ingest root {root})")
+
+
 def check_ingest_paths(paths: list[str], root: Path) -> list[str]:
     """The files to ingest for ``paths`` (files, or folders searched recursively for videos), each
     resolved (symlinks followed) and inside ``root``; PathRefused names the first path that is not,
@@ -33,22 +53,10 @@ def check_ingest_paths(paths: list[str], root: Path) -> list[str]:
     root = root.resolve()
     files: list[str] = []
     for raw in paths:
-        if "\x00" in raw:
-            raise PathRefused(f"path {raw!r} contains a NUL byte")
-        p = Path(raw)
-        p = (p if p.is_absolute() else root / p).resolve()
-        if not _inside(p, root):
-            raise PathRefused(f"path {raw!r} is outside the ingest root {root}")
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.suffix.lower() in VIDEO_EXTENSIONS and f.is_file():
-                    real = f.resolve()
-                    if _inside(real, root):  # a symlink inside the root may point out of it
-                        files.append(str(real))
-        elif p.is_file():
-            files.append(str(p))
-        else:
-            raise PathRefused(f"path {raw!r} does not exist (under the ingest root {root})")
+        try:
+            files += _files_under(raw, root)
+        except OSError as e:  # a name too long, a loop of symlinks, no permission...
+            raise PathRefused(f"path {raw[:200]!r} cannot be used: {e.strerror or e}") from e
     return list(dict.fromkeys(files))
 
 
