@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,3 +40,26 @@ def make_corpus(tmp: Path, extra: dict[str, list] | None = None) -> Corpus:
     report = corpus.engine().ingest([videos[n] for n in SCENES], progress=False)
     assert report.ok and len(report.ingested) == len(SCENES), str(report)
     return corpus
+
+
+@contextmanager
+def live_server(app) -> Iterator[str]:
+    """Run ``app`` on a real uvicorn on a free 127.0.0.1 port in a thread; yields its base URL."""
+    import uvicorn
+
+    from maxsim.server.loadtest import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        assert not thread.is_alive(), "uvicorn did not stop"

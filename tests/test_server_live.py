@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 
 import httpx  # noqa: E402
-import uvicorn  # noqa: E402
 
 from maxsim.cli import build_parser  # noqa: E402
 from maxsim.server import create_app, loadtest  # noqa: E402
-from tests.serve_data import make_corpus  # noqa: E402
+from tests.serve_data import live_server, make_corpus  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -25,20 +22,8 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def live_url(corpus):
-    port = loadtest.free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(corpus.engine()), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    assert not thread.is_alive()
+    with live_server(create_app(corpus.engine())) as url:
+        yield url
 
 
 def test_real_server_search_and_range(live_url, corpus):

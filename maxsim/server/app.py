@@ -210,7 +210,7 @@ def create_app(
         summary="Search the index with text (one query, or a batch with `texts`)",
     )
     async def search(
-        req: Annotated[S.SearchRequest | S.BatchSearchRequest, Body()], request: Request
+        req: Annotated[S.AnySearchRequest, Body()], request: Request
     ) -> S.SearchResponse | S.BatchSearchResponse:
         if req.k > max_k:
             raise HTTPException(400, f"k={req.k} is more than this server's limit of {max_k}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, field_validator
 
 # Upper bounds the app enforces; create_app() may lower or raise them per server.
 MAX_TEXT_CHARS = 2000
@@ -55,6 +55,17 @@ class BatchSearchRequest(_SearchOptions):
     """Several text queries searched together; the response has `results`, one hit list per text."""
 
     texts: list[Text] = Field(min_length=1, max_length=MAX_BATCH, examples=[["a red car", "a dog"]])
+
+
+def _search_form(v: object) -> str:
+    return "BatchSearchRequest" if isinstance(v, dict) and "texts" in v else "SearchRequest"
+
+
+# A request with `texts` is a batch, any other a single search: validation errors then speak of one form.
+AnySearchRequest = Annotated[
+    Annotated[SearchRequest, Tag("SearchRequest")] | Annotated[BatchSearchRequest, Tag("BatchSearchRequest")],
+    Discriminator(_search_form),
+]
 
 
 class HitOut(BaseModel):

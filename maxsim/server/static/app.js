@@ -5,7 +5,7 @@
   const form = $("#search-form"), q = $("#q"), kSel = $("#k"), results = $("#results"), statusEl = $("#status");
   const viewer = $("#viewer"), player = $("#player"), timeline = $("#timeline"), segEl = $("#segment");
   const marksEl = $("#marks"), playhead = $("#playhead"), caption = $("#caption"), keyInput = $("#api-key");
-  let hits = [], current = null, videos = {}, authRequired = false;
+  let hits = [], current = null, videos = {}, authRequired = false, searchSeq = 0;
 
   const base = new URL(".", document.baseURI);  // works behind a path prefix too
   const url = (path) => new URL(path.replace(/^\//, ""), base).toString();
@@ -39,7 +39,7 @@
     const data = await r.json().catch(() => ({}));
     if (!r.ok) {
       let msg = data.detail;
-      if (Array.isArray(msg)) msg = msg.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
+      if (Array.isArray(msg)) msg = msg.map((d) => `${(d.loc || []).filter((x) => x !== "body" && !/Request$/.test(x)).join(".")}: ${d.msg}`).join("; ");
       throw new Error(`${r.status}: ${msg || r.statusText}`);
     }
     return data;
@@ -64,16 +64,18 @@
 
   async function search(text) {
     const k = parseInt(kSel.value, 10);
+    const seq = ++searchSeq;  // only the latest search may render
     results.replaceChildren(el("p", "hint", "Searching…"));
     try {
       if (authRequired) { localStorage.setItem("maxsim-api-key", keyInput.value); await loadVideos(); }
       const r = await api("/search", { text, k });
+      if (seq !== searchSeq) return;
       hits = r.hits;
       statusEl.textContent = `${hits.length} hits in ${r.took_ms.toFixed(0)} ms`;
       render();
       history.replaceState(null, "", `#q=${encodeURIComponent(text)}&k=${k}`);
     } catch (e) {
-      results.replaceChildren(el("p", "error", e.message));
+      if (seq === searchSeq) results.replaceChildren(el("p", "error", e.message));
     }
   }
 
@@ -169,8 +171,9 @@
     if (text) search(text);
   });
 
+  const initial = location.hash.slice(1);  // read now: a search started before loadInfo ends rewrites it
   loadInfo().then(() => {
-    const params = new URLSearchParams(location.hash.slice(1));
+    const params = new URLSearchParams(initial);
     if (params.get("k")) kSel.value = params.get("k");
     if (params.get("q")) { q.value = params.get("q"); search(q.value); }
   });
