@@ -114,10 +114,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    app = create_app(
+    from maxsim.engine import Engine
+    from maxsim.frames import FrameSampler
+
+    engine = Engine(
         args.index,
-        api_key=args.api_key,
         encoder=args.encoder,
+        create=False,
+        segmenter=args.segmenter,
+        sampler=FrameSampler(fps=args.fps, max_frames=args.max_frames),
+    )
+    app = create_app(
+        engine,
+        api_key=args.api_key,
         ingest_root=args.ingest_root,
         max_body_bytes=args.max_body_bytes,
         max_k=args.max_k,
@@ -174,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--encoder", help=enc_help)
     sv.add_argument("--ingest-root", metavar="DIR",
                     help="enable POST /ingest for files under DIR only (default: ingest disabled)")
+    sv.add_argument("--segmenter", default="fixed:10",
+                    help="segmentation of videos ingested through POST /ingest: fixed:SECONDS or scenes "
+                    "(default fixed:10, as maxsim ingest)")
+    sv.add_argument("--fps", type=float, default=2.0,
+                    help="frames sampled per second for POST /ingest (default 2)")
+    sv.add_argument("--max-frames", type=int, default=16, help="frames per segment at most for POST /ingest")
     sv.add_argument("--max-body-bytes", type=int, default=1 << 20,
                     help="larger request bodies get 413 (default 1 MiB)")
     sv.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for (default 100)")
