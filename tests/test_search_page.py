@@ -7,7 +7,6 @@ no browser is downloaded. Set MAXSIM_SCREENSHOT=path.png to save a screenshot of
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
@@ -48,19 +47,25 @@ def base_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(base_url):
+def browser():
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:
-            pg = browser.new_page(viewport={"width": 1280, "height": 760})
-            pg.set_default_timeout(20_000)
-            errors: list[str] = []
-            pg.on("pageerror", lambda e: errors.append(str(e)))
-            pg.goto(base_url + "/")
-            pg.errors = errors
-            yield pg
+            yield b
         finally:
-            browser.close()
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, base_url):
+    pg = browser.new_page(viewport={"width": 1280, "height": 760})
+    pg.set_default_timeout(20_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(base_url + "/")
+    pg.errors = errors
+    yield pg
+    pg.close()
 
 
 def test_search_click_and_play_from_the_hit(page):
@@ -127,5 +132,28 @@ def test_search_errors_are_shown(page):
     assert page.inner_text(".error") == "422: k: Input should be less than or equal to 1000"
 
 
-def test_chromium_is_not_a_downloaded_build():
-    assert shutil.which("chromium") or os.path.isfile(CHROMIUM)
+def test_page_with_an_api_key(browser, tmp_path):
+    corpus = make_corpus(tmp_path)
+    with live_server(create_app(corpus.engine(), api_key="s3cret")) as url:
+        pg = browser.new_page()
+        try:
+            pg.set_default_timeout(20_000)
+            pg.goto(url + "/")
+            pg.wait_for_selector("#api-key:not([hidden])")  # the page asks for the key
+            pg.fill("#q", "green")
+            pg.press("#q", "Enter")
+            pg.wait_for_selector(".error")
+            assert "401" in pg.inner_text(".error")
+            pg.fill("#api-key", "s3cret")
+            pg.press("#q", "Enter")
+            pg.wait_for_selector(".hit")
+            pg.wait_for_function(
+                "[...document.querySelectorAll('.hit img')].every(i => i.complete && i.naturalWidth > 0)"
+            )
+            pg.locator(".hit").first.click()  # green: a.webm 8-12 s; the video loads with ?api_key=
+            pg.wait_for_function(
+                "() => { const v = document.querySelector('#player');"
+                " return v.readyState >= 1 && v.currentTime >= 8.0; }"
+            )
+        finally:
+            pg.close()
