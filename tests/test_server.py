@@ -321,6 +321,7 @@ def test_ingest_jobs_delete_and_refresh(tmp_path):
 
         # a commit by another process (here: another Engine on the same folder) is followed
         corpus.engine().ingest([corpus.videos["c.webm"]], progress=False)
+        assert "c.webm" in {v["name"] for v in c.get("/videos").json()["videos"]}  # no search needed
         hit = c.post("/search", json={"text": "cyan", "k": 1}).json()["hits"][0]
         assert (hit["video_name"], hit["start"]) == ("c.webm", 4.0)
         assert c.get(f"/videos/{cid}").status_code == 200

@@ -28,7 +28,8 @@ def deep_link(video: str | os.PathLike, start: float, end: float) -> str:
 
     Browsers and players such as VLC/mpv that honour ``#t=`` open the file at ``start``.
     """
-    return f"{Path(video).resolve().as_uri()}#t={start:.3f},{end:.3f}"
+    p = Path(video)
+    return f"{(p if p.is_absolute() else p.resolve()).as_uri()}#t={start:.3f},{end:.3f}"
 
 
 def thumbnail_data_uri(jpeg: bytes | None) -> str | None:

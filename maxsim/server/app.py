@@ -253,6 +253,7 @@ def create_app(
         summary="The JPEG thumbnail of a segment",
     )
     def thumbnail(segment_id: Annotated[int, PathParam(ge=0, le=2**62)]) -> Response:
+        state.maybe_refresh()
         try:
             jpeg = state.catalog.thumbnail(segment_id)
         except KeyError:
@@ -273,6 +274,7 @@ def create_app(
         summary="Stream an indexed video (byte ranges supported, so players can seek)",
     )
     def stream_video(vid: Annotated[str, PathParam(alias="video_id", pattern=VIDEO_ID)]) -> FileResponse:
+        state.maybe_refresh()
         entry = state.catalog.get(vid)
         if entry is None:
             raise HTTPException(404, f"no video {vid!r} in the index")
@@ -288,6 +290,7 @@ def create_app(
     # -- catalog -------------------------------------------------------------------------------------
     @api.get("/videos", response_model=S.VideoList, summary="The indexed videos and their ids")
     def list_videos() -> S.VideoList:
+        state.maybe_refresh()
         return S.VideoList(videos=[S.VideoOut(**e.to_dict()) for e in state.catalog.videos()])
 
     @api.delete(
@@ -354,6 +357,7 @@ def create_app(
     # -- health and page -----------------------------------------------------------------------------
     @app.get("/healthz", response_model=S.Health, summary="Liveness and what is being served")
     def healthz() -> S.Health:
+        state.maybe_refresh()
         return S.Health(
             status="ok",
             version=engine.version,
