@@ -337,3 +337,14 @@ def test_create_app_checks_its_arguments(corpus, tmp_path):
     app = create_app(corpus.index, encoder=ColorEncoder())  # from a path
     with TestClient(app) as c:
         assert c.get("/healthz").json()["segments"] == 5
+
+
+def test_delete_while_another_writer_holds_the_index_is_409(tmp_path):
+    corpus = make_corpus(tmp_path)
+    engine = corpus.engine()
+    with TestClient(create_app(engine)) as c:
+        vid = video_id(corpus.videos["a.webm"])
+        with corpus.engine().store.writing():  # e.g. a `maxsim ingest` running on the same index
+            r = c.delete(f"/videos/{vid}")
+        assert r.status_code == 409 and "retry" in r.json()["detail"]
+        assert c.delete(f"/videos/{vid}").status_code == 200
