@@ -210,7 +210,11 @@ def create_app(
         summary="Search the index with text (one query, or a batch with `texts`)",
     )
     async def search(
-        req: Annotated[S.AnySearchRequest, Body()], request: Request
+        req: Annotated[
+            S.AnySearchRequest,
+            Body(title="Search", description="`text` for one query, or `texts` for a batch"),
+        ],
+        request: Request,
     ) -> S.SearchResponse | S.BatchSearchResponse:
         if req.k > max_k:
             raise HTTPException(400, f"k={req.k} is more than this server's limit of {max_k}")
