@@ -348,3 +348,18 @@ def test_delete_while_another_writer_holds_the_index_is_409(tmp_path):
             r = c.delete(f"/videos/{vid}")
         assert r.status_code == 409 and "retry" in r.json()["detail"]
         assert c.delete(f"/videos/{vid}").status_code == 200
+
+
+def test_a_failing_engine_call_fails_its_requests_only(corpus):
+    engine = corpus.engine()
+    real = engine.search_batch
+
+    def flaky(texts, k=10, videos=None, time_range=None):
+        if "boom" in texts:
+            raise RuntimeError("engine exploded")
+        return real(texts, k=k, videos=videos, time_range=time_range)
+
+    engine.search_batch = flaky
+    with TestClient(create_app(engine), raise_server_exceptions=False) as c:
+        assert c.post("/search", json={"text": "boom"}).status_code == 500
+        assert c.post("/search", json={"text": "red"}).status_code == 200  # the batcher goes on

@@ -125,41 +125,49 @@ class SearchBatcher:
         return batch
 
     async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect(queue)
-            groups: dict[tuple, list[_Pending]] = {}
-            for p in batch:
-                if not p.future.done():  # a client that went away is not searched for
-                    groups.setdefault((p.videos, p.time_range), []).append(p)
-            for (videos, time_range), items in groups.items():
-                texts = [t for p in items for t in p.texts]
-                k = max(p.k for p in items)
-                t0 = time.perf_counter()
-                try:
-                    results = await loop.run_in_executor(
-                        self._executor,
-                        self._search_batch,
-                        texts,
-                        k,
-                        None if videos is None else list(videos),
-                        time_range,
-                    )
-                except Exception as e:  # handed to each waiting request
-                    for p in items:
-                        if not p.future.done():
-                            p.future.set_exception(e)
-                    continue
-                finally:
-                    with self.stats._lock:
-                        self.stats.busy_s += time.perf_counter() - t0
-                        self.stats.batches += 1
-                        self.stats.requests += len(items)
-                        self.stats.texts += len(texts)
-                        self.stats.largest_batch = max(self.stats.largest_batch, len(texts))
-                i = 0
-                for p in items:
-                    mine = [hits[: p.k] for hits in results[i : i + len(p.texts)]]
-                    i += len(p.texts)
+            try:
+                await self._answer(batch)
+            except Exception as e:  # never leave a request waiting on a batch that went wrong
+                for p in batch:
                     if not p.future.done():
-                        p.future.set_result(mine)
+                        p.future.set_exception(e)
+
+    async def _answer(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        groups: dict[tuple, list[_Pending]] = {}
+        for p in batch:
+            if not p.future.done():  # a client that went away is not searched for
+                groups.setdefault((p.videos, p.time_range), []).append(p)
+        for (videos, time_range), items in groups.items():
+            texts = [t for p in items for t in p.texts]
+            k = max(p.k for p in items)
+            t0 = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(
+                    self._executor,
+                    self._search_batch,
+                    texts,
+                    k,
+                    None if videos is None else list(videos),
+                    time_range,
+                )
+            except Exception as e:  # handed to each waiting request
+                for p in items:
+                    if not p.future.done():
+                        p.future.set_exception(e)
+                continue
+            finally:
+                with self.stats._lock:
+                    self.stats.busy_s += time.perf_counter() - t0
+                    self.stats.batches += 1
+                    self.stats.requests += len(items)
+                    self.stats.texts += len(texts)
+                    self.stats.largest_batch = max(self.stats.largest_batch, len(texts))
+            i = 0
+            for p in items:
+                mine = [hits[: p.k] for hits in results[i : i + len(p.texts)]]
+                i += len(p.texts)
+                if not p.future.done():
+                    p.future.set_result(mine)
