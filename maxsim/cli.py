@@ -132,6 +132,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_k=args.max_k,
         batch_window_ms=args.batch_window_ms,
+        cors_origins=args.cors_origin,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=not args.quiet)
     return 0
@@ -240,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for (default 100)")
     sv.add_argument("--batch-window-ms", type=float, default=2.0,
                     help="how long a search waits for concurrent ones to batch with (default 2 ms)")
+    sv.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                    help="let pages from this web origin call the API (repeatable; default none)")
     sv.add_argument("--torch-threads", type=int, metavar="N",
                     help="torch intra-op threads (default: torch's choice; 1 can be faster for small "
                     "indexes on a busy machine)")

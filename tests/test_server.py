@@ -363,3 +363,21 @@ def test_a_failing_engine_call_fails_its_requests_only(corpus):
     with TestClient(create_app(engine), raise_server_exceptions=False) as c:
         assert c.post("/search", json={"text": "boom"}).status_code == 500
         assert c.post("/search", json={"text": "red"}).status_code == 200  # the batcher goes on
+
+
+def test_cors_only_for_the_origins_given(corpus):
+    with TestClient(create_app(corpus.engine(), cors_origins=["https://app.example"])) as c:
+        pre = c.options(
+            "/search",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,x-api-key",
+            },
+        )
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "https://app.example"
+        r = c.post("/search", json={"text": "red"}, headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in r.headers
+    with TestClient(create_app(corpus.engine())) as c:  # default: no CORS at all
+        r = c.post("/search", json={"text": "red"}, headers={"Origin": "https://app.example"})
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers

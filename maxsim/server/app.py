@@ -21,6 +21,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -113,6 +114,7 @@ def create_app(
     max_batch: int = 64,
     batch_window_ms: float = 2.0,
     refresh_interval_s: float = 2.0,
+    cors_origins: list[str] | None = None,
     warm: bool = True,
 ) -> FastAPI:
     """A FastAPI app serving the index at ``engine_or_path`` (a path, or an open :class:`~maxsim.Engine`).
@@ -123,7 +125,8 @@ def create_app(
     refused unless given, and then only reads files under it. ``max_body_bytes``: larger request bodies
     get 413. ``max_k``, ``max_batch``: bounds of k and of texts per request (and per engine call).
     ``batch_window_ms``: how long the batcher waits for company after a search arrives. ``warm``: load the
-    encoder now rather than on the first search.
+    encoder now rather than on the first search. ``cors_origins``: web origins (``https://app.example``)
+    whose pages may call the API from a browser; none by default (the search page is same-origin).
     """
     engine = _open_engine(engine_or_path, encoder)
     if warm:
@@ -157,6 +160,14 @@ def create_app(
     )
     app.state.maxsim = state
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Content-Type", "X-API-Key", "Authorization", "Range"],
+            expose_headers=["Content-Range", "Accept-Ranges", "Content-Length"],
+        )
 
     # -- auth ----------------------------------------------------------------------------------------
     def _check(supplied: str | None) -> None:
