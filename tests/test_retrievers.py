@@ -85,6 +85,49 @@ def test_langchain_async_and_batch(engine):
     assert [d[0].metadata["start"] for d in batched] == [8.0, 0.0]
 
 
+def test_langchain_batch_is_one_engine_call_with_callbacks_per_query(corpus):
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    engine = corpus.engine()
+    calls = {"search": 0, "search_batch": 0}
+    real_search, real_batch = engine.search, engine.search_batch
+
+    def search(*a, **kw):
+        calls["search"] += 1
+        return real_search(*a, **kw)
+
+    def search_batch(*a, **kw):
+        calls["search_batch"] += 1
+        return real_batch(*a, **kw)
+
+    engine.search, engine.search_batch = search, search_batch
+
+    class Ends(BaseCallbackHandler):
+        def __init__(self):
+            self.ends = 0
+
+        def on_retriever_end(self, documents, **kwargs):
+            self.ends += 1
+
+    r = LCRetriever(engine=engine, k=2)
+    cb = Ends()
+    out = r.batch(["green", "yellow", "red", "green"], config={"callbacks": [cb]}, k=1)
+    assert calls == {"search": 0, "search_batch": 1} and cb.ends == 4
+    assert [(d[0].metadata["video_name"], d[0].metadata["start"]) for d in out] == [
+        ("a.webm", 8.0),
+        ("b.webm", 0.0),
+        (out[2][0].metadata["video_name"], out[2][0].metadata["start"]),
+        ("a.webm", 8.0),
+    ]
+    assert [d.metadata["segment_id"] for d in out[2]] == [h.segment_id for h in real_batch(["red"], k=1)[0]]
+    out = asyncio.run(r.abatch(["blue", "green"]))
+    assert calls["search_batch"] == 2 and calls["search"] == 0
+    assert [len(d) for d in out] == [2, 2] and out[0][0].metadata["start"] == 4.0
+    # options the batched call cannot honour fall back to one search per query
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        r.batch(["red", "blue"], k=0)
+
+
 def test_langchain_composes_in_a_chain(engine):
     chain = LCRetriever(engine=engine, k=2) | RunnableLambda(
         lambda docs: "\n".join(d.page_content for d in docs)

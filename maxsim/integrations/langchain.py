@@ -16,6 +16,7 @@ path), ``video_name``, ``start``, ``end``, ``best_time`` (seconds), ``score``, `
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,7 @@ try:
     from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
     from langchain_core.documents import Document
     from langchain_core.retrievers import BaseRetriever
+    from langchain_core.runnables import RunnableConfig
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         'maxsim.integrations.langchain needs langchain-core: pip install "maxsim[langchain]"'
@@ -32,6 +34,9 @@ from pydantic import ConfigDict, Field
 
 from maxsim.integrations.hits import check_k, hit_metadata, hit_text
 from maxsim.types import Hit
+
+# Hits searched ahead for a batch: {(query, k, videos, time_range): hits}, seen by the batch's invocations.
+_AHEAD: contextvars.ContextVar[dict | None] = contextvars.ContextVar("maxsim_lc_ahead", default=None)
 
 
 class MaxSimRetriever(BaseRetriever):
@@ -62,6 +67,18 @@ class MaxSimRetriever(BaseRetriever):
 
         return cls(engine=Engine(path, encoder=encoder, create=False), **kwargs)
 
+    def _options(
+        self, k: int | None, videos: Sequence[str] | str | None, time_range: tuple[float, float] | None
+    ) -> tuple[int, list[str] | None, tuple[float, float] | None]:
+        k = check_k(self.k if k is None else k)
+        videos = self.videos if videos is None else ([videos] if isinstance(videos, str) else list(videos))
+        time_range = self.time_range if time_range is None else tuple(time_range)
+        return k, videos, time_range
+
+    @staticmethod
+    def _key(query: str, k: int, videos: list[str] | None, time_range) -> tuple:
+        return (query, k, None if videos is None else tuple(videos), time_range)
+
     def _search(
         self,
         query: str,
@@ -71,11 +88,60 @@ class MaxSimRetriever(BaseRetriever):
     ) -> list[Document]:
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {type(query).__name__}")
-        k = check_k(self.k if k is None else k)
-        videos = self.videos if videos is None else ([videos] if isinstance(videos, str) else list(videos))
-        time_range = self.time_range if time_range is None else tuple(time_range)
-        hits = self.engine.search(query, k=k, videos=videos, time_range=time_range)
+        k, videos, time_range = self._options(k, videos, time_range)
+        ahead = _AHEAD.get()
+        hits = None if ahead is None else ahead.get(self._key(query, k, videos, time_range))
+        if hits is None:
+            hits = self.engine.search(query, k=k, videos=videos, time_range=time_range)
         return [self._document(h) for h in hits]
+
+    def _search_ahead(self, inputs: list[Any], kwargs: dict[str, Any]) -> dict | None:
+        """One engine.search_batch for a whole batch; None when it cannot be done in one call (the
+        per-query invocations then search, and report errors, one by one)."""
+        if len(inputs) < 2 or not all(isinstance(q, str) for q in inputs):
+            return None
+        if set(kwargs) - {"k", "videos", "time_range"} or not hasattr(self.engine, "search_batch"):
+            return None
+        try:
+            k, videos, time_range = self._options(
+                kwargs.get("k"), kwargs.get("videos"), kwargs.get("time_range")
+            )
+            texts = list(dict.fromkeys(inputs))
+            results = self.engine.search_batch(texts, k=k, videos=videos, time_range=time_range)
+        except Exception:
+            return None
+        return {self._key(q, k, videos, time_range): hits for q, hits in zip(texts, results, strict=True)}
+
+    def batch(
+        self,
+        inputs: list[str],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[list[Document]]:
+        """Retrieve for several queries: one batched pass over the index, then LangChain's usual
+        per-query invocation (callbacks, tracing) on the results."""
+        token = _AHEAD.set(self._search_ahead(list(inputs), kwargs))
+        try:
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        finally:
+            _AHEAD.reset(token)
+
+    async def abatch(
+        self,
+        inputs: list[str],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[list[Document]]:
+        """:meth:`batch` for async code: the batched search runs in a worker thread."""
+        token = _AHEAD.set(await asyncio.to_thread(self._search_ahead, list(inputs), kwargs))
+        try:
+            return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        finally:
+            _AHEAD.reset(token)
 
     def _document(self, hit: Hit) -> Document:
         return Document(
