@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from maxsim.encoders import DEFAULT_ENCODER
+from maxsim.encoders import DEFAULT_ENCODER, registered_encoders
 from maxsim.store import KEEP_VERSIONS, TARGET_PART_BYTES
 
 
@@ -20,16 +20,31 @@ def _engine(args: argparse.Namespace, create: bool):
     return Engine(args.index, encoder=args.encoder, create=create, dtype=getattr(args, "dtype", "float16"))
 
 
+# Ingest presets: encoder and frame sampling that suit a machine. Flags given explicitly win.
+PRESETS: dict[str, dict] = {
+    "default": {"encoder": None, "fps": 2.0, "max_frames": 16},
+    # CPU-only machines: ColQwen3 with a 256-visual-token budget per clip, 1 fps, at most 4 frames.
+    "cpu": {"encoder": "colqwen3-cpu", "fps": 1.0, "max_frames": 4},
+}
+
+
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from maxsim.frames import FrameSampler
 
-    if args.encoder is None and not (Path(args.index) / "manifest.json").exists():
-        if DEFAULT_ENCODER is None:
+    preset = PRESETS[args.preset]
+    if not (Path(args.index) / "manifest.json").exists():  # a new index: the preset picks the encoder
+        if args.encoder is None:
+            args.encoder = preset["encoder"]
+        elif preset["encoder"] and args.encoder not in registered_encoders():
+            args.encoder = f"{preset['encoder']}:{args.encoder}"  # the preset's settings, that checkpoint
+        if args.encoder is None and DEFAULT_ENCODER is None:
             print("error: --encoder is required to create a new index", file=sys.stderr)
             return 2
+    fps = preset["fps"] if args.fps is None else args.fps
+    max_frames = preset["max_frames"] if args.max_frames is None else args.max_frames
     segmenter = f"fixed:{args.fixed}" if args.fixed is not None else ("scenes" if args.scenes else None)
     engine = _engine(args, create=True)
-    engine.sampler = FrameSampler(fps=args.fps, max_frames=args.max_frames)
+    engine.sampler = FrameSampler(fps=fps, max_frames=max_frames)
     report = engine.ingest(args.videos, segmenter=segmenter or "fixed:10", progress=not args.quiet)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
@@ -201,8 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--fixed", type=float, metavar="SECONDS", help="fixed-length segments (default 10 s)")
     mode.add_argument("--scenes", action="store_true", help="scene segmentation with PySceneDetect")
     ing.add_argument("--encoder", help=enc_help)
-    ing.add_argument("--fps", type=float, default=2.0, help="frames sampled per second (default 2)")
-    ing.add_argument("--max-frames", type=int, default=16, help="frames per segment at most (default 16)")
+    ing.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                     help="encoder and sampling for the machine: 'cpu' = colqwen3-cpu, 1 fps, 4 frames")
+    ing.add_argument("--fps", type=float, help="frames sampled per second (default 2; preset cpu: 1)")
+    ing.add_argument("--max-frames", type=int, help="frames per segment at most (default 16; preset cpu: 4)")
     ing.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
                      help="storage dtype of a new index")
     ing.add_argument("--json", action="store_true", help="print the report as JSON")

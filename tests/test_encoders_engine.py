@@ -72,3 +72,20 @@ def test_engine_from_folder_spec(tmp_path, videos, tiny_colqwen3_dir):
     reopened = Engine(tmp_path / "index")  # the encoder comes from the spec recorded in the index
     (hit,) = reopened.search("green", k=1)
     assert hit.video.endswith("b.mp4") and hit.end > hit.start
+
+
+def test_cli_cpu_preset_with_a_local_checkpoint(tmp_path, videos, tiny_colqwen3_dir):
+    from maxsim.cli import main
+    from maxsim.store import read_manifest
+
+    idx = tmp_path / "cpu-index"
+    code = main(["ingest", str(idx), str(videos["a"]), "--preset", "cpu", "--encoder", str(tiny_colqwen3_dir),
+                 "--fixed", "4", "-q"])
+    assert code == 0
+    man = read_manifest(idx)
+    assert man.encoder["spec"] == f"colqwen3-cpu:{tiny_colqwen3_dir}"
+    assert man.encoder["settings"]["max_visual_tokens"] == 256
+    eng = Engine(idx)  # reopens with the recorded spec: the same preset and checkpoint
+    hits = eng.search("red", k=1)
+    assert hits and len(hits[0].to_dict()) >= 6
+    assert max(len(t) for t in eng._snapshot.table.column("frame_times").to_pylist()) <= 4

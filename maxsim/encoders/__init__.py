@@ -82,15 +82,20 @@ def load_encoder(spec: str | Encoder, **kwargs: Any) -> Encoder:
     """Resolve an encoder spec to an encoder instance.
 
     ``spec`` is an encoder instance (returned as is), a registered name (``load_encoder("colqwen3")``),
-    ``package.module:attr`` (a class or factory called with ``kwargs``, or an encoder instance), or a
-    Hugging Face hub id / local model folder, dispatched on its config's ``model_type``.
+    a registered name with its checkpoint (``"colqwen3-cpu:/models/tomoro-4b"``: the name's settings,
+    that hub id or folder), ``package.module:attr`` (a class or factory called with ``kwargs``, or an
+    encoder instance), or a Hugging Face hub id / local model folder, dispatched on its config's
+    ``model_type``.
     """
     if not isinstance(spec, str):
         return _check(spec, type(spec).__name__)
-    if spec in _REGISTRY:
-        factory = _REGISTRY[spec]
+    name, sep, checkpoint = spec.partition(":")
+    if spec in _REGISTRY or (sep and name in _REGISTRY and checkpoint):
+        factory = _REGISTRY[name if sep else spec]
         if isinstance(factory, str):
             factory = _import_attr(factory)
+        if sep:
+            kwargs = {"id_or_path": checkpoint, **kwargs}
         return _check(factory(**kwargs), spec)
     if ":" in spec and not os.path.exists(spec):
         obj = _import_attr(spec)
