@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,10 @@ import numpy as np
 import pytest
 
 from maxsim.synthetic import cut_times, write_video
+
+# CI has no network and must never download weights: everything touching transformers runs offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
@@ -125,3 +130,36 @@ def retime_mp4(data: bytes, runs: list[tuple[int, float]]) -> bytes:
     out = _serialize(boxes)
     assert [t for t, _ in boxes].index(b"mdat") < [t for t, _ in boxes].index(b"moov")  # offsets unchanged
     return out
+
+
+# --- tiny model checkpoints (tests/tiny_models.py) ---------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_colqwen3_dir(tmp_path_factory) -> Path:
+    """A tiny random ColQwen3 checkpoint in the published key layout (2 safetensors shards)."""
+    from tests.tiny_models import build_tiny_colqwen3
+
+    return build_tiny_colqwen3(tmp_path_factory.mktemp("tiny-colqwen3"))
+
+
+@pytest.fixture(scope="session")
+def tiny_colqwen2_dir(tmp_path_factory) -> Path:
+    """A tiny random ColQwen2 checkpoint saved by transformers."""
+    from tests.tiny_models import build_tiny_colqwen2
+
+    return build_tiny_colqwen2(tmp_path_factory.mktemp("tiny-colqwen2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_colqwen3(tiny_colqwen3_dir):
+    """The tiny ColQwen3 loaded through the production loader (CPU, float32)."""
+    from maxsim.encoders.colqwen3 import ColQwen3Encoder
+
+    return ColQwen3Encoder.from_pretrained(str(tiny_colqwen3_dir), device="cpu", local_files_only=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_colqwen2(tiny_colqwen2_dir):
+    """The tiny ColQwen2 loaded through the production loader (CPU, float32)."""
+    from maxsim.encoders.colqwen2 import ColQwen2Encoder
+
+    return ColQwen2Encoder.from_pretrained(str(tiny_colqwen2_dir), device="cpu", local_files_only=True)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from maxsim import Engine
+from maxsim.encoders.checkpoint import MissingWeightsError
 from maxsim.segment import FixedSegmenter, SceneSegmenter
 from maxsim.store import EncoderMismatchError, IndexNotFoundError
 from maxsim.synthetic import write_video
@@ -118,7 +119,8 @@ def test_empty_and_missing_index(tmp_path):
     assert eng.search("red") == [] and len(eng) == 0
     with pytest.raises(IndexNotFoundError, match="no index at"):
         Engine(tmp_path / "missing", create=False)
-    with pytest.raises(IndexNotFoundError, match="pass encoder"):
+    # No encoder given: the default (colqwen3, the 4B checkpoint) is loaded, and CI has no weights offline.
+    with pytest.raises(MissingWeightsError, match="huggingface-cli download"):
         Engine(tmp_path / "missing2")
 
 
