@@ -358,7 +358,9 @@ class _Mark:
     n_ids: int
     n_buffered: int
     n_flushes: int
-    videos: dict[str, dict[str, Any]]
+    # catalog entries as they were at the mark, saved the first time a video is touched after it (None: the
+    # video was not in the part): O(videos touched since the mark), never a copy of the whole catalog
+    undo: dict[str, dict[str, Any] | None]
 
 
 class PartWriter:
@@ -398,6 +400,11 @@ class PartWriter:
         self._buffered_rows = 0
         self._batch = 0
         self._ids: list[int] = []
+        # smallest and largest id ever written to the files, rolled-back rows included: the part's id span
+        # must cover its dead rows, or compaction would drop the tombstones that hide them
+        self._min_id: int | None = None
+        self._max_id: int | None = None
+        self._undo: dict[str, dict[str, Any] | None] | None = None  # the latest mark's undo log
         self.videos: dict[str, dict[str, Any]] = {}
         self.dead: list[list[int]] = []
         self.n_segments = 0
@@ -444,15 +451,25 @@ class PartWriter:
             raise ValueError(f"{int(counts.sum())} tokens claimed by the rows, {tokens.shape[0]} given")
         self._rows.append(rows)
         self._toks.append(tokens)
-        self._ids += rows.column("segment_id").to_pylist()
+        ids = rows.column("segment_id").to_pylist()
+        self._ids += ids
+        if ids:
+            self._span(min(ids), max(ids))
         self._buffered_tokens += tokens.shape[0]
         self._buffered_rows += rows.num_rows
         if self._buffered_tokens * self.dim * tokens.itemsize >= _BATCH_BYTES:
             self.flush()
 
+    def _span(self, lo: int, hi: int) -> None:
+        self._min_id = lo if self._min_id is None else min(self._min_id, lo)
+        self._max_id = hi if self._max_id is None else max(self._max_id, hi)
+
     def _note(self, segment_id: int, video: str, digest: str, settings: str, n_tokens: int) -> None:
         self._ids.append(int(segment_id))
+        self._span(int(segment_id), int(segment_id))
         v = self.videos.get(video)
+        if self._undo is not None and video not in self._undo:
+            self._undo[video] = None if v is None else {**v, "ranges": [list(r) for r in v["ranges"]]}
         if v is None:
             v = self.videos[video] = {"hash": digest, "settings": settings, "ranges": [], "segments": 0,
                                       "tokens": 0}
@@ -466,8 +483,10 @@ class PartWriter:
 
     # -- taking rows back ------------------------------------------------------------------------------
     def mark(self) -> _Mark:
-        """A point to :meth:`rollback` to (e.g. before the segments of one video)."""
-        return _Mark(len(self._ids), self._buffered_rows, self._batch, json.loads(json.dumps(self.videos)))
+        """A point to :meth:`rollback` to (e.g. before the segments of one video); only the latest mark can
+        be rolled back to. Costs O(1): catalog entries are saved when first touched after it."""
+        self._undo = {}
+        return _Mark(len(self._ids), self._buffered_rows, self._batch, self._undo)
 
     def rollback(self, mark: _Mark) -> None:
         """Take back every row added since ``mark`` (only :meth:`add` rows).
@@ -475,6 +494,8 @@ class PartWriter:
         Rows still buffered are dropped; rows already written to the files are recorded as dead, so the
         commit tombstones them: they never become live.
         """
+        if mark.undo is not self._undo:
+            raise RuntimeError("PartWriter.rollback: only the latest mark can be rolled back to")
         after = self._ids[mark.n_ids :]
         if not after:
             return
@@ -492,7 +513,12 @@ class PartWriter:
             self._buffered_rows -= drop
             self._buffered_tokens -= dropped_tokens
         del self._ids[mark.n_ids :]
-        self.videos = mark.videos
+        for video, entry in mark.undo.items():
+            if entry is None:
+                self.videos.pop(video, None)
+            else:
+                self.videos[video] = entry
+        mark.undo.clear()
 
     # -- writing ---------------------------------------------------------------------------------------
     def flush(self) -> None:
@@ -557,7 +583,6 @@ class PartWriter:
             _fsync_dir(self.root / PARTS)
         self.closed = True
         failpoint("part.close")
-        ids = np.asarray(self._ids, dtype=np.int64)
         return {
             "id": self.part_id,
             "segments": f"{PARTS}/{self.seg_path.name}",
@@ -565,8 +590,8 @@ class PartWriter:
             "n_segments": self.n_segments,
             "n_tokens": self.n_tokens,
             "token_bytes": self.n_tokens * self.dim * np.dtype(_NP_DTYPES[self.dtype]).itemsize,
-            "min_id": int(ids.min()) if ids.size else 0,
-            "max_id": int(ids.max()) if ids.size else -1,
+            "min_id": 0 if self._min_id is None else self._min_id,
+            "max_id": -1 if self._max_id is None else self._max_id,
             "videos": self.videos,
             "dead": self.dead,
         }
@@ -747,6 +772,26 @@ def _open_ipc(path: Path, manifest: Manifest | None = None) -> pa.ipc.RecordBatc
         return pa.ipc.open_file(pa.memory_map(str(path), "r"))
     except (pa.ArrowInvalid, OSError) as e:
         raise IndexFormatError(f"{path}: not a readable Arrow IPC file ({e})") from e
+
+
+def _tombstones_of_kept_parts(snap: Snapshot, deleted: Sequence[Sequence[int]], kept: Sequence[int]
+                              ) -> list[list[int]]:
+    """The tombstone ranges that still hide a stored row once only the parts ``kept`` (indices) remain.
+
+    Read from the ids the kept parts actually store (not from their recorded id span, which indexes
+    written before a rolled-back video's flushed rows were counted in it may get wrong).
+    """
+    if not deleted or not kept:
+        return []
+    mask = np.zeros(len(snap.segment_ids), dtype=bool)
+    for i in kept:
+        mask[slice(*snap.part_rows[i])] = True
+    dead_ids = snap.segment_ids[mask & ~snap.live]
+    if dead_ids.size == 0:
+        return []
+    r = np.asarray(deleted, dtype=np.int64)
+    hit = np.unique(np.searchsorted(r[:, 0], dead_ids, side="right") - 1)
+    return [[int(r[i, 0]), int(r[i, 1])] for i in hit]
 
 
 # -- the store -------------------------------------------------------------------------------------------
@@ -1149,15 +1194,8 @@ class Store:
                     with contextlib.suppress(OSError):
                         (self.root / p[key]).unlink()
             raise
-        # tombstones still needed: those covering ids of parts that were not rewritten
-        kept = [p for i, p in enumerate(base.parts) if i not in chosen_set]
-        spans = merge_ranges([[p.get("min_id", 0), p.get("max_id", base.next_segment_id) + 1] for p in kept])
-        tomb: list[list[int]] = []
-        for lo, hi in base.deleted:
-            for slo, shi in spans:
-                a, b = max(lo, slo), min(hi, shi)
-                if b > a:
-                    tomb.append([a, b])
+        tomb = _tombstones_of_kept_parts(snap, base.deleted, [i for i in range(len(base.parts))
+                                                                 if i not in chosen_set])
         man = self.commit(
             base,
             new_parts=new_parts,
