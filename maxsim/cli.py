@@ -154,6 +154,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_delete(args: argparse.Namespace) -> int:
+    from maxsim.engine import video_key
+
     if not args.videos and args.prefix is None:
         print("error: give videos to delete or --prefix", file=sys.stderr)
         return 2
@@ -165,7 +167,7 @@ def _cmd_delete(args: argparse.Namespace) -> int:
         for v, n in sorted(removed.items()):
             print(f"deleted {v} ({n} segments)")
         print(f"deleted {len(removed)} video(s); index version {engine.version}")
-    wanted = {str(Path(v).resolve()) for v in args.videos}
+    wanted = {video_key(v) for v in args.videos}
     missing = sorted(wanted - set(removed))
     for v in missing:
         print(f"not in the index: {v}", file=sys.stderr)

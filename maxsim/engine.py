@@ -73,17 +73,60 @@ class IngestReport:
         return "\n".join(lines)
 
 
-def expand_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Files given directly, plus the video files found (recursively, sorted) in folders given."""
+def video_key(path: str | os.PathLike) -> str:
+    """The key a video has in the index: its absolute path with symlinks resolved."""
+    return str(Path(path).resolve())
+
+
+def _as_list(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str | os.PathLike]:
+    """One path (a str or PathLike) as a list of one; any other iterable of paths as a list."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [paths]
+    if isinstance(paths, bytes):
+        raise TypeError("paths must be str or os.PathLike, not bytes")
+    return list(paths)
+
+
+def expand_paths(
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    failed: list[tuple[str, str]] | None = None,
+) -> list[str]:
+    """Files given directly, plus the video files found (recursively, sorted) in folders given.
+
+    ``paths`` is one path or several. A folder (or sub-folder) that cannot be listed is appended to
+    ``failed`` as ``(path, reason)`` and the rest is still expanded; without ``failed`` the first such
+    error is raised (:class:`OSError`).
+    """
     out: list[str] = []
-    for p in paths:
+
+    def error(e: OSError) -> None:
+        if failed is None:
+            raise e
+        where = e.filename if e.filename is not None else "?"
+        failed.append((str(where), f"cannot list folder ({e.strerror or e})"))
+
+    for p in _as_list(paths):
         p = Path(p)
-        if p.is_dir():
-            out += sorted(
-                str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
-            )
-        else:
+        try:
+            is_dir = p.is_dir()
+        except OSError as e:  # e.g. a name too long: is_dir() only hides "does not exist"-like errors
+            error(e)
+            continue
+        if not is_dir:
             out.append(str(p))
+            continue
+        found = []
+        for folder, dirs, files in os.walk(p, onerror=error):
+            dirs.sort()
+            for name in files:
+                f = Path(folder, name)
+                if f.suffix.lower() in VIDEO_EXTENSIONS:
+                    try:
+                        if f.is_file():
+                            found.append(str(f))
+                    except OSError as e:
+                        error(e)
+        out += sorted(found)
     return out
 
 
@@ -211,12 +254,12 @@ class Engine:
 
     def ingest(
         self,
-        paths: Iterable[str | os.PathLike],
+        paths: str | os.PathLike | Iterable[str | os.PathLike],
         segmenter: Segmenter | str | None = None,
         progress: bool = True,
         commit_every: int | None = None,
     ) -> IngestReport:
-        """Add videos (files, or folders searched recursively) to the index in one commit.
+        """Add videos (files, or folders searched recursively; one path or several) to the index in one commit.
 
         A video already indexed with the same content and settings is skipped; a changed one replaces
         its old segments in the same commit. A file that cannot be read (or whose vectors the encoder
@@ -234,11 +277,15 @@ class Engine:
         settings = self._settings_key(seg)
         report = IngestReport()
         files, seen = [], set()
-        for f in expand_paths(paths):
-            key = str(Path(f).resolve())
+        for f in expand_paths(paths, report.failed):
+            try:
+                key = video_key(f)
+            except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop (Python < 3.13)
+                report.failed.append((f, f"cannot resolve path ({e})"))
+                continue
             if key not in seen:
                 seen.add(key)
-                files.append(f)
+                files.append((f, key))
         with self.store.writing(wait=self.lock_timeout):
             base = self.store.manifest()
             catalog = self._catalog(base)
@@ -258,8 +305,7 @@ class Engine:
                 catalog, replaced, pending = self._catalog(base), [], 0
 
             try:
-                for f in tqdm(files, desc="ingest", unit="video", disable=not progress):
-                    video = str(Path(f).resolve())
+                for f, video in tqdm(files, desc="ingest", unit="video", disable=not progress):
                     try:
                         digest = content_hash(video)
                     except VideoError as e:
@@ -368,7 +414,7 @@ class Engine:
         Costs O(segments of that video): the catalog gives its segment ids, which are tombstoned; no
         segment table or token data is read or rewritten (:meth:`compact` reclaims the space).
         """
-        path = str(Path(video).resolve())
+        path = video_key(video)
         removed = self.delete_where(videos=[path])
         if not removed:
             raise KeyError(f"video {str(video)!r} is not in the index at {self.path}")
@@ -378,24 +424,24 @@ class Engine:
         self,
         prefix: str | os.PathLike | None = None,
         *,
-        videos: Iterable[str | os.PathLike] | None = None,
+        videos: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
         match: Callable[[str], bool] | None = None,
     ) -> dict[str, int]:
         """Remove every video that matches, in one commit; returns ``{video path: segments removed}``.
 
         ``prefix``: a folder (or path) whose videos go: paths equal to it or under it (compared on
         whole path components after resolving it, so ``/data/cam1`` does not match ``/data/cam10``).
-        ``videos``: paths to remove (those not in the index are ignored). ``match``: a predicate on the
+        ``videos``: one path or several to remove (those not in the index are ignored). ``match``: a predicate on the
         stored (absolute) path. Given several, a video matching any goes. Nothing matching: no commit.
         """
         self._writable("delete")
         if prefix is None and videos is None and match is None:
             raise ValueError("delete_where needs prefix=, videos= or match=")
-        root = None if prefix is None else str(Path(prefix).resolve())
+        root = None if prefix is None else video_key(prefix)
         wanted = None
         if videos is not None:
-            videos = [str(v) for v in videos]
-            wanted = {str(Path(v).resolve()) for v in videos} | set(videos)
+            videos = [str(v) for v in _as_list(videos)]
+            wanted = {video_key(v) for v in videos} | set(videos)
         with self.store.writing(wait=self.lock_timeout):
             base = self.store.manifest()
             catalog = self._catalog(base)
@@ -516,9 +562,8 @@ class Engine:
     def _allowed(snap: Snapshot, videos: Sequence[str] | None, time_range) -> np.ndarray:
         allowed = snap.live.copy()
         if videos is not None:
-            if isinstance(videos, str):
-                videos = [videos]
-            wanted = {str(Path(v).resolve()) for v in videos} | {str(v) for v in videos}
+            videos = _as_list(videos)
+            wanted = {video_key(v) for v in videos} | {str(v) for v in videos}
             allowed &= snap.rows_of(wanted)
         if time_range is not None:
             lo, hi = time_range
