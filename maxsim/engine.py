@@ -259,7 +259,7 @@ class Engine:
         progress: bool = True,
         commit_every: int | None = None,
     ) -> IngestReport:
-        """Add videos (files, or folders searched recursively; one path or several) to the index in one commit.
+        """Add videos (files or folders searched recursively; one path or several) in one commit.
 
         A video already indexed with the same content and settings is skipped; a changed one replaces
         its old segments in the same commit. A file that cannot be read (or whose vectors the encoder
@@ -431,8 +431,9 @@ class Engine:
 
         ``prefix``: a folder (or path) whose videos go: paths equal to it or under it (compared on
         whole path components after resolving it, so ``/data/cam1`` does not match ``/data/cam10``).
-        ``videos``: one path or several to remove (those not in the index are ignored). ``match``: a predicate on the
-        stored (absolute) path. Given several, a video matching any goes. Nothing matching: no commit.
+        ``videos``: one path or several to remove (those not in the index are ignored). ``match``: a
+        predicate on the stored (absolute) path. Given several, a video matching any goes. Nothing
+        matching: no commit.
         """
         self._writable("delete")
         if prefix is None and videos is None and match is None:
