@@ -554,7 +554,7 @@ class Engine:
             if not ok.any():
                 continue
             s, r = self._score_chunk(q, q_off, ch, ok, k)
-            best_s, best_r = _merge(torch.cat([best_s, s], 1), torch.cat([best_r, r], 1), k)
+            best_s, best_r = kernels.merge_topk(torch.cat([best_s, s], 1), torch.cat([best_r, r], 1), k)
         return [
             self._hits(snap, q[int(q_off[i]) : int(q_off[i + 1])], best_s[i], best_r[i]) for i in range(n_q)
         ]
@@ -630,15 +630,6 @@ def _failure_reason(e: Exception) -> str:
 
 class EncoderOutputError(ValueError):
     """An encoder returned vectors the index cannot take (wrong shape, none, NaN or inf)."""
-
-
-def _merge(s: torch.Tensor, r: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best k of concatenated candidates, score descending then row ascending."""
-    key = torch.where(r < 0, torch.iinfo(torch.int64).max, r)
-    order = torch.argsort(key, dim=1, stable=True)
-    s, r = s.gather(1, order), r.gather(1, order)
-    order = torch.argsort(s, dim=1, descending=True, stable=True)[:, :k]
-    return s.gather(1, order), r.gather(1, order)
 
 
 def _best_time(q: torch.Tensor, d: torch.Tensor, times: list[float], start: float, end: float) -> float:
