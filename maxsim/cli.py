@@ -57,7 +57,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     engine = _engine(args, create=False)
     time_range = tuple(args.time_range) if args.time_range else None
     t0 = time.perf_counter()
-    hits = engine.search(args.text, k=args.k, videos=args.video or None, time_range=time_range)
+    # neither output prints the JPEG bytes: do not read them
+    hits = engine.search(args.text, k=args.k, videos=args.video or None, time_range=time_range,
+                         thumbnails=False)
     ms = (time.perf_counter() - t0) * 1000
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=1))

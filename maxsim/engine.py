@@ -509,9 +509,13 @@ class Engine:
         k: int = 10,
         videos: Sequence[str] | None = None,
         time_range: tuple[float, float] | None = None,
+        thumbnails: bool = True,
     ) -> list[Hit]:
-        """The k segments that best match ``text``, best first."""
-        return self.search_batch([text], k=k, videos=videos, time_range=time_range)[0]
+        """The k segments that best match ``text``, best first.
+
+        ``thumbnails=False`` leaves ``Hit.thumbnail`` None (the JPEG bytes are then never read).
+        """
+        return self.search_batch([text], k=k, videos=videos, time_range=time_range, thumbnails=thumbnails)[0]
 
     def search_batch(
         self,
@@ -519,13 +523,15 @@ class Engine:
         k: int = 10,
         videos: Sequence[str] | None = None,
         time_range: tuple[float, float] | None = None,
+        thumbnails: bool = True,
     ) -> list[list[Hit]]:
         """:meth:`search` for several texts at once (one pass over the index)."""
         if isinstance(texts, str):
             raise TypeError("search_batch takes a list of texts; use search() for one")
         if not texts:
             return []
-        return self.search_vectors(self.encoder.encode_texts(list(texts)), k, videos, time_range)
+        return self.search_vectors(self.encoder.encode_texts(list(texts)), k, videos, time_range,
+                                   thumbnails=thumbnails)
 
     def search_vectors(
         self,
@@ -533,8 +539,9 @@ class Engine:
         k: int = 10,
         videos: Sequence[str] | None = None,
         time_range: tuple[float, float] | None = None,
+        thumbnails: bool = True,
     ) -> list[list[Hit]]:
-        """Search with precomputed query multi-vectors, each ``(n_tokens, dim)``."""
+        """Search with precomputed query multi-vectors, each ``(n_tokens, dim)``; see :meth:`search`."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         snap = self._snapshot
@@ -556,7 +563,8 @@ class Engine:
             s, r = self._score_chunk(q, q_off, ch, ok, k)
             best_s, best_r = kernels.merge_topk(torch.cat([best_s, s], 1), torch.cat([best_r, r], 1), k)
         return [
-            self._hits(snap, q[int(q_off[i]) : int(q_off[i + 1])], best_s[i], best_r[i]) for i in range(n_q)
+            self._hits(snap, q[int(q_off[i]) : int(q_off[i + 1])], best_s[i], best_r[i], thumbnails)
+            for i in range(n_q)
         ]
 
     @staticmethod
@@ -597,7 +605,9 @@ class Engine:
         rows = torch.from_numpy(ch.rows[sel])[idx.clamp(min=0)]
         return s, torch.where(idx >= 0, rows, torch.tensor(-1))
 
-    def _hits(self, snap: Snapshot, q: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor) -> list[Hit]:
+    def _hits(
+        self, snap: Snapshot, q: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor, thumbnails: bool = True
+    ) -> list[Hit]:
         t = snap.table
         hits = []
         for s, r in zip(scores.tolist(), rows.tolist(), strict=True):
@@ -613,7 +623,7 @@ class Engine:
                     score=float(s),
                     segment_id=int(snap.segment_ids[r]),
                     best_time=_best_time(q, snap.segment_tokens(r), times, start, end),
-                    thumbnail=t.column("thumbnail")[r].as_py(),
+                    thumbnail=t.column("thumbnail")[r].as_py() if thumbnails else None,
                 )
             )
         return hits
