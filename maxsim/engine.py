@@ -606,7 +606,7 @@ class Engine:
         return s, torch.where(idx >= 0, rows, torch.tensor(-1))
 
     def _hits(
-        self, snap: Snapshot, q: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor, thumbnails: bool = True
+        self, snap: Snapshot, q: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor, thumbnails: bool
     ) -> list[Hit]:
         t = snap.table
         hits = []

@@ -221,6 +221,7 @@ def test_cli_search_asks_for_no_thumbnails(engine, monkeypatch, capsys):
 
     monkeypatch.setattr(Engine, "search", search)
     for extra in ([], ["--json"]):
-        args = ["search", str(engine.path), "blue", "-k", "2", "--encoder", "tests.color_encoder:ColorEncoder"]
+        args = ["search", str(engine.path), "blue", "-k", "2", "--encoder", "tests.color_encoder:ColorEncoder"
+                ]
         assert cli.main([*args, *extra]) == 0
     assert asked == [False, False] and "blue" not in capsys.readouterr().err
