@@ -6,6 +6,8 @@ import contextlib
 import json
 import math
 import os
+import stat as statmod
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,10 +264,14 @@ class Engine:
         """Add videos (files or folders searched recursively; one path or several) in one commit.
 
         A video already indexed with the same content and settings is skipped; a changed one replaces
-        its old segments in the same commit. A file that cannot be read (or whose vectors the encoder
-        gets wrong) is reported in ``failed`` with the reason and leaves the index unchanged for it; the
-        other files still ingest. Segments are written to the new part as they are encoded, so memory
-        holds one encoder batch of clips and one record batch of vectors, whatever the video's length.
+        its old segments in the same commit. A file whose size and modification time (ns) match those
+        recorded at its ingest is taken as unchanged without reading it; otherwise its content hash
+        decides (so do files modified less than 2 s before they were ingested, whose time may not move
+        on a quick rewrite, and indexes written before these were recorded). A file that cannot be read
+        (or whose vectors the encoder gets wrong) is reported in ``failed`` with the reason and leaves the
+        index unchanged for it; the other files still ingest. Segments are written to the new part as
+        they are encoded, so memory holds one encoder batch of clips and one record batch of vectors,
+        whatever the video's length.
         Killed at any point, the index stays at its last committed version. With ``commit_every=N`` a
         version is committed after every N ingested videos (a long ingest that is interrupted then keeps
         what it committed; ``report.version`` is the last version committed).
@@ -306,12 +312,17 @@ class Engine:
 
             try:
                 for f, video in tqdm(files, desc="ingest", unit="video", disable=not progress):
+                    old = catalog.get(video)
+                    stat = _file_stat(video)  # taken before hashing: a later change shows as a new stat
+                    if old is not None and old["settings"] == settings and stat is not None and (
+                        old.get("size"), old.get("mtime_ns")) == stat:
+                        report.skipped.append((f, "already indexed with the same content and settings"))
+                        continue  # same size and modification time: not read again
                     try:
                         digest = content_hash(video)
                     except VideoError as e:
                         report.failed.append((f, e.reason))
                         continue
-                    old = catalog.get(video)
                     if old is not None and old["hash"] == digest and old["settings"] == settings:
                         report.skipped.append((f, "already indexed with the same content and settings"))
                         continue
@@ -331,6 +342,8 @@ class Engine:
                         continue
                     finally:
                         records.close()  # stops the video's decoder at once if it was abandoned
+                    if stat is not None:
+                        writer.note_file(video, size=stat[0], mtime_ns=stat[1])
                     if old is not None:
                         replaced.append(video)
                     report.ingested.append(f)
@@ -627,6 +640,23 @@ class Engine:
                 )
             )
         return hits
+
+
+# A file modified less than this before its stat may change again within the same timestamp tick (file
+# systems keep coarse times: jiffies, 2 s on FAT) without its mtime moving: its stat is not trusted.
+_RACY_NS = 2_000_000_000
+
+
+def _file_stat(path: str) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a regular file whose stat can vouch for its content later; else None."""
+    try:
+        now = time.time_ns()
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not statmod.S_ISREG(st.st_mode) or st.st_mtime_ns > now - _RACY_NS:
+        return None  # None: hashed every time (a file still being written is never skipped by its stat)
+    return int(st.st_size), int(st.st_mtime_ns)
 
 
 def _failure_reason(e: Exception) -> str:

@@ -90,6 +90,9 @@ SEGMENT_SCHEMA = pa.schema(
     ]
 )
 
+# facts about a video's file a catalog entry may hold (besides hash, settings, ranges, segments, tokens)
+_FILE_FACTS = ("size", "mtime_ns")
+
 _BATCH_BYTES = 128 << 20  # token bytes buffered before a record batch is written
 
 
@@ -204,8 +207,10 @@ class Manifest:
     """The committed state of one version of an index.
 
     ``videos`` maps a video path to ``{"hash", "settings", "ranges", "segments", "tokens"}`` (``ranges``:
-    its segment ids as half-open ``[lo, hi)`` ranges). ``deleted`` holds the half-open id ranges of
-    segments that are no longer live but still sit in a part (until a compaction drops them).
+    its segment ids as half-open ``[lo, hi)`` ranges), plus, when known, ``"size"`` and ``"mtime_ns"`` of
+    the file when it was ingested (entries written before they were recorded lack them). ``deleted`` holds
+    the half-open id ranges of segments that are no longer live but still sit in a part (until a
+    compaction drops them).
     """
 
     encoder: dict[str, Any]
@@ -480,6 +485,13 @@ class PartWriter:
             v["ranges"].append([segment_id, segment_id + 1])
         v["segments"] += 1
         v["tokens"] += int(n_tokens)
+
+    def note_file(self, video: str, **info: Any) -> None:
+        """Record facts about a video's file in its catalog entry (e.g. ``size``, ``mtime_ns``)."""
+        entry = self.videos.get(video)
+        if entry is None:
+            raise KeyError(f"video {video!r} has no segment in this part")
+        entry.update(info)
 
     # -- taking rows back ------------------------------------------------------------------------------
     def mark(self) -> _Mark:
@@ -1011,6 +1023,11 @@ class Store:
                     old["segments"] += entry["segments"]
                     old["tokens"] += entry["tokens"]
                     old["hash"], old["settings"] = entry["hash"], entry["settings"]
+                    for key in _FILE_FACTS:  # the newest segments' file facts, or none
+                        if key in entry:
+                            old[key] = entry[key]
+                        else:
+                            old.pop(key, None)
                 segments_added += entry["segments"]
             man.parts.append(part)
         man.deleted = tomb

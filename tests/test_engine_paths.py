@@ -73,3 +73,51 @@ def test_a_path_that_cannot_be_resolved_is_reported(tmp_path, clip):
     eng = new_engine(tmp_path / "idx")
     rep = eng.ingest([loop, clip], progress=False)
     assert rep.ingested == [str(clip)] and [p for p, _ in rep.failed] == [str(loop)]
+
+
+def test_reingest_skips_unchanged_files_without_hashing(tmp_path, clip, monkeypatch):
+    import json
+
+    import maxsim.engine as engine_mod
+
+    video = tmp_path / "v.mp4"
+    shutil.copyfile(clip, video)
+    eng = new_engine(tmp_path / "idx")
+    assert eng.ingest(video, progress=False).ingested == [str(video)]
+    # written just now: its mtime may not move on a rewrite within the same tick, so it is not recorded
+    assert "mtime_ns" not in eng.manifest.videos[video_key(video)]
+    eng.delete(video)
+    st = video.stat()
+    os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns - 10**10))  # 10 s old
+    assert eng.ingest(video, progress=False).ingested == [str(video)]
+    entry = eng.manifest.videos[video_key(video)]
+    st = video.stat()
+    assert (entry["size"], entry["mtime_ns"]) == (st.st_size, st.st_mtime_ns)
+
+    hashed = []
+    real_hash = engine_mod.content_hash
+    monkeypatch.setattr(engine_mod, "content_hash", lambda p: hashed.append(p) or real_hash(p))
+    rep = eng.ingest(video, progress=False)
+    assert rep.skipped and hashed == []  # same size and mtime: not read
+
+    os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, same bytes: hashed, skipped
+    rep = eng.ingest(video, progress=False)
+    assert rep.skipped and hashed == [video_key(video)] and rep.version is None
+
+    write_video(video, [(2.0, "green")], seed=3)  # changed: hashed and re-ingested
+    os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns - 10**10))
+    hashed.clear()
+    rep = eng.ingest(video, progress=False)
+    assert rep.ingested == [str(video)] and hashed == [video_key(video)]
+    assert eng.manifest.videos[video_key(video)]["size"] == video.stat().st_size
+
+    # an index whose catalog predates size/mtime_ns: every file is hashed, unchanged ones still skipped
+    man_path = tmp_path / "idx" / "manifest.json"
+    man = json.loads(man_path.read_text())
+    for e in man["videos"].values():
+        del e["size"], e["mtime_ns"]
+    man_path.write_text(json.dumps(man))
+    old = new_engine(tmp_path / "idx")
+    hashed.clear()
+    rep = old.ingest(video, progress=False)
+    assert rep.skipped and hashed == [video_key(video)]
