@@ -953,6 +953,7 @@ class Store:
         self,
         base: Manifest,
         new_parts: Sequence[dict[str, Any]] = (),
+        deleted: Iterable[int] = (),
         next_segment_id: int | None = None,
         op: str = "ingest",
         info: dict[str, Any] | None = None,
@@ -962,10 +963,10 @@ class Store:
     ) -> Manifest:
         """Atomically publish ``base`` changed as asked as the next version.
 
-        In order: the videos in ``delete_videos`` lose their segments (tombstoned), the parts
-        ``removed_parts`` (ids) leave the index, ``new_parts`` join it (their videos are added to the
-        catalog; their dead rows tombstoned). With ``deleted_ranges`` the tombstones are replaced by these
-        (compaction). Deleting is per video: a commit never touches the catalog entries of other videos.
+        In order: the videos in ``delete_videos`` lose their segments (tombstoned), the segment ids in
+        ``deleted`` are tombstoned, the parts ``removed_parts`` (ids) leave the index, ``new_parts`` join it
+        (their videos are added to the catalog; their dead rows tombstoned). With ``deleted_ranges`` the
+        tombstones are replaced by these (compaction).
         """
         current = self.manifest()
         if current.version != base.version:
@@ -985,6 +986,23 @@ class Store:
                 raise KeyError(f"video {v!r} is not in the index at {self.root}")
             tomb = merge_ranges(tomb, entry["ranges"])
             n_deleted_videos += 1
+        deleted = list(deleted)
+        if deleted:
+            dead = ranges_from_ids(deleted)
+            tomb = merge_ranges(tomb, dead)
+            dead_ids = np.asarray(deleted, dtype=np.int64)
+            for v in list(catalog):  # keep the catalog exact when single segments are deleted
+                entry = catalog[v]
+                hit = [r for r in entry["ranges"] if in_ranges(dead_ids, [r]).any()]
+                if not hit:
+                    continue
+                ids = np.concatenate([np.arange(lo, hi) for lo, hi in entry["ranges"]])
+                keep = ids[~np.isin(ids, dead_ids)]
+                if keep.size == 0:
+                    del catalog[v]
+                else:
+                    entry["ranges"] = ranges_from_ids(keep)
+                    entry["segments"] = int(keep.size)
         removed = set(removed_parts)
         if removed:
             missing = removed - {p["id"] for p in man.parts}
