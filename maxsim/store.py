@@ -964,7 +964,9 @@ class Store:
         """Atomically publish ``base`` changed as asked as the next version.
 
         In order: the videos in ``delete_videos`` lose their segments (tombstoned), the segment ids in
-        ``deleted`` are tombstoned, the parts ``removed_parts`` (ids) leave the index, ``new_parts`` join it
+        ``deleted`` are tombstoned (single segments: the catalog entries of the videos they belong to are
+        fixed up, which costs O(videos in the index); the engine deletes whole videos and never uses it,
+        tests and tools that delete chosen segments do), the parts ``removed_parts`` (ids) leave the index, ``new_parts`` join it
         (their videos are added to the catalog; their dead rows tombstoned). With ``deleted_ranges`` the
         tombstones are replaced by these (compaction).
         """
