@@ -966,9 +966,9 @@ class Store:
         In order: the videos in ``delete_videos`` lose their segments (tombstoned), the segment ids in
         ``deleted`` are tombstoned (single segments: the catalog entries of the videos they belong to are
         fixed up, which costs O(videos in the index); the engine deletes whole videos and never uses it,
-        tests and tools that delete chosen segments do), the parts ``removed_parts`` (ids) leave the index, ``new_parts`` join it
-        (their videos are added to the catalog; their dead rows tombstoned). With ``deleted_ranges`` the
-        tombstones are replaced by these (compaction).
+        tests and tools that delete chosen segments do), the parts ``removed_parts`` (ids) leave the
+        index, ``new_parts`` join it (their videos are added to the catalog; their dead rows tombstoned).
+        With ``deleted_ranges`` the tombstones are replaced by these (compaction).
         """
         current = self.manifest()
         if current.version != base.version:
