@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import stat as statmod
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -132,10 +133,31 @@ def expand_paths(
     return out
 
 
+_HUB_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+# Encoder settings that change how fast vectors are computed, not which vectors come out (within float
+# noise): left out of the settings key, so that opening an index on another device or with other batch
+# sizes does not re-ingest it.
+RUNTIME_ENCODER_SETTINGS = frozenset({"dtype", "device", "batch_tokens", "text_batch_size"})
+
+
+def encoder_revision(encoder: Encoder) -> str | None:
+    """The hub commit an encoder's checkpoint was loaded at (``encoder.revision``, else the 40-hex
+    ``@<commit>`` that ends its name); None for local folders (their name holds a content fingerprint)."""
+    rev = getattr(encoder, "revision", None)
+    if isinstance(rev, str) and _HUB_COMMIT.match(rev):
+        return rev
+    _, at, tail = str(encoder.name).rpartition("@")
+    return tail if at and _HUB_COMMIT.match(tail) else None
+
+
 def _encoder_record(encoder: Encoder, spec: str | None) -> dict[str, Any]:
     rec: dict[str, Any] = {"name": encoder.name, "dim": int(encoder.dim)}
     if spec is not None:
         rec["spec"] = spec
+        rev = encoder_revision(encoder)
+        if rev is not None:  # reloading the spec must not follow the hub to a newer commit
+            rec["revision"] = rev
     settings = getattr(encoder, "settings", None)
     if settings:
         rec["settings"] = settings
@@ -238,7 +260,8 @@ class Engine:
                     f"{self.path} does not record a loadable encoder spec "
                     f"(encoder {self.manifest.encoder.get('name')!r}): pass encoder=..."
                 )
-            enc = load_encoder(spec)
+            rev = self.manifest.encoder.get("revision")
+            enc = load_encoder(spec, **({"revision": rev} if rev else {}))
             self._check_encoder(self.manifest, enc)
             self._encoder = enc
         return self._encoder
@@ -249,10 +272,16 @@ class Engine:
 
     # -- ingest --------------------------------------------------------------------------------------
     def _settings_key(self, segmenter: Segmenter) -> str:
-        return json.dumps(
-            {"segmenter": segmenter.name, "sampler": self.sampler.name, "encoder": self.encoder.name},
-            sort_keys=True,
-        )
+        """What a video's vectors depend on besides its content: a video indexed under another key is
+        re-encoded by the next ingest (e.g. after opening the index with another frame sampler or with
+        encoder settings that change the vectors, such as a visual token budget)."""
+        key: dict[str, Any] = {"segmenter": segmenter.name, "sampler": self.sampler.name,
+                               "encoder": self.encoder.name}
+        settings = getattr(self.encoder, "settings", None) or {}
+        enc_settings = {k: v for k, v in settings.items() if k not in RUNTIME_ENCODER_SETTINGS}
+        if enc_settings:
+            key["encoder_settings"] = enc_settings
+        return json.dumps(key, sort_keys=True, default=str)
 
     def ingest(
         self,
