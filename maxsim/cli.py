@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from maxsim.encoders import DEFAULT_ENCODER, registered_encoders
-from maxsim.store import KEEP_VERSIONS, TARGET_PART_BYTES
+from maxsim.store import KEEP_VERSIONS, STORAGE_DTYPES, TARGET_PART_BYTES, storage_dtype
 
 
 def _engine(args: argparse.Namespace, create: bool):
@@ -224,8 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="encoder and sampling for the machine: 'cpu' = colqwen3-cpu, 1 fps, 4 frames")
     ing.add_argument("--fps", type=float, help="frames sampled per second (default 2; preset cpu: 1)")
     ing.add_argument("--max-frames", type=int, help="frames per segment at most (default 16; preset cpu: 4)")
-    ing.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
-                     help="storage dtype of a new index")
+    ing.add_argument("--dtype", default="float16", type=storage_dtype, choices=STORAGE_DTYPES,
+                     help="storage dtype of a new index (default float16; int8 and float8_e4m3fn keep a "
+                     "float32 scale per token and take about half the bytes; aliases fp16, bf16, fp32, fp8)")
     ing.add_argument("--json", action="store_true", help="print the report as JSON")
     ing.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ing.set_defaults(func=_cmd_ingest)

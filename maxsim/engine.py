@@ -33,6 +33,7 @@ from maxsim.store import (
     SegmentRecord,
     Snapshot,
     Store,
+    storage_dtype,
 )
 from maxsim.types import Clip, Encoder, Hit
 from maxsim.video import VideoError, content_hash
@@ -175,6 +176,12 @@ class Engine:
     ``version=N`` opens a retained past version, read-only. One process writes at a time: a write
     (ingest, delete, compact) while another process writes raises :class:`~maxsim.store.LockedError`,
     at once or after waiting ``lock_timeout`` seconds for it to finish.
+
+    ``dtype`` is the storage dtype of a new index (an existing one keeps its own): ``float16`` (default),
+    ``bfloat16``, ``float32``, or quantised ``int8`` / ``float8_e4m3fn`` (aliases fp16, bf16, fp32, fp8),
+    which keep one float32 scale per token row and are scored on the stored bytes (no dequantised copy);
+    their scores differ from float32 by about 2e-3 (int8) / 7e-3 (fp8) of the best score at most (see
+    :mod:`maxsim.kernels.quantize`). Bytes per 128-d token: 256 (16-bit), 132 (int8 / fp8).
     """
 
     def __init__(
@@ -191,6 +198,7 @@ class Engine:
         lock_timeout: float = 0.0,
     ) -> None:
         self.path = Path(path)
+        dtype = storage_dtype(dtype)
         self._pinned = version
         self.lock_timeout = lock_timeout
         self.store = Store(self.path)
@@ -628,7 +636,7 @@ class Engine:
         n_excluded = int((~ok).sum())
         if n_excluded == 0 or n_excluded <= k:
             kk = min(k + n_excluded, len(ok))
-            s, idx = kernels.maxsim_topk(q, q_off, ch.tokens, ch.offsets, kk)
+            s, idx = kernels.maxsim_topk(q, q_off, ch.tokens, ch.offsets, kk, d_scale=ch.scales)
             rows = torch.from_numpy(ch.rows)[idx.clamp(min=0)]
             keep = torch.from_numpy(ok)[idx.clamp(min=0)] & (idx >= 0)
             s = torch.where(keep, s, torch.tensor(float("-inf")))
@@ -641,9 +649,10 @@ class Engine:
             int(counts.sum())
         )
         d = ch.tokens[tok_idx]
+        d_scale = None if ch.scales is None else ch.scales[tok_idx]
         d_off = torch.zeros(sel.size + 1, dtype=torch.int64)
         d_off[1:] = torch.cumsum(counts, 0)
-        s, idx = kernels.maxsim_topk(q, q_off, d, d_off, min(k, sel.size))
+        s, idx = kernels.maxsim_topk(q, q_off, d, d_off, min(k, sel.size), d_scale=d_scale)
         rows = torch.from_numpy(ch.rows[sel])[idx.clamp(min=0)]
         return s, torch.where(idx >= 0, rows, torch.tensor(-1))
 
