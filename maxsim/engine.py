@@ -182,6 +182,12 @@ class Engine:
     which keep one float32 scale per token row and are scored on the stored bytes (no dequantised copy);
     their scores differ from float32 by about 2e-3 (int8) / 7e-3 (fp8) of the best score at most (see
     :mod:`maxsim.kernels.quantize`). Bytes per 128-d token: 256 (16-bit), 132 (int8 / fp8).
+
+    The index records the encoder's name (its checkpoint and, for hub checkpoints, the commit loaded:
+    reloading it from the record pins that commit), dim and settings. Opened with the same checkpoint but
+    other encoder settings that change the vectors (e.g. a visual token budget), an engine searches as
+    usual, and its next ingest re-encodes each video it is given instead of skipping it (the settings
+    are part of each video's settings key); videos not re-ingested keep their old vectors.
     """
 
     def __init__(

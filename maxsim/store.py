@@ -11,7 +11,10 @@ An index folder holds
 - ``parts/<part>.segments.arrow``: one row per segment (id, video path, video content hash, settings key,
   start, end, token batch and offset, token count, frame timestamps, thumbnail JPEG).
 - ``parts/<part>.tokens.arrow``: the segments' token vectors as flat ``(tokens, dim)`` record batches,
-  addressed by the segment rows (never padded); a segment never straddles two batches. Parts are written
+  addressed by the segment rows (never padded); a segment never straddles two batches. The storage dtype
+  (manifest ``dtype``) is float16, bfloat16 (stored as uint16 bits), float32, int8, or float8_e4m3fn
+  (stored as uint8 bits); int8 and fp8 batches add a float32 ``scale`` column, one per token row (the
+  vector is ``data * scale``, see :mod:`maxsim.kernels.quantize`). Parts are written
   in bounded record batches so that a writer holds a bounded window in memory.
 - ``LOCK``: held (``flock``) by the one writer; the OS releases it when the writer dies. Readers never take
   it, so they never block (nor are blocked by) a writer.

@@ -78,6 +78,10 @@ def test_quantised_index_scores_like_float32(tmp_path, videos, reference, dtype,
     only_a = by_key(eng, videos=[a])
     assert only_a and all(v == a for _, v, _ in only_a)
     assert all(only_a[key][0] == pytest.approx(got[key][0], abs=1e-6) for key in only_a)
+    qs = ColorEncoder().encode_texts(QUERIES)
+    for qi, hits in enumerate(eng.search_vectors(qs, k=2, videos=[a])):  # most rows excluded: gathered
+        want = sorted(((k, v[0]) for k, v in only_a.items() if k[0] == qi), key=lambda kv: -kv[1])[:2]
+        assert [h.score for h in hits] == pytest.approx([w for _, w in want], abs=1e-6)
 
     reopened = Engine(tmp_path / "idx")
     assert reopened.manifest.dtype == dtype and by_key(reopened) == got
