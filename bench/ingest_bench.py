@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from maxsim.bench.config import ConfigError, build
 from maxsim.bench.report import Column, Run, Table
+from maxsim.bench.timing import synchronize
 from tqdm import tqdm
 
 SUMMARY = 0
@@ -30,11 +31,6 @@ STAGE_LABELS = {
     "encode": "encoding",
     "write": "store write",
 }
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def synthetic_videos(folder: Path, spec: dict[str, Any], seed: int = 0) -> list[Path]:
@@ -124,11 +120,11 @@ def measure_video(
     t["sample"] += time.perf_counter() - b
 
     vectors: list[torch.Tensor] = []
-    _sync()
+    synchronize()
     a = time.perf_counter()
     for i in range(0, len(clips), batch_size):
         vectors += encoder.encode_clips([c for c, _ in clips[i : i + batch_size]])
-    _sync()
+    synchronize()
     t["encode"] = time.perf_counter() - a
 
     a = time.perf_counter()

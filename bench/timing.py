@@ -12,17 +12,23 @@ import torch
 from maxsim.bench.config import ConfigError
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; anything else as torch understands it."""
-    if name in ("", "auto", None):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device")
-    return dev
+def resolve_device(name: str | None) -> torch.device:
+    """A config's ``device`` (see :func:`maxsim.encoders.checkpoint.default_device`; ``auto`` picks CUDA
+    when available), a device torch cannot provide being a :class:`ConfigError`."""
+    from maxsim.encoders.checkpoint import default_device
+
+    try:
+        return default_device(name)
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(f"device: {e}") from e
 
 
-def synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device | None = None) -> None:
+    """Wait for the work queued on ``device`` (None: the current CUDA device, when there is one)."""
+    if device is None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

@@ -22,9 +22,15 @@ CHECKPOINT_FILES = (
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
-def default_device() -> torch.device:
-    """CUDA when available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def default_device(name: str | torch.device | None = None) -> torch.device:
+    """The device ``name`` names (as torch spells it); None, ``""`` or ``"auto"``: CUDA when available,
+    else the CPU. Raises ValueError for a CUDA device when torch sees none."""
+    if name is None or (isinstance(name, str) and name.strip().lower() in ("", "auto")):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(name)!r} asked for, but torch sees no CUDA device")
+    return dev
 
 
 def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:

@@ -87,7 +87,7 @@ class ColQwen2Encoder:
         )
         if not (folder / "config.json").is_file():
             raise MissingWeightsError(f"{folder} has no config.json; expected a ColQwen2 checkpoint folder")
-        dev = torch.device(device) if device is not None else default_device()
+        dev = default_device(device)
         dt = resolve_dtype(dtype, dev)
         kwargs: dict[str, Any] = {"dtype": dt, "local_files_only": True, "output_loading_info": True}
         if attn_implementation:

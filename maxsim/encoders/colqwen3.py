@@ -387,7 +387,7 @@ class ColQwen3Encoder:
         cfg_path = folder / "config.json"
         if not cfg_path.is_file():
             raise MissingWeightsError(f"{folder} has no config.json; expected a ColQwen3 checkpoint folder")
-        dev = torch.device(device) if device is not None else default_device()
+        dev = default_device(device)
         dt = resolve_dtype(dtype, dev)
         model = load_colqwen3_model(folder, dev, dt, device_map, attn_implementation, max_memory)
         # Native classes only: the checkpoint's processor files name the remote-code ColQwen3Processor.
