@@ -19,7 +19,7 @@ from maxsim.bench.config import ConfigError
 from maxsim.bench.corpus import make_corpus, make_queries, storage_dtype
 from maxsim.bench.metrics import percentiles
 from maxsim.bench.report import Column, Run, Table
-from maxsim.bench.timing import kernel_kwargs, resolve_device, time_calls, torch_threads
+from maxsim.bench.timing import resolve_device, time_calls, torch_threads
 from tqdm import tqdm
 
 SUMMARY = 0
@@ -182,20 +182,19 @@ class _Timer:
 
 
 def _kernel_mode(timer: _Timer, corpus, sizes: list[int]) -> None:
-    """maxsim_topk over each prefix of the corpus, on the corpus' device."""
+    """maxsim_topk over each prefix of the corpus, on the corpus' device (int8 / fp8 storage with its
+    per-token scales)."""
     from maxsim.kernels import maxsim_topk
 
-    kw = kernel_kwargs(maxsim_topk, timer.cfg.get("backend"), corpus.scale)
+    backend = timer.cfg.get("backend")
+    backend = None if backend in (None, "", "auto") else backend
     qt, device = timer.qt, timer.device
     for n in sizes:
         c = corpus.prefix(n)
-        d_kw = dict(kw)
-        if c.scale is not None:
-            d_kw["d_scale"] = c.scale
 
-        def search(q, b, k, c=c, d_kw=d_kw):
+        def search(q, b, k, c=c):
             qo = torch.arange(0, (b + 1) * qt, qt, dtype=torch.int64, device=device)
-            return maxsim_topk(q, qo, c.tokens, c.offsets, k, **d_kw)[1]
+            return maxsim_topk(q, qo, c.tokens, c.offsets, k, backend=backend, d_scale=c.scale)[1]
 
         timer.size("kernel", n, int(c.offsets[-1]), c.nbytes(), search)
 
