@@ -36,19 +36,12 @@ STAGE_LABELS = {
 def synthetic_videos(folder: Path, spec: dict[str, Any], seed: int = 0) -> list[Path]:
     """Colour-scene videos (see :mod:`maxsim.synthetic`) of ``spec["seconds"]`` each, scenes of random
     length within ``spec["scene_seconds"]``."""
-    from maxsim.synthetic import COLORS, write_video
+    from maxsim.synthetic import random_scenes, write_video
 
     rng = np.random.default_rng(seed)
-    names = list(COLORS)
-    lo, hi = spec.get("scene_seconds", [2.0, 6.0])
     out = []
     for i in range(int(spec["count"])):
-        scenes, total, prev = [], 0.0, None
-        while total < float(spec["seconds"]) - 1e-9:
-            s = min(float(rng.uniform(lo, hi)), float(spec["seconds"]) - total)
-            colour = rng.choice([n for n in names if n != prev])
-            scenes.append((s, str(colour)))
-            total, prev = total + s, colour
+        scenes = random_scenes(rng, float(spec["seconds"]), tuple(spec.get("scene_seconds", [2.0, 6.0])))
         path = folder / f"synthetic{i:02d}.mp4"
         write_video(path, scenes, fps=float(spec["fps"]), size=tuple(spec["size"]), seed=seed + i)
         out.append(path)
