@@ -260,6 +260,7 @@ def test_ingest_smoke(tmp_path):
     tot = r["total"]
     assert tot["duration_s"] == pytest.approx(8.0, abs=0.2)
     assert tot["segments"] >= 2
+    assert tot["frames"] == 80  # every frame of 2 x 4 s at 10 fps was decoded once
     for stage in ("decode", "segment", "sample", "encode", "write"):
         assert tot["seconds"][stage] > 0, stage
     assert tot["rtf"]["decode+segment"] == pytest.approx(
@@ -267,6 +268,37 @@ def test_ingest_smoke(tmp_path):
     )
     assert r["engine"]["segments"] == tot["segments"]  # the engine cuts the same segments
     assert (out / "ingest_rtf.png").stat().st_size > 0
+
+
+def test_ingest_stage_failure_closes_the_decoder(tmp_path, monkeypatch):
+    from maxsim.bench.ingest_bench import measure_video
+
+    from maxsim.encoders import load_encoder
+    from maxsim.frames import FrameSampler
+    from maxsim.segment import load_segmenter
+    from maxsim.store import Store
+    from maxsim.synthetic import write_video
+    from maxsim.video import DecodedFrames
+
+    closed = []
+    real_close = DecodedFrames.close
+    monkeypatch.setattr(DecodedFrames, "close", lambda self: closed.append(self) or real_close(self))
+    video = write_video(tmp_path / "v.mp4", [(2.0, "red"), (2.0, "blue")], fps=10.0)
+    encoder = load_encoder("color-test")
+
+    class Failing:
+        name, dim = encoder.name, encoder.dim
+
+        def encode_clips(self, clips):
+            raise RuntimeError("encoder out of memory")
+
+    manifest = {"name": encoder.name, "dim": encoder.dim}
+    store = Store.create(tmp_path / "index", manifest, encoder.dim, "float16")
+    sampler = FrameSampler(fps=2.0, max_frames=4, max_side=64)
+    with pytest.raises(RuntimeError, match="out of memory") as info:
+        measure_video(video, load_segmenter("fixed:1"), sampler, Failing(), store, 1, 0, "s")
+    assert info.traceback  # measure_video's frame (and its clip iterator) is still alive here...
+    assert closed  # ...yet the decoder was released when the stage failed
 
 
 def test_interrupt_keeps_finished_measurements(tmp_path, monkeypatch):
