@@ -27,7 +27,7 @@ from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredent
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from maxsim.integrations.hits import thumbnail_data_uri
+from maxsim.integrations.hits import hit_metadata
 from maxsim.server import schemas as S
 from maxsim.server.batcher import SearchBatcher
 from maxsim.server.catalog import Catalog, media_type, video_id
@@ -198,19 +198,13 @@ def create_app(
 
     # -- search --------------------------------------------------------------------------------------
     def hit_out(h: Hit, prefix: str, thumbnails: bool) -> S.HitOut:
-        vid = video_id(h.video)
+        md = hit_metadata(h, thumbnail=thumbnails, link=False)  # the fields every front end shares
+        vid = video_id(md["video"])
         return S.HitOut(
+            **md,
             video_id=vid,
-            video=h.video,
-            video_name=Path(h.video).name,
-            start=h.start,
-            end=h.end,
-            score=h.score,
-            best_time=h.best_time,
-            segment_id=h.segment_id,
             thumbnail_url=f"{prefix}/segments/{h.segment_id}/thumbnail" if h.thumbnail else None,
             video_url=f"{prefix}/videos/{vid}#t={h.start:.3f},{h.end:.3f}",
-            thumbnail=thumbnail_data_uri(h.thumbnail) if thumbnails else None,
         )
 
     @api.post(
