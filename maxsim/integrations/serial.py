@@ -32,6 +32,8 @@ class SerialEncoder:
             return self.inner.encode_clips(clips)
 
     def __getattr__(self, name: str) -> Any:
+        if name in ("inner", "lock"):  # not set yet (copy, unpickling): no recursion through self.inner
+            raise AttributeError(name)
         attr = getattr(self.inner, name)
         if name.startswith("encode") and callable(attr):  # any other encode_* an engine may call
 

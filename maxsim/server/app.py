@@ -86,7 +86,7 @@ class ServerState:
         self.refresh_interval_s = refresh_interval_s
         self._checked = time.monotonic()
         self.jobs: IngestJobs | None = None
-        self.delete_wait_s = 5.0
+        self.delete_wait_s = 2.0  # a delete waits this long for a refresh or an ingest file to finish
 
     def serial_encoder(self) -> None:
         """Make the engine's encoder calls run one at a time (loads the encoder if not yet)."""
