@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from maxsim.bench.timing import resolve_device, synchronize
 
 DEFAULTS: dict[str, Any] = {
     "model": "tiny",  # "tiny" | "4b-random" | folder | hub id
@@ -83,12 +84,6 @@ def _tiny_models():
     return tiny_models
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _random_4b(cfg: dict[str, Any], device: torch.device, dtype: torch.dtype):
     from transformers import Qwen3VLVideoProcessor
 
@@ -136,7 +131,7 @@ def load_bench_encoder(cfg: dict[str, Any], work: Path):
     from maxsim.encoders.checkpoint import resolve_dtype
     from maxsim.encoders.colqwen3 import ColQwen3Encoder
 
-    device = _device(cfg["device"])
+    device = resolve_device(cfg["device"])
     dtype = resolve_dtype(cfg["dtype"], device)
     model = cfg["model"]
     if model == "4b-random":
@@ -204,11 +199,6 @@ def architecture_flops(visual_tokens: int, seq_len: int, n_groups: int, arch: di
     return clip_flops(model, visual_tokens, seq_len, n_groups)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run(config: dict[str, Any] | None, out_dir: str | Path) -> dict[str, Any]:
     """Measure the encoder described by ``config`` (keys of :data:`DEFAULTS`); write ``encoder_bench.json``
     into ``out_dir`` and return the same record."""
@@ -238,12 +228,12 @@ def run(config: dict[str, Any] | None, out_dir: str | Path) -> dict[str, Any]:
         groups = [int(p["grid"][0]) for p in prepared]
         for _ in range(int(cfg["warmup"])):
             enc.encode_clips(clips[: max(1, len(clips) // 4)])
-        _sync(device)
+        synchronize(device)
         clip_times = []
         for _ in range(int(cfg["repeats"])):
             t = time.perf_counter()
             got = enc.encode_clips(clips)
-            _sync(device)
+            synchronize(device)
             clip_times.append(time.perf_counter() - t)
         assert [len(g) for g in got] == vis, "encoded token counts differ from the prepared ones"
         t = time.perf_counter()
@@ -252,10 +242,10 @@ def run(config: dict[str, Any] | None, out_dir: str | Path) -> dict[str, Any]:
         prep_s = (time.perf_counter() - t) / len(clips)
         queries = [f"a person in a red jacket opens door number {i}" for i in range(int(cfg["queries"]))]
         enc.encode_texts(queries[:4])
-        _sync(device)
+        synchronize(device)
         t = time.perf_counter()
         enc.encode_texts(queries)
-        _sync(device)
+        synchronize(device)
         query_s = time.perf_counter() - t
     best = statistics.median(clip_times)
     clips_per_s = len(clips) / best

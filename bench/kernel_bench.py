@@ -45,8 +45,6 @@ CPU_SHAPES = [
     {"name": "multi", "n_queries": 128, "q_tokens": 32, "n_docs": 128, "doc_tokens": 300, "dim": 128},
 ]
 COMPARE = {"n_docs": 3000, "doc_tokens": 300, "dim": 128, "q_tokens": 32, "threads": 2, "rounds": 7}
-_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8", "float8_e4m3fn": "fp8",
-           "fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "fp8": "fp8"}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -56,13 +54,6 @@ _DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "in
 
 def _now() -> float:
     return time.perf_counter()
-
-
-def _sync(device) -> None:
-    import torch
-
-    if getattr(device, "type", device) == "cuda":
-        torch.cuda.synchronize()
 
 
 def _time(fn, device, repeats: int, warmup: int) -> list[float]:
@@ -153,6 +144,7 @@ def _make(shape: dict, dtype: str, device, seed: int):
     """Unit-norm random queries and segments, generated on the device in chunks (the video shape is 4G
     values) and stored in ``dtype`` with per-token scales where it needs them."""
     import torch
+    from maxsim.bench.corpus import QUANTIZE_NAMES
     from maxsim.kernels import quantize
 
     dev = torch.device(device)
@@ -167,7 +159,7 @@ def _make(shape: dict, dtype: str, device, seed: int):
     parts, scales = [], []
     step = max(1, (1 << 24) // dim)
     for lo in range(0, n_d * t, step):
-        data, scale = quantize(unit(min(step, n_d * t - lo)), _DTYPES[dtype], "token")
+        data, scale = quantize(unit(min(step, n_d * t - lo)), QUANTIZE_NAMES.get(dtype, dtype), "token")
         parts.append(data)
         scales.append(scale)
     data = torch.cat(parts) if parts else torch.empty(0, dim, device=dev)
@@ -414,11 +406,10 @@ def _markdown(result: dict) -> str:
 def run(config: dict, out_dir) -> dict:
     """Run the benchmark described by ``config``; write ``<device>-<date>.json`` and ``.md`` to out_dir."""
     import torch
+    from maxsim.bench.timing import resolve_device
 
-    dev_name = config.get("device", "auto")
-    if dev_name == "auto":
-        dev_name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(dev_name)
+    device = resolve_device(config.get("device", "auto"))
+    dev_name = str(device)
     if int(config.get("threads", 0)) > 0:
         torch.set_num_threads(int(config["threads"]))
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")

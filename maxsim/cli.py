@@ -149,6 +149,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_k=args.max_k,
         batch_window_ms=args.batch_window_ms,
+        max_queue=args.max_queue,
         cors_origins=args.cors_origin,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=not args.quiet)
@@ -258,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--fps", type=float, default=2.0,
                     help="frames sampled per second for POST /ingest (default 2)")
     sv.add_argument("--max-frames", type=int, default=16, help="frames per segment at most for POST /ingest")
+    sv.add_argument("--max-queue", type=int, default=256,
+                    help="searches waiting beyond which new ones get 503 + Retry-After (default 256)")
     sv.add_argument("--max-body-bytes", type=int, default=1 << 20,
                     help="larger request bodies get 413 (default 1 MiB)")
     sv.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for (default 100)")

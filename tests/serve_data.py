@@ -63,3 +63,41 @@ def live_server(app) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         assert not thread.is_alive(), "uvicorn did not stop"
+
+
+class TrackingEncoder(ColorEncoder):
+    """Records whether two encode calls ever overlapped; each call takes a while."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.active = 0
+        self.overlaps = 0
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.active += 1
+            self.calls += 1
+            if self.active > 1:
+                self.overlaps += 1
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+    def encode_texts(self, texts):
+        self._enter()
+        try:
+            time.sleep(self.delay_s / 10)
+            return super().encode_texts(texts)
+        finally:
+            self._leave()
+
+    def encode_clips(self, clips):
+        self._enter()
+        try:
+            time.sleep(self.delay_s)
+            return super().encode_clips(clips)
+        finally:
+            self._leave()

@@ -387,3 +387,31 @@ def test_backbone_config_from_published_layout(tiny_colqwen3_dir):
     assert backbone_config(nested).text_config.rope_parameters == rope
     with pytest.raises(ValueError, match="no 'text_config' section"):
         backbone_config({"model_type": "colqwen3"})
+
+
+def test_shared_frame_thinning_and_token_batches():
+    from maxsim.encoders.common import clip_frames, token_budget_batches
+
+    clip = make_clip(10)
+    frames, times = clip_frames(clip, 4)
+    assert len(frames) == 4 and list(times) == [3.0, 4.5, 6.0, 7.5]  # frames 0, 3, 6, 9: ends kept
+    assert np.array_equal(frames[-1], clip.frames[-1])
+    assert len(clip_frames(clip, 16)[0]) == 10
+    bad = Clip("v.mp4", 0.0, 1.0, clip.frames.astype(np.float32), clip.timestamps)
+    with pytest.raises(ValueError, match="'v.mp4'.*uint8 RGB"):
+        clip_frames(bad, 4)
+
+    # longest first; a batch holds as many as fit (size x its longest) in the budget; too long: alone
+    assert token_budget_batches([10, 40, 20, 20, 100], 60) == [[4], [1], [2, 3, 0]]
+    assert token_budget_batches([], 60) == []
+
+
+def test_default_device_names():
+    from maxsim.encoders.checkpoint import default_device
+
+    assert default_device("cpu") == torch.device("cpu")
+    assert default_device(None) == default_device("auto") == default_device("")
+    assert default_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda:1'.*no CUDA"):
+            default_device("cuda:1")

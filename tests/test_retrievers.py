@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve_data import make_corpus
+from maxsim.engine import Engine
+from tests.serve_data import TrackingEncoder, make_corpus
 
 pytest.importorskip("langchain_core", reason="the langchain extra is not installed")
 pytest.importorskip("llama_index.core", reason="the llamaindex extra is not installed")
@@ -189,3 +190,21 @@ def test_llamaindex_in_a_query_engine(engine):
     assert response.source_nodes[0].node.metadata["start"] == 8.0
     assert "a.webm 00:08.0-00:12.0" in str(response)
     assert "base64" not in str(response)
+
+
+def test_concurrent_async_retrievals_encode_one_at_a_time(corpus):
+    enc = TrackingEncoder(delay_s=0.2)  # a text encode takes 20 ms: concurrent ones would overlap
+    engine = Engine(corpus.index, encoder=enc, segmenter="fixed:4")
+    lc, li = LCRetriever(engine=engine, k=1), LIRetriever(engine, k=1)
+
+    async def go():
+        return await asyncio.gather(
+            *(lc.ainvoke(w) for w in ("red", "blue", "green", "yellow")),
+            *(li.aretrieve(w) for w in ("red", "blue", "green", "yellow")),
+            lc.abatch(["green", "blue"]),
+        )
+
+    out = asyncio.run(go())
+    assert [d[0].metadata["start"] for d in out[:4]] == [0.0, 4.0, 8.0, 0.0]
+    assert [n[0].node.metadata["start"] for n in out[4:8]] == [0.0, 4.0, 8.0, 0.0]
+    assert enc.calls >= 9 and enc.overlaps == 0

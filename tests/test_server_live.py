@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -102,3 +103,23 @@ def test_serve_command_line_defaults_to_loopback():
         ["serve", "idx", "--port", "9000", "--api-key", "k", "--ingest-root", "/data", "--encoder", "x:y"]
     )
     assert (args.port, args.api_key, args.ingest_root, args.encoder) == (9000, "k", "/data", "x:y")
+
+
+def _open_fds_to(path) -> list[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                out.append(fd)
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_load_test_server_that_dies_at_startup_leaks_no_log_handle(tmp_path):
+    log = tmp_path / "server.log"
+    with pytest.raises(loadtest.LoadTestError, match="exited") as err:
+        loadtest._start_server(tmp_path / "no-index", dict(loadtest.DEFAULTS), log)
+    assert "no-index" in str(err.value)  # the server's own error, read back from its log
+    assert _open_fds_to(log.resolve()) == []  # (the traceback in err still holds the frame)

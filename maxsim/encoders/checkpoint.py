@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,9 +23,15 @@ CHECKPOINT_FILES = (
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
-def default_device() -> torch.device:
-    """CUDA when available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def default_device(name: str | torch.device | None = None) -> torch.device:
+    """The device ``name`` names (as torch spells it); None, ``""`` or ``"auto"``: CUDA when available,
+    else the CPU. Raises ValueError for a CUDA device when torch sees none."""
+    if name is None or (isinstance(name, str) and name.strip().lower() in ("", "auto")):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(name)!r} asked for, but torch sees no CUDA device")
+    return dev
 
 
 def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
@@ -121,6 +128,42 @@ def resolve_checkpoint(
     folder_path = Path(folder)
     commit = folder_path.name if _COMMIT.match(folder_path.name) else (revision or fingerprint(folder_path))
     return folder_path, commit
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint folder ready to load: where, which weights, on what device and dtype, and the
+    encoder name it gives (``family:label@revision``)."""
+
+    folder: Path
+    revision: str
+    device: torch.device
+    dtype: torch.dtype
+    name: str
+
+
+def open_checkpoint(
+    family: str,
+    id_or_path: str | os.PathLike,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    *,
+    revision: str | None = None,
+    local_files_only: bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+) -> Checkpoint:
+    """Resolve a ``family`` checkpoint (see :func:`resolve_checkpoint`), check it has a config.json, and
+    pick its device (:func:`default_device`) and dtype (:func:`resolve_dtype`). The encoder name labels
+    a hub id by itself and a local folder by its folder name."""
+    folder, rev = resolve_checkpoint(
+        id_or_path, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir, token=token
+    )
+    if not (folder / "config.json").is_file():
+        raise MissingWeightsError(f"{folder} has no config.json; expected a {family} checkpoint folder")
+    dev = default_device(device)
+    label = str(id_or_path) if not Path(str(id_or_path)).expanduser().is_dir() else folder.name
+    return Checkpoint(folder, rev, dev, resolve_dtype(dtype, dev), f"{family}:{label}@{rev}")
 
 
 def weight_files(folder: Path) -> list[Path]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from maxsim.encoders.checkpoint import MissingWeightsError, default_device, resolve_checkpoint, resolve_dtype
+from maxsim.encoders.checkpoint import open_checkpoint
+from maxsim.encoders.common import clip_frames, token_budget_batches
 from maxsim.types import Clip
 
 MODEL_TYPES: tuple[str, ...] = ("colqwen2",)
@@ -82,14 +82,12 @@ class ColQwen2Encoder:
         """
         from transformers import ColQwen2ForRetrieval, ColQwen2Processor
 
-        folder, rev = resolve_checkpoint(
-            id_or_path, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir, token=token
+        ckpt = open_checkpoint(
+            "colqwen2", id_or_path, device, dtype, revision=revision, local_files_only=local_files_only,
+            cache_dir=cache_dir, token=token,
         )
-        if not (folder / "config.json").is_file():
-            raise MissingWeightsError(f"{folder} has no config.json; expected a ColQwen2 checkpoint folder")
-        dev = torch.device(device) if device is not None else default_device()
-        dt = resolve_dtype(dtype, dev)
-        kwargs: dict[str, Any] = {"dtype": dt, "local_files_only": True, "output_loading_info": True}
+        folder = ckpt.folder
+        kwargs: dict[str, Any] = {"dtype": ckpt.dtype, "local_files_only": True, "output_loading_info": True}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
         if device_map is not None:
@@ -102,15 +100,14 @@ class ColQwen2Encoder:
             detail = "; ".join(f"{k.replace('_', ' ')}: {', '.join(v[:8])}" for k, v in problems.items())
             raise ValueError(f"ColQwen2 checkpoint {folder} does not match the model: {detail}")
         if device_map is None:
-            model.to(dev)
+            model.to(ckpt.device)
         model.eval()
         processor = ColQwen2Processor.from_pretrained(str(folder))
         settings = ColQwen2Settings(
             max_visual_tokens=max_visual_tokens, max_frames=max_frames, batch_tokens=batch_tokens,
             text_batch_size=text_batch_size,
         )
-        label = str(id_or_path) if not Path(str(id_or_path)).expanduser().is_dir() else folder.name
-        return cls(model, processor, name=f"colqwen2:{label}@{rev}", settings=settings)
+        return cls(model, processor, name=ckpt.name, settings=settings)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -151,18 +148,7 @@ class ColQwen2Encoder:
         return out
 
     def _frames(self, clip: Clip) -> list[dict[str, Any]]:
-        frames = np.asarray(clip.frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0 or frames.dtype != np.uint8:
-            raise ValueError(
-                f"clip of {clip.video!r} [{clip.start:.2f}, {clip.end:.2f}]: frames must be (n>0, H, W, 3) "
-                f"uint8 RGB, got {frames.dtype} {frames.shape}"
-            )
-        times = np.asarray(clip.timestamps, dtype=np.float64).reshape(-1)
-        if len(times) != len(frames):
-            raise ValueError(f"clip of {clip.video!r}: {len(frames)} frames but {len(times)} timestamps")
-        if len(frames) > self.frame_cap:
-            keep = np.unique(np.linspace(0, len(frames) - 1, self.frame_cap).round().astype(int))
-            frames, times = frames[keep], times[keep]
+        frames, times = clip_frames(clip, self.frame_cap)
         per_frame = max(min(self.per_image_max, self._settings.max_visual_tokens // len(frames)), 1)
         max_pixels = per_frame * self.tile * self.tile
         min_pixels = min(int(self.image_processor.size.shortest_edge or 0), max_pixels)
@@ -193,14 +179,7 @@ class ColQwen2Encoder:
             fr = self._frames(clip)
             spans.append(range(len(items), len(items) + len(fr)))
             items.extend(fr)
-        order = sorted(range(len(items)), key=lambda i: -len(items[i]["ids"]))
-        budget = self._settings.batch_tokens
-        batches: list[list[int]] = []
-        for i in order:
-            if batches and (len(batches[-1]) + 1) * len(items[batches[-1][0]]["ids"]) <= budget:
-                batches[-1].append(i)
-            else:
-                batches.append([i])
+        batches = token_budget_batches([len(it["ids"]) for it in items], self._settings.batch_tokens)
         rows: list[torch.Tensor | None] = [None] * len(items)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         left = self.tokenizer.padding_side == "left"

@@ -32,13 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from maxsim.encoders.checkpoint import (
-    MissingWeightsError,
-    default_device,
-    resolve_checkpoint,
-    resolve_dtype,
-    weight_files,
-)
+from maxsim.encoders.checkpoint import open_checkpoint, weight_files
+from maxsim.encoders.common import clip_frames, token_budget_batches
 from maxsim.types import Clip
 
 # Published checkpoint prefix -> prefix in ColQwen3Model. The remote code keeps a whole
@@ -294,10 +289,6 @@ def _placement(
     return {"": device_map}
 
 
-def _subsample(n: int, limit: int) -> np.ndarray:
-    return np.unique(np.linspace(0, n - 1, limit).round().astype(int))
-
-
 class ColQwen3Encoder:
     """Multi-vector encoder on a ColQwen3 checkpoint (see the module docstring for the formats)."""
 
@@ -381,15 +372,14 @@ class ColQwen3Encoder:
         """
         from transformers import Qwen2Tokenizer, Qwen3VLVideoProcessor
 
-        folder, rev = resolve_checkpoint(
-            id_or_path, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir, token=token
+        ckpt = open_checkpoint(
+            "colqwen3", id_or_path, device, dtype, revision=revision, local_files_only=local_files_only,
+            cache_dir=cache_dir, token=token,
         )
-        cfg_path = folder / "config.json"
-        if not cfg_path.is_file():
-            raise MissingWeightsError(f"{folder} has no config.json; expected a ColQwen3 checkpoint folder")
-        dev = torch.device(device) if device is not None else default_device()
-        dt = resolve_dtype(dtype, dev)
-        model = load_colqwen3_model(folder, dev, dt, device_map, attn_implementation, max_memory)
+        folder = ckpt.folder
+        model = load_colqwen3_model(
+            folder, ckpt.device, ckpt.dtype, device_map, attn_implementation, max_memory
+        )
         # Native classes only: the checkpoint's processor files name the remote-code ColQwen3Processor.
         tokenizer = Qwen2Tokenizer.from_pretrained(str(folder))
         video_processor = Qwen3VLVideoProcessor.from_pretrained(str(folder))
@@ -400,9 +390,8 @@ class ColQwen3Encoder:
             text_batch_size=text_batch_size,
             absolute_timestamps=absolute_timestamps,
         )
-        label = str(id_or_path) if not Path(str(id_or_path)).expanduser().is_dir() else folder.name
         return cls(
-            model, tokenizer, video_processor, name=f"colqwen3:{label}@{rev}", settings=settings,
+            model, tokenizer, video_processor, name=ckpt.name, settings=settings,
             prompts=prompt_settings(folder),
         )
 
@@ -472,22 +461,7 @@ class ColQwen3Encoder:
         """Video-processor features, prompt ids and per-token times of one clip."""
         from transformers.video_utils import VideoMetadata
 
-        frames = np.asarray(clip.frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
-            raise ValueError(
-                f"clip of {clip.video!r} [{clip.start:.2f}, {clip.end:.2f}]: frames must be (n>0, H, W, 3) "
-                f"uint8 RGB, got shape {frames.shape}"
-            )
-        if frames.dtype != np.uint8:
-            raise ValueError(f"clip of {clip.video!r}: frames must be uint8, got {frames.dtype}")
-        times = np.asarray(clip.timestamps, dtype=np.float64).reshape(-1)
-        if len(times) != len(frames):
-            raise ValueError(
-                f"clip of {clip.video!r}: {len(frames)} frames but {len(times)} timestamps"
-            )
-        if len(frames) > self.frame_cap:
-            keep = _subsample(len(frames), self.frame_cap)
-            frames, times = frames[keep], times[keep]
+        frames, times = clip_frames(clip, self.frame_cap)
         # Frames go in pairs (temporal patch): repeat the last frame to complete the last pair; a
         # one-frame clip becomes a still pair.
         if pad := -len(frames) % self.temporal:
@@ -537,14 +511,7 @@ class ColQwen3Encoder:
         from tqdm.auto import tqdm
 
         prepared = [self._prepare(c) for c in clips]
-        order = sorted(range(len(prepared)), key=lambda i: -len(prepared[i]["ids"]))
-        budget = self._settings.batch_tokens
-        batches: list[list[int]] = []
-        for i in order:  # longest first: a batch's first clip sets its padded length
-            if batches and (len(batches[-1]) + 1) * len(prepared[batches[-1][0]]["ids"]) <= budget:
-                batches[-1].append(i)
-            else:
-                batches.append([i])
+        batches = token_budget_batches([len(p["ids"]) for p in prepared], self._settings.batch_tokens)
         results: list[tuple[torch.Tensor, np.ndarray] | None] = [None] * len(prepared)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         quiet = True if len(batches) < 2 else None  # None: show on a terminal only

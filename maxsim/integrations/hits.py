@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import os
 from pathlib import Path
 from typing import Any
 
-from maxsim.types import Hit
+from maxsim.types import Hit, thumbnail_data_uri
+
+__all__ = ["METADATA_KEYS", "check_k", "clock", "deep_link", "hit_metadata", "hit_text", "thumbnail_data_uri"]
 
 # Keys a retriever puts in each document's / node's metadata (``thumbnail`` only when asked and present).
 METADATA_KEYS = (
@@ -32,13 +33,6 @@ def deep_link(video: str | os.PathLike, start: float, end: float) -> str:
     return f"{(p if p.is_absolute() else p.resolve()).as_uri()}#t={start:.3f},{end:.3f}"
 
 
-def thumbnail_data_uri(jpeg: bytes | None) -> str | None:
-    """A JPEG as a ``data:image/jpeg;base64,...`` URI (None stays None)."""
-    if not jpeg:
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
-
-
 def clock(seconds: float) -> str:
     """``seconds`` as ``[h:]mm:ss.s``."""
     m, s = divmod(max(0.0, float(seconds)), 60.0)
@@ -54,20 +48,13 @@ def hit_text(hit: Hit) -> str:
     )
 
 
-def hit_metadata(hit: Hit, thumbnail: bool = True) -> dict[str, Any]:
-    """The metadata of a hit: plain JSON-serialisable values (the thumbnail as a data URI)."""
-    md: dict[str, Any] = {
-        "video": hit.video,
-        "video_name": Path(hit.video).name,
-        "start": float(hit.start),
-        "end": float(hit.end),
-        "score": float(hit.score),
-        "best_time": float(hit.best_time),
-        "segment_id": int(hit.segment_id),
-        "deep_link": deep_link(hit.video, hit.start, hit.end),
-    }
-    if thumbnail and hit.thumbnail:
-        md["thumbnail"] = thumbnail_data_uri(hit.thumbnail)
+def hit_metadata(hit: Hit, thumbnail: bool = True, link: bool = True) -> dict[str, Any]:
+    """The metadata of a hit: :meth:`Hit.to_dict` plus ``video_name`` and (with ``link``) ``deep_link``;
+    ``thumbnail`` (a data URI) only when asked for and the hit has one. Plain JSON-serialisable values."""
+    md = hit.to_dict(thumbnail=bool(thumbnail and hit.thumbnail))
+    md["video_name"] = Path(md["video"]).name
+    if link:
+        md["deep_link"] = deep_link(md["video"], md["start"], md["end"])
     return md
 
 

@@ -33,6 +33,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 from pydantic import ConfigDict, Field
 
 from maxsim.integrations.hits import check_k, hit_metadata, hit_text
+from maxsim.integrations.serial import serialize_encoder
 from maxsim.types import Hit
 
 # Hits searched ahead for a batch: {(query, k, videos, time_range): hits}, seen by the batch's invocations.
@@ -92,6 +93,7 @@ class MaxSimRetriever(BaseRetriever):
         ahead = _AHEAD.get()
         hits = None if ahead is None else ahead.get(self._key(query, k, videos, time_range))
         if hits is None:
+            serialize_encoder(self.engine)  # ainvoke calls run on worker threads: one encode at a time
             hits = self.engine.search(query, k=k, videos=videos, time_range=time_range)
         return [self._document(h) for h in hits]
 
@@ -107,6 +109,7 @@ class MaxSimRetriever(BaseRetriever):
                 kwargs.get("k"), kwargs.get("videos"), kwargs.get("time_range")
             )
             texts = list(dict.fromkeys(inputs))
+            serialize_encoder(self.engine)
             results = self.engine.search_batch(texts, k=k, videos=videos, time_range=time_range)
         except Exception:
             return None

@@ -33,6 +33,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     ) from e
 
 from maxsim.integrations.hits import check_k, hit_metadata, hit_text
+from maxsim.integrations.serial import serialize_encoder
 from maxsim.types import Hit
 
 _HIDDEN_FROM_MODELS = ["thumbnail", "deep_link", "segment_id", "video"]
@@ -83,6 +84,7 @@ class MaxSimRetriever(BaseRetriever):
         return NodeWithScore(node=node, score=float(hit.score))
 
     def _search(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        serialize_encoder(self.engine)  # aretrieve calls run on worker threads: one encode at a time
         hits = self.engine.search(
             query_bundle.query_str, k=check_k(self.k), videos=self.videos, time_range=self.time_range
         )

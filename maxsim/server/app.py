@@ -11,12 +11,11 @@ import asyncio
 import hmac
 import os
 import re
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
@@ -27,14 +26,18 @@ from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredent
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from maxsim.integrations.hits import thumbnail_data_uri
+from maxsim.integrations.hits import hit_metadata
 from maxsim.server import schemas as S
-from maxsim.server.batcher import SearchBatcher
+from maxsim.server.batcher import Overloaded, SearchBatcher
 from maxsim.server.catalog import Catalog, media_type, video_id
 from maxsim.server.jobs import IngestJobs, PathRefused, check_ingest_paths
 from maxsim.server.limits import BodySizeLimit
-from maxsim.store import LockedError, read_manifest
+from maxsim.server.locking import Busy, VersionGuard, serialize_encoder
+from maxsim.store import LockedError
 from maxsim.types import Hit
+
+if TYPE_CHECKING:
+    from maxsim.engine import IngestReport
 
 STATIC = Path(__file__).parent / "static"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -58,39 +61,65 @@ _ERRORS = {
 
 
 class ServerState:
-    """Everything the routes share: the engine, its catalog, the batcher, the ingest jobs."""
+    """Everything the routes share: the engine, its catalog, the batcher, the ingest jobs.
+
+    Threads: searches run one batch at a time on ``executor``; ingest jobs on their own thread; deletes on
+    worker threads. Which version the engine has open changes only under ``guard`` (forward only), and
+    encoder calls run one at a time (see :mod:`maxsim.server.locking`).
+    """
 
     def __init__(
-        self, engine: Any, refresh_interval_s: float, batch_window_ms: float, max_batch: int
+        self,
+        engine: Any,
+        refresh_interval_s: float,
+        batch_window_ms: float,
+        max_batch: int,
+        max_queue: int = 256,
     ) -> None:
         self.engine = engine
         self.catalog = Catalog(engine)
+        self.guard = VersionGuard(engine)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maxsim-search")
         self.batcher = SearchBatcher(
-            self._search, self.executor, max_texts=max_batch, window_ms=batch_window_ms
+            self._search, self.executor, max_texts=max_batch, window_ms=batch_window_ms, max_queue=max_queue
         )
         self.refresh_interval_s = refresh_interval_s
         self._checked = time.monotonic()
-        self._refresh_lock = threading.Lock()
         self.jobs: IngestJobs | None = None
+        self.delete_wait_s = 2.0  # a delete waits this long for a refresh or an ingest file to finish
 
-    def maybe_refresh(self, force: bool = False) -> None:
-        """Follow commits made by other processes (checked at most every refresh_interval_s)."""
+    def serial_encoder(self) -> None:
+        """Make the engine's encoder calls run one at a time (loads the encoder if not yet)."""
+        serialize_encoder(self.engine)
+
+    def maybe_refresh(self) -> None:
+        """Follow commits made by other processes (checked at most every refresh_interval_s). Never waits:
+        while this server's own ingest or delete is changing the version, the open version is searched."""
         now = time.monotonic()
-        if not force and now - self._checked < self.refresh_interval_s:
+        if now - self._checked < self.refresh_interval_s:
             return
-        with self._refresh_lock:
-            self._checked = now
-            try:
-                latest = read_manifest(self.engine.path).version
-            except Exception:  # a half-written index must not take searches down; keep the open version
-                return
-            if latest != self.engine.version:
-                self.engine.refresh()
+        self._checked = now
+        try:
+            self.guard.refresh(wait=False)
+        except Exception:  # a half-written index must not take searches down; keep the open version
+            pass
 
     def _search(self, texts: list[str], k: int, videos: list[str] | None, time_range) -> list[list[Hit]]:
+        self.serial_encoder()
         self.maybe_refresh()
         return self.engine.search_batch(texts, k=k, videos=videos, time_range=time_range)
+
+    def ingest_file(self, path: str) -> IngestReport:
+        """Ingest one file (the ingest-job thread): one commit, opened by the engine under the guard."""
+        self.serial_encoder()
+        with self.guard.changing():
+            return self.engine.ingest([path], progress=False)
+
+    def delete(self, path: str) -> int:
+        """Delete a video's segments (a worker thread); :class:`Busy` when an ingest job of this server
+        is writing (after waiting ``delete_wait_s`` for it, long enough for a refresh to finish)."""
+        with self.guard.changing(timeout=self.delete_wait_s):
+            return self.engine.delete(path)
 
 
 def _open_engine(engine_or_path: Any, encoder: Any) -> Any:
@@ -112,6 +141,7 @@ def create_app(
     max_body_bytes: int = 1 << 20,
     max_k: int = 100,
     max_batch: int = 64,
+    max_queue: int = 256,
     batch_window_ms: float = 2.0,
     refresh_interval_s: float = 2.0,
     cors_origins: list[str] | None = None,
@@ -124,25 +154,28 @@ def create_app(
     ``?api_key=`` because a ``<video>`` element cannot send headers. ``ingest_root``: POST /ingest is
     refused unless given, and then only reads files under it. ``max_body_bytes``: larger request bodies
     get 413. ``max_k``, ``max_batch``: bounds of k and of texts per request (and per engine call).
+    ``max_queue``: searches waiting for the engine beyond which new ones get 503 with ``Retry-After``.
     ``batch_window_ms``: how long the batcher waits for company after a search arrives. ``warm``: load the
     encoder now rather than on the first search. ``cors_origins``: web origins (``https://app.example``)
     whose pages may call the API from a browser; none by default (the search page is same-origin).
     """
     engine = _open_engine(engine_or_path, encoder)
-    if warm:
-        _ = engine.encoder  # the model is loaded once, here; errors surface at startup
     if not 1 <= max_k <= S.MAX_K:
         raise ValueError(f"max_k must be in 1..{S.MAX_K}, got {max_k}")
     if not 1 <= max_batch <= S.MAX_BATCH:
         raise ValueError(f"max_batch must be in 1..{S.MAX_BATCH}, got {max_batch}")
+    if max_queue < 1:
+        raise ValueError(f"max_queue must be >= 1, got {max_queue}")
     root = None
     if ingest_root is not None:
         root = Path(ingest_root).resolve()
         if not root.is_dir():
             raise ValueError(f"ingest root {ingest_root} is not a folder")
-    state = ServerState(engine, refresh_interval_s, batch_window_ms, max_batch)
+    state = ServerState(engine, refresh_interval_s, batch_window_ms, max_batch, max_queue)
+    if warm:
+        state.serial_encoder()  # the model is loaded once, here; errors surface at startup
     if root is not None:
-        state.jobs = IngestJobs(engine)
+        state.jobs = IngestJobs(state.ingest_file)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -198,26 +231,26 @@ def create_app(
 
     # -- search --------------------------------------------------------------------------------------
     def hit_out(h: Hit, prefix: str, thumbnails: bool) -> S.HitOut:
-        vid = video_id(h.video)
+        md = hit_metadata(h, thumbnail=thumbnails, link=False)  # the fields every front end shares
+        vid = video_id(md["video"])
         return S.HitOut(
+            **md,
             video_id=vid,
-            video=h.video,
-            video_name=Path(h.video).name,
-            start=h.start,
-            end=h.end,
-            score=h.score,
-            best_time=h.best_time,
-            segment_id=h.segment_id,
             thumbnail_url=f"{prefix}/segments/{h.segment_id}/thumbnail" if h.thumbnail else None,
             video_url=f"{prefix}/videos/{vid}#t={h.start:.3f},{h.end:.3f}",
-            thumbnail=thumbnail_data_uri(h.thumbnail) if thumbnails else None,
         )
 
     @api.post(
         "/search",
         response_model=S.SearchResponse | S.BatchSearchResponse,
         response_model_exclude_none=False,
-        responses={404: {"model": S.ErrorOut, "description": "a video in `videos` is not in the index"}},
+        responses={
+            404: {"model": S.ErrorOut, "description": "a video in `videos` is not in the index"},
+            503: {
+                "model": S.ErrorOut,
+                "description": "too many searches are waiting: retry after the `Retry-After` seconds",
+            },
+        },
         summary="Search the index with text (one query, or a batch with `texts`)",
     )
     async def search(
@@ -238,19 +271,20 @@ def create_app(
         if len(texts) > max_batch:
             raise HTTPException(400, f"{len(texts)} texts is more than this server's limit of {max_batch}")
         videos = None
-        if req.videos is not None:
-            videos = []
-            for ref in req.videos:
-                entry = state.catalog.resolve(ref)
+        if req.videos is not None:  # the catalog may need building for a new version: not on the loop
+            entries = await asyncio.to_thread(lambda: [(r, state.catalog.resolve(r)) for r in req.videos])
+            for ref, entry in entries:
                 if entry is None:
                     raise HTTPException(
                         404,
                         f"unknown video {ref!r}: give an id from GET /videos or an indexed path",
                     )
-                videos.append(entry.path)
+            videos = [entry.path for _, entry in entries]
         t0 = time.perf_counter()
         try:
             results = await state.batcher.search(texts, req.k, videos, req.time_range)
+        except Overloaded as e:
+            raise HTTPException(503, str(e), {"Retry-After": str(e.retry_after_s)}) from e
         except ValueError as e:
             raise HTTPException(400, str(e)) from e
         took = (time.perf_counter() - t0) * 1000
@@ -317,13 +351,12 @@ def create_app(
     async def delete_video(
         vid: Annotated[str, PathParam(alias="video_id", pattern=VIDEO_ID)],
     ) -> S.DeleteResponse:
-        entry = state.catalog.get(vid)
+        entry = await asyncio.to_thread(state.catalog.get, vid)
         if entry is None:
             raise HTTPException(404, f"no video {vid!r} in the index")
-        loop = asyncio.get_running_loop()
         try:
-            n = await loop.run_in_executor(state.executor, engine.delete, entry.path)
-        except LockedError as e:
+            n = await asyncio.to_thread(state.delete, entry.path)
+        except (LockedError, Busy) as e:
             raise HTTPException(
                 409, f"the index is being written ({e}); retry when the ingest is done"
             ) from e

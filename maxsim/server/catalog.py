@@ -69,11 +69,33 @@ class _State:
     seg_rows: np.ndarray  # their table rows
 
 
-class Catalog:
-    """Indexed videos by id and thumbnails by segment id, for one index version at a time.
+def _build(snap: Snapshot) -> _State:
+    """The catalog of one open version: per video from the manifest's catalog, thumbnails by segment id."""
+    rows = np.flatnonzero(snap.live)
+    ids = snap.segment_ids[rows].astype(np.int64)
+    if ids.size > 1 and not bool(np.all(ids[1:] > ids[:-1])):  # parts are usually in id order already
+        order = np.argsort(ids, kind="stable")
+        ids, rows = ids[order], rows[order]
+    ends = snap.ends[rows]
+    entries: dict[str, VideoEntry] = {}
+    for path, rec in sorted((snap.manifest.videos or {}).items()):
+        until = 0.0
+        for lo, hi in rec.get("ranges", ()):  # the video's segment ids: one range unless re-ingested
+            a, b = np.searchsorted(ids, (lo, hi))
+            if b > a:
+                until = max(until, float(ends[a:b].max()))
+        e = VideoEntry(video_id(path), path, int(rec["segments"]), until)
+        entries[e.id] = e
+    return _State(snap.version, snap, entries, {e.path: e for e in entries.values()}, ids, rows)
 
-    Rebuilt lazily when the engine moves to a new version. Only what is live in that version is
-    listed, so only indexed files can ever be served.
+
+class Catalog:
+    """Indexed videos by id and thumbnails by segment id, for the version the engine has open.
+
+    Built from the engine's own open snapshot and its manifest's catalog of videos (no second mapping of
+    the index, no pass over the segment rows in Python), once per version, by the first caller that needs
+    it. Building costs O(live segments) in numpy: async code calls this through a worker thread. Only what
+    is live in that version is listed, so only indexed files can ever be served.
     """
 
     def __init__(self, engine: Any) -> None:
@@ -82,39 +104,15 @@ class Catalog:
         self._state: _State | None = None
 
     def _current(self) -> _State:
-        manifest = self._engine.manifest
+        snap = self._engine._snapshot  # the engine's open version (one read: a consistent snapshot)
         state = self._state
-        if state is not None and state.version == manifest.version:
+        if state is not None and state.version == snap.version:
             return state
         with self._lock:
             state = self._state
-            if state is not None and state.version == manifest.version:
-                return state
-            snap = Snapshot(Path(self._engine.path), manifest)
-            t = snap.table
-            live = np.flatnonzero(snap.live)
-            videos = t.column("video").to_numpy(zero_copy_only=False)
-            ends = t.column("end").to_numpy()
-            entries: dict[str, VideoEntry] = {}
-            counts: dict[str, list] = {}
-            for row in live:
-                c = counts.setdefault(videos[row], [0, 0.0])
-                c[0] += 1
-                c[1] = max(c[1], float(ends[row]))
-            for path, (n, until) in sorted(counts.items()):
-                e = VideoEntry(video_id(path), path, n, until)
-                entries[e.id] = e
-            ids = snap.segment_ids[live].astype(np.int64)
-            order = np.argsort(ids, kind="stable")
-            state = _State(
-                manifest.version,
-                snap,
-                entries,
-                {e.path: e for e in entries.values()},
-                ids[order],
-                live[order],
-            )
-            self._state = state  # one assignment: readers see a whole version or the previous one
+            if state is None or state.version != snap.version:
+                state = _build(snap)
+                self._state = state  # one assignment: readers see a whole version or the previous one
             return state
 
     def videos(self) -> list[VideoEntry]:

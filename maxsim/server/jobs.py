@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maxsim.engine import VIDEO_EXTENSIONS
+from maxsim.engine import IngestReport, expand_paths
 from maxsim.store import LockedError
 
 
@@ -33,17 +33,14 @@ def _files_under(raw: str, root: Path) -> list[str]:
     p = (p if p.is_absolute() else root / p).resolve()
     if not _inside(p, root):
         raise PathRefused(f"path {raw[:200]!r} is outside the ingest root {root}")
-    if p.is_dir():
-        files = []
-        for f in sorted(p.rglob("*")):
-            if f.suffix.lower() in VIDEO_EXTENSIONS and f.is_file():
-                real = f.resolve()
-                if _inside(real, root):  # a symlink inside the root may point out of it
-                    files.append(str(real))
-        return files
-    if p.is_file():
-        return [str(p)]
-    raise PathRefused(f"path {raw[:200]!r} does not exist (under the ingest root {root})")
+    if not (p.is_dir() or p.is_file()):
+        raise PathRefused(f"path {raw[:200]!r} does not exist (under the ingest root {root})")
+    files = []
+    for f in expand_paths([p]):  # the file itself, or the video files under the folder
+        real = Path(f).resolve()
+        if _inside(real, root) and real.is_file():  # a symlink inside the root may point out of it
+            files.append(str(real))
+    return files
 
 
 def check_ingest_paths(paths: list[str], root: Path) -> list[str]:
@@ -103,14 +100,14 @@ class Job:
 class IngestJobs:
     """Runs ingest jobs one after another on a background thread; remembers the last ``keep`` jobs.
 
-    Each file is ingested in its own commit, so progress is per file and each video becomes searchable
-    as soon as it is done. ``on_commit`` is called after each commit (the server refreshes its catalog).
+    ``ingest(path)`` ingests one file in its own commit (the server's: ``engine.ingest([path])`` under its
+    version guard, see :meth:`maxsim.server.app.ServerState.ingest_file`), so progress is per file and each
+    video becomes searchable as soon as it is done.
     """
 
-    def __init__(self, engine: Any, keep: int = 100, on_commit: Callable[[], None] | None = None) -> None:
-        self._engine = engine
+    def __init__(self, ingest: Callable[[str], IngestReport], keep: int = 100) -> None:
+        self._ingest = ingest
         self._keep = keep
-        self._on_commit = on_commit
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maxsim-ingest")
@@ -137,11 +134,6 @@ class IngestJobs:
         with self._lock:
             return list(self._jobs.values())
 
-    def active(self) -> int:
-        """Jobs queued or running."""
-        with self._lock:
-            return sum(j.status in ("queued", "running") for j in self._jobs.values())
-
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -151,7 +143,7 @@ class IngestJobs:
             for f in job.files:
                 job.current = f
                 try:
-                    report = self._engine.ingest([f], progress=False)
+                    report = self._ingest(f)
                 except LockedError as e:
                     job.failed.append({"path": f, "reason": str(e)})
                 else:
@@ -161,8 +153,6 @@ class IngestJobs:
                     job.segments += report.segments
                     if report.version is not None:
                         job.version = report.version
-                        if self._on_commit is not None:
-                            self._on_commit()
                 job.done += 1
             job.status = "done"
         except Exception as e:

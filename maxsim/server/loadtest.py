@@ -209,16 +209,14 @@ def _start_server(index: Path, cfg: dict[str, Any], log: Path) -> tuple[subproce
     if cfg.get("api_key"):
         env["MAXSIM_API_KEY"] = str(cfg["api_key"])
     env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    logf = open(log, "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
-    proc._maxsim_log = logf  # type: ignore[attr-defined]
+    with open(log, "wb") as logf:  # the child writes through its own copy of the descriptor
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     import httpx
 
     deadline = time.monotonic() + float(cfg["startup_timeout_s"])
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            logf.flush()
             raise LoadTestError(f"the server exited with {proc.returncode}: {log.read_text()[-2000:]}")
         try:
             if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
@@ -238,9 +236,6 @@ def _stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-    log = getattr(proc, "_maxsim_log", None)
-    if log is not None:
-        log.close()
 
 
 def run(config: dict[str, Any] | None, out_dir: str | os.PathLike) -> dict[str, Any]:

@@ -168,6 +168,7 @@ class Batching(BaseModel):
     mean_batch: float = Field(description="texts per engine call")
     largest_batch: int
     busy_s: float = Field(description="seconds spent in engine calls")
+    rejected: int = Field(0, description="searches turned away with 503: too many were waiting")
 
 
 class Health(BaseModel):
