@@ -52,7 +52,7 @@ _ASSIGN_ROWS = 1 << 16  # tokens assigned to centroids per matmul block
 
 # -- k-means -------------------------------------------------------------------------------------------
 def default_n_centroids(n_tokens: int) -> int:
-    """Centroids for a part of ``n_tokens`` tokens: a power of two near ``4 * sqrt(n_tokens)``, 16 to 65536."""
+    """Centroids for a part of ``n_tokens`` tokens: power of two near ``4 * sqrt(n_tokens)``, 16..65536."""
     if n_tokens <= 0:
         return 1
     c = 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n_tokens))))
@@ -69,12 +69,32 @@ def _assign(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return out
 
 
+KMEANSPP_MAX = 1024  # largest k seeded with k-means++ (sequential: k passes over 8k rows)
+
+
+def _kmeanspp(x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding on unit rows (distance 1 - cosine)."""
+    idx = [int(torch.randint(0, x.shape[0], (1,), generator=g))]
+    d = (1 - x @ x[idx[0]]).clamp(min=0)
+    for _ in range(1, k):
+        total = float(d.sum())
+        if total <= 0:
+            i = int(torch.randint(0, x.shape[0], (1,), generator=g))
+        else:
+            i = int(torch.multinomial(d / total, 1, generator=g))
+        idx.append(i)
+        d = torch.minimum(d, (1 - x @ x[i]).clamp(min=0))
+    return x[idx].clone()
+
+
 def spherical_kmeans(
     x: torch.Tensor, n_centroids: int, iters: int = 8, seed: int = 0
 ) -> torch.Tensor:
     """Unit centroids ``(n_centroids, dim)`` (float32) of the rows of ``x`` by cosine k-means.
 
-    Initialised with distinct random rows; an emptied cluster is re-seeded with a random row.
+    Initialised by k-means++ seeding on a sample of ``8 * n_centroids`` rows when ``n_centroids`` is at
+    most :data:`KMEANSPP_MAX` (distinct random rows above, as FAISS does); an emptied cluster is
+    re-seeded with a random row.
     """
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"k-means needs a non-empty (n, dim) matrix, got shape {tuple(x.shape)}")
@@ -82,7 +102,10 @@ def spherical_kmeans(
     n = x.shape[0]
     k = min(int(n_centroids), n)
     xf = torch.nn.functional.normalize(x.float(), dim=1)
-    c = xf[torch.randperm(n, generator=g)[:k]].clone()
+    if k <= KMEANSPP_MAX:
+        c = _kmeanspp(xf[torch.randperm(n, generator=g)[: 8 * k]], k, g)
+    else:
+        c = xf[torch.randperm(n, generator=g)[:k]].clone()
     for _ in range(iters):
         a = _assign(xf, c)
         sums = torch.zeros_like(c).index_add_(0, a, xf)

@@ -1,0 +1,220 @@
+"""Pruned search (token centroids + exact re-rank): agreement with exhaustive search, incremental parts,
+deletions, persistence."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from maxsim import kernels
+from maxsim.candidates import (
+    PRUNE_DIR,
+    PrunedSearcher,
+    build_part_index,
+    merge_topk,
+    read_prune_manifest,
+    spherical_kmeans,
+    update_prune_index,
+)
+from maxsim.store import IndexFormatError, SegmentRecord, Store
+from maxsim.synthetic_tokens import CorpusSpec, SyntheticCorpus
+
+SPEC = CorpusSpec(n_segments=1200, frames=4, tokens_per_frame=4, dim=32, n_concepts=256,
+                  segments_per_video=30, seed=3)
+
+
+def _add_part(store: Store, tokens: torch.Tensor, first_id: int, video_of=lambda i: f"v{i // 30}") -> None:
+    with store.writing():
+        base = store.manifest()
+        w = store.new_part()
+        for i in range(tokens.shape[0]):
+            w.add(first_id + i, SegmentRecord(video_of(first_id + i), "h", "s", 0.0, 1.0,
+                                              [0.0, 0.25, 0.5, 0.75], None, tokens[i]))
+        part = w.close()
+        store.commit(base, [part], next_segment_id=first_id + tokens.shape[0])
+
+
+def _delete(store: Store, ids: list[int]) -> None:
+    with store.writing():
+        store.commit(store.manifest(), deleted=ids, op="delete")
+
+
+def _exact(snap, q, q_off, k, allowed=None):
+    allowed = snap.live if allowed is None else allowed
+    ss, rr = [], []
+    for ch in snap.chunks:
+        ok = allowed[ch.rows]
+        s = kernels.maxsim_scores(q, q_off, ch.tokens, ch.offsets)
+        s[:, torch.from_numpy(~ok)] = float("-inf")
+        ss.append(s)
+        rr.append(torch.from_numpy(ch.rows).expand(s.shape[0], -1))
+    s, r = merge_topk(torch.cat(ss, 1), torch.cat(rr, 1), k)
+    return s, torch.where(torch.isfinite(s), r, torch.tensor(-1))
+
+
+def _queries(corpus: SyntheticCorpus, tokens: torch.Tensor, targets) -> tuple[torch.Tensor, torch.Tensor]:
+    qs = [corpus.query(tokens[t], n_tokens=16, n_match=8, seed=int(t)) for t in targets]
+    off = torch.zeros(len(qs) + 1, dtype=torch.int64)
+    off[1:] = torch.cumsum(torch.tensor([x.shape[0] for x in qs]), 0)
+    return torch.cat(qs), off
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    c = SyntheticCorpus(SPEC)
+    return c, c.block(0, SPEC.n_segments)
+
+
+def _store(tmp_path, tokens, n_parts=1) -> Store:
+    store = Store.create(tmp_path / "idx", {"name": "synthetic", "dim": SPEC.dim}, SPEC.dim)
+    bounds = np.linspace(0, tokens.shape[0], n_parts + 1).astype(int)
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        _add_part(store, tokens[lo:hi], int(lo))
+    return store
+
+
+def test_kmeans_finds_separated_clusters():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=1)
+    x = centers.repeat_interleave(50, 0) + 0.05 * torch.randn(400, 16, generator=g)
+    c = spherical_kmeans(x, 8, iters=10)
+    assert c.shape == (8, 16)
+    assert torch.allclose(c.norm(dim=1), torch.ones(8), atol=1e-5)
+    # every true centre has a learned centroid close to it
+    assert float((centers @ c.T).max(1).values.min()) > 0.95
+
+
+def test_inverted_lists_and_bags_agree(corpus):
+    _, tokens = corpus
+    t = tokens[:100].reshape(-1, SPEC.dim)
+    off = torch.arange(0, t.shape[0] + 1, SPEC.tokens_per_segment)
+    idx = build_part_index("p", [(t, off, np.arange(100))], 100, n_centroids=32)
+    pairs_lists = {(c, int(r)) for c in range(32) for r in idx.list_rows[idx.list_offsets[c]:idx.list_offsets[c + 1]]}
+    pairs_bags = {(int(c), s) for s in range(100) for c in idx.bag_codes[idx.bag_offsets[s]:idx.bag_offsets[s + 1]]}
+    assert pairs_lists == pairs_bags
+    assert all(idx.bag_offsets[s + 1] > idx.bag_offsets[s] for s in range(100))  # every segment listed
+
+
+def test_pruned_finds_exact_top1_and_exact_scores(tmp_path, corpus):
+    c, tokens = corpus
+    store = _store(tmp_path, tokens)
+    snap = store.snapshot()
+    with store.writing():
+        assert len(update_prune_index(snap)) == 1
+    targets = np.random.default_rng(0).choice(SPEC.n_segments, 20, replace=False)
+    q, q_off = _queries(c, tokens, targets)
+    es, er = _exact(snap, q, q_off, 10)
+    ps = PrunedSearcher(snap)
+    assert ps.covered
+    s, r, stats = ps.search(q, q_off, snap.live, 10, n_candidates=60, nprobe=4)
+    assert stats.candidates == 60 * len(targets)  # the candidate path ran, not a full scan
+    assert stats.fraction < 0.25
+    assert torch.equal(r[:, 0], er[:, 0])
+    assert (r[:, 0].numpy() == targets).all()
+    # returned scores are exact MaxSim scores of the returned rows
+    for i in range(len(targets)):
+        for j in range(10):
+            row = int(r[i, j])
+            d = snap.segment_tokens(row)
+            ref = kernels.maxsim_scores(q[q_off[i]:q_off[i + 1]], torch.tensor([0, q_off[i + 1] - q_off[i]]),
+                                        d, torch.tensor([0, d.shape[0]]))[0, 0]
+            assert float(s[i, j]) == pytest.approx(float(ref), abs=1e-5)
+    def recall(r):
+        return np.mean([len(set(r[i].tolist()) & set(er[i].tolist())) / 10 for i in range(len(targets))])
+
+    _, r_wide, _ = ps.search(q, q_off, snap.live, 10, n_candidates=240, nprobe=8)
+    print("recall@10", recall(r), recall(r_wide))
+    assert recall(r_wide) >= 0.97
+    assert recall(r_wide) >= recall(r) >= 0.6
+
+
+def test_enough_candidates_equals_exhaustive(tmp_path, corpus):
+    c, tokens = corpus
+    store = _store(tmp_path, tokens[:300], n_parts=2)
+    snap = store.snapshot()
+    with store.writing():
+        update_prune_index(snap)
+    q, q_off = _queries(c, tokens, [3, 150, 299])
+    es, er = _exact(snap, q, q_off, 5)
+    s, r, _ = PrunedSearcher(snap).search(q, q_off, snap.live, 5, n_candidates=300, nprobe=2)
+    assert torch.equal(r, er)
+    assert torch.allclose(s, es)
+
+
+def test_incremental_parts_deletes_and_persistence(tmp_path, corpus):
+    c, tokens = corpus
+    store = _store(tmp_path, tokens[:600])
+    with store.writing():
+        first = update_prune_index(store.snapshot())
+    man1 = read_prune_manifest(store.root)
+    files1 = {p.name: p.stat().st_mtime_ns for p in (store.root / PRUNE_DIR).glob("*.npy")}
+    _add_part(store, tokens[600:], 600)
+    snap = store.snapshot()
+    # a part without a prune index is searched exhaustively, so results stay exact
+    q, q_off = _queries(c, tokens, [10, 700, 1100])
+    es, er = _exact(snap, q, q_off, 5)
+    ps = PrunedSearcher(snap)
+    assert not ps.covered
+    s, r, stats = ps.search(q, q_off, snap.live, 5, n_candidates=40, nprobe=4)
+    assert stats.exhaustive_parts == 1
+    assert torch.equal(r[:, 0], er[:, 0])
+    with store.writing():
+        second = update_prune_index(snap)
+    assert len(second) == 1 and second != first  # only the new part was built
+    man2 = read_prune_manifest(store.root)
+    assert man2["parts"][first[0]] == man1["parts"][first[0]]
+    for name, mtime in files1.items():  # the first part's files were not rewritten
+        assert (store.root / PRUNE_DIR / name).stat().st_mtime_ns == mtime
+    with store.writing():
+        assert update_prune_index(snap) == []  # nothing to do
+    # delete the exact top hits: the pruned search must never return them, and must match exact again
+    gone = sorted({int(snap.segment_ids[int(x)]) for x in er[:, :2].reshape(-1)})
+    _delete(store, gone)
+    snap = store.snapshot()
+    es, er = _exact(snap, q, q_off, 5)
+    s, r, _ = PrunedSearcher(snap).search(q, q_off, snap.live, 5, n_candidates=40, nprobe=4)
+    ids = {int(snap.segment_ids[int(x)]) for x in r.reshape(-1) if x >= 0}
+    assert not ids & set(gone)
+    assert torch.equal(r[:, 0], er[:, 0])
+    # a filter (allowed mask) is respected the same way
+    allowed = snap.live.copy()
+    allowed[:600] = False
+    s, r, _ = PrunedSearcher(snap).search(q, q_off, allowed, 5, n_candidates=40, nprobe=4)
+    assert (r[r >= 0] >= 600).all()
+
+
+def test_stale_entries_are_removed_and_damage_is_reported(tmp_path, corpus):
+    _, tokens = corpus
+    store = _store(tmp_path, tokens[:200])
+    with store.writing():
+        (pid,) = update_prune_index(store.snapshot())
+    path = store.root / PRUNE_DIR / "manifest.json"
+    data = json.loads(path.read_text())
+    data["parts"]["p-gone"] = dict(data["parts"][pid])  # an entry of a part that left the index
+    (store.root / PRUNE_DIR / "leftover.npy").write_bytes(b"x")  # a file of an interrupted build
+    path.write_text(json.dumps(data))
+    with store.writing():
+        assert update_prune_index(store.snapshot()) == []
+    data = read_prune_manifest(store.root)
+    assert set(data["parts"]) == {pid}
+    assert not (store.root / PRUNE_DIR / "leftover.npy").exists()
+    for key in ("list_rows", "bag_codes"):
+        (store.root / PRUNE_DIR / data["parts"][pid][key]).write_bytes(b"not npy")
+        with pytest.raises(IndexFormatError, match="prune files"):
+            PrunedSearcher(store.snapshot())
+        break
+
+
+def test_search_arguments_are_checked(tmp_path, corpus):
+    c, tokens = corpus
+    store = _store(tmp_path, tokens[:100])
+    snap = store.snapshot()
+    q, q_off = _queries(c, tokens, [1])
+    ps = PrunedSearcher(snap)
+    with pytest.raises(ValueError, match="n_candidates"):
+        ps.search(q, q_off, snap.live, 10, n_candidates=5)
+    with pytest.raises(ValueError, match="nprobe"):
+        ps.search(q, q_off, snap.live, 10, n_candidates=50, nprobe=0)
