@@ -462,9 +462,9 @@ class EncoderOutputError(ValueError):
 def _merge(s: torch.Tensor, r: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Best k of concatenated candidates, score descending then row ascending."""
     key = torch.where(r < 0, torch.iinfo(torch.int64).max, r)
-    order = torch.argsort(key, 1, stable=True)
+    order = torch.argsort(key, dim=1, stable=True)
     s, r = s.gather(1, order), r.gather(1, order)
-    order = torch.argsort(s, 1, descending=True, stable=True)[:, :k]
+    order = torch.argsort(s, dim=1, descending=True, stable=True)[:, :k]
     return s.gather(1, order), r.gather(1, order)
 
 

@@ -3,6 +3,7 @@ frame sampler, then every segment becomes a :class:`~maxsim.types.Clip` with a J
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -12,7 +13,7 @@ import numpy as np
 
 from maxsim.segment import Segmenter, load_segmenter
 from maxsim.types import Clip, Segment
-from maxsim.video import VideoError, iter_frames, probe
+from maxsim.video import VideoError, iter_frames
 
 THUMBNAIL_SIDE = 320
 THUMBNAIL_QUALITY = 85
@@ -84,7 +85,9 @@ class FrameSampler:
         """Times (seconds) of the frames kept so far."""
         return np.asarray(self._times, dtype=np.float64)
 
-    def __len__(self) -> int:
+    @property
+    def n_frames(self) -> int:
+        """How many frames are kept so far. (No ``__len__``: an empty sampler must stay truthy.)"""
         return len(self._times)
 
     def feed(self, t: float, frame_bgr: np.ndarray) -> None:
@@ -96,6 +99,14 @@ class FrameSampler:
         small = _resize_max_side(frame_bgr, self.max_side)
         self._frames.append(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
         self._times.append(float(t))
+
+    def discard_before(self, t: float) -> None:
+        """Drop the kept frames before time ``t`` except the latest of them (a very short segment that
+        follows may still need it as its nearest frame)."""
+        i = bisect.bisect_left(self._times, t) - 1
+        if i > 0:
+            del self._frames[:i]
+            del self._times[:i]
 
     def _indices(self, seg: Segment, last: bool) -> np.ndarray:
         ts = np.asarray(self._times, dtype=np.float64)
@@ -134,39 +145,62 @@ def iter_clips(
     path: str | os.PathLike,
     segmenter: Segmenter | str = "scenes",
     sampler: FrameSampler | None = None,
+    prefetch: int = 8,
 ) -> Iterator[tuple[Clip, bytes]]:
     """Decode ``path`` once, segment it and yield ``(clip, jpeg_thumbnail)`` per segment in time order.
 
     Every decoded frame feeds the segmenter's run (when it needs frames) and a fresh copy of ``sampler``
-    (the given one only supplies the settings). The video's duration is the end of its last frame (its
-    time plus its frame interval). Raises :class:`~maxsim.video.VideoError` for an unusable or
-    truncated video, before any clip is yielded.
+    (the given one only supplies the settings; default ``FrameSampler()``). The video's duration is the
+    end of its last frame (its time plus its frame interval): the ``end`` of the last clip with the
+    built-in segmenters. ``prefetch`` frames are decoded ahead in a background thread (0: none).
 
-    Memory is bounded by the sampled frames (at the sampler's ``max_side``); the per-video state is
-    built so that a later version can yield clips while decoding, once segments are final.
+    Streaming: when the segmenter's run offers ``final_segments(t)`` (the built-in ones do: fixed spans
+    as soon as they are decoded, scenes once a cut with long enough scenes on both sides is found),
+    clips are yielded during decoding and their frames are freed, so memory holds the sampled frames
+    of the segments still open rather than of the whole video. The clips are the same either way.
+
+    Raises :class:`~maxsim.video.VideoError` for an unusable video at the first ``next()``, and for a
+    truncated one (that the file's structure does not reveal) when decoding stops, possibly after some
+    clips were yielded: consumers must not commit a video's clips before the iterator is exhausted.
     """
     segmenter = load_segmenter(segmenter)
-    sampler = (sampler or FrameSampler()).fresh()
+    sampler = (sampler if sampler is not None else FrameSampler()).fresh()
     run = segmenter.start()
     feed_segmenter = segmenter.needs_frames
+    final_segments = getattr(run, "final_segments", None)
     spath = str(path)
-    last_t = prev_t = None
-    for t, frame in iter_frames(spath):
-        if feed_segmenter:
-            run.feed(t, frame)
-        sampler.feed(t, frame)
-        prev_t, last_t = last_t, t
-    assert last_t is not None  # iter_frames raises when no frame decodes
-    if prev_t is not None and last_t > prev_t:
-        interval = last_t - prev_t
-    else:
-        info_fps = probe(spath).fps
-        interval = 1.0 / info_fps if info_fps > 0 else 1.0 / 25.0
-    duration = last_t + interval
-    segments = run.finish(duration)
+    emitted: list[Segment] = []
+    with iter_frames(spath, prefetch=prefetch) as frames:  # closed (decode thread stopped) if abandoned
+        for t, frame in frames:
+            if feed_segmenter:
+                run.feed(t, frame)
+            kept = sampler.n_frames
+            sampler.feed(t, frame)
+            if final_segments is not None and sampler.n_frames > kept:  # check at the sampling rate
+                final = final_segments(t)
+                while len(emitted) < len(final):
+                    seg = final[len(emitted)]
+                    item = sampler.clip(spath, seg)
+                    emitted.append(seg)
+                    sampler.discard_before(seg.end)
+                    yield item
+    segments = run.finish(frames.duration)
     if not segments:
         raise VideoError(spath, f"segmenter {segmenter.name} returned no segment")
-    yield from sampler.clips(spath, segments)
+    for a, b in zip(segments[:-1], segments[1:], strict=True):
+        if not (a.start < a.end <= b.start + 1e-9) or not (b.start < b.end):
+            raise ValueError(
+                f"segmenter {segmenter.name} returned overlapping, empty or unordered segments for {spath}: "
+                f"{a} then {b}"
+            )
+    if segments[: len(emitted)] != emitted:
+        raise RuntimeError(
+            f"segmenter {segmenter.name} changed segments it had reported final for {spath} "
+            f"(final_segments must return a growing prefix of what finish returns)"
+        )
+    n = len(segments)
+    for i in range(len(emitted), n):
+        yield sampler.clip(spath, segments[i], last=(i == n - 1))
 
 
 __all__ = ["FrameSampler", "iter_clips", "jpeg_thumbnail"]

@@ -7,8 +7,12 @@ per-video run that is fed the frames of the single decode pass and returns the s
 
 from __future__ import annotations
 
+import bisect
 import copy
+import heapq
 import importlib
+import inspect
+import logging
 import math
 import os
 from collections.abc import Iterable
@@ -22,6 +26,7 @@ from maxsim.types import Segment
 from maxsim.video import iter_frames
 
 _EPS = 1e-9
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -30,7 +35,12 @@ _EPS = 1e-9
 
 @runtime_checkable
 class SegmenterRun(Protocol):
-    """Segmentation state of one video: fed every decoded frame in time order, then finished."""
+    """Segmentation state of one video: fed every decoded frame in time order, then finished.
+
+    A run may also offer ``final_segments(t: float) -> list[Segment]``: the segments that can no longer
+    change once the frames up to time ``t`` were decoded (fed), a growing prefix of what ``finish``
+    returns. :func:`maxsim.frames.iter_clips` then yields clips while decoding (see there).
+    """
 
     def feed(self, t: float, frame_bgr: np.ndarray) -> None: ...
 
@@ -58,26 +68,14 @@ class Segmenter(Protocol):
 def run_segmenter(segmenter: Segmenter, path: str | os.PathLike) -> list[Segment]:
     """Decode ``path`` once and segment it (the video's duration is that of its decoded frames)."""
     run = segmenter.start()
-    feed = segmenter.needs_frames
-    duration = 0.0
-    prev_t = None
-    dt = 0.0
-    for t, frame in iter_frames(path):
-        if feed:
-            run.feed(t, frame)
-        if prev_t is not None:
-            dt = t - prev_t
-        prev_t = t
-    if prev_t is not None:
-        duration = prev_t + (dt if dt > 0 else _frame_interval_fallback(path))
-    return run.finish(duration)
-
-
-def _frame_interval_fallback(path: str | os.PathLike) -> float:
-    from maxsim.video import probe
-
-    fps = probe(path).fps
-    return 1.0 / fps if fps > 0 else 1.0 / 25.0
+    with iter_frames(path, prefetch=8) as frames:
+        if segmenter.needs_frames:
+            for t, frame in frames:
+                run.feed(t, frame)
+        else:
+            for _ in frames:
+                pass
+    return run.finish(frames.duration)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -107,18 +105,7 @@ def normalize_segments(
     creates a segment below the minimum.
     """
     duration = _check_duration(duration)
-    min_seconds = float(min_seconds or 0.0)
-    if not math.isfinite(min_seconds) or min_seconds < 0:
-        raise ValueError(f"min_seconds must be >= 0, got {min_seconds!r}")
-    if max_seconds is not None:
-        max_seconds = float(max_seconds)
-        if not (max_seconds > 0) or math.isnan(max_seconds):
-            raise ValueError(f"max_seconds must be > 0 or None, got {max_seconds!r}")
-        if max_seconds < 2 * min_seconds:
-            raise ValueError(
-                f"max_seconds ({max_seconds}) must be at least twice min_seconds ({min_seconds}) so that "
-                "splitting long segments cannot produce segments below the minimum"
-            )
+    min_seconds, max_seconds = _check_limits(min_seconds, max_seconds)
     points: list[float] = []
     for item in cuts_or_segments:
         if isinstance(item, Segment):
@@ -136,32 +123,73 @@ def normalize_segments(
         bounds.pop()
     bounds.append(duration)
 
+    return _to_segments(_normalize_bounds(bounds, min_seconds, max_seconds))
+
+
+def _check_limits(min_seconds: float, max_seconds: float | None) -> tuple[float, float | None]:
+    min_seconds = float(min_seconds or 0.0)
+    if not math.isfinite(min_seconds) or min_seconds < 0:
+        raise ValueError(f"min_seconds must be >= 0, got {min_seconds!r}")
+    if max_seconds is not None:
+        max_seconds = float(max_seconds)
+        if not (max_seconds > 0) or math.isnan(max_seconds):
+            raise ValueError(f"max_seconds must be > 0 or None, got {max_seconds!r}")
+        if max_seconds < 2 * min_seconds:
+            raise ValueError(
+                f"max_seconds ({max_seconds}) must be at least twice min_seconds ({min_seconds}) so that "
+                "splitting long segments cannot produce segments below the minimum"
+            )
+    return min_seconds, max_seconds
+
+
+def _normalize_bounds(bounds: list[float], min_seconds: float, max_seconds: float | None) -> list[float]:
+    """Merge short and split long segments of the sorted, distinct ``bounds`` (first and last kept)."""
     if min_seconds > 0 and len(bounds) > 2:
         bounds = _merge_short(bounds, min_seconds)
     if max_seconds is not None:
         bounds = _split_long(bounds, max_seconds)
+    return bounds
+
+
+def _to_segments(bounds: list[float]) -> list[Segment]:
     return [Segment(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
 
 
 def _merge_short(bounds: list[float], min_seconds: float) -> list[float]:
-    lengths = np.diff(np.asarray(bounds, dtype=np.float64))
-    alive = list(bounds)
-    lengths = list(lengths)
-    while len(lengths) > 1:
-        i = int(np.argmin(lengths))
-        if lengths[i] >= min_seconds - _EPS:
+    """Repeatedly merge the shortest segment below ``min_seconds`` (leftmost on ties) into its shorter
+    neighbour (the left one on ties); O(n log n) with a heap over a linked list of segments."""
+    n = len(bounds) - 1
+    start = list(bounds[:-1])
+    end = list(bounds[1:])
+    prev = list(range(-1, n - 1))
+    nxt = list(range(1, n + 1))
+    nxt[-1] = -1
+    alive = [True] * n
+    heap = [(end[i] - start[i], i) for i in range(n)]
+    heapq.heapify(heap)
+    count = n
+    while heap and count > 1:
+        length, i = heapq.heappop(heap)
+        if not alive[i] or length != end[i] - start[i]:
+            continue  # stale entry
+        if length >= min_seconds - _EPS:
             break
-        if i == 0:
-            j = 1
-        elif i == len(lengths) - 1:
-            j = i - 1
+        p, q = prev[i], nxt[i]
+        if p < 0:
+            left = i
+        elif q < 0:
+            left = p
         else:
-            j = i - 1 if lengths[i - 1] <= lengths[i + 1] else i + 1
-        lo = min(i, j)  # merge segments lo and lo + 1: remove the boundary between them
-        del alive[lo + 1]
-        lengths[lo] = alive[lo + 1] - alive[lo]
-        del lengths[lo + 1]
-    return alive
+            left = p if end[p] - start[p] <= end[q] - start[q] else i
+        right = nxt[left]
+        end[left] = end[right]  # merge right into left
+        alive[right] = False
+        nxt[left] = nxt[right]
+        if nxt[right] >= 0:
+            prev[nxt[right]] = left
+        count -= 1
+        heapq.heappush(heap, (end[left] - start[left], left))
+    return [start[i] for i in range(n) if alive[i]] + [bounds[-1]]
 
 
 def _split_long(bounds: list[float], max_seconds: float) -> list[float]:
@@ -183,6 +211,13 @@ class _FixedRun:
 
     def feed(self, t: float, frame_bgr: np.ndarray) -> None:
         pass
+
+    def final_segments(self, t: float) -> list[Segment]:
+        """The spans that end at or before ``t`` (a decoded frame's time, so before the video's end)."""
+        n = max(0, math.floor(t / self._seconds + 1e-9))
+        while n > 0 and n * self._seconds > t:
+            n -= 1
+        return [Segment(k * self._seconds, (k + 1) * self._seconds) for k in range(n)]
 
     def finish(self, duration: float) -> list[Segment]:
         return fixed_segments(duration, self._seconds)
@@ -236,6 +271,13 @@ DETECTORS: dict[str, tuple[str, dict[str, Any]]] = {
     "threshold": ("ThresholdDetector", {"threshold": 12.0, "min_scene_len": 0.6}),
 }
 
+
+def _bounded_lag_classes() -> tuple[type, ...]:
+    from scenedetect.detectors import AdaptiveDetector, ContentDetector, HashDetector, HistogramDetector
+
+    return (AdaptiveDetector, ContentDetector, HashDetector, HistogramDetector)
+
+
 DETECTION_WIDTH = 256  # frames wider than this are downscaled for detection, as SceneManager does
 
 
@@ -248,15 +290,85 @@ def _fmt(v: Any) -> str:
 
 
 def _detector_settings(det: Any) -> dict[str, Any]:
-    """Public scalar attributes of a detector instance (for its recorded name)."""
+    """Constructor settings readable back from a detector instance (for its recorded name)."""
     out = {}
-    for k, v in sorted(vars(det).items()):
-        k = k.lstrip("_")
-        if k in out or k.startswith(("last", "buffer", "frame", "stats", "flash", "merge")):
+    try:
+        params = inspect.signature(type(det).__init__).parameters
+    except (TypeError, ValueError):
+        return out
+    for p in params:
+        if p == "self":
             continue
-        if isinstance(v, (bool, int, float, str)):
-            out[k] = v
+        for attr in (p, "_" + p):
+            v = getattr(det, attr, None)
+            if isinstance(v, (bool, int, float, str)) or (hasattr(v, "name") and hasattr(v, "value")):
+                out[p] = v
+                break
     return out
+
+
+class _CutStream:
+    """Cut times arriving in time order -> the normalised segments, released as soon as they are final.
+
+    A cut whose raw neighbouring segments are both at least ``min_seconds`` long is a firewall: no merge
+    ever crosses it, so the segments before it are final and equal to those the whole cut list would
+    give (:func:`normalize_segments`). The segment after the newest cut is known to be long enough
+    once the decoder is ``min_seconds + lag_s`` past it (``lag_s``: how far behind the current frame a
+    detector may still place a cut; None: only a later cut proves it).
+    """
+
+    def __init__(self, min_seconds: float, max_seconds: float | None, lag_s: float | None):
+        self._min, self._max = _check_limits(min_seconds, max_seconds)
+        self.lag_s = lag_s
+        self._fixed = 0.0  # time up to which segments are final
+        self._open: list[float] = []  # sorted cuts after _fixed
+        self.final: list[Segment] = []
+
+    def add(self, cut: float) -> None:
+        cut = float(cut)
+        if not math.isfinite(cut) or cut <= self._fixed + _EPS:
+            if math.isfinite(cut) and cut > _EPS:
+                logger.debug(
+                    "scene cut at %.3f s arrived after segments up to %.3f s were final", cut, self._fixed
+                )
+            return
+        i = bisect.bisect_left(self._open, cut)
+        if (i < len(self._open) and self._open[i] - cut <= _EPS) or (
+            i > 0 and cut - self._open[i - 1] <= _EPS
+        ):
+            return
+        self._open.insert(i, cut)
+
+    def advance(self, t: float) -> list[Segment]:
+        """Release what is final once the decoder has reached time ``t``; returns all final segments."""
+        seq = [self._fixed, *self._open]
+        floor = self._min - _EPS
+        best = 0
+        for j in range(len(seq) - 1, 0, -1):
+            if seq[j] - seq[j - 1] < floor:
+                continue
+            if j + 1 < len(seq):
+                ok = seq[j + 1] - seq[j] >= floor
+            else:
+                ok = self.lag_s is not None and t - self.lag_s >= seq[j] + self._min
+            if ok:
+                best = j
+                break
+        if best:
+            self.final += _to_segments(_normalize_bounds(seq[: best + 1], self._min, self._max))
+            self._fixed = seq[best]
+            self._open = self._open[best:]
+        return self.final
+
+    def finish(self, duration: float) -> list[Segment]:
+        """All segments of ``[0, duration]``: the final ones, then the rest normalised."""
+        duration = _check_duration(duration)
+        if duration <= self._fixed + _EPS:
+            raise ValueError(
+                f"duration {duration} ends before segments already released (up to {self._fixed})"
+            )
+        rest = [self._fixed, *(c for c in self._open if c < duration - _EPS), duration]
+        return self.final + _to_segments(_normalize_bounds(rest, self._min, self._max))
 
 
 class _SceneRun:
@@ -271,8 +383,16 @@ class _SceneRun:
         self._max = max_seconds
         self._pending: list[tuple[float, np.ndarray]] = []
         self._rate: Fraction | None = None
-        self._cuts: list[float] = []
+        self._cuts = _CutStream(min_seconds, max_seconds, None)
         self._last_tc = None
+        self._last_t = -math.inf
+        # How far behind the current frame these detectors may still place a cut (in frames); other
+        # detectors (fades, user classes) only release segments once a later cut is found.
+        self._lag_frames = (
+            int(getattr(detector, "event_buffer_length", 0) or 0)
+            if isinstance(detector, _bounded_lag_classes())
+            else None
+        )
 
     def _small(self, frame: np.ndarray) -> np.ndarray:
         h, w = frame.shape[:2]
@@ -280,7 +400,7 @@ class _SceneRun:
             return frame
         f = w / self._width
         size = (max(1, round(w / f)), max(1, round(h / f)))
-        return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        return cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)  # as SceneManager does
 
     def _timecode(self, t: float):
         from scenedetect.common import FrameTimecode, Timecode
@@ -292,8 +412,9 @@ class _SceneRun:
     def _process(self, t: float, small: np.ndarray) -> None:
         tc = self._timecode(t)
         self._last_tc = tc
+        self._last_t = t
         for cut in self._det.process_frame(tc, small):
-            self._cuts.append(float(cut.seconds))
+            self._cuts.add(float(cut.seconds))
 
     def _flush(self, rate_hint: float | None = None) -> None:
         if self._rate is None:
@@ -301,6 +422,8 @@ class _SceneRun:
             dt = (ts[-1] - ts[0]) / (len(ts) - 1) if len(ts) > 1 else (rate_hint or 0.0)
             fps = 1.0 / dt if dt > 0 else 25.0
             self._rate = Fraction(fps).limit_denominator(1001)
+            if self._lag_frames is not None:
+                self._cuts.lag_s = (self._lag_frames + 2) / fps
         for t, small in self._pending:
             self._process(t, small)
         self._pending = []
@@ -321,8 +444,12 @@ class _SceneRun:
             self._flush(rate_hint=duration - last if duration > last else None)
         if self._last_tc is not None:
             for cut in self._det.post_process(self._last_tc):
-                self._cuts.append(float(cut.seconds))
-        return normalize_segments(self._cuts, duration, self._min, self._max)
+                self._cuts.add(float(cut.seconds))
+        return self._cuts.finish(duration)
+
+    def final_segments(self, t: float) -> list[Segment]:
+        """The segments that can no longer change, given the frames fed so far."""
+        return self._cuts.advance(self._last_t) if self._rate is not None else []
 
 
 class SceneSegmenter:

@@ -7,6 +7,8 @@ import hashlib
 import logging
 import math
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,66 +218,199 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     return VideoInfo(spath, duration, fps, n_frames, width, height)
 
 
-def iter_frames(path: str | os.PathLike) -> Iterator[tuple[float, np.ndarray]]:
+def iter_frames(path: str | os.PathLike, prefetch: int = 0) -> DecodedFrames:
     """Decode the video once, yielding ``(time_s, frame)`` with ``frame`` a BGR uint8 ``(H, W, 3)``.
 
-    Times are the decoder's presentation times (safe for variable frame rates), strictly increasing;
-    where the container gives none (or non-increasing ones) the time continues from the previous
-    frame by the nominal frame interval.
+    Times are the decoder's presentation times (safe for variable frame rates) in whole microseconds,
+    strictly increasing; where the container gives none (or non-increasing ones) the time continues from
+    the previous frame by the last frame interval. The returned iterator's ``duration`` is the end of the
+    last frame decoded so far (its time plus its interval): the video's duration once exhausted.
 
-    Raises :class:`VideoError` before the first frame for a missing, empty or unreadable file, and
-    during iteration for a video with no decodable frame or one that is truncated (it ends well before
-    the frame count its container announces). A truncated video raises after its decodable frames were
-    yielded, so consumers must not commit results before the iterator is exhausted.
+    ``prefetch > 0`` decodes in a background thread, up to that many frames ahead of the consumer, so
+    that decoding overlaps the consumer's per-frame work (memory: ``prefetch`` full-size frames).
+
+    Raises :class:`VideoError` at once for a missing, empty or unreadable file, and during iteration for
+    a video with no decodable frame or one that is truncated (it ends well before the frame count its
+    container announces). A truncated video raises after its decodable frames were yielded, so
+    consumers must not commit results before the iterator is exhausted.
     """
     spath = _check_file(path)
-    cap = _open(spath)
-    return _frames(spath, cap)
+    return DecodedFrames(_Reader(spath, _open(spath)), prefetch=prefetch)
 
 
-def _frames(path: str, cap: cv2.VideoCapture) -> Iterator[tuple[float, np.ndarray]]:
-    try:
-        fps = _sane_fps(cap.get(cv2.CAP_PROP_FPS))
+class _Reader:
+    """Reads frames and their times from an open capture; keeps the counts the checks need."""
+
+    def __init__(self, path: str, cap: cv2.VideoCapture):
+        self.path = path
+        self.cap: cv2.VideoCapture | None = cap
+        self.fps = _sane_fps(cap.get(cv2.CAP_PROP_FPS))
         claimed = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-        claimed = int(claimed) if math.isfinite(claimed) and claimed > 0 else 0
-        nominal = 1.0 / (fps or _FALLBACK_FPS)
-        n = 0
-        prev_t = -math.inf
-        prev_dt = nominal
-        while True:
-            try:
-                ok, frame = cap.read()
-            except cv2.error as e:  # some builds raise instead of returning False on corrupt data
-                logger.debug("%s: decoder error after %d frames: %s", path, n, e)
-                ok, frame = False, None
-            if not ok or frame is None:
-                break
-            if frame.ndim == 2:
-                frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-            elif frame.shape[2] == 4:
-                frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
-            ms = cap.get(cv2.CAP_PROP_POS_MSEC)
-            t = ms / 1000.0 if math.isfinite(ms) and ms >= 0.0 else math.nan
-            if n == 0:
-                if not math.isfinite(t):
-                    t = 0.0
-            elif not math.isfinite(t) or t <= prev_t + 1e-9:
-                t = prev_t + prev_dt
-            else:
-                prev_dt = t - prev_t
-            prev_t = t
-            n += 1
-            yield t, frame
+        self.announced = int(claimed) if math.isfinite(claimed) and claimed > 0 else 0
+        self.n = 0
+        self.last_t = -math.inf
+        self.dt = 1.0 / (self.fps or _FALLBACK_FPS)  # interval of the last frame
+        self.done = False
+
+    def read(self) -> tuple[float, np.ndarray] | None:
+        """The next frame, or None at the end (after checking that the video was complete)."""
+        cap = self.cap
+        if cap is None or self.done:
+            return None
+        try:
+            ok, frame = cap.read()
+        except cv2.error as e:  # some builds raise instead of returning False on corrupt data
+            logger.debug("%s: decoder error after %d frames: %s", self.path, self.n, e)
+            ok, frame = False, None
+        if not ok or frame is None:
+            self.done = True
+            self.release()
+            self.check_complete()
+            return None
+        if frame.ndim == 2:
+            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        elif frame.shape[2] == 4:
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+        ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+        t = round(ms * 1000.0) / 1e6 if math.isfinite(ms) and ms >= 0.0 else math.nan
+        if self.n == 0:
+            if not math.isfinite(t):
+                t = 0.0
+        elif not math.isfinite(t) or t <= self.last_t:
+            t = round(self.last_t + self.dt, 6)
+        else:
+            self.dt = round(t - self.last_t, 6)
+        self.last_t = t
+        self.n += 1
+        return t, frame
+
+    def check_complete(self) -> None:
+        n, claimed = self.n, self.announced
         if n == 0:
-            raise VideoError(path, "no decodable video frame")
+            raise VideoError(self.path, "no decodable video frame")
         missing = claimed - n
         if claimed and missing > max(TRUNCATION_MIN_MISSING, TRUNCATION_TOLERANCE * claimed):
+            expected = f" of {claimed / self.fps:.2f} s" if self.fps else ""
+            end = round(self.last_t + self.dt, 6)
             raise VideoError(
-                path,
+                self.path,
                 f"truncated or corrupt video: decoding stopped after {n} of the {claimed} frames the "
-                f"container announces (at {prev_t + prev_dt:.2f} s of {claimed * nominal:.2f} s)",
+                f"container announces (at {end:.2f} s{expected})",
             )
         if claimed and missing > 0:
-            logger.debug("%s: decoded %d of %d announced frames", path, n, claimed)
+            logger.debug("%s: decoded %d of %d announced frames", self.path, n, claimed)
+
+    def release(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+_END = object()
+
+
+def _produce(reader: _Reader, q: queue.Queue, stop: threading.Event) -> None:
+    """Background decoding: frames into ``q``, then _END or the exception that ended it."""
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        while not stop.is_set():
+            item = reader.read()
+            if item is None or not put(item):
+                break
+        put(_END)
+    except BaseException as e:  # handed to the consumer, raised there
+        put(e)
     finally:
-        cap.release()
+        reader.release()
+
+
+class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
+    """The single decode pass over one video (see :func:`iter_frames`); closes the decoder when done."""
+
+    def __init__(self, reader: _Reader, prefetch: int = 0):
+        self._reader = reader
+        self.path = reader.path
+        self.fps = reader.fps  # the container's average frame rate, 0.0 if unknown
+        self.announced_frames = reader.announced  # frame count the container announces, 0 if unknown
+        self._prefetch = max(0, int(prefetch))
+        self._queue: queue.Queue | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._finished = False
+
+    @property
+    def n_frames(self) -> int:
+        """Frames decoded so far."""
+        return self._reader.n
+
+    @property
+    def duration(self) -> float:
+        """End time (s) of the last frame decoded so far (its time plus its interval); 0.0 before."""
+        r = self._reader
+        return round(r.last_t + r.dt, 6) if r.n else 0.0
+
+    def __iter__(self) -> DecodedFrames:
+        return self
+
+    def __next__(self) -> tuple[float, np.ndarray]:
+        if self._finished:
+            raise StopIteration
+        if not self._prefetch:
+            try:
+                item = self._reader.read()
+            except BaseException:
+                self._finished = True
+                raise
+        else:
+            if self._thread is None:
+                self._queue = queue.Queue(maxsize=self._prefetch)
+                self._thread = threading.Thread(
+                    target=_produce,
+                    args=(self._reader, self._queue, self._stop),
+                    daemon=True,
+                    name=f"decode {os.path.basename(self.path)}",
+                )
+                self._thread.start()
+            assert self._queue is not None
+            item = self._queue.get()
+            if item is _END:
+                item = None
+            elif isinstance(item, BaseException):
+                self._finished = True
+                self._thread.join()
+                raise item
+        if item is None:
+            self._finished = True
+            if self._thread is not None:
+                self._thread.join()
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        """Stop decoding and release the decoder."""
+        self._finished = True
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._reader.release()
+
+    def __enter__(self) -> DecodedFrames:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass

@@ -12,8 +12,13 @@ ENC = "tests.color_encoder:ColorEncoder"
 
 
 def run(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "maxsim.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "maxsim.cli", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +40,8 @@ def test_ingest_search_info(tmp_path, repo_root):
     hits = json.loads(r.stdout)
     assert len(hits) == 3 and {"video", "start", "end", "score", "segment_id", "best_time"} <= set(hits[0])
     assert (hits[0]["video"].endswith("one.mp4") and hits[0]["start"] == 2.0) or hits[0]["video"].endswith(
-        "two.mp4")
+        "two.mp4"
+    )
     r = run("search", idx, "white", "-k", "1", cwd=repo_root)
     assert r.returncode == 0 and "two.mp4" in r.stdout and "2.00-4.00" in r.stdout.replace(" ", "")
 
@@ -54,8 +60,9 @@ def test_failures_set_the_exit_code(tmp_path, repo_root):
     good = write_video(tmp_path / "good.mp4", [(2.0, "red")])
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
-    r = run("ingest", tmp_path / "idx", good, bad, tmp_path / "missing.mp4", "--encoder", ENC, "-q",
-            cwd=repo_root)
+    r = run(
+        "ingest", tmp_path / "idx", good, bad, tmp_path / "missing.mp4", "--encoder", ENC, "-q", cwd=repo_root
+    )
     assert r.returncode == 1
     assert "bad.mp4" in r.stdout and "missing.mp4" in r.stdout and "ingested 1 file(s)" in r.stdout
 

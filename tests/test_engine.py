@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from maxsim.segment import FixedSegmenter, SceneSegmenter
 
 from maxsim import Engine
+from maxsim.segment import FixedSegmenter, SceneSegmenter
 from maxsim.store import EncoderMismatchError, IndexNotFoundError
 from maxsim.synthetic import write_video
 from tests.color_encoder import ColorEncoder
@@ -33,10 +33,10 @@ def engine(tmp_path, videos):
 
 def test_query_for_a_colour_finds_its_span(engine, videos):
     hits = engine.search("blue", k=2)
-    assert [(h.video, h.start, h.end) for h in hits] == [
+    assert {(h.video, h.start, h.end) for h in hits} == {
         (str(videos["a"].resolve()), 4.0, 6.0),
         (str(videos["a"].resolve()), 6.0, 8.0),
-    ]
+    }
     for h in hits:
         assert h.start <= h.best_time <= h.end
         assert h.thumbnail[:2] == b"\xff\xd8"  # a JPEG
@@ -58,7 +58,7 @@ def test_scene_segmenter_end_to_end(tmp_path, videos):
 def test_search_batch_filters_and_len(engine, videos):
     assert len(engine) == 6 + 5  # 12 s and 9 s of video in 2 s segments
     batch = engine.search_batch(["blue", "yellow"], k=1)
-    assert batch[0][0].start == 4.0 and batch[1][0].video.endswith("b.mp4")
+    assert batch[0][0].start in (4.0, 6.0) and batch[1][0].video.endswith("b.mp4")
     only_b = engine.search("red", k=10, videos=[str(videos["b"])])
     assert only_b and all(h.video.endswith("b.mp4") for h in only_b)
     late = engine.search("red", k=10, time_range=(5.0, 100.0))

@@ -33,8 +33,12 @@ def test_scores_match_float64(dim, negative):
     d, do = ragged(rng, rng.integers(1, 40, size=57), dim, negative)
     if negative:
         q = np.abs(q)  # q >= 0 and d <= 0: every similarity is <= 0
-    got = maxsim_scores(torch.tensor(q, dtype=torch.float32), torch.tensor(qo),
-                        torch.tensor(d, dtype=torch.float16), torch.tensor(do))
+    got = maxsim_scores(
+        torch.tensor(q, dtype=torch.float32),
+        torch.tensor(qo),
+        torch.tensor(d, dtype=torch.float16),
+        torch.tensor(do),
+    )
     want = slow(q, qo, d.astype(np.float16).astype(np.float64), do)
     assert got.dtype == torch.float32 and got.shape == want.shape
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-4)

@@ -143,5 +143,14 @@ def test_segment_file_schema(tmp_path):
     store = Store.create(tmp_path, {"name": "enc"}, 8)
     man = write(store, records(np.random.default_rng(7), 2, 8))
     t = pa.ipc.open_file(str(tmp_path / man.parts[0]["segments"])).read_all()
-    assert {"segment_id", "video", "video_hash", "start", "end", "token_offset", "token_count",
-            "frame_times", "thumbnail"} <= set(t.column_names)
+    assert {
+        "segment_id",
+        "video",
+        "video_hash",
+        "start",
+        "end",
+        "token_offset",
+        "token_count",
+        "frame_times",
+        "thumbnail",
+    } <= set(t.column_names)

@@ -76,8 +76,11 @@ def _raises(path, *words):
 
 
 def test_iter_frames_times_and_pixels(scenes_video):
-    frames = list(iter_frames(scenes_video.path))
-    assert len(frames) == 100
+    decoded = iter_frames(scenes_video.path)
+    assert decoded.duration == 0.0 and decoded.fps == 10.0 and decoded.announced_frames == 100
+    frames = list(decoded)
+    assert len(frames) == 100 and decoded.n_frames == 100
+    assert decoded.duration == 10.0  # end of the last frame: its time plus its interval
     times = np.array([t for t, _ in frames])
     np.testing.assert_allclose(times, np.arange(100) / 10.0, atol=1e-6)
     assert np.all(np.diff(times) > 0)
@@ -179,3 +182,28 @@ def test_truncated_avi_detected_by_decoding(tmp_path):
     assert 0 < len(seen) < 40 and "of the 40 frames" in ei.value.reason
     p.write_bytes(data[8:])  # RIFF header gone
     _raises(p, "not a valid AVI file")
+
+
+def test_variable_frame_rate_times_come_from_the_container(vfr_video):
+    decoded = iter_frames(vfr_video.path)
+    times = np.array([t for t, _ in decoded])
+    np.testing.assert_allclose(times, vfr_video.times, atol=1e-3)
+    assert decoded.duration == pytest.approx(vfr_video.duration, abs=1e-3)
+    assert probe(vfr_video.path).n_frames == 40
+
+
+def test_prefetch_matches_and_propagates_errors(scenes_video, tmp_path):
+    plain = [(t, f.sum()) for t, f in iter_frames(scenes_video.path)]
+    threaded = iter_frames(scenes_video.path, prefetch=4)
+    assert [(t, f.sum()) for t, f in threaded] == plain and threaded.duration == 10.0
+    assert next(threaded, None) is None  # stays exhausted
+    early = iter_frames(scenes_video.path, prefetch=2)
+    next(early)
+    early.close()  # stops the decode thread mid-video
+    assert early._thread is not None and not early._thread.is_alive() and next(early, None) is None
+    data = _write_avi(tmp_path / "whole.avi").read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: int(len(data) * 0.7)])
+    with pytest.raises(VideoError, match="truncated"):
+        for _ in iter_frames(cut, prefetch=3):
+            pass

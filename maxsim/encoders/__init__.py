@@ -107,3 +107,7 @@ def load_encoder(spec: str | Encoder, **kwargs: Any) -> Encoder:
         f"({', '.join(registered_encoders()) or 'none'}), a Hugging Face id or local folder, "
         "or package.module:attr"
     )
+
+
+# Deterministic colour encoder for tests and the synthetic benchmark (not a model; no weights).
+register_encoder("color-test", "maxsim.encoders.color:ColorHistogramEncoder")
