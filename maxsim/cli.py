@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from maxsim.encoders import DEFAULT_ENCODER
+from maxsim.store import KEEP_VERSIONS, TARGET_PART_BYTES
 
 
 def _engine(args: argparse.Namespace, create: bool):
@@ -57,25 +58,25 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from maxsim.store import read_manifest
+    from maxsim.store import Snapshot, Store
 
-    man = read_manifest(args.index)
-    from maxsim.store import Snapshot
-
-    snap = Snapshot(Path(args.index), man)
-    videos = snap.table.column("video").to_numpy(zero_copy_only=False)[snap.live]
+    store = Store(args.index)
+    man = store.manifest(args.version)
+    catalog = man.videos if man.videos is not None else Snapshot(Path(args.index), man).manifest.videos
     size = sum(f.stat().st_size for f in Path(args.index).rglob("*") if f.is_file())
     info = {
         "path": str(args.index),
         "format_version": man.format_version,
         "version": man.version,
+        "latest_version": store.manifest().version,
+        "versions_kept": store.versions(),
         "encoder": man.encoder,
         "dim": man.dim,
         "dtype": man.dtype,
-        "videos": len(set(videos.tolist())),
-        "segments": len(snap),
+        "videos": len(catalog or {}),
+        "segments": man.n_segments,
         "tokens": int(sum(p["n_tokens"] for p in man.parts)),
-        "deleted_segments": len(man.deleted),
+        "deleted_segments": man.n_deleted,
         "parts": len(man.parts),
         "bytes_on_disk": size,
         "history": man.history,
@@ -83,15 +84,52 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
-    for key in ("path", "format_version", "version", "dim", "dtype", "videos", "segments", "tokens",
-                "deleted_segments", "parts", "bytes_on_disk"):
+    for key in ("path", "format_version", "version", "latest_version", "versions_kept", "dim", "dtype",
+                "videos", "segments", "tokens", "deleted_segments", "parts", "bytes_on_disk"):
         print(f"{key:>17}: {info[key]}")
     print(f"{'encoder':>17}: {json.dumps(man.encoder)}")
     print("history:")
-    for h in man.history:
+    for h in man.history[-args.history:] if args.history else man.history:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["time"]))
         extra = {k: v for k, v in h.items() if k not in ("version", "time", "op")}
         print(f"  v{h['version']:<5} {when}  {h['op']:<8} {json.dumps(extra) if extra else ''}")
+    return 0
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    if not args.videos and args.prefix is None:
+        print("error: give videos to delete or --prefix", file=sys.stderr)
+        return 2
+    engine = _engine(args, create=False)
+    removed = engine.delete_where(prefix=args.prefix, videos=args.videos or None)
+    if args.json:
+        print(json.dumps({"deleted": removed, "version": engine.version}, indent=1))
+    else:
+        for v, n in sorted(removed.items()):
+            print(f"deleted {v} ({n} segments)")
+        print(f"deleted {len(removed)} video(s); index version {engine.version}")
+    wanted = {str(Path(v).resolve()) for v in args.videos}
+    missing = sorted(wanted - set(removed))
+    for v in missing:
+        print(f"not in the index: {v}", file=sys.stderr)
+    return 1 if missing or not removed else 0
+
+
+def _cmd_compact(args: argparse.Namespace) -> int:
+    engine = _engine(args, create=False)
+    rep = engine.compact(full=args.full, keep_versions=args.keep_versions,
+                         target_part_bytes=int(args.target_part_mb * (1 << 20)), progress=not args.quiet)
+    if args.json:
+        print(json.dumps(rep.to_dict(), indent=1))
+    elif rep.version is None:
+        print(f"nothing to compact ({rep.parts_before} parts); removed {rep.files_removed} unused file(s)")
+    else:
+        print(
+            f"compacted {rep.parts_rewritten} of {rep.parts_before} parts into {rep.parts_after} parts, "
+            f"dropped {rep.segments_dropped} deleted segments ({rep.bytes_before >> 20} -> "
+            f"{rep.bytes_after >> 20} MiB of tokens); version {rep.version}; removed {rep.files_removed} "
+            "unused file(s)"
+        )
     return 0
 
 
@@ -132,10 +170,33 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--json", action="store_true", help="print hits as JSON")
     se.set_defaults(func=_cmd_search)
 
-    inf = sub.add_parser("info", help="show an index's encoder, size and history")
+    inf = sub.add_parser("info", help="show an index's encoder, size, versions and history")
     inf.add_argument("index")
+    inf.add_argument("--version", type=int, help="describe this retained version (default: the latest)")
+    inf.add_argument("--history", type=int, default=0, metavar="N", help="show only the last N commits")
     inf.add_argument("--json", action="store_true")
     inf.set_defaults(func=_cmd_info)
+
+    de = sub.add_parser("delete", help="remove videos from an index (by path, or all under a folder)")
+    de.add_argument("index")
+    de.add_argument("videos", nargs="*", help="video paths to remove")
+    de.add_argument("--prefix", help="remove every video under this folder")
+    de.add_argument("--encoder", help=enc_help)
+    de.add_argument("--json", action="store_true")
+    de.set_defaults(func=_cmd_delete)
+
+    co = sub.add_parser("compact", help="merge small parts, drop deleted segments, remove unused files")
+    co.add_argument("index")
+    co.add_argument("--full", action="store_true",
+                    help="rewrite every part with a deleted segment and merge all")
+    co.add_argument("--keep-versions", type=int, default=KEEP_VERSIONS, metavar="N",
+                    help=f"keep the files of the last N versions (default {KEEP_VERSIONS})")
+    co.add_argument("--target-part-mb", type=float, default=TARGET_PART_BYTES / (1 << 20), metavar="MB",
+                    help=f"size of merged parts (default {TARGET_PART_BYTES >> 20})")
+    co.add_argument("--encoder", help=enc_help)
+    co.add_argument("--json", action="store_true")
+    co.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    co.set_defaults(func=_cmd_compact)
     return p
 
 
@@ -146,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (IndexError_, ValueError, KeyError, FileExistsError) as e:
+    except (IndexError_, ValueError, KeyError, FileExistsError, PermissionError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         return 2

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from maxsim.encoders import DEFAULT_ENCODER, load_encoder
 from maxsim.frames import FrameSampler, iter_clips
 from maxsim.segment import Segmenter, load_segmenter
 from maxsim.store import (
+    KEEP_VERSIONS,
+    TARGET_PART_BYTES,
+    CompactReport,
     EncoderMismatchError,
     IndexNotFoundError,
     Manifest,
@@ -100,6 +104,9 @@ class Engine:
     ``package.module:attr``). Without one, an existing index loads the encoder recorded in it when a
     text query first needs it. An open engine searches the version it opened until :meth:`refresh`.
     With ``create=False`` a missing index raises :class:`~maxsim.store.IndexNotFoundError`.
+    ``version=N`` opens a retained past version, read-only. One process writes at a time: a write
+    (ingest, delete, compact) while another process writes raises :class:`~maxsim.store.LockedError`,
+    at once or after waiting ``lock_timeout`` seconds for it to finish.
     """
 
     def __init__(
@@ -112,8 +119,12 @@ class Engine:
         sampler: FrameSampler | None = None,
         batch_size: int = 8,
         create: bool = True,
+        version: int | None = None,
+        lock_timeout: float = 0.0,
     ) -> None:
         self.path = Path(path)
+        self._pinned = version
+        self.lock_timeout = lock_timeout
         self.store = Store(self.path)
         self.segmenter = load_segmenter(segmenter)
         self.sampler = sampler or FrameSampler()
@@ -121,9 +132,9 @@ class Engine:
         self._spec = encoder if isinstance(encoder, str) else None
         self._encoder: Encoder | None = None if encoder is None else load_encoder(encoder)
         try:
-            manifest = self.store.manifest()
+            manifest = self.store.manifest(version)
         except IndexNotFoundError:
-            if not create:
+            if not create or version is not None:
                 raise
             if self._encoder is None:
                 if DEFAULT_ENCODER is None:
@@ -132,15 +143,16 @@ class Engine:
                     ) from None
                 self._spec = DEFAULT_ENCODER
                 self._encoder = load_encoder(DEFAULT_ENCODER)
-            Store.create(self.path, _encoder_record(self._encoder, self._spec), self._encoder.dim, dtype)
+            with contextlib.suppress(FileExistsError):  # another process created it meanwhile
+                Store.create(self.path, _encoder_record(self._encoder, self._spec), self._encoder.dim, dtype)
             manifest = self.store.manifest()
         if self._encoder is not None:
             self._check_encoder(manifest, self._encoder)
-        self._open(manifest)
+        self._snapshot = self.store.snapshot(version)
 
     # -- state ---------------------------------------------------------------------------------------
     def _open(self, manifest: Manifest) -> None:
-        self._snapshot = Snapshot(self.path, manifest)
+        self._snapshot = Snapshot(self.path, manifest, self._snapshot)
 
     @property
     def manifest(self) -> Manifest:
@@ -152,8 +164,10 @@ class Engine:
         return self.manifest.version
 
     def refresh(self) -> int:
-        """Move to the latest committed version; returns it."""
-        self._open(self.store.manifest())
+        """Move to the latest committed version; returns it. Searches until then use the version opened."""
+        if self._pinned is not None:
+            raise PermissionError(f"{self.path} is open at version {self._pinned}: it does not refresh")
+        self._snapshot = self.store.snapshot(previous=self._snapshot)
         return self.version
 
     def __len__(self) -> int:
@@ -184,9 +198,8 @@ class Engine:
         return self._encoder
 
     def videos(self) -> list[str]:
-        """Paths of the videos in the index (live segments only), sorted."""
-        col = self._snapshot.table.column("video").to_numpy(zero_copy_only=False)
-        return sorted(set(col[self._snapshot.live].tolist()))
+        """Paths of the videos in the index, sorted."""
+        return sorted(self._catalog(self.manifest))
 
     # -- ingest --------------------------------------------------------------------------------------
     def _settings_key(self, segmenter: Segmenter) -> str:
@@ -200,24 +213,49 @@ class Engine:
         paths: Iterable[str | os.PathLike],
         segmenter: Segmenter | str | None = None,
         progress: bool = True,
+        commit_every: int | None = None,
     ) -> IngestReport:
         """Add videos (files, or folders searched recursively) to the index in one commit.
 
         A video already indexed with the same content and settings is skipped; a changed one replaces
-        its old segments. A file that cannot be read is reported in ``failed`` with the reason and leaves
-        the index unchanged for it; the other files still ingest.
+        its old segments in the same commit. A file that cannot be read (or whose vectors the encoder
+        gets wrong) is reported in ``failed`` with the reason and leaves the index unchanged for it; the
+        other files still ingest. Segments are written to the new part as they are encoded, so memory
+        holds one encoder batch of clips and one record batch of vectors, whatever the video's length.
+        Killed at any point, the index stays at its last committed version. With ``commit_every=N`` a
+        version is committed after every N ingested videos (a long ingest that is interrupted then keeps
+        what it committed; ``report.version`` is the last version committed).
         """
+        self._writable("ingest")
+        if commit_every is not None and commit_every < 1:
+            raise ValueError(f"commit_every must be >= 1 or None, got {commit_every}")
         seg = self.segmenter if segmenter is None else load_segmenter(segmenter)
         settings = self._settings_key(seg)
         report = IngestReport()
-        files = expand_paths(paths)
-        with self.store.writing():
+        files, seen = [], set()
+        for f in expand_paths(paths):
+            key = str(Path(f).resolve())
+            if key not in seen:
+                seen.add(key)
+                files.append(f)
+        with self.store.writing(wait=self.lock_timeout):
             base = self.store.manifest()
-            snap = self._snapshot if base.version == self.version else Snapshot(self.path, base)
-            existing = self._existing_videos(snap)
-            writer = self.store.new_part()
+            catalog = self._catalog(base)
+            writer = self.store.new_part(base)
             next_id = base.next_segment_id
-            replaced: list[int] = []
+            replaced: list[str] = []
+            pending = 0  # videos in the part being written
+
+            def commit() -> None:
+                nonlocal base, catalog, writer, replaced, pending
+                part = writer.close()
+                base = self.store.commit(
+                    base, [part], delete_videos=replaced, next_segment_id=next_id, op="ingest",
+                    info={"videos": pending, "videos_replaced": len(replaced)},
+                )
+                report.version = base.version
+                catalog, replaced, pending = self._catalog(base), [], 0
+
             try:
                 for f in tqdm(files, desc="ingest", unit="video", disable=not progress):
                     video = str(Path(f).resolve())
@@ -226,87 +264,78 @@ class Engine:
                     except VideoError as e:
                         report.failed.append((f, e.reason))
                         continue
-                    old = existing.get(video)
-                    if old is not None and old[0] == digest and old[1] == settings:
+                    old = catalog.get(video)
+                    if old is not None and old["hash"] == digest and old["settings"] == settings:
                         report.skipped.append((f, "already indexed with the same content and settings"))
                         continue
+                    mark = writer.mark()
+                    n = 0
                     try:
-                        records = self._encode_video(video, digest, settings, seg)
-                    except VideoError as e:
-                        report.failed.append((f, e.reason))
+                        for rec in self._encode_video(video, digest, settings, seg):
+                            writer.add(next_id, rec)
+                            next_id += 1
+                            n += 1
+                    except (VideoError, EncoderOutputError) as e:
+                        writer.rollback(mark)  # its rows never become live
+                        report.failed.append((f, e.reason if isinstance(e, VideoError) else str(e)))
                         continue
-                    except EncoderOutputError as e:
-                        report.failed.append((f, str(e)))
-                        continue
-                    for rec in records:
-                        writer.add(next_id, rec)
-                        next_id += 1
                     if old is not None:
-                        replaced += old[2]
+                        replaced.append(video)
                     report.ingested.append(f)
-                    report.segments += len(records)
-                if not report.ingested:
+                    report.segments += n
+                    pending += 1
+                    if commit_every is not None and pending >= commit_every:
+                        commit()
+                        writer = self.store.new_part(base)
+                if pending:
+                    commit()
+                else:
                     writer.abort()
-                    return report
-                part = writer.close()
             except BaseException:
-                writer.abort()
+                if not writer.closed:
+                    writer.abort()
                 raise
-            man = self.store.commit(
-                base, [part], deleted=replaced, next_segment_id=next_id, op="ingest",
-                info={"videos": len(report.ingested)},
-            )
-        report.version = man.version
-        self._open(man)
+        if report.version is not None:
+            self._open(base)
         return report
 
-    def _existing_videos(self, snap: Snapshot) -> dict[str, tuple[str, str, list[int]]]:
-        """video path -> (content hash, settings key, live segment ids)."""
-        t = snap.table
-        out: dict[str, tuple[str, str, list[int]]] = {}
-        if t.num_rows == 0:
-            return out
-        videos = t.column("video").to_pylist()
-        hashes = t.column("video_hash").to_pylist()
-        settings = t.column("settings").to_pylist()
-        for row in np.flatnonzero(snap.live):
-            v = videos[row]
-            entry = out.setdefault(v, (hashes[row], settings[row], []))
-            entry[2].append(int(snap.segment_ids[row]))
-        return out
+    def _catalog(self, manifest: Manifest) -> dict[str, dict[str, Any]]:
+        """video path -> catalog entry (hash, settings, id ranges, counts) of a version."""
+        if manifest.videos is None:  # an index from before the catalog: built from its segment tables
+            return Snapshot(self.path, manifest).manifest.videos or {}
+        return manifest.videos
 
-    def _encode_video(self, video: str, digest: str, settings: str, seg: Segmenter) -> list[SegmentRecord]:
-        records: list[SegmentRecord] = []
+    def _encode_video(
+        self, video: str, digest: str, settings: str, seg: Segmenter
+    ) -> Iterator[SegmentRecord]:
+        """The video's segments with their vectors, encoded ``batch_size`` clips at a time."""
         batch: list[tuple[Clip, bytes]] = []
 
-        def flush() -> None:
+        def flush() -> Iterator[SegmentRecord]:
             vecs = self.encoder.encode_clips([c for c, _ in batch])
             if len(vecs) != len(batch):
                 raise EncoderOutputError(
                     f"encoder {self.encoder.name!r} returned {len(vecs)} outputs for {len(batch)} clips"
                 )
             for (clip, thumb), v in zip(batch, vecs, strict=True):
-                records.append(
-                    SegmentRecord(
-                        video=video,
-                        video_hash=digest,
-                        settings=settings,
-                        start=clip.start,
-                        end=clip.end,
-                        frame_times=np.asarray(clip.timestamps, dtype=np.float32).tolist(),
-                        thumbnail=thumb,
-                        tokens=self._check_vectors(v, f"clip {clip.start:.2f}-{clip.end:.2f} s"),
-                    )
+                yield SegmentRecord(
+                    video=video,
+                    video_hash=digest,
+                    settings=settings,
+                    start=clip.start,
+                    end=clip.end,
+                    frame_times=np.asarray(clip.timestamps, dtype=np.float32).tolist(),
+                    thumbnail=thumb,
+                    tokens=self._check_vectors(v, f"clip {clip.start:.2f}-{clip.end:.2f} s"),
                 )
             batch.clear()
 
         for item in iter_clips(video, seg, self.sampler):
             batch.append(item)
             if len(batch) >= self.batch_size:
-                flush()
+                yield from flush()
         if batch:
-            flush()
-        return records
+            yield from flush()
 
     def _check_vectors(self, v: Any, what: str) -> torch.Tensor:
         dim = self.manifest.dim
@@ -322,18 +351,99 @@ class Engine:
             raise EncoderOutputError(f"encoder {self.encoder.name!r} returned NaN or inf values for {what}")
         return v
 
-    # -- delete --------------------------------------------------------------------------------------
+    # -- delete, compact, versions -------------------------------------------------------------------
     def delete(self, video: str | os.PathLike) -> int:
-        """Remove a video's segments from the index in one commit; returns how many were removed."""
-        with self.store.writing():
+        """Remove a video's segments from the index in one commit; returns how many were removed.
+
+        Costs O(segments of that video): the catalog gives its segment ids, which are tombstoned; no
+        segment table or token data is read or rewritten (:meth:`compact` reclaims the space).
+        """
+        path = str(Path(video).resolve())
+        removed = self.delete_where(videos=[path])
+        if not removed:
+            raise KeyError(f"video {str(video)!r} is not in the index at {self.path}")
+        return removed[path]
+
+    def delete_where(
+        self,
+        prefix: str | os.PathLike | None = None,
+        *,
+        videos: Iterable[str | os.PathLike] | None = None,
+        match: Callable[[str], bool] | None = None,
+    ) -> dict[str, int]:
+        """Remove every video that matches, in one commit; returns ``{video path: segments removed}``.
+
+        ``prefix``: a folder (or path) whose videos go: paths equal to it or under it (compared on
+        whole path components after resolving it, so ``/data/cam1`` does not match ``/data/cam10``).
+        ``videos``: paths to remove (those not in the index are ignored). ``match``: a predicate on the
+        stored (absolute) path. Given several, a video matching any goes. Nothing matching: no commit.
+        """
+        self._writable("delete")
+        if prefix is None and videos is None and match is None:
+            raise ValueError("delete_where needs prefix=, videos= or match=")
+        root = None if prefix is None else str(Path(prefix).resolve())
+        wanted = None
+        if videos is not None:
+            videos = [str(v) for v in videos]
+            wanted = {str(Path(v).resolve()) for v in videos} | set(videos)
+        with self.store.writing(wait=self.lock_timeout):
             base = self.store.manifest()
-            snap = self._snapshot if base.version == self.version else Snapshot(self.path, base)
-            entry = self._existing_videos(snap).get(str(Path(video).resolve()))
-            if entry is None:
-                raise KeyError(f"video {str(video)!r} is not in the index at {self.path}")
-            man = self.store.commit(base, deleted=entry[2], op="delete", info={"video": str(video)})
+            catalog = self._catalog(base)
+            doomed = {}
+            for v, entry in catalog.items():
+                if (
+                    (root is not None and (v == root or v.startswith(root.rstrip(os.sep) + os.sep)))
+                    or (wanted is not None and v in wanted)
+                    or (match is not None and match(v))
+                ):
+                    doomed[v] = int(entry["segments"])
+            if not doomed:
+                return {}
+            man = self.store.commit(
+                base, delete_videos=list(doomed), op="delete",
+                info={"videos": sorted(doomed)[:20], "segments_deleted": sum(doomed.values())},
+            )
         self._open(man)
-        return len(entry[2])
+        return doomed
+
+    def compact(
+        self,
+        *,
+        full: bool = False,
+        target_part_bytes: int = TARGET_PART_BYTES,
+        min_dead_fraction: float = 0.1,
+        keep_versions: int = KEEP_VERSIONS,
+        progress: bool = False,
+    ) -> CompactReport:
+        """Merge small parts and drop deleted segments, committed as one new version; then collect garbage.
+
+        Online: other engines and readers keep searching the version they opened. Files of the last
+        ``keep_versions`` versions are kept (so those versions stay openable with ``version=``); older
+        ones are removed. See :meth:`maxsim.store.Store.compact` for which parts are rewritten.
+        """
+        self._writable("compact")
+        with self.store.writing(wait=self.lock_timeout):
+            rep = self.store.compact(target_part_bytes=target_part_bytes, min_dead_fraction=min_dead_fraction,
+                                     full=full, keep_versions=keep_versions, progress=progress)
+            man = self.store.manifest()
+        self._open(man)
+        return rep
+
+    def versions(self) -> list[int]:
+        """The versions of the index that can still be opened with ``Engine(path, version=N)``."""
+        return self.store.versions()
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The commits up to the version this engine searches: version, time, operation, counts."""
+        return list(self.manifest.history)
+
+    def _writable(self, what: str) -> None:
+        if self._pinned is not None:
+            raise PermissionError(
+                f"{self.path} is open read-only at version {self._pinned}: cannot {what}; open it without "
+                "version= to write"
+            )
 
     # -- search --------------------------------------------------------------------------------------
     def search(
@@ -395,18 +505,16 @@ class Engine:
     @staticmethod
     def _allowed(snap: Snapshot, videos: Sequence[str] | None, time_range) -> np.ndarray:
         allowed = snap.live.copy()
-        t = snap.table
         if videos is not None:
             if isinstance(videos, str):
                 videos = [videos]
             wanted = {str(Path(v).resolve()) for v in videos} | {str(v) for v in videos}
-            col = t.column("video").to_numpy(zero_copy_only=False)
-            allowed &= np.isin(col, list(wanted))
+            allowed &= snap.rows_of(wanted)
         if time_range is not None:
             lo, hi = time_range
             if hi < lo:
                 raise ValueError(f"time_range end {hi} is before its start {lo}")
-            allowed &= (t.column("end").to_numpy() > lo) & (t.column("start").to_numpy() < hi)
+            allowed &= (snap.ends > lo) & (snap.starts < hi)
         return allowed
 
     def _score_chunk(self, q, q_off, ch, ok: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
