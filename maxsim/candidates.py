@@ -201,6 +201,15 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
+def prune_stamp(root: str | Path) -> int | None:
+    """A value that changes whenever the prune manifest of the index at ``root`` is replaced."""
+    try:
+        st = os.stat(Path(root) / PRUNE_DIR / PRUNE_MANIFEST)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns ^ st.st_ino
+
+
 def read_prune_manifest(root: str | Path) -> dict[str, Any] | None:
     """The committed prune manifest of the index at ``root``, or None when it has no prune index."""
     path = Path(root) / PRUNE_DIR / PRUNE_MANIFEST
@@ -377,6 +386,7 @@ class PrunedSearcher:
 
     def __init__(self, snap: Snapshot) -> None:
         self.snap = snap
+        self.stamp = prune_stamp(snap.root)
         man = read_prune_manifest(snap.root)
         entries = {} if man is None else man["parts"]
         self.parts: list[tuple[int, int, PartIndex | None]] = []

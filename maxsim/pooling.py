@@ -72,7 +72,7 @@ def drop_duplicate_tokens(
 def pool_tokens(
     tokens: torch.Tensor, factor: float = 2.0, window: int = 1024
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """Pool ``(n, dim)`` tokens to ``ceil(n / factor)`` by Ward clustering within windows of ``window`` tokens.
+    """Pool ``(n, dim)`` tokens to ``ceil(n / factor)`` by Ward clustering in windows of ``window`` tokens.
 
     Returns the pooled, L2-normalised tokens (float32, ordered by the mean position of their members)
     and, for every input token, the index of the pooled token it went into. ``factor <= 1`` returns the
