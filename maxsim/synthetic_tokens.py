@@ -87,12 +87,18 @@ class SyntheticCorpus:
             out[:, f] = np.where(keep, moved, fresh)
         return torch.from_numpy(out.reshape(n, s.frames * t, s.dim))
 
-    def blocks(self, block: int = 8192) -> Iterator[tuple[int, torch.Tensor]]:
-        """``(first segment, tokens (n, tokens_per_segment, dim))`` blocks covering the corpus."""
+    def blocks(self, block: int = 8192, start: int = 0, stop: int | None = None
+               ) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(first segment, tokens (n, tokens_per_segment, dim))`` blocks covering segments
+        ``start .. stop - 1`` (the whole corpus by default); each block is seeded by its first segment, so
+        the same blocking gives the same tokens."""
         s = self.spec
+        stop = s.n_segments if stop is None else min(stop, s.n_segments)
+        if start % s.segments_per_video:
+            raise ValueError(f"start {start} must be a multiple of segments_per_video {s.segments_per_video}")
         block = max(s.segments_per_video, block - block % s.segments_per_video)
-        for first in range(0, s.n_segments, block):
-            yield first, self.block(first, min(block, s.n_segments - first))
+        for first in range(start, stop, block):
+            yield first, self.block(first, min(block, stop - first))
 
     def query(self, target_tokens: torch.Tensor, n_tokens: int = 32, n_match: int = 12, noise: float = 0.7,
               seed: int = 0) -> torch.Tensor:

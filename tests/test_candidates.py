@@ -92,8 +92,9 @@ def test_inverted_lists_and_bags_agree(corpus):
     t = tokens[:100].reshape(-1, SPEC.dim)
     off = torch.arange(0, t.shape[0] + 1, SPEC.tokens_per_segment)
     idx = build_part_index("p", [(t, off, np.arange(100))], 100, n_centroids=32)
-    pairs_lists = {(c, int(r)) for c in range(32) for r in idx.list_rows[idx.list_offsets[c]:idx.list_offsets[c + 1]]}
-    pairs_bags = {(int(c), s) for s in range(100) for c in idx.bag_codes[idx.bag_offsets[s]:idx.bag_offsets[s + 1]]}
+    lo, bo = idx.list_offsets, idx.bag_offsets
+    pairs_lists = {(c, int(r)) for c in range(32) for r in idx.list_rows[lo[c]:lo[c + 1]]}
+    pairs_bags = {(int(c), s) for s in range(100) for c in idx.bag_codes[bo[s]:bo[s + 1]]}
     assert pairs_lists == pairs_bags
     assert all(idx.bag_offsets[s + 1] > idx.bag_offsets[s] for s in range(100))  # every segment listed
 

@@ -40,7 +40,8 @@ def videos(tmp_path_factory):
 def _same_index(a: Engine, b: Engine) -> None:
     sa, sb = a._snapshot, b._snapshot
     assert sa.table.num_rows == sb.table.num_rows > 0
-    for col in ("segment_id", "video", "video_hash", "settings", "start", "end", "frame_times", "token_count"):
+    cols = ("segment_id", "video", "video_hash", "settings", "start", "end", "frame_times", "token_count")
+    for col in cols:
         assert sa.table.column(col).to_pylist() == sb.table.column(col).to_pylist(), col
     for i in range(sa.table.num_rows):
         assert torch.equal(sa.segment_tokens(i), sb.segment_tokens(i))
