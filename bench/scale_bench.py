@@ -387,9 +387,8 @@ def markdown(res: dict[str, Any]) -> str:
             lines.append(f"| {x['encoder']} | {x['mode']} | {x['seconds']:.1f} | {x['video_s_per_s']:.1f} | "
                          f"{x['segments']} |")
         lines += ["", f"Same index contents as single-process: {r['same_index']}; "
-                  f"same hits: {r['same_hits']}; sharded search ({r['shards']} shards over {r['parts']} parts) "
-                  "same hits: "
-                  f"{r['sharded_same_hits']}.", ""]
+                  f"same hits: {r['same_hits']}; sharded search ({r['shards']} shards over "
+                  f"{r['parts']} parts) same hits: {r['sharded_same_hits']}.", ""]
     return "\n".join(lines)
 
 
