@@ -436,18 +436,24 @@ class PrunedSearcher:
                 continue
             s = qf @ idx.centroids.T  # (n_q_tok, n_centroids)
             stats.centroid_bytes += idx.centroids.numel() * 2
-            npr = min(nprobe, s.shape[1])
-            top_v, top_c = s.topk(npr, dim=1)
-            starts = idx.list_offsets[top_c.numpy()].reshape(-1)
-            lens = idx.list_offsets[top_c.numpy() + 1].reshape(-1) - starts
-            total = int(lens.sum())
-            if total == 0:
-                continue
+            nonempty = torch.from_numpy(np.diff(idx.list_offsets) > 0)
+            probe_s = torch.where(nonempty, s, torch.tensor(float("-inf")))  # never probe empty lists
+            n_nonempty = int(nonempty.sum())
+            npr = min(nprobe, n_nonempty)
+            n_allowed = int(allowed[lo:_hi].sum())
+            while True:  # widen the probe until the lists hold n_candidates allowed segments (or all)
+                top_v, top_c = probe_s.topk(npr, dim=1)
+                starts = idx.list_offsets[top_c.numpy()].reshape(-1)
+                lens = idx.list_offsets[top_c.numpy() + 1].reshape(-1) - starts
+                total = int(lens.sum())
+                flat = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(total)
+                rows = np.asarray(idx.list_rows[flat], dtype=np.int64)
+                uniq, inv = np.unique(rows, return_inverse=True)
+                ok = allowed[lo + uniq]
+                if int(ok.sum()) >= min(n_candidates, n_allowed) or npr >= n_nonempty:
+                    break
+                npr = min(2 * npr, n_nonempty)
             stats.list_bytes += total * idx.list_rows.itemsize
-            flat = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(total)
-            rows = np.asarray(idx.list_rows[flat], dtype=np.int64)
-            uniq, inv = np.unique(rows, return_inverse=True)
-            ok = allowed[lo + uniq]
             if not ok.any():
                 continue
             wide = widen * n_candidates

@@ -219,3 +219,46 @@ def test_search_arguments_are_checked(tmp_path, corpus):
         ps.search(q, q_off, snap.live, 10, n_candidates=5)
     with pytest.raises(ValueError, match="nprobe"):
         ps.search(q, q_off, snap.live, 10, n_candidates=50, nprobe=0)
+
+
+# -- through the engine and the CLI ------------------------------------------------------------------------
+def test_engine_pruned_mode_follows_ingest_delete_compact(tmp_path):
+    from maxsim.cli import main
+    from maxsim.engine import Engine
+    from maxsim.synthetic import write_video
+
+    scenes = [[(2.0, "red"), (2.0, "blue")], [(2.0, "green"), (2.0, "yellow")], [(2.0, "white"), (2.0, "red")],
+              [(2.0, "orange"), (2.0, "black")]]
+    for i, sc in enumerate(scenes):
+        write_video(tmp_path / f"v{i}.mp4", sc, fps=10)
+    eng = Engine(tmp_path / "idx", encoder="color-test", segmenter="fixed:1")
+    eng.ingest([tmp_path / "v0.mp4", tmp_path / "v1.mp4"], progress=False)
+    words = ["red", "blue", "green yellow", "white", "orange black"]
+
+    def same(n_candidates=2):
+        for w in words:
+            exact = [h.to_dict() for h in eng.search(w, k=2)]
+            pruned = [h.to_dict() for h in eng.search(w, k=2, mode="pruned", n_candidates=n_candidates)]
+            assert pruned == exact, w
+
+    same()  # no prune index yet: every part is scanned
+    assert eng.last_prune_stats.exhaustive_parts == 1
+    assert len(eng.build_prune_index(progress=False)) == 1
+    same()
+    assert eng.last_prune_stats.exhaustive_parts == 0
+    eng.ingest([tmp_path / "v2.mp4", tmp_path / "v3.mp4"], progress=False)  # the new part is indexed too
+    assert set(read_prune_manifest(eng.path)["parts"]) == {p["id"] for p in eng.manifest.parts}
+    same()
+    assert eng.last_prune_stats.exhaustive_parts == 0
+    eng.delete(tmp_path / "v2.mp4")
+    same()
+    assert all(not h.video.endswith("v2.mp4") for h in eng.search("white", k=8, mode="pruned", n_candidates=8))
+    eng.compact(full=True)
+    assert len(eng.manifest.parts) == 1
+    assert set(read_prune_manifest(eng.path)["parts"]) == {eng.manifest.parts[0]["id"]}
+    same()
+    with pytest.raises(ValueError, match="mode"):
+        eng.search("red", mode="fast")
+    # the CLI: build (nothing left to do) and search pruned
+    assert main(["prune", str(eng.path), "-q"]) == 0
+    assert main(["search", str(eng.path), "orange", "-k", "1", "--pruned", "--candidates", "2"]) == 0
