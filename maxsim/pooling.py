@@ -78,7 +78,10 @@ def pool_tokens(
     and, for every input token, the index of the pooled token it went into. ``factor <= 1`` returns the
     tokens unchanged.
     """
-    from scipy.cluster.hierarchy import fcluster, linkage
+    try:
+        from scipy.cluster.hierarchy import fcluster, linkage
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError('token pooling needs SciPy: pip install "maxsim[scale]"') from e
 
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be (n, dim), got shape {tuple(tokens.shape)}")
