@@ -56,8 +56,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "1m": {
         "pruning": {"n_segments": 1_000_000, "frames": 4, "tokens_per_frame": 4, "dim": 64,
-                    "n_concepts": 16384, "parts": 4, "queries": 20,
-                    "settings": [[2000, 8], [5000, 8], [10000, 8]]},
+                    "n_concepts": 16384, "parts": 8, "queries": 20,
+                    "settings": [[1000, 4], [2500, 8], [5000, 8], [10000, 8]]},
     },
 }
 
@@ -129,7 +129,7 @@ def bench_pruning(cfg: dict[str, Any], work: Path, progress: bool = True) -> dic
     snap = store.snapshot()
     t0 = time.perf_counter()
     with store.writing():
-        update_prune_index(snap, n_centroids=cfg.get("n_centroids"), iters=cfg.get("iters", 6),
+        update_prune_index(snap, n_centroids=cfg.get("n_centroids"), iters=cfg.get("iters", 4),
                            progress=progress)
     build_s = time.perf_counter() - t0
     token_bytes = sum(ch.tokens.numel() * ch.tokens.element_size() for ch in snap.chunks)

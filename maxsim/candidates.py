@@ -52,10 +52,11 @@ _ASSIGN_ROWS = 1 << 16  # tokens assigned to centroids per matmul block
 
 # -- k-means -------------------------------------------------------------------------------------------
 def default_n_centroids(n_tokens: int) -> int:
-    """Centroids for a part of ``n_tokens`` tokens: power of two near ``4 * sqrt(n_tokens)``, 16..65536."""
+    """Centroids for a part of ``n_tokens`` tokens: PLAID's rule, the power of two at or below
+    ``16 * sqrt(n_tokens)``, kept within 16..65536 and at most one per token."""
     if n_tokens <= 0:
         return 1
-    c = 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n_tokens))))
+    c = 2 ** math.floor(math.log2(max(1.0, 16 * math.sqrt(n_tokens))))
     return int(min(max(c, 16), 65536, n_tokens))
 
 
@@ -141,8 +142,8 @@ def build_part_index(
     chunks: Sequence[tuple[torch.Tensor, torch.Tensor, np.ndarray]],
     n_segments: int,
     n_centroids: int | None = None,
-    sample_per_centroid: int = 32,
-    iters: int = 6,
+    sample_per_centroid: int = 16,
+    iters: int = 4,
     seed: int = 0,
 ) -> PartIndex:
     """Train centroids on a sample of a part's tokens and build its inverted lists.
@@ -306,7 +307,7 @@ def _part_chunks(snap: Snapshot, lo: int, hi: int) -> list[tuple[torch.Tensor, t
 def update_prune_index(
     snap: Snapshot,
     n_centroids: int | None = None,
-    iters: int = 8,
+    iters: int = 4,
     seed: int = 0,
     progress: bool = False,
 ) -> list[str]:

@@ -582,7 +582,7 @@ class Engine:
 
     # -- pruning index -------------------------------------------------------------------------------
     def build_prune_index(
-        self, n_centroids: int | None = None, iters: int = 6, progress: bool = True
+        self, n_centroids: int | None = None, iters: int = 4, progress: bool = True
     ) -> list[str]:
         """Build the token-centroid index used by ``search(..., mode="pruned")`` for every part that
         lacks one; returns the part ids built. Once built, ingest and compaction keep it up to date
@@ -604,7 +604,7 @@ class Engine:
             return
         p = man.get("params", {})
         update_prune_index(self.store.snapshot(previous=self._snapshot), n_centroids=p.get("n_centroids"),
-                           iters=p.get("iters", 6), seed=p.get("seed", 0), progress=progress)
+                           iters=p.get("iters", 4), seed=p.get("seed", 0), progress=progress)
 
     @staticmethod
     def _allowed(snap: Snapshot, videos: Sequence[str] | None, time_range) -> np.ndarray:
