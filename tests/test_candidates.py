@@ -227,8 +227,8 @@ def test_engine_pruned_mode_follows_ingest_delete_compact(tmp_path):
     from maxsim.engine import Engine
     from maxsim.synthetic import write_video
 
-    scenes = [[(2.0, "red"), (2.0, "blue")], [(2.0, "green"), (2.0, "yellow")], [(2.0, "white"), (2.0, "red")],
-              [(2.0, "orange"), (2.0, "black")]]
+    scenes = [[(2.0, "red"), (2.0, "blue")], [(2.0, "green"), (2.0, "yellow")],
+              [(2.0, "white"), (2.0, "red")], [(2.0, "orange"), (2.0, "black")]]
     for i, sc in enumerate(scenes):
         write_video(tmp_path / f"v{i}.mp4", sc, fps=10)
     eng = Engine(tmp_path / "idx", encoder="color-test", segmenter="fixed:1")
@@ -252,7 +252,8 @@ def test_engine_pruned_mode_follows_ingest_delete_compact(tmp_path):
     assert eng.last_prune_stats.exhaustive_parts == 0
     eng.delete(tmp_path / "v2.mp4")
     same()
-    assert all(not h.video.endswith("v2.mp4") for h in eng.search("white", k=8, mode="pruned", n_candidates=8))
+    hits = eng.search("white", k=8, mode="pruned", n_candidates=8)
+    assert hits and all(not h.video.endswith("v2.mp4") for h in hits)
     eng.compact(full=True)
     assert len(eng.manifest.parts) == 1
     assert set(read_prune_manifest(eng.path)["parts"]) == {eng.manifest.parts[0]["id"]}
