@@ -53,10 +53,12 @@ _ASSIGN_ROWS = 1 << 16  # tokens assigned to centroids per matmul block
 # -- k-means -------------------------------------------------------------------------------------------
 def default_n_centroids(n_tokens: int) -> int:
     """Centroids for a part of ``n_tokens`` tokens: PLAID's rule, the power of two at or below
-    ``16 * sqrt(n_tokens)``, kept within 16..65536 and at most one per token."""
+    ``16 * sqrt(n_tokens)``, but at least 32 tokens per centroid (finer centroids make the probed
+    lists miss good segments in small parts), and within 16..65536."""
     if n_tokens <= 0:
         return 1
-    c = 2 ** math.floor(math.log2(max(1.0, 16 * math.sqrt(n_tokens))))
+    c = min(16 * math.sqrt(n_tokens), n_tokens / 32)
+    c = 2 ** math.floor(math.log2(max(1.0, c)))
     return int(min(max(c, 16), 65536, n_tokens))
 
 

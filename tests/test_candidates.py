@@ -171,15 +171,25 @@ def test_incremental_parts_deletes_and_persistence(tmp_path, corpus):
         assert (store.root / PRUNE_DIR / name).stat().st_mtime_ns == mtime
     with store.writing():
         assert update_prune_index(snap) == []  # nothing to do
-    # delete the exact top hits: the pruned search must never return them, and must match exact again
-    gone = sorted({int(snap.segment_ids[int(x)]) for x in er[:, :2].reshape(-1)})
+    # delete the first query's two best segments: the pruned search never returns them, the other
+    # queries keep their exact top hit, and every query gets the exact ranking of its candidates
+    gone = sorted(int(snap.segment_ids[int(x)]) for x in er[0, :2])
     _delete(store, gone)
     snap = store.snapshot()
     es, er = _exact(snap, q, q_off, 5)
-    s, r, _ = PrunedSearcher(snap).search(q, q_off, snap.live, 5, n_candidates=40, nprobe=4)
+    ps = PrunedSearcher(snap)
+    s, r, _ = ps.search(q, q_off, snap.live, 5, n_candidates=40, nprobe=4)
     ids = {int(snap.segment_ids[int(x)]) for x in r.reshape(-1) if x >= 0}
     assert not ids & set(gone)
-    assert torch.equal(r[:, 0], er[:, 0])
+    assert torch.equal(r[1:, 0], er[1:, 0])
+    for i in range(3):
+        qi = q[q_off[i]:q_off[i + 1]]
+        rows, _ = ps.candidates(qi, snap.live, 40, 4)
+        assert rows.size == 40 and snap.live[rows].all()
+        allowed = np.zeros_like(snap.live)
+        allowed[rows] = True
+        cs, cr = _exact(snap, qi, torch.tensor([0, qi.shape[0]]), 5, allowed)
+        assert torch.equal(r[i], cr[0]) and torch.allclose(s[i], cs[0])
     # a filter (allowed mask) is respected the same way
     allowed = snap.live.copy()
     allowed[:600] = False
