@@ -47,7 +47,7 @@ PRUNE_MANIFEST = "manifest.json"
 PRUNE_FORMAT = 1
 _FILE_KEYS = ("centroids", "list_offsets", "list_rows", "bag_offsets", "bag_codes")
 
-_ASSIGN_ROWS = 1 << 16  # tokens assigned to centroids per matmul block
+_ASSIGN_ELEMENTS = 1 << 22  # similarities (tokens x centroids) per assignment block
 
 
 # -- k-means -------------------------------------------------------------------------------------------
@@ -66,8 +66,9 @@ def _assign(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Index of the most similar centroid for every row of ``x`` (blocked matmul, bf16 inputs)."""
     cb = c.to(torch.bfloat16)
     out = torch.empty(x.shape[0], dtype=torch.int64)
-    for lo in range(0, x.shape[0], _ASSIGN_ROWS):
-        blk = x[lo : lo + _ASSIGN_ROWS].to(torch.bfloat16)
+    rows = max(256, _ASSIGN_ELEMENTS // max(1, c.shape[0]))  # similarity blocks stay cache-sized
+    for lo in range(0, x.shape[0], rows):
+        blk = x[lo : lo + rows].to(torch.bfloat16)
         out[lo : lo + blk.shape[0]] = (blk @ cb.T).argmax(1)
     return out
 
