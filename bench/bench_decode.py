@@ -17,7 +17,7 @@ from pathlib import Path
 
 from maxsim.frames import FrameSampler, iter_clips
 from maxsim.segment import FixedSegmenter, SceneSegmenter
-from maxsim.synthetic import COLORS, write_video
+from maxsim.synthetic import random_scenes, write_video
 from maxsim.video import iter_frames
 
 
@@ -34,12 +34,7 @@ def main() -> None:
             path = Path(args.video)
         else:
             w, h = (int(x) for x in args.size.split("x"))
-            names = list(COLORS)
-            scenes, total, i = [], 0.0, 0
-            while total < args.seconds:
-                d = min(2.0 + (i * 1.7) % 5.0, args.seconds - total)
-                scenes.append((d, names[i % len(names)]))
-                total, i = total + d, i + 1
+            scenes = random_scenes(0, args.seconds, (2.0, 7.0))
             path = write_video(Path(tmp) / "bench.mp4", scenes, fps=args.fps, size=(w, h))
         n_frames = sum(1 for _ in iter_frames(path))
 

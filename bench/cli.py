@@ -27,6 +27,7 @@ MODULES = {
     "search": "maxsim.bench.search_bench",
     "eval": "maxsim.bench.evaluate",
     "dataset": "maxsim.bench.dataset",
+    "serve": "maxsim.bench.serve_load",
 }
 HELP = {
     "kernel": "MaxSim kernels over shapes and dtypes: ms, GB/s, TFLOP/s vs ceilings measured in the run",
@@ -34,6 +35,7 @@ HELP = {
     "search": "latency p50/p95/p99 and QPS vs corpus size, query batch and k on synthetic corpora",
     "eval": "retrieval quality (R@k at IoU, video R@k, mAP, mean IoU) and query latency on a ground truth",
     "dataset": "write a synthetic evaluation set (colour-scene videos, queries, QVHighlights-style JSONL)",
+    "serve": "POST /search latency p50/p99 and errors under concurrent clients (loopback only)",
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from maxsim.kernels import quantize
 
 
 @dataclass
@@ -46,6 +47,14 @@ class Corpus:
         return n + (0 if self.scale is None else self.scale.numel() * 4)
 
 
+# Storage dtype names of the configs -> maxsim.kernels.quantize's names.
+QUANTIZE_NAMES = {
+    "float32": "fp32",
+    "float16": "fp16",
+    "bfloat16": "bf16",
+    "int8": "int8",
+    "float8_e4m3fn": "fp8",
+}
 DTYPES = {
     "float32": torch.float32,
     "float16": torch.float16,
@@ -69,18 +78,6 @@ def _noisy(centroids: torch.Tensor, ids: torch.Tensor, noise: float, gen: torch.
         (ids.numel(), dim), generator=gen, device=centroids.device
     )
     return torch.nn.functional.normalize(x, dim=1)
-
-
-def quantize(x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Store float rows as ``dtype``; int8 and fp8 get one float32 scale per row (``x ~ q * scale``)."""
-    if dtype.is_floating_point and dtype.itemsize >= 2:
-        return x.to(dtype), None
-    amax = x.abs().amax(1).clamp_min(1e-12)
-    if dtype == torch.int8:
-        scale = amax / 127.0
-        return torch.round(x / scale[:, None]).clamp(-127, 127).to(torch.int8), scale.float()
-    scale = amax / 448.0  # e4m3 max normal
-    return (x / scale[:, None]).to(dtype), scale.float()
 
 
 def make_corpus(
@@ -123,7 +120,7 @@ def make_corpus(
         seg = torch.repeat_interleave(torch.arange(a, b, device=device), counts[a:b])
         pick = torch.randint(0, clusters_per_segment, (seg.numel(),), generator=gen, device=device)
         rows = _noisy(centroids, clusters[seg, pick], noise, gen)
-        q, s = quantize(rows, sdt)
+        q, s = quantize(rows, QUANTIZE_NAMES[dtype], per="token")
         out[lo_row:hi_row] = q
         if scale is not None:
             scale[lo_row:hi_row] = s

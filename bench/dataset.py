@@ -21,7 +21,7 @@ from maxsim.bench.report import Column, Run, Table
 from tqdm import tqdm
 
 from maxsim.encoders.color import PALETTE
-from maxsim.synthetic import cut_times, write_video
+from maxsim.synthetic import cut_times, random_scenes, write_video
 
 GROUND_TRUTH = "ground_truth.jsonl"
 VIDEOS = "videos"
@@ -64,8 +64,7 @@ def plan(cfg: dict[str, Any]) -> list[dict[str, Any]]:
         own = [str(colours.pop()) for _ in range(int(n) - (1 if revisit else 0))]
         if revisit:
             own.append(own[0])
-        seconds = [round(float(rng.uniform(s_lo, s_hi)) * fps) / fps for _ in own]
-        videos.append({"vid": f"v{i:03d}", "scenes": list(zip(seconds, own, strict=True))})
+        videos.append({"vid": f"v{i:03d}", "scenes": random_scenes(rng, None, (s_lo, s_hi), own, fps)})
     return videos
 
 

@@ -1,12 +1,14 @@
 """``maxsim-bench ingest``: the real-time factor of each ingest stage, measured separately.
 
-Each video goes through the engine's stages one by one, with the engine's own components: a single decode
-pass (:func:`maxsim.video.iter_frames`) feeding the segmenter and the frame sampler, clip assembly with
-thumbnails, the encoder, and an Arrow store write with its atomic commit. Time spent in each is summed
-separately, so "decode" is the decoder alone and "segment"/"sample" are what cut detection and frame
-sampling add on top of it. RTF = seconds of work per second of video (below 1 is faster than real time).
-With ``engine_check`` the same videos are also ingested by :meth:`maxsim.engine.Engine.ingest` in one call,
-to compare the sum of the stages with the engine end to end.
+Each video goes through the engine's own pipeline: :func:`maxsim.frames.iter_clips` (one streaming decode
+pass feeding the segmenter and the frame sampler, clips with thumbnails yielded as segments become final),
+the encoder on batches of clips as they arrive, and an Arrow store part committed atomically per video.
+The segmenter, the sampler and the encoder run behind timing proxies, so "decode" is the decoder alone
+(the rest of the time inside ``iter_clips``, decoded in this thread) and "segment"/"sample" are what cut
+detection and frame sampling add on top of it. RTF = seconds of work per second of video (below 1 is
+faster than real time). With ``engine_check`` the same videos are also ingested by
+:meth:`maxsim.engine.Engine.ingest` in one call (with its background decoding), to compare the sum of the
+stages with the engine end to end.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from maxsim.bench.config import ConfigError, build
 from maxsim.bench.report import Column, Run, Table
+from maxsim.bench.timing import synchronize
 from tqdm import tqdm
 
 SUMMARY = 0
@@ -32,27 +34,15 @@ STAGE_LABELS = {
 }
 
 
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def synthetic_videos(folder: Path, spec: dict[str, Any], seed: int = 0) -> list[Path]:
     """Colour-scene videos (see :mod:`maxsim.synthetic`) of ``spec["seconds"]`` each, scenes of random
     length within ``spec["scene_seconds"]``."""
-    from maxsim.synthetic import COLORS, write_video
+    from maxsim.synthetic import random_scenes, write_video
 
     rng = np.random.default_rng(seed)
-    names = list(COLORS)
-    lo, hi = spec.get("scene_seconds", [2.0, 6.0])
     out = []
     for i in range(int(spec["count"])):
-        scenes, total, prev = [], 0.0, None
-        while total < float(spec["seconds"]) - 1e-9:
-            s = min(float(rng.uniform(lo, hi)), float(spec["seconds"]) - total)
-            colour = rng.choice([n for n in names if n != prev])
-            scenes.append((s, str(colour)))
-            total, prev = total + s, colour
+        scenes = random_scenes(rng, float(spec["seconds"]), tuple(spec.get("scene_seconds", [2.0, 6.0])))
         path = folder / f"synthetic{i:02d}.mp4"
         write_video(path, scenes, fps=float(spec["fps"]), size=tuple(spec["size"]), seed=seed + i)
         out.append(path)
@@ -74,6 +64,38 @@ def video_paths(cfg: dict[str, Any], folder: Path) -> list[Path]:
     return synthetic_videos(folder, cfg["synthetic"], int(cfg.get("seed", 0)))
 
 
+class _Timed:
+    """Stands in for ``target``: attributes are the target's, and every method call adds its seconds to
+    ``totals[stage]``, is counted in ``calls`` and leaves its positional arguments in ``last_args``.
+    Methods named in ``wrap`` return their result wrapped the same way, sharing the counts (a segmenter's
+    ``start()`` run, a sampler's ``fresh()`` copy)."""
+
+    def __init__(self, target: Any, stage: str, totals: dict[str, float], wrap: tuple[str, ...] = (),
+                 calls: dict[str, int] | None = None, last_args: dict[str, tuple] | None = None):  # fmt: skip
+        self._target, self._stage, self._totals, self._wrap = target, stage, totals, wrap
+        self.calls: dict[str, int] = calls if calls is not None else {}
+        self.last_args: dict[str, tuple] = last_args if last_args is not None else {}
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if not callable(value):
+            return value
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                out = value(*args, **kwargs)
+            finally:
+                self._totals[self._stage] += time.perf_counter() - t0
+                self.calls[name] = self.calls.get(name, 0) + 1
+                self.last_args[name] = args
+            if name in self._wrap:
+                return _Timed(out, self._stage, self._totals, self._wrap, self.calls, self.last_args)
+            return out
+
+        return timed
+
+
 def measure_video(
     path: Path,
     segmenter: Any,
@@ -84,81 +106,79 @@ def measure_video(
     next_id: int,
     settings: str,
 ) -> dict[str, Any]:
-    """Seconds of each stage for one video (and what it produced); the segments land in ``store``."""
+    """Seconds of each stage for one video (and what it produced); the segments land in ``store``.
+
+    The clips come from :func:`maxsim.frames.iter_clips`, the engine's streaming decode -> segment ->
+    sample pass (without prefetch, so that decoding happens in this thread and can be told apart), with
+    the segmenter and the sampler behind timing proxies; "decode" is the rest of the time spent in it.
+    Clips are encoded in batches of ``batch_size`` as they arrive and their records added to one store
+    part, committed once the video is done, as :meth:`maxsim.engine.Engine.ingest` does.
+    """
+    from maxsim.frames import iter_clips
     from maxsim.store import SegmentRecord
-    from maxsim.video import content_hash, iter_frames
+    from maxsim.video import content_hash
 
     t: dict[str, float] = dict.fromkeys(STAGES, 0.0)
     t0 = time.perf_counter()
     digest = content_hash(path)
     t["hash"] = time.perf_counter() - t0
 
-    run = segmenter.start()
-    feed_seg = segmenter.needs_frames
-    sam = sampler.fresh()
-    frames = iter_frames(path)
-    n_frames = 0
-    it = iter(frames)
-    while True:
+    seg = _Timed(segmenter, "segment", t, wrap=("start",))
+    sam = _Timed(sampler, "sample", t, wrap=("fresh",))
+    n_segments = n_sampled = n_tokens = 0
+    batch: list[tuple[Any, bytes]] = []
+    in_clips = 0.0  # seconds inside iter_clips: decoding plus the proxied segmenter and sampler
+
+    def flush(writer) -> None:
+        nonlocal n_segments, n_sampled, n_tokens
+        synchronize()
         a = time.perf_counter()
-        try:
-            ts, frame = next(it)
-        except StopIteration:
-            t["decode"] += time.perf_counter() - a
-            break
+        vectors = encoder.encode_clips([c for c, _ in batch])
+        synchronize()
         b = time.perf_counter()
-        t["decode"] += b - a
-        if feed_seg:
-            run.feed(ts, frame)
-        c = time.perf_counter()
-        t["segment"] += c - b
-        sam.feed(ts, frame)
-        t["sample"] += time.perf_counter() - c
-        n_frames += 1
-    duration = frames.duration
-    a = time.perf_counter()
-    segments = run.finish(duration)
-    b = time.perf_counter()
-    clips = sam.clips(str(path), segments)
-    t["segment"] += b - a
-    t["sample"] += time.perf_counter() - b
+        t["encode"] += b - a
+        for (clip, thumb), v in zip(batch, vectors, strict=True):
+            frame_times = list(map(float, clip.timestamps))
+            record = SegmentRecord(
+                str(path), digest, settings, clip.start, clip.end, frame_times, thumb, v.detach().cpu()
+            )
+            writer.add(next_id + n_segments, record)
+            n_segments += 1
+            n_sampled += len(frame_times)
+            n_tokens += int(v.shape[0])
+        t["write"] += time.perf_counter() - b
+        batch.clear()
 
-    vectors: list[torch.Tensor] = []
-    _sync()
-    a = time.perf_counter()
-    for i in range(0, len(clips), batch_size):
-        vectors += encoder.encode_clips([c for c, _ in clips[i : i + batch_size]])
-    _sync()
-    t["encode"] = time.perf_counter() - a
-
-    a = time.perf_counter()
     with store.writing():
         base = store.manifest()
         writer = store.new_part()
-        for j, ((clip, thumb), v) in enumerate(zip(clips, vectors, strict=True)):
-            writer.add(
-                next_id + j,
-                SegmentRecord(
-                    str(path),
-                    digest,
-                    settings,
-                    clip.start,
-                    clip.end,
-                    list(map(float, clip.timestamps)),
-                    thumb,
-                    v.detach().cpu(),
-                ),
-            )
+        clips = iter_clips(path, seg, sam, prefetch=0)
+        try:
+            while True:
+                a = time.perf_counter()
+                item = next(clips, None)
+                in_clips += time.perf_counter() - a
+                if item is None:
+                    break
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    flush(writer)
+        finally:
+            clips.close()
+        if batch:
+            flush(writer)
+        a = time.perf_counter()
         part = writer.close()
-        store.commit(base, [part], next_segment_id=next_id + len(clips), op="ingest", info={"bench": True})
-    t["write"] = time.perf_counter() - a
+        store.commit(base, [part], next_segment_id=next_id + n_segments, op="ingest", info={"bench": True})
+        t["write"] += time.perf_counter() - a
+    t["decode"] = max(0.0, in_clips - t["segment"] - t["sample"])
     return {
         "video": path.name,
-        "duration_s": duration,
-        "frames": n_frames,
-        "segments": len(segments),
-        "sampled_frames": int(sum(len(c.timestamps) for c, _ in clips)),
-        "tokens": int(sum(v.shape[0] for v in vectors)),
+        "duration_s": float(seg.last_args["finish"][0]),  # what iter_clips decoded
+        "frames": sam.calls.get("feed", 0),  # iter_clips offers every decoded frame to the sampler
+        "segments": n_segments,
+        "sampled_frames": n_sampled,
+        "tokens": n_tokens,
         "seconds": t,
     }
 

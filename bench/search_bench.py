@@ -19,7 +19,7 @@ from maxsim.bench.config import ConfigError
 from maxsim.bench.corpus import make_corpus, make_queries, storage_dtype
 from maxsim.bench.metrics import percentiles
 from maxsim.bench.report import Column, Run, Table
-from maxsim.bench.timing import kernel_kwargs, resolve_device, time_calls, torch_threads
+from maxsim.bench.timing import resolve_device, time_calls, torch_threads
 from tqdm import tqdm
 
 SUMMARY = 0
@@ -182,20 +182,19 @@ class _Timer:
 
 
 def _kernel_mode(timer: _Timer, corpus, sizes: list[int]) -> None:
-    """maxsim_topk over each prefix of the corpus, on the corpus' device."""
+    """maxsim_topk over each prefix of the corpus, on the corpus' device (int8 / fp8 storage with its
+    per-token scales)."""
     from maxsim.kernels import maxsim_topk
 
-    kw = kernel_kwargs(maxsim_topk, timer.cfg.get("backend"), corpus.scale)
+    backend = timer.cfg.get("backend")
+    backend = None if backend in (None, "", "auto") else backend
     qt, device = timer.qt, timer.device
     for n in sizes:
         c = corpus.prefix(n)
-        d_kw = dict(kw)
-        if c.scale is not None:
-            d_kw["d_scale"] = c.scale
 
-        def search(q, b, k, c=c, d_kw=d_kw):
+        def search(q, b, k, c=c):
             qo = torch.arange(0, (b + 1) * qt, qt, dtype=torch.int64, device=device)
-            return maxsim_topk(q, qo, c.tokens, c.offsets, k, **d_kw)[1]
+            return maxsim_topk(q, qo, c.tokens, c.offsets, k, backend=backend, d_scale=c.scale)[1]
 
         timer.size("kernel", n, int(c.offsets[-1]), c.nbytes(), search)
 
@@ -314,96 +313,74 @@ def tables(results: dict[str, Any]) -> list[Table]:
 
 
 def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    pts = results.get("points", [])
+    if not pts:
+        return []
+    k0 = min(p["k"] for p in pts)
+    return [
+        _log_plot(
+            out_dir / "latency_vs_corpus.png", pts, k0, series="batch", x="n_segments", y="p50_ms",
+            whisker="p95_ms", label=lambda mode, b: f"{mode} batch {b}", xlabel="corpus size (segments)",
+            ylabel="latency per call (ms)", title=f"Search latency vs corpus size (k={k0})",
+        ),
+        _log_plot(
+            out_dir / "throughput_vs_batch.png", pts, k0, series="n_segments", x="batch", y="qps",
+            label=lambda mode, n: f"{mode} {_short(n)} segments", xlabel="query batch size",
+            ylabel="queries per second (at p50)", title=f"Throughput vs query batch (k={k0})",
+        ),
+    ]  # fmt: skip
+
+
+def _log_plot(
+    path: Path,
+    pts: list[dict[str, Any]],
+    k: int,
+    series: str,
+    x: str,
+    y: str,
+    label,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    whisker: str | None = None,
+) -> Path:
+    """Log-log lines of ``y`` against ``x`` at top-``k``, one per mode (kernel: solid, engine: dashed) and
+    value of ``series`` (one colour per value), with a bar from ``y`` up to ``whisker`` at each point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = results.get("points", [])
-    if not pts:
-        return []
-    files = []
-    ks = sorted({p["k"] for p in pts})
-    k0 = ks[0]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    pts = [p for p in pts if p["k"] == k]
     modes = sorted({p.get("mode", "kernel") for p in pts}, key=lambda m: MODES.index(m) if m in MODES else 9)
-    colours = {}
-    for mode in modes:
-        for b in sorted({p["batch"] for p in pts}):
-            sel = [p for p in pts if p.get("mode", "kernel") == mode and p["batch"] == b and p["k"] == k0]
-            if not sel:
-                continue
-            sel.sort(key=lambda p: p["n_segments"])
-            x = [p["n_segments"] for p in sel]
-            style = "o-" if mode == "kernel" else "s--"
-            line = ax.plot(
-                x, [p["p50_ms"] for p in sel], style, color=colours.get(b), label=f"{mode} batch {b}"
-            )[0]
-            colours[b] = line.get_color()
-    ax.plot([], [], " ", label="(p50; bars: p95)")
-    for p in pts:
-        if p["k"] == k0:
-            ax.plot(
-                [p["n_segments"]] * 2,
-                [p["p50_ms"], p["p95_ms"]],
-                "-",
-                color=colours.get(p["batch"]),
-                alpha=0.5,
-            )
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="corpus size (segments)",
-        ylabel="latency per call (ms)",
-        title=f"Search latency vs corpus size (k={k0})",
-    )
-    sizes = sorted({p["n_segments"] for p in pts})
-    ax.set_xticks(sizes, [_short(n) for n in sizes])
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    _plain_y(ax, matplotlib)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    files.append(out_dir / "latency_vs_corpus.png")
-    fig.savefig(files[-1])
-    plt.close(fig)
-
+    values = sorted({p[series] for p in pts})
+    colour = {v: f"C{i % 10}" for i, v in enumerate(values)}
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    size_colour = {n: f"C{i % 10}" for i, n in enumerate(sorted({p["n_segments"] for p in pts}))}
     for mode in modes:
-        for n in sorted({p["n_segments"] for p in pts}):
-            sel = [
-                p for p in pts if p.get("mode", "kernel") == mode and p["n_segments"] == n and p["k"] == k0
-            ]
-            if not sel:
-                continue
-            sel.sort(key=lambda p: p["batch"])
-            style = "o-" if mode == "kernel" else "s--"
-            ax.plot(
-                [p["batch"] for p in sel],
-                [p["qps"] for p in sel],
-                style,
-                color=size_colour[n],
-                label=f"{mode} {_short(n)} segments",
-            )
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="query batch size",
-        ylabel="queries per second (at p50)",
-        title=f"Throughput vs query batch (k={k0})",
-    )
-    bs = sorted({p["batch"] for p in pts})
-    ax.set_xticks(bs, [str(b) for b in bs])
+        for v in values:
+            sel = [p for p in pts if p.get("mode", "kernel") == mode and p[series] == v]
+            if sel:
+                sel.sort(key=lambda p: p[x])
+                style = "o-" if mode == "kernel" else "s--"
+                xs, ys = [p[x] for p in sel], [p[y] for p in sel]
+                ax.plot(xs, ys, style, color=colour[v], label=label(mode, v))
+    if whisker:
+        ax.plot([], [], " ", label=f"({y.split('_')[0]}; bars: {whisker.split('_')[0]})")
+        for p in pts:
+            ax.plot([p[x]] * 2, [p[y], p[whisker]], "-", color=colour[p[series]], alpha=0.5)
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=title)
+    ticks = sorted({p[x] for p in pts})
+    ax.set_xticks(ticks, [_short(t) for t in ticks])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    _plain_y(ax, matplotlib)
+    fmt = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 0.5, 20, 300 rather than powers of ten
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    files.append(out_dir / "throughput_vs_batch.png")
-    fig.savefig(files[-1])
+    fig.savefig(path)
     plt.close(fig)
-    return files
+    return path
 
 
 def _short(n: int) -> str:
@@ -411,10 +388,3 @@ def _short(n: int) -> str:
         if n >= div:
             return f"{n / div:g}{suffix}"
     return str(n)
-
-
-def _plain_y(ax, matplotlib) -> None:
-    """Plain numbers (0.5, 20, 300) on a log y axis instead of powers of ten."""
-    fmt = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
-    ax.yaxis.set_major_formatter(fmt)
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())

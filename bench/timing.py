@@ -1,9 +1,8 @@
-"""Wall-clock timing of calls as a user sees them (device work included), and kernel-call plumbing."""
+"""Wall-clock timing of calls as a user sees them (device work included), and the device they run on."""
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,17 +11,23 @@ import torch
 from maxsim.bench.config import ConfigError
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; anything else as torch understands it."""
-    if name in ("", "auto", None):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device")
-    return dev
+def resolve_device(name: str | None) -> torch.device:
+    """A config's ``device`` (see :func:`maxsim.encoders.checkpoint.default_device`; ``auto`` picks CUDA
+    when available), a device torch cannot provide being a :class:`ConfigError`."""
+    from maxsim.encoders.checkpoint import default_device
+
+    try:
+        return default_device(name)
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(f"device: {e}") from e
 
 
-def synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device | None = None) -> None:
+    """Wait for the work queued on ``device`` (None: the current CUDA device, when there is one)."""
+    if device is None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -55,31 +60,6 @@ def time_calls(
         if max_seconds is not None and spent >= max_seconds and len(times) >= min_repeats:
             break
     return times
-
-
-def kernel_kwargs(fn: Callable, backend: str | None = None, d_scale: torch.Tensor | None = None) -> dict:
-    """Keyword arguments for a ``maxsim.kernels`` function, refusing ones this version does not take."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        params = {}
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kw: dict[str, Any] = {}
-    if backend not in (None, "", "auto"):
-        if "backend" not in params and not takes_any:
-            raise ConfigError(
-                f"backend={backend!r} asked for, but this maxsim.kernels.{fn.__name__} has no backend "
-                'argument (use backend="auto")'
-            )
-        kw["backend"] = backend
-    if d_scale is not None:
-        if "d_scale" not in params and not takes_any:
-            raise ConfigError(
-                f"int8/fp8 storage needs per-token scales, but this maxsim.kernels.{fn.__name__} has no "
-                "d_scale argument (use a float16/bfloat16/float32 dtype)"
-            )
-        kw["d_scale"] = d_scale
-    return kw
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from maxsim.kernels.validate import Problem, check, check_k, check_offsets, new_output
 
 # Largest similarity block (query tokens x segment tokens) materialised at once, in elements.
 _BLOCK_ELEMENTS = 1 << 24
@@ -14,27 +15,26 @@ def check_ragged(name: str, x: torch.Tensor, offsets: torch.Tensor, dim: int | N
         raise ValueError(f"{name} must be 2-D (total_tokens, dim), got shape {tuple(x.shape)}")
     if dim is not None and x.shape[1] != dim:
         raise ValueError(f"{name} has dim {x.shape[1]} but the queries have dim {dim}")
-    if offsets.ndim != 1 or offsets.numel() < 1:
-        raise ValueError(
-            f"{name}_offsets must be 1-D with n + 1 >= 1 entries, got shape {tuple(offsets.shape)}"
-        )
-    if offsets.dtype.is_floating_point or offsets.dtype == torch.bool:
-        raise TypeError(f"{name}_offsets must be an integer tensor, got {offsets.dtype}")
-    o = offsets.detach().to("cpu", torch.int64)
-    if int(o[0]) != 0:
-        raise ValueError(f"{name}_offsets must start at 0, got {int(o[0])}")
-    if int(o[-1]) != x.shape[0]:
-        raise ValueError(f"{name}_offsets must end at the row count {x.shape[0]} of {name}, got {int(o[-1])}")
-    if bool((o[1:] < o[:-1]).any()):
-        raise ValueError(f"{name}_offsets must be non-decreasing")
-    return o.numel() - 1
+    return check_offsets(name, x.shape[0], offsets).numel() - 1
 
 
 def _scores_block(
-    qf: torch.Tensor, q_ids: torch.Tensor, n_q: int, d: torch.Tensor, d_ids: torch.Tensor, n_d: int
+    qf: torch.Tensor,
+    q_ids: torch.Tensor,
+    n_q: int,
+    d: torch.Tensor,
+    d_ids: torch.Tensor,
+    n_d: int,
+    scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Scores of all queries against one block of whole segments (ids local to the block)."""
-    sim = qf @ d.float().T  # (Tq, Td)
+    """Scores of all queries against one block of whole segments (ids local to the block).
+
+    ``scale`` holds one factor per row of ``d`` (already expanded), or is None.
+    """
+    df = d.float()
+    if scale is not None:
+        df = df * scale[:, None]
+    sim = qf @ df.T  # (Tq, Td)
     best = torch.full((qf.shape[0], n_d), float("-inf"), dtype=torch.float32, device=qf.device)
     best.scatter_reduce_(1, d_ids.expand(qf.shape[0], -1), sim, reduce="amax", include_self=True)
     out = torch.zeros((n_q, n_d), dtype=torch.float32, device=qf.device)
@@ -55,61 +55,100 @@ def _blocks(d_offsets: torch.Tensor, rows_per_block: int):
         i = j
 
 
-def _prepare(q: torch.Tensor, q_offsets: torch.Tensor, d: torch.Tensor, d_offsets: torch.Tensor):
-    n_q = check_ragged("q", q, q_offsets)
-    check_ragged("d", d, d_offsets, dim=q.shape[1])
-    if q.device != d.device:
-        raise ValueError(f"q is on {q.device} but d is on {d.device}")
-    qo = q_offsets.detach().to(q.device, torch.int64)
-    q_ids = torch.repeat_interleave(torch.arange(n_q, device=q.device), qo[1:] - qo[:-1])
+def _prepare(p: Problem):
+    q = p.q
+    qo = p.q_offsets.to(q.device)
+    q_ids = torch.repeat_interleave(torch.arange(p.n_q, device=q.device), qo[1:] - qo[:-1])
     rows = max(1, _BLOCK_ELEMENTS // max(1, q.shape[0]))
-    return n_q, q.float(), q_ids, d_offsets.detach().to("cpu", torch.int64), rows
+    return p.n_q, q.float(), q_ids, p.d_offsets, rows
 
 
-def maxsim_scores(
-    q: torch.Tensor, q_offsets: torch.Tensor, d: torch.Tensor, d_offsets: torch.Tensor
-) -> torch.Tensor:
-    """MaxSim score of every query against every segment: float32 ``(n_queries, n_docs)``."""
-    n_q, qf, q_ids, do, rows = _prepare(q, q_offsets, d, d_offsets)
-    n_d = do.numel() - 1
-    out = torch.empty((n_q, n_d), dtype=torch.float32, device=q.device)
+def _block(p: Problem, i: int, j: int):
+    """Rows, local segment ids and expanded scales of segments i..j-1."""
+    do, dev = p.d_offsets, p.d.device
+    lo, hi = int(do[i]), int(do[j])
+    counts = (do[i + 1 : j + 1] - do[i:j]).to(dev)
+    d_ids = torch.repeat_interleave(torch.arange(j - i, device=dev), counts)
+    scale = None
+    if p.scale_per == "token":
+        scale = p.d_scale[lo:hi]
+    elif p.scale_per == "segment":
+        scale = p.d_scale[i:j][d_ids]
+    return p.d[lo:hi], d_ids, scale
+
+
+def scores(p: Problem) -> torch.Tensor:
+    """MaxSim scores of a validated problem: float32 ``(n_queries, n_docs)``."""
+    n_q, qf, q_ids, do, rows = _prepare(p)
+    n_d = p.n_d
+    out = new_output((n_q, n_d), torch.float32, p.q.device)
     for i, j in _blocks(do, rows):
-        lo, hi = int(do[i]), int(do[j])
-        counts = (do[i + 1 : j + 1] - do[i:j]).to(q.device)
-        d_ids = torch.repeat_interleave(torch.arange(j - i, device=q.device), counts)
-        out[:, i:j] = _scores_block(qf, q_ids, n_q, d[lo:hi], d_ids, j - i)
+        d, d_ids, scale = _block(p, i, j)
+        out[:, i:j] = _scores_block(qf, q_ids, n_q, d, d_ids, j - i, scale)
     return out
 
 
+def topk(p: Problem, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best segments per query of a validated problem (see :func:`maxsim_topk`)."""
+    n_q, qf, q_ids, do, rows = _prepare(p)
+    dev = p.q.device
+    best_s = torch.full((n_q, k), float("-inf"), dtype=torch.float32, device=dev)
+    best_i = torch.full((n_q, k), -1, dtype=torch.int64, device=dev)
+    if k == 0:
+        return best_s, best_i
+    for i, j in _blocks(do, max(rows, 1)):
+        d, d_ids, scale = _block(p, i, j)
+        s = _scores_block(qf, q_ids, n_q, d, d_ids, j - i, scale)
+        idx = torch.arange(i, j, device=dev).expand(n_q, -1)
+        best_s, best_i = merge_topk(torch.cat([best_s, s], 1), torch.cat([best_i, idx], 1), k)
+    return best_s, best_i
+
+
+def maxsim_scores(
+    q: torch.Tensor,
+    q_offsets: torch.Tensor,
+    d: torch.Tensor,
+    d_offsets: torch.Tensor,
+    *,
+    d_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """MaxSim score of every query against every segment: float32 ``(n_queries, n_docs)``."""
+    return scores(check(q, q_offsets, d, d_offsets, d_scale))
+
+
 def maxsim_topk(
-    q: torch.Tensor, q_offsets: torch.Tensor, d: torch.Tensor, d_offsets: torch.Tensor, k: int
+    q: torch.Tensor,
+    q_offsets: torch.Tensor,
+    d: torch.Tensor,
+    d_offsets: torch.Tensor,
+    k: int,
+    *,
+    d_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The k best segments per query: ``(scores[n_queries, k], indices[n_queries, k])``, best first.
 
     Ties keep the lower segment index first. Where fewer than k segments exist the tail is filled with
     score ``-inf`` and index ``-1``.
     """
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
-    n_q, qf, q_ids, do, rows = _prepare(q, q_offsets, d, d_offsets)
-    best_s = torch.full((n_q, k), float("-inf"), dtype=torch.float32, device=q.device)
-    best_i = torch.full((n_q, k), -1, dtype=torch.int64, device=q.device)
-    if k == 0:
-        return best_s, best_i
-    for i, j in _blocks(do, max(rows, 1)):
-        lo, hi = int(do[i]), int(do[j])
-        counts = (do[i + 1 : j + 1] - do[i:j]).to(q.device)
-        d_ids = torch.repeat_interleave(torch.arange(j - i, device=q.device), counts)
-        s = _scores_block(qf, q_ids, n_q, d[lo:hi], d_ids, j - i)
-        idx = torch.arange(i, j, device=q.device).expand(n_q, -1)
-        best_s, best_i = _merge_topk(torch.cat([best_s, s], 1), torch.cat([best_i, idx], 1), k)
-    return best_s, best_i
+    k = check_k(k)
+    return topk(check(q, q_offsets, d, d_offsets, d_scale), k)
 
 
-def _merge_topk(s: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top k by score descending, ties by index ascending (missing entries, index -1, go last)."""
+def merge_topk(s: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top k by score descending, ties by index ascending (missing entries, index -1, go last).
+
+    Pure device ops (two stable sorts): no host synchronisation. Pads with -inf / -1 when fewer than k
+    candidates exist.
+    """
+    if s.shape[1] < k:
+        pad = k - s.shape[1]
+        s = torch.cat([s, s.new_full((s.shape[0], pad), float("-inf"))], 1)
+        idx = torch.cat([idx, idx.new_full((idx.shape[0], pad), -1)], 1)
     key_idx = torch.where(idx < 0, torch.iinfo(torch.int64).max, idx)
     order = torch.argsort(key_idx, dim=1, stable=True)
     s, idx = s.gather(1, order), idx.gather(1, order)
     order = torch.argsort(s, dim=1, descending=True, stable=True)[:, :k]
     return s.gather(1, order), idx.gather(1, order)
+
+
+_merge_topk = merge_topk

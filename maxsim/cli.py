@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from maxsim.encoders import DEFAULT_ENCODER
+from maxsim.encoders import DEFAULT_ENCODER, registered_encoders
 from maxsim.store import KEEP_VERSIONS, TARGET_PART_BYTES
 
 
@@ -19,16 +20,31 @@ def _engine(args: argparse.Namespace, create: bool):
     return Engine(args.index, encoder=args.encoder, create=create, dtype=getattr(args, "dtype", "float16"))
 
 
+# Ingest presets: encoder and frame sampling that suit a machine. Flags given explicitly win.
+PRESETS: dict[str, dict] = {
+    "default": {"encoder": None, "fps": 2.0, "max_frames": 16},
+    # CPU-only machines: ColQwen3 with a 256-visual-token budget per clip, 1 fps, at most 4 frames.
+    "cpu": {"encoder": "colqwen3-cpu", "fps": 1.0, "max_frames": 4},
+}
+
+
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from maxsim.frames import FrameSampler
 
-    if args.encoder is None and not (Path(args.index) / "manifest.json").exists():
-        if DEFAULT_ENCODER is None:
+    preset = PRESETS[args.preset]
+    if not (Path(args.index) / "manifest.json").exists():  # a new index: the preset picks the encoder
+        if args.encoder is None:
+            args.encoder = preset["encoder"]
+        elif preset["encoder"] and args.encoder not in registered_encoders():
+            args.encoder = f"{preset['encoder']}:{args.encoder}"  # the preset's settings, that checkpoint
+        if args.encoder is None and DEFAULT_ENCODER is None:
             print("error: --encoder is required to create a new index", file=sys.stderr)
             return 2
+    fps = preset["fps"] if args.fps is None else args.fps
+    max_frames = preset["max_frames"] if args.max_frames is None else args.max_frames
     segmenter = f"fixed:{args.fixed}" if args.fixed is not None else ("scenes" if args.scenes else None)
     engine = _engine(args, create=True)
-    engine.sampler = FrameSampler(fps=args.fps, max_frames=args.max_frames)
+    engine.sampler = FrameSampler(fps=fps, max_frames=max_frames)
     if args.ray:
         from maxsim import distributed
 
@@ -104,6 +120,48 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from maxsim.server import create_app
+    except ImportError as e:
+        print(f"error: maxsim serve needs the serve extra ({e.name} is missing): "
+              'pip install "maxsim[serve]"', file=sys.stderr)
+        return 2
+    from maxsim.server.app import LOOPBACK
+
+    if args.host not in LOOPBACK and not args.api_key:
+        print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can search, "
+              "stream the indexed videos and delete them", file=sys.stderr)
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    from maxsim.engine import Engine
+    from maxsim.frames import FrameSampler
+
+    engine = Engine(
+        args.index,
+        encoder=args.encoder,
+        create=False,
+        segmenter=args.segmenter,
+        sampler=FrameSampler(fps=args.fps, max_frames=args.max_frames),
+    )
+    app = create_app(
+        engine,
+        api_key=args.api_key,
+        ingest_root=args.ingest_root,
+        max_body_bytes=args.max_body_bytes,
+        max_k=args.max_k,
+        batch_window_ms=args.batch_window_ms,
+        max_queue=args.max_queue,
+        cors_origins=args.cors_origin,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=not args.quiet)
+    return 0
+
+
 def _cmd_delete(args: argparse.Namespace) -> int:
     if not args.videos and args.prefix is None:
         print("error: give videos to delete or --prefix", file=sys.stderr)
@@ -123,6 +181,14 @@ def _cmd_delete(args: argparse.Namespace) -> int:
     return 1 if missing or not removed else 0
 
 
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
 def _cmd_compact(args: argparse.Namespace) -> int:
     engine = _engine(args, create=False)
     rep = engine.compact(full=args.full, keep_versions=args.keep_versions,
@@ -134,8 +200,8 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     else:
         print(
             f"compacted {rep.parts_rewritten} of {rep.parts_before} parts into {rep.parts_after} parts, "
-            f"dropped {rep.segments_dropped} deleted segments ({rep.bytes_before >> 20} -> "
-            f"{rep.bytes_after >> 20} MiB of tokens); version {rep.version}; removed {rep.files_removed} "
+            f"dropped {rep.segments_dropped} deleted segments ({_size(rep.bytes_before)} -> "
+            f"{_size(rep.bytes_after)} of vectors); version {rep.version}; removed {rep.files_removed} "
             "unused file(s)"
         )
     return 0
@@ -172,8 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--fixed", type=float, metavar="SECONDS", help="fixed-length segments (default 10 s)")
     mode.add_argument("--scenes", action="store_true", help="scene segmentation with PySceneDetect")
     ing.add_argument("--encoder", help=enc_help)
-    ing.add_argument("--fps", type=float, default=2.0, help="frames sampled per second (default 2)")
-    ing.add_argument("--max-frames", type=int, default=16, help="frames per segment at most (default 16)")
+    ing.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                     help="encoder and sampling for the machine: 'cpu' = colqwen3-cpu, 1 fps, 4 frames")
+    ing.add_argument("--fps", type=float, help="frames sampled per second (default 2; preset cpu: 1)")
+    ing.add_argument("--max-frames", type=int, help="frames per segment at most (default 16; preset cpu: 4)")
     ing.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
                      help="storage dtype of a new index")
     ing.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -206,11 +274,43 @@ def build_parser() -> argparse.ArgumentParser:
                         "by later ingests)")
     pr.add_argument("index")
     pr.add_argument("--centroids", type=int, metavar="N",
-                    help="centroids per part (default: a power of two near 4 * sqrt(tokens of the part))")
+                    help="centroids per part (default: PLAID's 16 * sqrt(tokens of the part))")
     pr.add_argument("--encoder", help=enc_help)
     pr.add_argument("--json", action="store_true")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_prune)
+
+    sv = sub.add_parser("serve", help="serve an index over HTTP, with a search page at /")
+    sv.add_argument("index", help="index folder (must exist)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--api-key", default=os.environ.get("MAXSIM_API_KEY"),
+                    help="require this key in an X-API-Key header (default: $MAXSIM_API_KEY, else none)")
+    sv.add_argument("--encoder", help=enc_help)
+    sv.add_argument("--ingest-root", metavar="DIR",
+                    help="enable POST /ingest for files under DIR only (default: ingest disabled)")
+    sv.add_argument("--segmenter", default="fixed:10",
+                    help="segmentation of videos ingested through POST /ingest: fixed:SECONDS or scenes "
+                    "(default fixed:10, as maxsim ingest)")
+    sv.add_argument("--fps", type=float, default=2.0,
+                    help="frames sampled per second for POST /ingest (default 2)")
+    sv.add_argument("--max-frames", type=int, default=16, help="frames per segment at most for POST /ingest")
+    sv.add_argument("--max-queue", type=int, default=256,
+                    help="searches waiting beyond which new ones get 503 + Retry-After (default 256)")
+    sv.add_argument("--max-body-bytes", type=int, default=1 << 20,
+                    help="larger request bodies get 413 (default 1 MiB)")
+    sv.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for (default 100)")
+    sv.add_argument("--batch-window-ms", type=float, default=2.0,
+                    help="how long a search waits for concurrent ones to batch with (default 2 ms)")
+    sv.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                    help="let pages from this web origin call the API (repeatable; default none)")
+    sv.add_argument("--torch-threads", type=int, metavar="N",
+                    help="torch intra-op threads (default: torch's choice; 1 can be faster for small "
+                    "indexes on a busy machine)")
+    sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    sv.add_argument("-q", "--quiet", action="store_true", help="no access log")
+    sv.set_defaults(func=_cmd_serve)
 
     inf = sub.add_parser("info", help="show an index's encoder, size, versions and history")
     inf.add_argument("index")

@@ -24,6 +24,7 @@ from maxsim.store import (
     TARGET_PART_BYTES,
     CompactReport,
     EncoderMismatchError,
+    IndexError_,
     IndexNotFoundError,
     Manifest,
     SegmentRecord,
@@ -284,15 +285,20 @@ class Engine:
                         continue
                     mark = writer.mark()
                     n = 0
+                    records = encode(video, digest, settings, seg)
                     try:
-                        for rec in encode(video, digest, settings, seg):
+                        for rec in records:
                             writer.add(next_id, rec)
                             next_id += 1
                             n += 1
-                    except (VideoError, EncoderOutputError) as e:
+                    except IndexError_:
+                        raise  # the index itself cannot take writes: stop, nothing is committed
+                    except Exception as e:  # bad input, or an encoder/segmenter failing on this video
                         writer.rollback(mark)  # its rows never become live
-                        report.failed.append((f, e.reason if isinstance(e, VideoError) else str(e)))
+                        report.failed.append((f, _failure_reason(e)))
                         continue
+                    finally:
+                        records.close()  # stops the video's decoder at once if it was abandoned
                     if old is not None:
                         replaced.append(video)
                     report.ingested.append(f)
@@ -360,12 +366,16 @@ class Engine:
                 )
             batch.clear()
 
-        for item in iter_clips(video, seg, self.sampler):
-            batch.append(item)
-            if len(batch) >= self.batch_size:
+        clips = iter_clips(video, seg, self.sampler)
+        try:
+            for item in clips:
+                batch.append(item)
+                if len(batch) >= self.batch_size:
+                    yield from flush()
+            if batch:
                 yield from flush()
-        if batch:
-            yield from flush()
+        finally:
+            clips.close()
 
     def _check_vectors(self, v: Any, what: str) -> torch.Tensor:
         dim = self.manifest.dim
@@ -670,6 +680,15 @@ class Engine:
 def default_candidates(k: int, n_allowed: int) -> int:
     """Candidates re-ranked exactly by a pruned search by default: 1% of the segments, at least 20 k."""
     return max(20 * k, n_allowed // 100)
+
+
+def _failure_reason(e: Exception) -> str:
+    """What to tell the user about a video that failed to ingest."""
+    if isinstance(e, VideoError):
+        return e.reason
+    if isinstance(e, EncoderOutputError):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
 
 
 class EncoderOutputError(ValueError):

@@ -63,6 +63,43 @@ def write_video(
     return path
 
 
+def random_scenes(
+    rng: np.random.Generator | int = 0,
+    seconds: float | None = None,
+    scene_seconds: tuple[float, float] = (2.0, 6.0),
+    colours: Sequence[str] | None = None,
+    fps: float | None = None,
+) -> list[tuple[float, str]]:
+    """Scenes for :func:`write_video` whose lengths are drawn uniformly from ``scene_seconds`` (rounded to
+    whole frames at ``fps`` when given), from ``rng`` (a generator, or a seed).
+
+    With ``colours``: one scene per colour, in that order. Otherwise scenes of random :data:`COLORS`,
+    never the same colour twice in a row, until ``seconds`` are filled (the last scene is cut to end
+    there).
+    """
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    lo, hi = (float(x) for x in scene_seconds)
+    if not 0 < lo <= hi:
+        raise ValueError(f"scene_seconds must be (low, high) with 0 < low <= high, got {scene_seconds!r}")
+
+    def length() -> float:
+        s = float(rng.uniform(lo, hi))
+        return round(s * fps) / fps if fps else s
+
+    if colours is not None:
+        return [(length(), str(c)) for c in colours]
+    if seconds is None or seconds <= 0:
+        raise ValueError(f"random_scenes needs colours or a positive number of seconds, got {seconds!r}")
+    scenes: list[tuple[float, str]] = []
+    total, prev = 0.0, None
+    while total < seconds - 1e-9:
+        s = min(length(), seconds - total)
+        colour = str(rng.choice([n for n in COLORS if n != prev]))
+        scenes.append((s, colour))
+        total, prev = total + s, colour
+    return scenes
+
+
 def cut_times(scenes: Sequence[tuple[float, object]], fps: float = 10.0) -> list[float]:
     """The times (seconds) at which :func:`write_video` switches scene, frame-rounded."""
     out, elapsed = [], 0.0

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -47,6 +48,13 @@ class Segment:
         return self.end - self.start
 
 
+def thumbnail_data_uri(jpeg: bytes | None) -> str | None:
+    """A JPEG as a ``data:image/jpeg;base64,...`` URI, which JSON and HTML can carry (None or empty: None)."""
+    if not jpeg:
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
 @dataclass
 class Hit:
     """One retrieved moment."""
@@ -59,15 +67,16 @@ class Hit:
     best_time: float  # frame time of the segment token that matched best
     thumbnail: bytes | None = field(default=None, repr=False)  # JPEG
 
-    def to_dict(self, thumbnail: bool = False) -> dict:
-        d = {
-            "video": self.video,
-            "start": self.start,
-            "end": self.end,
-            "score": self.score,
-            "segment_id": self.segment_id,
-            "best_time": self.best_time,
+    def to_dict(self, thumbnail: bool = False) -> dict[str, Any]:
+        """The hit as plain JSON-serialisable values; with ``thumbnail`` the JPEG as a data URI (or None)."""
+        d: dict[str, Any] = {
+            "video": str(self.video),
+            "start": float(self.start),
+            "end": float(self.end),
+            "score": float(self.score),
+            "segment_id": int(self.segment_id),
+            "best_time": float(self.best_time),
         }
         if thumbnail:
-            d["thumbnail"] = self.thumbnail
+            d["thumbnail"] = thumbnail_data_uri(self.thumbnail)
         return d

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import struct
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +10,11 @@ import numpy as np
 import pytest
 
 from maxsim.synthetic import cut_times, write_video
+from tests.mp4 import retime_mp4
+
+# CI has no network and must never download weights: everything touching transformers runs offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
@@ -56,72 +61,34 @@ def vfr_video(make_video, tmp_path_factory) -> SceneVideo:
     return SceneVideo(path, scenes, [2.0, 5.0], 5.5, 40 / 5.5, times)
 
 
-# -- MP4 box surgery (ISO-BMFF): lets tests build variable-frame-rate videos without FFmpeg tools
+# --- tiny model checkpoints (tests/tiny_models.py) ---------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_colqwen3_dir(tmp_path_factory) -> Path:
+    """A tiny random ColQwen3 checkpoint in the published key layout (2 safetensors shards)."""
+    from tests.tiny_models import build_tiny_colqwen3
+
+    return build_tiny_colqwen3(tmp_path_factory.mktemp("tiny-colqwen3"))
 
 
-def mp4_boxes(data: bytes, start: int = 0, end: int | None = None):
-    """Yield ``(type, offset, header_size, size)`` of the boxes in ``data[start:end]``."""
-    end = len(data) if end is None else end
-    i = start
-    while i < end:
-        size, typ = struct.unpack(">I4s", data[i : i + 8])
-        hdr = 8
-        if size == 1:
-            size, hdr = struct.unpack(">Q", data[i + 8 : i + 16])[0], 16
-        elif size == 0:
-            size = end - i
-        yield typ, i, hdr, size
-        i += size
+@pytest.fixture(scope="session")
+def tiny_colqwen2_dir(tmp_path_factory) -> Path:
+    """A tiny random ColQwen2 checkpoint saved by transformers."""
+    from tests.tiny_models import build_tiny_colqwen2
+
+    return build_tiny_colqwen2(tmp_path_factory.mktemp("tiny-colqwen2"))
 
 
-_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"}
+@pytest.fixture(scope="session")
+def tiny_colqwen3(tiny_colqwen3_dir):
+    """The tiny ColQwen3 loaded through the production loader (CPU, float32)."""
+    from maxsim.encoders.colqwen3 import ColQwen3Encoder
+
+    return ColQwen3Encoder.from_pretrained(str(tiny_colqwen3_dir), device="cpu", local_files_only=True)
 
 
-def _parse(data: bytes) -> list:
-    return [
-        [t, _parse(data[i + h : i + s]) if t in _CONTAINERS else bytearray(data[i + h : i + s])]
-        for t, i, h, s in mp4_boxes(data)
-    ]
+@pytest.fixture(scope="session")
+def tiny_colqwen2(tiny_colqwen2_dir):
+    """The tiny ColQwen2 loaded through the production loader (CPU, float32)."""
+    from maxsim.encoders.colqwen2 import ColQwen2Encoder
 
-
-def _serialize(boxes: list) -> bytes:
-    out = bytearray()
-    for t, body in boxes:
-        payload = _serialize(body) if isinstance(body, list) else bytes(body)
-        out += struct.pack(">I4s", 8 + len(payload), t) + payload
-    return bytes(out)
-
-
-def retime_mp4(data: bytes, runs: list[tuple[int, float]]) -> bytes:
-    """Give an OpenCV-written MP4 (index after the payload) variable frame durations: ``runs`` of
-    ``(n_frames, seconds_per_frame)`` replace its constant-rate time-to-sample table."""
-    boxes = _parse(data)
-
-    def find(tree: list, typ: bytes) -> list:
-        found = []
-        for t, body in tree:
-            if t == typ:
-                found.append(body)
-            if isinstance(body, list):
-                found += find(body, typ)
-        return found
-
-    (mdhd,) = find(boxes, b"mdhd")
-    assert mdhd[0] == 0, "version-0 mdhd expected"
-    (timescale,) = struct.unpack(">I", mdhd[12:16])
-    entries = [(n, round(dt * timescale)) for n, dt in runs]
-    total = sum(n * d for n, d in entries)
-    (stts,) = find(boxes, b"stts")
-    stts[:] = struct.pack(">II", 0, len(entries)) + b"".join(struct.pack(">II", n, d) for n, d in entries)
-    mdhd[16:20] = struct.pack(">I", total)
-    ((mvhd),) = find(boxes, b"mvhd")
-    (movie_scale,) = struct.unpack(">I", mvhd[12:16])
-    movie_total = round(total / timescale * movie_scale)
-    mvhd[16:20] = struct.pack(">I", movie_total)
-    for tkhd in find(boxes, b"tkhd"):
-        tkhd[20:24] = struct.pack(">I", movie_total)
-    for elst in find(boxes, b"elst"):
-        elst[8:12] = struct.pack(">I", movie_total)
-    out = _serialize(boxes)
-    assert [t for t, _ in boxes].index(b"mdat") < [t for t, _ in boxes].index(b"moov")  # offsets unchanged
-    return out
+    return ColQwen2Encoder.from_pretrained(str(tiny_colqwen2_dir), device="cpu", local_files_only=True)

@@ -185,50 +185,71 @@ def test_kernel_smoke(tmp_path):
     out = tmp_path / "kernel"
     assert run_cli("kernel", "--preset", "smoke", "--out", str(out)) == 0
     data = check_run(out)
-    r = data["results"]
-    if "kernel_bench" in r:  # the kernel issue's benchmark took over
-        assert r["kernel_bench"]
-        return
-    assert r["ceilings"]["copy_gb_per_s"] > 0 and r["ceilings"]["matmul_tflops"] > 0
+    r = data["results"]["kernel_bench"]
+    assert r["ceilings"]["copy_GBps"] > 0 and r["ceilings"]["matmul_fp32_TFLOPs"] > 0
     cfg = data["config"]
-    assert len(r["cases"]) == len(cfg["shapes"]) * len(cfg["dtypes"]) * len(cfg["backends"]) * len(cfg["ops"])
-    assert all(c["ms"] > 0 and c["gb_per_s"] > 0 for c in r["cases"])
-
-
-def test_kernel_builtin_smoke(tmp_path):
-    out = tmp_path / "kernel"
-    assert run_cli("kernel", "--preset", "smoke", "--set", "builtin=true", "--out", str(out)) == 0
-    r = check_run(out)["results"]
-    assert r["source"].endswith("(built-in)")
-    assert r["cases"] and all(0 < c["pct_copy"] and 0 < c["pct_matmul"] for c in r["cases"])
+    # per shape x dtype: each op and the padded einsum baseline
+    assert len(r["shapes"]) == len(cfg["shapes"]) * len(cfg["dtypes"]) * (len(cfg["ops"]) + 1)
+    assert all(c["ms"] > 0 and c["GBps"] > 0 for c in r["shapes"])
+    assert "cpu_compare" not in r  # the smoke preset turns the pinned-thread comparison off
+    md = (out / "results.md").read_text()
+    assert "## ceilings" in md and "## shapes" in md
     assert (out / "kernel_ceilings.png").stat().st_size > 0
 
 
-def test_kernel_hands_off_to_kernel_bench(tmp_path, monkeypatch):
-    from maxsim.bench import kernel_cmd
+@pytest.mark.parametrize("dtype", ["int8", "float8_e4m3fn"])
+def test_kernel_and_search_quantised_storage(tmp_path, dtype):
+    # int8 / fp8 segments with per-token scales, through both subcommands, on tiny CPU shapes.
+    out = tmp_path / "kernel"
+    tiny = "shapes=[{name='tiny', n_queries=2, q_tokens=8, n_docs=60, doc_tokens=16, dim=64}]"
+    code = run_cli(
+        "kernel", "--preset", "smoke", "--set", f"dtypes=['{dtype}']", "--set", tiny, "--out", str(out)
+    )
+    assert code == 0
+    rows = check_run(out)["results"]["kernel_bench"]["shapes"]
+    assert {r["dtype"] for r in rows} == {dtype} and not any("error" in r for r in rows)
+    assert {r["method"] for r in rows} == {"maxsim_scores", "maxsim_topk", "einsum_padded"}
+
+    out = tmp_path / "search"
+    code = run_cli(
+        "search", "--preset", "smoke", "--set", "modes=['kernel']", "--set", f"dtype={dtype}",
+        "--set", "corpus_sizes=[200]", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0
+    pts = check_run(out)["results"]["points"]
+    assert len(pts) == 2 and all(p["target_in_topk"] == 1.0 for p in pts)
+    # one byte per value plus a float32 scale per token
+    assert pts[0]["corpus_gb"] * 1e9 == pytest.approx(pts[0]["tokens"] * (64 + 4) + 201 * 8)
+
+
+def test_kernel_records_what_kernel_bench_returns(tmp_path, monkeypatch):
+    from maxsim.bench import kernel_bench
 
     seen = {}
 
-    class FakeKernelBench:
-        @staticmethod
-        def run(config, out_dir):
-            seen["config"], seen["out"] = config, out_dir
-            return {
-                "ceilings": {"copy_gb_per_s": 80.0, "matmul_tflops": 0.5},
-                "shapes": [{"name": "single", "dtype": "bf16", "ms": 1.25, "gb_per_s": 40.0}],
-                "cpu_compare": {"threads": 2, "methods": [{"method": "numpy", "segments_per_s": 30000.0}]},
-            }
+    def fake_run(config, out_dir):
+        seen["config"], seen["out"] = config, out_dir
+        return {
+            "ceilings": {"copy_GBps": 80.0, "matmul_fp32_TFLOPs": 0.5, "matmul_bf16_TFLOPs": 1.0},
+            "shapes": [{"shape": "single", "dtype": "bf16", "method": "maxsim_topk", "ms": 1.25, "GBps": 40.0,
+                        "TFLOPs": 0.25}],
+            "cpu_compare": {"threads": 2, "methods": [{"method": "numpy", "segments_per_s": 30000.0}]},
+        }  # fmt: skip
 
-    monkeypatch.setattr(kernel_cmd, "_external", lambda: FakeKernelBench)
+    monkeypatch.setattr(kernel_bench, "run", fake_run)
     out = tmp_path / "kernel"
     assert run_cli("kernel", "--preset", "smoke", "--out", str(out)) == 0
     assert seen["config"]["device"] == "cpu" and seen["config"]["compare"] is False
     assert seen["out"] == out.resolve()
-    r = check_run(out)["results"]
-    assert r["source"] == "maxsim.bench.kernel_bench"
+    check_run(out)
     md = (out / "results.md").read_text()
-    for text in ("## ceilings", "## shapes", "| single | bf16 | 1.25 | 40 |", "## cpu_compare / methods"):
+    row = "| single | bf16 | maxsim_topk | 1.25 | 40 |"
+    for text in ("## ceilings", "## shapes", row, "## cpu_compare / methods"):
         assert text in md, text
+    from maxsim.bench.kernel_cmd import ceiling_shares
+
+    (share,) = ceiling_shares(fake_run({}, None))
+    assert share["pct_copy"] == pytest.approx(50.0) and share["pct_matmul"] == pytest.approx(25.0)
 
 
 def test_ingest_smoke(tmp_path):
@@ -239,6 +260,7 @@ def test_ingest_smoke(tmp_path):
     tot = r["total"]
     assert tot["duration_s"] == pytest.approx(8.0, abs=0.2)
     assert tot["segments"] >= 2
+    assert tot["frames"] == 80  # every frame of 2 x 4 s at 10 fps was decoded once
     for stage in ("decode", "segment", "sample", "encode", "write"):
         assert tot["seconds"][stage] > 0, stage
     assert tot["rtf"]["decode+segment"] == pytest.approx(
@@ -246,6 +268,37 @@ def test_ingest_smoke(tmp_path):
     )
     assert r["engine"]["segments"] == tot["segments"]  # the engine cuts the same segments
     assert (out / "ingest_rtf.png").stat().st_size > 0
+
+
+def test_ingest_stage_failure_closes_the_decoder(tmp_path, monkeypatch):
+    from maxsim.bench.ingest_bench import measure_video
+
+    from maxsim.encoders import load_encoder
+    from maxsim.frames import FrameSampler
+    from maxsim.segment import load_segmenter
+    from maxsim.store import Store
+    from maxsim.synthetic import write_video
+    from maxsim.video import DecodedFrames
+
+    closed = []
+    real_close = DecodedFrames.close
+    monkeypatch.setattr(DecodedFrames, "close", lambda self: closed.append(self) or real_close(self))
+    video = write_video(tmp_path / "v.mp4", [(2.0, "red"), (2.0, "blue")], fps=10.0)
+    encoder = load_encoder("color-test")
+
+    class Failing:
+        name, dim = encoder.name, encoder.dim
+
+        def encode_clips(self, clips):
+            raise RuntimeError("encoder out of memory")
+
+    manifest = {"name": encoder.name, "dim": encoder.dim}
+    store = Store.create(tmp_path / "index", manifest, encoder.dim, "float16")
+    sampler = FrameSampler(fps=2.0, max_frames=4, max_side=64)
+    with pytest.raises(RuntimeError, match="out of memory") as info:
+        measure_video(video, load_segmenter("fixed:1"), sampler, Failing(), store, 1, 0, "s")
+    assert info.traceback  # measure_video's frame (and its clip iterator) is still alive here...
+    assert closed  # ...yet the decoder was released when the stage failed
 
 
 def test_interrupt_keeps_finished_measurements(tmp_path, monkeypatch):

@@ -158,3 +158,21 @@ def test_repo_presets_all_load():
         assert cfg, sub
         cfg, src = resolve(sub, "smoke")
         assert src["preset"] == "smoke"
+
+
+def test_random_scenes_fill_the_time_and_follow_the_colours():
+    from maxsim.synthetic import COLORS, random_scenes
+
+    scenes = random_scenes(3, seconds=30.0, scene_seconds=(2.0, 8.0))
+    assert sum(s for s, _ in scenes) == pytest.approx(30.0)
+    assert all(0 < s <= 8.0 for s, _ in scenes) and all(s >= 2.0 for s, _ in scenes[:-1])
+    assert all(c in COLORS for _, c in scenes)
+    # a cut always changes the colour
+    assert all(a[1] != b[1] for a, b in zip(scenes, scenes[1:], strict=False))
+    assert random_scenes(3, seconds=30.0, scene_seconds=(2.0, 8.0)) == scenes  # seeded
+
+    fixed = random_scenes(0, scene_seconds=(1.0, 2.0), colours=["red", "teal", "red"], fps=10.0)
+    assert [c for _, c in fixed] == ["red", "teal", "red"]
+    assert all(1.0 <= s <= 2.0 and round(s * 10) == pytest.approx(s * 10) for s, _ in fixed)
+    with pytest.raises(ValueError, match="scene_seconds"):
+        random_scenes(0, seconds=5.0, scene_seconds=(3.0, 1.0))

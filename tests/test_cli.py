@@ -1,4 +1,4 @@
-"""The maxsim command end to end, in a subprocess like a user runs it."""
+"""The maxsim command: ``maxsim.cli.main`` in-process, and once in a subprocess as a user runs it."""
 
 import json
 import subprocess
@@ -6,69 +6,73 @@ import sys
 
 import pytest
 
+from maxsim import cli
 from maxsim.synthetic import write_video
 
 ENC = "tests.color_encoder:ColorEncoder"
 
 
-def run(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "maxsim.cli", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def run(capsys, *args):
+    """``maxsim ARGS`` in this process: (exit code, stdout, stderr)."""
+    code = cli.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
-@pytest.fixture(scope="module")
-def repo_root(request):
-    return request.config.rootpath
-
-
-def test_ingest_search_info(tmp_path, repo_root):
+def test_ingest_search_info(tmp_path, capsys, request):
     vids = tmp_path / "videos"
     write_video(vids / "one.mp4", [(2.0, "red"), (2.0, "cyan")])
     write_video(vids / "sub" / "two.mp4", [(3.0, "cyan"), (1.0, "white")])
     idx = tmp_path / "idx"
-    r = run("ingest", idx, vids, "--fixed", "2", "--encoder", ENC, "-q", cwd=repo_root)
-    assert r.returncode == 0, r.stderr
-    assert "ingested 2 file(s)" in r.stdout
+    code, out, err = run(capsys, "ingest", idx, vids, "--fixed", "2", "--encoder", ENC, "-q")
+    assert code == 0, err
+    assert "ingested 2 file(s)" in out
 
-    r = run("search", idx, "cyan", "-k", "3", "--json", cwd=repo_root)
-    assert r.returncode == 0, r.stderr
-    hits = json.loads(r.stdout)
+    code, out, err = run(capsys, "search", idx, "cyan", "-k", "3", "--json")
+    assert code == 0, err
+    hits = json.loads(out)
     assert len(hits) == 3 and {"video", "start", "end", "score", "segment_id", "best_time"} <= set(hits[0])
-    assert (hits[0]["video"].endswith("one.mp4") and hits[0]["start"] == 2.0) or hits[0]["video"].endswith(
-        "two.mp4"
-    )
-    r = run("search", idx, "white", "-k", "1", cwd=repo_root)
-    assert r.returncode == 0 and "two.mp4" in r.stdout and "2.00-4.00" in r.stdout.replace(" ", "")
+    # exactly the three 2 s segments that show cyan (the best frame of each is all cyan)
+    got = {(h["video"].rsplit("/", 1)[-1], h["start"], h["end"]) for h in hits}
+    assert got == {("one.mp4", 2.0, 4.0), ("two.mp4", 0.0, 2.0), ("two.mp4", 2.0, 4.0)}
+    code, out, _ = run(capsys, "search", idx, "cyan white", "-k", "1", "--json")
+    (top,) = json.loads(out)
+    assert top["video"].endswith("two.mp4") and (top["start"], top["end"]) == (2.0, 4.0)  # both colours
+    code, out, _ = run(capsys, "search", idx, "white", "-k", "1")
+    assert code == 0 and "two.mp4" in out and "2.00-4.00" in out.replace(" ", "")
 
-    r = run("info", idx, "--json", cwd=repo_root)
-    info = json.loads(r.stdout)
+    code, out, _ = run(capsys, "info", idx, "--json")
+    info = json.loads(out)
     assert info["videos"] == 2 and info["segments"] == 4 and info["version"] == 1
     assert info["encoder"]["name"] == "test-color"
-    r = run("info", idx, cwd=repo_root)
-    assert "history" in r.stdout and "ingest" in r.stdout
+    code, out, _ = run(capsys, "info", idx)
+    assert "history" in out and "ingest" in out
 
-    r = run("ingest", idx, vids / "one.mp4", "--fixed", "2", "-q", cwd=repo_root)  # encoder from the index
-    assert r.returncode == 0 and "skipped 1" in r.stdout
+    # the encoder comes from the index
+    code, out, _ = run(capsys, "ingest", idx, vids / "one.mp4", "--fixed", "2", "-q")
+    assert code == 0 and "skipped 1" in out
+
+    # The installed command itself, once, in a fresh interpreter.
+    r = subprocess.run(
+        [sys.executable, "-m", "maxsim.cli", "search", str(idx), "red", "-k", "1", "--json"],
+        cwd=request.config.rootpath, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (top,) = json.loads(r.stdout)
+    assert top["video"].endswith("one.mp4") and (top["start"], top["end"]) == (0.0, 2.0)
 
 
-def test_failures_set_the_exit_code(tmp_path, repo_root):
+def test_failures_set_the_exit_code(tmp_path, capsys):
     good = write_video(tmp_path / "good.mp4", [(2.0, "red")])
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
-    r = run(
-        "ingest", tmp_path / "idx", good, bad, tmp_path / "missing.mp4", "--encoder", ENC, "-q", cwd=repo_root
-    )
-    assert r.returncode == 1
-    assert "bad.mp4" in r.stdout and "missing.mp4" in r.stdout and "ingested 1 file(s)" in r.stdout
+    missing = tmp_path / "missing.mp4"
+    code, out, _ = run(capsys, "ingest", tmp_path / "idx", good, bad, missing, "--encoder", ENC, "-q")
+    assert code == 1
+    assert "bad.mp4" in out and "missing.mp4" in out and "ingested 1 file(s)" in out
 
 
-def test_missing_index_and_missing_encoder(tmp_path, repo_root):
-    r = run("search", tmp_path / "nope", "red", cwd=repo_root)
-    assert r.returncode == 2 and "no index at" in r.stderr
-    r = run("info", tmp_path / "nope", cwd=repo_root)
-    assert r.returncode == 2 and "no index at" in r.stderr
+@pytest.mark.parametrize("command", ["search", "info"])
+def test_missing_index(tmp_path, capsys, command):
+    code, _, err = run(capsys, command, tmp_path / "nope", *(["red"] if command == "search" else []))
+    assert code == 2 and "no index at" in err

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from maxsim import Engine
+from maxsim.encoders.checkpoint import MissingWeightsError
 from maxsim.segment import FixedSegmenter, SceneSegmenter
 from maxsim.store import EncoderMismatchError, IndexNotFoundError
 from maxsim.synthetic import write_video
@@ -118,7 +119,8 @@ def test_empty_and_missing_index(tmp_path):
     assert eng.search("red") == [] and len(eng) == 0
     with pytest.raises(IndexNotFoundError, match="no index at"):
         Engine(tmp_path / "missing", create=False)
-    with pytest.raises(IndexNotFoundError, match="pass encoder"):
+    # No encoder given: the default (colqwen3, the 4B checkpoint) is loaded, and CI has no weights offline.
+    with pytest.raises(MissingWeightsError, match="huggingface-cli download"):
         Engine(tmp_path / "missing2")
 
 
@@ -171,3 +173,20 @@ def test_storage_dtypes(tmp_path, videos):
         scores[dtype] = np.array([h.score for h in eng.search("red blue", k=6)])
     np.testing.assert_allclose(scores["float16"], scores["float32"], atol=5e-3)
     np.testing.assert_allclose(scores["bfloat16"], scores["float32"], atol=3e-2)
+
+
+class PickyEncoder(ColorEncoder):
+    """Raises on clips of one video, as a model might on input it cannot handle."""
+
+    def encode_clips(self, clips):
+        if any(c.video.endswith("b.mp4") for c in clips):
+            raise RuntimeError("cannot encode this clip")
+        return super().encode_clips(clips)
+
+
+def test_an_encoder_exception_fails_only_that_video(tmp_path, videos):
+    eng = Engine(tmp_path / "idx", encoder=PickyEncoder(), segmenter="fixed:2")
+    report = eng.ingest([videos["b"], videos["a"]], progress=False)
+    assert report.ingested == [str(videos["a"])]
+    assert report.failed == [(str(videos["b"]), "RuntimeError: cannot encode this clip")]
+    assert len(eng) == 6 and {h.video for h in eng.search("red", k=20)} == {str(videos["a"].resolve())}

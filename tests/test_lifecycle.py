@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import numpy as np
 import pytest
@@ -326,6 +327,11 @@ OPS = st.lists(
 )
 
 
+def variant(video, arg):
+    """Records of content variant ``arg`` of a video (the same for the same arguments, in any process)."""
+    return recs(video, 2 + arg, zlib.crc32(f"{video}{arg}".encode()) % 1000, digest=f"h{arg}")
+
+
 def scores_by_key(snap, q):
     if not len(snap):
         return {}
@@ -352,7 +358,7 @@ def test_incremental_equals_rebuild_store_level(tmp_path_factory, ops):
             if op == "ingest":
                 if model.get(video) == arg:
                     continue  # same content: the engine skips it
-                content = {video: recs(video, 2 + arg, hash((video, arg)) % 1000, digest=f"h{arg}")}
+                content = {video: variant(video, arg)}
                 ingest(store, content, replace=[video] if video in model else [])
                 model[video] = arg
             elif op == "delete" and video in model:
@@ -363,7 +369,7 @@ def test_incremental_equals_rebuild_store_level(tmp_path_factory, ops):
                     store.compact(full=arg, keep_versions=2)
         fresh = Store.create(root / "fresh", {"name": "enc"}, DIM)
         if model:
-            ingest(fresh, {v: recs(v, 2 + a, hash((v, a)) % 1000, digest=f"h{a}") for v, a in model.items()})
+            ingest(fresh, {v: variant(v, a) for v, a in model.items()})
         q = torch.nn.functional.normalize(torch.tensor(np.random.default_rng(0).standard_normal((3, DIM))), 1)
         got, want = scores_by_key(store.snapshot(), q.float()), scores_by_key(fresh.snapshot(), q.float())
         assert got.keys() == want.keys()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import struct
 
 import cv2
 import numpy as np
@@ -12,46 +11,7 @@ import pytest
 
 from maxsim.synthetic import COLORS
 from maxsim.video import VideoError, VideoInfo, content_hash, iter_frames, probe
-
-
-def _boxes(data: bytes, start: int, end: int):
-    i = start
-    while i < end:
-        size, typ = struct.unpack(">I4s", data[i : i + 8])
-        hdr = 8
-        if size == 1:
-            size, hdr = struct.unpack(">Q", data[i + 8 : i + 16])[0], 16
-        elif size == 0:
-            size = end - i
-        yield typ, i, hdr, size
-        i += size
-
-
-def faststart(data: bytes) -> bytes:
-    """Move an MP4's 'moov' index in front of its 'mdat' payload (fixing the chunk offsets)."""
-    top = {t: (i, h, s) for t, i, h, s in _boxes(data, 0, len(data))}
-    mi, mh, ms = top[b"moov"]
-    moov = bytearray(data[mi : mi + ms])
-
-    def patch(start: int, end: int) -> None:
-        for t, i, h, s in _boxes(moov, start, end):
-            if t in (b"trak", b"mdia", b"minf", b"stbl"):
-                patch(i + h, i + s)
-            elif t in (b"stco", b"co64"):
-                fmt, width = (">I", 4) if t == b"stco" else (">Q", 8)
-                (n,) = struct.unpack(">I", moov[i + h + 4 : i + h + 8])
-                for k in range(n):
-                    o = i + h + 8 + k * width
-                    moov[o : o + width] = struct.pack(fmt, struct.unpack(fmt, moov[o : o + width])[0] + ms)
-
-    patch(mh, ms)
-    out = bytearray()
-    for t, i, _, s in _boxes(data, 0, len(data)):
-        if t == b"mdat":
-            out += moov
-        if t != b"moov":
-            out += data[i : i + s]
-    return bytes(out)
+from tests.mp4 import faststart
 
 
 def _write_avi(path, n: int = 40, fps: float = 10.0):

@@ -17,7 +17,7 @@ _REGISTRY: dict[str, str | Callable[..., Encoder]] = {}
 # Hugging Face config ``model_type`` -> registered encoder name, for folders and hub ids.
 _MODEL_TYPES: dict[str, str] = {}
 # Encoder used for a hub id whose config cannot be read (offline) and for the CLI's default.
-DEFAULT_ENCODER: str | None = None
+DEFAULT_ENCODER: str | None = "colqwen3"
 
 
 def register_encoder(
@@ -66,19 +66,36 @@ def _model_type(path: Path) -> str | None:
     return data.get("model_type")
 
 
+def _hub_model_type(repo_id: str, revision: str | None = None) -> str | None:
+    """``model_type`` from a hub model's config.json (from the cache when offline); None when unknown."""
+    try:
+        from huggingface_hub import hf_hub_download
+
+        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+        path = hf_hub_download(repo_id, "config.json", revision=revision, local_files_only=offline)
+    except Exception:  # noqa: BLE001 - any failure means "unknown": the default encoder reports it
+        return None
+    return _model_type(Path(path).parent)
+
+
 def load_encoder(spec: str | Encoder, **kwargs: Any) -> Encoder:
     """Resolve an encoder spec to an encoder instance.
 
     ``spec`` is an encoder instance (returned as is), a registered name (``load_encoder("colqwen3")``),
-    ``package.module:attr`` (a class or factory called with ``kwargs``, or an encoder instance), or a
-    Hugging Face hub id / local model folder, dispatched on its config's ``model_type``.
+    a registered name with its checkpoint (``"colqwen3-cpu:/models/tomoro-4b"``: the name's settings,
+    that hub id or folder), ``package.module:attr`` (a class or factory called with ``kwargs``, or an
+    encoder instance), or a Hugging Face hub id / local model folder, dispatched on its config's
+    ``model_type``.
     """
     if not isinstance(spec, str):
         return _check(spec, type(spec).__name__)
-    if spec in _REGISTRY:
-        factory = _REGISTRY[spec]
+    name, sep, checkpoint = spec.partition(":")
+    if spec in _REGISTRY or (sep and name in _REGISTRY and checkpoint):
+        factory = _REGISTRY[name if sep else spec]
         if isinstance(factory, str):
             factory = _import_attr(factory)
+        if sep:
+            kwargs = {"id_or_path": checkpoint, **kwargs}
         return _check(factory(**kwargs), spec)
     if ":" in spec and not os.path.exists(spec):
         obj = _import_attr(spec)
@@ -97,17 +114,23 @@ def load_encoder(spec: str | Encoder, **kwargs: Any) -> Encoder:
             )
         return load_encoder(name, id_or_path=str(path), **kwargs)
     if "/" in spec and not spec.startswith((".", "/", "~")):
-        if DEFAULT_ENCODER is None:
+        name = _MODEL_TYPES.get(_hub_model_type(spec, kwargs.get("revision")) or "", DEFAULT_ENCODER)
+        if name is None:
             raise ValueError(
                 f"encoder {spec!r} looks like a Hugging Face id, but no model encoder is registered"
             )
-        return load_encoder(DEFAULT_ENCODER, id_or_path=spec, **kwargs)
+        return load_encoder(name, id_or_path=spec, **kwargs)
     raise ValueError(
         f"unknown encoder {spec!r}: expected a registered name "
         f"({', '.join(registered_encoders()) or 'none'}), a Hugging Face id or local folder, "
         "or package.module:attr"
     )
 
+
+# Built-in model encoders, imported only when used (importing maxsim never imports transformers).
+register_encoder("colqwen3", "maxsim.encoders.colqwen3:load", model_types=("colqwen3",))
+register_encoder("colqwen3-cpu", "maxsim.encoders.colqwen3:load_cpu")  # fewer, smaller frames per clip
+register_encoder("colqwen2", "maxsim.encoders.colqwen2:load", model_types=("colqwen2",))
 
 # Deterministic colour encoder for tests and the synthetic benchmark (not a model; no weights).
 register_encoder("color-test", "maxsim.encoders.color:ColorHistogramEncoder")

@@ -1,0 +1,461 @@
+"""MaxSim kernel benchmark: ms, GB/s and TFLOP/s against ceilings measured in the same run.
+
+``run(config, out_dir) -> dict`` is the entry point (``maxsim-bench kernel`` calls it; ``python
+bench/kernel_bench.py [--device cpu|cuda] [--out DIR]`` runs it directly). Two parts:
+
+- **shapes**: ``maxsim_scores`` / ``maxsim_topk`` through the device's default backend on each configured
+  shape x storage dtype, with a padded torch einsum baseline on the same data. Inputs smaller than the
+  rotation budget are replicated and rotated so a timing never reads a cache-warm copy.
+- **cpu compare** (CPU only): numpy float32 MaxSim (matmul + reshape-max + sum) against torch, maxsim-cpu
+  (when installed) and the compiled kernel on fp32 / bf16 / int8 storage, all in one subprocess whose
+  thread count is pinned (OMP/OPENBLAS/MKL/RAYON env set before numpy is imported, torch.set_num_threads).
+  Methods are interleaved round by round so that load from other processes hits them alike; medians are
+  reported. Storage conversion happens once, outside the timing.
+
+Config keys (all optional): ``device`` (auto|cpu|cuda), ``threads``, ``shapes`` (list of {name,
+n_queries, q_tokens, n_docs, doc_tokens, dim}), ``dtypes`` (float32, float16, bfloat16, int8,
+float8_e4m3fn), ``ops`` (scores, topk), ``k``, ``repeats``, ``warmup``, ``copy_mb``, ``matmul_n``,
+``rotate_mb``, ``compare`` (false, or {n_docs, doc_tokens, dim, q_tokens, threads, rounds}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+GPU_SHAPES = [
+    {"name": "single", "n_queries": 1, "q_tokens": 32, "n_docs": 10000, "doc_tokens": 300, "dim": 128},
+    {"name": "video", "n_queries": 1, "q_tokens": 32, "n_docs": 10000, "doc_tokens": 1280, "dim": 320},
+    {"name": "multi", "n_queries": 128, "q_tokens": 32, "n_docs": 128, "doc_tokens": 300, "dim": 128},
+    {"name": "long-query", "n_queries": 1, "q_tokens": 1024, "n_docs": 1000, "doc_tokens": 1024, "dim": 128},
+]
+CPU_SHAPES = [
+    {"name": "single", "n_queries": 1, "q_tokens": 32, "n_docs": 2000, "doc_tokens": 300, "dim": 128},
+    {"name": "video", "n_queries": 1, "q_tokens": 32, "n_docs": 200, "doc_tokens": 1280, "dim": 320},
+    {"name": "multi", "n_queries": 128, "q_tokens": 32, "n_docs": 128, "doc_tokens": 300, "dim": 128},
+]
+COMPARE = {"n_docs": 3000, "doc_tokens": 300, "dim": 128, "q_tokens": 32, "threads": 2, "rounds": 7}
+
+
+# ------------------------------------------------------------------------------------------------------
+# Shared helpers
+# ------------------------------------------------------------------------------------------------------
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+def _time(fn, device, repeats: int, warmup: int) -> list[float]:
+    """Seconds per call: triton.testing.do_bench on CUDA (L2 flushed), else wall clock per call."""
+    if getattr(device, "type", device) == "cuda":
+        import triton.testing
+
+        ms = triton.testing.do_bench(fn, warmup=max(25, warmup), rep=max(100, repeats), return_mode="all")
+        return [m / 1e3 for m in ms]
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        t = _now()
+        fn()
+        out.append(_now() - t)
+    return out
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    v = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
+    try:
+        import triton
+
+        v["triton"] = triton.__version__
+    except ImportError:
+        pass
+    return v
+
+
+def _machine(device) -> dict[str, Any]:
+    import torch
+
+    m: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    m["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        with open("/proc/loadavg") as f:
+            m["loadavg_at_start"] = f.read().split()[:3]
+    except OSError:
+        pass
+    if getattr(device, "type", device) == "cuda":
+        m["gpu"] = torch.cuda.get_device_name(device)
+    from maxsim.kernels import cpu as kcpu
+
+    m["cpu_kernel"] = {"extension": kcpu.available(), "amx": kcpu.amx()}
+    return m
+
+
+def _time_copy(n: int, device) -> list[float]:
+    import torch
+
+    src = torch.ones(n, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    return _time(lambda: dst.copy_(src), device, repeats=10, warmup=2)
+
+
+def ceilings(device, copy_mb: int = 1024, matmul_n: int = 4096) -> dict[str, float]:
+    """A large copy (GB/s, read + write) and large fp32 / bf16 matmuls (TFLOP/s) on ``device``."""
+    import torch
+
+    out: dict[str, float] = {}
+    n = copy_mb * (1 << 20) // 4
+    out["copy_GBps"] = 2 * n * 4 / min(_time_copy(n, device)) / 1e9
+    for name, dt in (("matmul_fp32_TFLOPs", torch.float32), ("matmul_bf16_TFLOPs", torch.bfloat16)):
+        a = torch.randn(matmul_n, matmul_n, device=device).to(dt)
+        b = torch.randn(matmul_n, matmul_n, device=device).to(dt)
+        ts = _time(lambda a=a, b=b: a @ b, device, repeats=5, warmup=1)
+        out[name] = 2 * matmul_n**3 / min(ts) / 1e12
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------
+# Shapes through the public API
+# ------------------------------------------------------------------------------------------------------
+
+
+def _make(shape: dict, dtype: str, device, seed: int):
+    """Unit-norm random queries and segments, generated on the device in chunks (the video shape is 4G
+    values) and stored in ``dtype`` with per-token scales where it needs them."""
+    import torch
+    from maxsim.bench.corpus import QUANTIZE_NAMES
+    from maxsim.kernels import quantize
+
+    dev = torch.device(device)
+    g = torch.Generator(device=dev).manual_seed(seed)
+    n_d, t, dim = int(shape["n_docs"]), int(shape["doc_tokens"]), int(shape["dim"])
+    n_q, qt = int(shape["n_queries"]), int(shape["q_tokens"])
+
+    def unit(rows: int) -> torch.Tensor:
+        x = torch.randn(rows, dim, generator=g, device=dev)
+        return x / x.norm(dim=1, keepdim=True)
+
+    parts, scales = [], []
+    step = max(1, (1 << 24) // dim)
+    for lo in range(0, n_d * t, step):
+        data, scale = quantize(unit(min(step, n_d * t - lo)), QUANTIZE_NAMES.get(dtype, dtype), "token")
+        parts.append(data)
+        scales.append(scale)
+    data = torch.cat(parts) if parts else torch.empty(0, dim, device=dev)
+    scale = None if not scales or scales[0] is None else torch.cat(scales)
+    do = torch.arange(n_d + 1, dtype=torch.int64) * t
+    qo = torch.arange(n_q + 1, dtype=torch.int64) * qt
+    return unit(n_q * qt), qo, data, do, scale
+
+
+def _einsum_padded(q, qo, d, do, scale, n_q, qt, n_d, t):
+    """The usual padded baseline: [n_q, qt, D] x [n_d, t, D] -> max over t -> sum over qt."""
+    import torch
+
+    dd = d.to(q.dtype) if scale is None else (d.to(torch.float32) * scale[:, None]).to(q.dtype)
+    sim = torch.einsum("aid,bjd->abij", q.reshape(n_q, qt, -1), dd.reshape(n_d, t, -1))
+    return sim.amax(-1).float().sum(-1)
+
+
+def _cases(ops, q, qo, ds, do, scale, k, dims, cuda):
+    """(name, fn) pairs for one shape; every call takes the next copy of the segments (rotation)."""
+    from maxsim.kernels import maxsim_scores, maxsim_topk
+
+    state = {"i": 0}
+
+    def pick():
+        state["i"] = (state["i"] + 1) % len(ds)
+        return ds[state["i"]]
+
+    cases = []
+    for op in ops:
+        if op == "topk":
+            cases.append(("maxsim_topk", lambda: maxsim_topk(q, qo, pick(), do, k, d_scale=scale)))
+        else:
+            cases.append(("maxsim_scores", lambda: maxsim_scores(q, qo, pick(), do, d_scale=scale)))
+    n_q, qt, n_d, t = dims
+    if n_q * qt * n_d * t * (2 if cuda else 4) <= (16 << 30 if cuda else 2 << 30):
+        cases.append(("einsum_padded", lambda: _einsum_padded(q, qo, pick(), do, scale, *dims)))
+    return cases
+
+
+def run_shapes(config: dict, device) -> list[dict]:
+    import torch
+    from tqdm import tqdm
+
+    cuda = device.type == "cuda"
+    shapes = config.get("shapes") or (GPU_SHAPES if cuda else CPU_SHAPES)
+    dtypes = config.get("dtypes") or (
+        ["bfloat16", "float8_e4m3fn"] if cuda else ["float32", "bfloat16", "int8", "float8_e4m3fn"]
+    )
+    ops = config.get("ops") or ["scores", "topk"]
+    k = int(config.get("k", 10))
+    repeats, warmup = int(config.get("repeats", 20 if cuda else 5)), int(config.get("warmup", 3))
+    rotate_bytes = int(config.get("rotate_mb", 512 if cuda else 0)) << 20
+    rows = []
+    for shape in tqdm(shapes, desc="kernel shapes", unit="shape", disable=None):
+        for dtype in dtypes:
+            q, qo, d, do, scale = _make(shape, dtype, device, int(config.get("seed", 0)))
+            if cuda and dtype != "float32":
+                q = q.to(torch.bfloat16)
+            nbytes = d.numel() * d.element_size() + (0 if scale is None else scale.numel() * 4)
+            copies = max(1, math.ceil(rotate_bytes / max(1, nbytes))) if rotate_bytes else 1
+            ds = [d] + [d.clone() for _ in range(copies - 1)]
+            flops = 2.0 * q.shape[0] * d.shape[0] * d.shape[1]
+            n_q, qt = int(shape["n_queries"]), int(shape["q_tokens"])
+            n_d, t = int(shape["n_docs"]), int(shape["doc_tokens"])
+            cases = _cases(ops, q, qo, ds, do, scale, k, (n_q, qt, n_d, t), cuda)
+            for name, fn in cases:
+                try:
+                    ts = _time(fn, device, repeats, warmup)
+                except Exception as e:  # noqa: BLE001 - a baseline that cannot run is reported, not fatal
+                    err = repr(e)[:300]
+                    rows.append({"shape": shape["name"], "dtype": dtype, "method": name, "error": err})
+                    continue
+                med = statistics.median(ts)
+                rows.append({
+                    "shape": shape["name"], "dtype": dtype, "method": name, "ms": med * 1e3,
+                    "GBps": nbytes / med / 1e9, "TFLOPs": flops / med / 1e12, "repeats": len(ts),
+                    "n_queries": n_q, "q_tokens": qt, "n_docs": n_d, "doc_tokens": t,
+                    "dim": int(shape["dim"]),
+                })  # fmt: skip
+            del ds, q, d
+            if cuda:
+                torch.cuda.empty_cache()
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------
+# CPU comparison (runs in a subprocess with pinned threads)
+# ------------------------------------------------------------------------------------------------------
+
+
+def _cpu_compare_worker(cfg: dict) -> dict:
+    """Runs inside the pinned subprocess: numpy / torch / maxsim-cpu / our kernel on the same data."""
+    import numpy as np
+    import torch
+    from maxsim.kernels import cpu as kcpu
+    from maxsim.kernels import quantize
+    from maxsim.kernels.validate import check
+
+    threads = int(cfg["threads"])
+    torch.set_num_threads(threads)
+    n_d, t, dim, qt = int(cfg["n_docs"]), int(cfg["doc_tokens"]), int(cfg["dim"]), int(cfg["q_tokens"])
+    rounds = int(cfg["rounds"])
+    rng = np.random.default_rng(0)
+    d = rng.standard_normal((n_d * t, dim), dtype=np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    q = rng.standard_normal((qt, dim), dtype=np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    dt_, qt_ = torch.from_numpy(d), torch.from_numpy(q)
+    do = torch.arange(n_d + 1, dtype=torch.int64) * t
+    qo = torch.tensor([0, qt])
+    block = max(1, (1 << 22) // (qt * t))  # segments per numpy/torch block: a ~16 MB similarity matrix
+
+    def numpy_fp32():
+        out = np.empty(n_d, np.float32)
+        for i in range(0, n_d, block):
+            j = min(n_d, i + block)
+            s = q @ d[i * t : j * t].T
+            out[i:j] = s.reshape(qt, j - i, t).max(2).sum(0)
+        return out
+
+    def torch_blocks(dd, qq):
+        def f():
+            out = torch.empty(n_d)
+            for i in range(0, n_d, block):
+                j = min(n_d, i + block)
+                s = qq @ dd[i * t : j * t].T
+                out[i:j] = s.reshape(qt, j - i, t).amax(2).float().sum(0)
+            return out
+
+        return f
+
+    methods: dict[str, Any] = {"numpy_fp32": (numpy_fp32, d.nbytes)}
+    methods["torch_fp32"] = (torch_blocks(dt_, qt_), d.nbytes)
+    d_bf16 = dt_.to(torch.bfloat16)
+    methods["torch_bf16"] = (torch_blocks(d_bf16, qt_.to(torch.bfloat16)), d_bf16.numel() * 2)
+    try:
+        import maxsim_cpu  # mixedbread's package, when installed
+
+        d3 = d.reshape(n_d, t, dim)
+        methods["maxsim_cpu_fp32"] = (lambda: maxsim_cpu.maxsim_scores(q, d3), d.nbytes)
+    except ImportError:
+        pass
+    for storage in ("fp32", "bf16", "int8", "fp8"):
+        name = f"ours_{storage}"
+        data, scale = quantize(dt_, storage, "token")
+        p = check(qt_, qo, data, do, scale)
+        nbytes = data.numel() * data.element_size() + (0 if scale is None else scale.numel() * 4)
+        methods[name] = (lambda p=p: kcpu.scores(p), nbytes)
+    # Agreement with numpy (the ratios mean nothing if the answers differ).
+    ref = numpy_fp32()
+    agree = {}
+    for name, (fn, _) in methods.items():
+        got = fn()
+        got = got.numpy() if hasattr(got, "numpy") else np.asarray(got)
+        agree[name] = float(np.abs(got.reshape(-1) - ref).max() / np.abs(ref).max())
+    for fn, _ in methods.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(rounds):
+        for name, (fn, _) in methods.items():
+            t0 = _now()
+            fn()
+            times[name].append(_now() - t0)
+    flops = 2.0 * qt * n_d * t * dim
+    base = statistics.median(times["numpy_fp32"])
+    rows = []
+    for name, (_, nbytes) in methods.items():
+        med = statistics.median(times[name])
+        rows.append({
+            "method": name, "ms": med * 1e3, "min_ms": min(times[name]) * 1e3, "segments_per_s": n_d / med,
+            "GBps": nbytes / med / 1e9, "TFLOPs": flops / med / 1e12, "x_numpy": base / med,
+            "max_rel_diff_vs_numpy": agree[name],
+        })  # fmt: skip
+    ceil = ceilings("cpu", copy_mb=512, matmul_n=2048)
+    return {
+        "config": cfg, "rows": rows, "ceilings": ceil, "cpu_paths": {s: kcpu.path(getattr(torch, s))
+            for s in ("float32", "bfloat16", "int8", "float8_e4m3fn")},
+        "torch_threads": torch.get_num_threads(),
+        "fp32_ceiling_segments_per_s": ceil["matmul_fp32_TFLOPs"] * 1e12 / flops * n_d,
+        "bf16_ceiling_segments_per_s": ceil["matmul_bf16_TFLOPs"] * 1e12 / flops * n_d,
+    }  # fmt: skip
+
+
+def run_cpu_compare(cfg: dict) -> dict:
+    """Run the CPU comparison in a subprocess with every thread pool pinned to cfg['threads']."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS",
+                "NUMEXPR_NUM_THREADS"):  # fmt: skip
+        env[var] = str(cfg["threads"])
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--cpu-compare-worker", json.dumps(cfg)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"CPU comparison subprocess failed ({res.returncode}):\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------------------
+# Entry point
+# ------------------------------------------------------------------------------------------------------
+
+
+def _markdown(result: dict) -> str:
+    lines = [f"# MaxSim kernel benchmark ({result['device']}, {result['date']})", ""]
+    m, v = result["machine"], result["versions"]
+    lines.append(f"Machine: {m.get('gpu') or m.get('cpu', '?')}; {m.get('cpu_count')} CPUs; load at start "
+                 f"{' '.join(m.get('loadavg_at_start', []))}; versions: "
+                 + ", ".join(f"{a} {b}" for a, b in v.items()))  # fmt: skip
+    c = result.get("ceilings") or {}
+    if c:
+        lines += ["", "Ceilings (same run): " + ", ".join(f"{a} {b:.3g}" for a, b in c.items())]
+    cmp_ = result.get("cpu_compare")
+    if cmp_:
+        cc = cmp_["config"]
+        lines += ["", f"## CPU: 1 query x {cc['q_tokens']} tokens vs {cc['n_docs']} segments x "
+                      f"{cc['doc_tokens']} tokens x {cc['dim']} dims, {cc['threads']} threads (median of "
+                      f"{cc['rounds']} interleaved rounds)", "",
+                  "| method | ms | segments/s | GB/s | TFLOP/s | x numpy fp32 | max rel diff vs numpy |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in cmp_["rows"]:
+            lines.append(f"| {r['method']} | {r['ms']:.1f} | {r['segments_per_s']:.0f} | {r['GBps']:.2f} | "
+                         f"{r['TFLOPs']:.3f} | {r['x_numpy']:.2f} | "
+                         f"{r['max_rel_diff_vs_numpy']:.1e} |")  # fmt: skip
+        cl = cmp_["ceilings"]
+        lines += ["", f"Worker ceilings ({cc['threads']} threads): copy {cl['copy_GBps']:.1f} GB/s, "
+                      f"fp32 matmul {cl['matmul_fp32_TFLOPs']:.3f} TFLOP/s "
+                      f"(= {cmp_['fp32_ceiling_segments_per_s']:.0f} segments/s), "
+                      f"bf16 matmul {cl['matmul_bf16_TFLOPs']:.3f} TFLOP/s "
+                      f"(= {cmp_['bf16_ceiling_segments_per_s']:.0f} segments/s). Kernel paths: "
+                      + ", ".join(f"{a}: {b}" for a, b in cmp_["cpu_paths"].items())]  # fmt: skip
+    if result.get("shapes"):
+        lines += ["", "## Shapes (public API, default backend)", "",
+                  "| shape | dtype | method | ms | GB/s | TFLOP/s |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in result["shapes"]:
+            head = f"| {r['shape']} | {r['dtype']} | {r['method']} |"
+            if "error" in r:
+                lines.append(f"{head} error: {r['error'][:80]} | | |")
+            else:
+                lines.append(f"{head} {r['ms']:.3f} | {r['GBps']:.1f} | {r['TFLOPs']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(config: dict, out_dir) -> dict:
+    """Run the benchmark described by ``config``; write ``<device>-<date>.json`` and ``.md`` to out_dir."""
+    import torch
+    from maxsim.bench.timing import resolve_device
+
+    device = resolve_device(config.get("device", "auto"))
+    dev_name = str(device)
+    if int(config.get("threads", 0)) > 0:
+        torch.set_num_threads(int(config["threads"]))
+    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
+    result: dict[str, Any] = {"device": dev_name, "date": date, "machine": _machine(device)}
+    result["versions"] = _versions()
+    result["ceilings"] = ceilings(device, int(config.get("copy_mb", 1024)), int(config.get("matmul_n", 4096)))
+    compare = config.get("compare", device.type == "cpu" and int(config.get("repeats", 5)) >= 5)
+    if compare and device.type == "cpu":
+        cfg = dict(COMPARE)
+        if isinstance(compare, dict):
+            cfg.update(compare)
+        result["cpu_compare"] = run_cpu_compare(cfg)
+    if config.get("shapes", True) is not False:
+        result["shapes"] = run_shapes(config if isinstance(config.get("shapes"), list) else
+                                      {**config, "shapes": None}, device)  # fmt: skip
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{'gpu' if device.type == 'cuda' else 'cpu'}-{date}"
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(_markdown(result))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-shapes", action="store_true", help="only the ceilings and the CPU comparison")
+    ap.add_argument("--compare", default=None, help="JSON overrides for the CPU comparison, or 'off'")
+    ap.add_argument("--cpu-compare-worker", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.cpu_compare_worker:
+        print(json.dumps(_cpu_compare_worker(json.loads(a.cpu_compare_worker))))
+        return 0
+    cfg: dict[str, Any] = {"device": a.device, "threads": a.threads}
+    if a.no_shapes:
+        cfg["shapes"] = False
+    if a.compare == "off":
+        cfg["compare"] = False
+    else:
+        cfg["compare"] = {"threads": a.threads, **(json.loads(a.compare) if a.compare else {})}
+    result = run(cfg, a.out)
+    print(_markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

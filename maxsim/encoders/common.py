@@ -1,0 +1,42 @@
+"""Pieces the multi-vector encoders share: a clip's frames checked and thinned, and inputs grouped into
+forward passes under a budget of padded sequence positions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from maxsim.types import Clip
+
+
+def clip_frames(clip: Clip, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """A clip's frames ``(n, H, W, 3)`` uint8 RGB and their times, thinned uniformly (first and last kept)
+    to at most ``max_frames``. Raises ValueError naming the clip for frames of another shape or dtype, or
+    a timestamp count that does not match."""
+    frames = np.asarray(clip.frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0 or frames.dtype != np.uint8:
+        raise ValueError(
+            f"clip of {clip.video!r} [{clip.start:.2f}, {clip.end:.2f}]: frames must be (n>0, H, W, 3) "
+            f"uint8 RGB, got {frames.dtype} {frames.shape}"
+        )
+    times = np.asarray(clip.timestamps, dtype=np.float64).reshape(-1)
+    if len(times) != len(frames):
+        raise ValueError(f"clip of {clip.video!r}: {len(frames)} frames but {len(times)} timestamps")
+    if len(frames) > max_frames:
+        keep = np.unique(np.linspace(0, len(frames) - 1, max(int(max_frames), 1)).round().astype(int))
+        frames, times = frames[keep], times[keep]
+    return frames, times
+
+
+def token_budget_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Indices of ``lengths`` grouped into batches, longest first, each at most ``budget`` padded positions
+    (its size times its first, longest, item's length); an item longer than the budget is a batch alone."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches

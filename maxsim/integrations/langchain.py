@@ -1,0 +1,176 @@
+"""A LangChain retriever over a maxsim index (``pip install "maxsim[langchain]"``).
+
+    from maxsim.integrations.langchain import MaxSimRetriever
+
+    retriever = MaxSimRetriever.from_index("my.index", k=5)
+    docs = retriever.invoke("a dog catches a frisbee")
+    docs = await retriever.ainvoke("a dog catches a frisbee", k=3, videos=["/data/park.mp4"])
+
+Each :class:`~langchain_core.documents.Document` stands for one moment: ``page_content`` is a one-line
+description (file name, start-end, best frame time, score) and ``metadata`` holds ``video`` (absolute
+path), ``video_name``, ``start``, ``end``, ``best_time`` (seconds), ``score``, ``segment_id``,
+``deep_link`` (``file:///...#t=start,end``) and, when the index stored one and ``include_thumbnail`` is on,
+``thumbnail`` as a ``data:image/jpeg;base64,...`` URI. ``Document.id`` is ``"maxsim:<segment_id>"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+from collections.abc import Sequence
+from typing import Any
+
+try:
+    from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+    from langchain_core.runnables import RunnableConfig
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        'maxsim.integrations.langchain needs langchain-core: pip install "maxsim[langchain]"'
+    ) from e
+from pydantic import ConfigDict, Field
+
+from maxsim.integrations.hits import check_k, hit_metadata, hit_text
+from maxsim.integrations.serial import serialize_encoder
+from maxsim.types import Hit
+
+# Hits searched ahead for a batch: {(query, k, videos, time_range): hits}, seen by the batch's invocations.
+_AHEAD: contextvars.ContextVar[dict | None] = contextvars.ContextVar("maxsim_lc_ahead", default=None)
+
+
+class MaxSimRetriever(BaseRetriever):
+    """Retrieves video moments from a maxsim :class:`~maxsim.Engine` as LangChain documents.
+
+    ``k``, ``videos`` (paths; only these videos) and ``time_range`` (``(start, end)`` seconds; only
+    segments overlapping it) are defaults that each call may override:
+    ``retriever.invoke(query, k=3, videos=[...], time_range=(0, 60))``. ``ainvoke`` runs the search in a
+    worker thread so the event loop is not blocked.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    engine: Any = Field(
+        description="a maxsim.Engine (or anything with its search(text, k, videos, time_range))"
+    )
+    k: int = Field(default=4, ge=1, description="moments returned per query")
+    videos: list[str] | None = Field(default=None, description="only search these videos (paths)")
+    time_range: tuple[float, float] | None = Field(
+        default=None, description="only segments overlapping (start, end) seconds"
+    )
+    include_thumbnail: bool = Field(default=True, description="put the thumbnail (data URI) in metadata")
+
+    @classmethod
+    def from_index(cls, path: str | os.PathLike, encoder: Any = None, **kwargs: Any) -> MaxSimRetriever:
+        """Open the index at ``path`` (it must exist) and wrap it; ``kwargs`` are the retriever's fields."""
+        from maxsim.engine import Engine
+
+        return cls(engine=Engine(path, encoder=encoder, create=False), **kwargs)
+
+    def _options(
+        self, k: int | None, videos: Sequence[str] | str | None, time_range: tuple[float, float] | None
+    ) -> tuple[int, list[str] | None, tuple[float, float] | None]:
+        k = check_k(self.k if k is None else k)
+        videos = self.videos if videos is None else ([videos] if isinstance(videos, str) else list(videos))
+        time_range = self.time_range if time_range is None else tuple(time_range)
+        return k, videos, time_range
+
+    @staticmethod
+    def _key(query: str, k: int, videos: list[str] | None, time_range) -> tuple:
+        return (query, k, None if videos is None else tuple(videos), time_range)
+
+    def _search(
+        self,
+        query: str,
+        k: int | None,
+        videos: Sequence[str] | str | None,
+        time_range: tuple[float, float] | None,
+    ) -> list[Document]:
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}")
+        k, videos, time_range = self._options(k, videos, time_range)
+        ahead = _AHEAD.get()
+        hits = None if ahead is None else ahead.get(self._key(query, k, videos, time_range))
+        if hits is None:
+            serialize_encoder(self.engine)  # ainvoke calls run on worker threads: one encode at a time
+            hits = self.engine.search(query, k=k, videos=videos, time_range=time_range)
+        return [self._document(h) for h in hits]
+
+    def _search_ahead(self, inputs: list[Any], kwargs: dict[str, Any]) -> dict | None:
+        """One engine.search_batch for a whole batch; None when it cannot be done in one call (the
+        per-query invocations then search, and report errors, one by one)."""
+        if len(inputs) < 2 or not all(isinstance(q, str) for q in inputs):
+            return None
+        if set(kwargs) - {"k", "videos", "time_range"} or not hasattr(self.engine, "search_batch"):
+            return None
+        try:
+            k, videos, time_range = self._options(
+                kwargs.get("k"), kwargs.get("videos"), kwargs.get("time_range")
+            )
+            texts = list(dict.fromkeys(inputs))
+            serialize_encoder(self.engine)
+            results = self.engine.search_batch(texts, k=k, videos=videos, time_range=time_range)
+        except Exception:
+            return None
+        return {self._key(q, k, videos, time_range): hits for q, hits in zip(texts, results, strict=True)}
+
+    def batch(
+        self,
+        inputs: list[str],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[list[Document]]:
+        """Retrieve for several queries: one batched pass over the index, then LangChain's usual
+        per-query invocation (callbacks, tracing) on the results."""
+        token = _AHEAD.set(self._search_ahead(list(inputs), kwargs))
+        try:
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        finally:
+            _AHEAD.reset(token)
+
+    async def abatch(
+        self,
+        inputs: list[str],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[list[Document]]:
+        """:meth:`batch` for async code: the batched search runs in a worker thread."""
+        token = _AHEAD.set(await asyncio.to_thread(self._search_ahead, list(inputs), kwargs))
+        try:
+            return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        finally:
+            _AHEAD.reset(token)
+
+    def _document(self, hit: Hit) -> Document:
+        return Document(
+            id=f"maxsim:{hit.segment_id}",
+            page_content=hit_text(hit),
+            metadata=hit_metadata(hit, thumbnail=self.include_thumbnail),
+        )
+
+    def _get_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        k: int | None = None,
+        videos: Sequence[str] | str | None = None,
+        time_range: tuple[float, float] | None = None,
+    ) -> list[Document]:
+        return self._search(query, k, videos, time_range)
+
+    async def _aget_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: AsyncCallbackManagerForRetrieverRun,
+        k: int | None = None,
+        videos: Sequence[str] | str | None = None,
+        time_range: tuple[float, float] | None = None,
+    ) -> list[Document]:
+        return await asyncio.to_thread(self._search, query, k, videos, time_range)

@@ -1,0 +1,97 @@
+"""A LlamaIndex retriever over a maxsim index (``pip install "maxsim[llamaindex]"``).
+
+    from maxsim.integrations.llamaindex import MaxSimRetriever
+
+    retriever = MaxSimRetriever.from_index("my.index", k=5)
+    nodes = retriever.retrieve("a dog catches a frisbee")
+    nodes = await retriever.aretrieve("a dog catches a frisbee")
+
+Each :class:`~llama_index.core.schema.NodeWithScore` stands for one moment: its score is the MaxSim score
+and its :class:`~llama_index.core.schema.TextNode` (``id_`` ``"maxsim:<segment_id>"``) has a one-line text
+(file name, start-end, best frame time) and ``metadata`` with ``video`` (absolute path), ``video_name``,
+``start``, ``end``, ``best_time`` (seconds), ``score``, ``segment_id``, ``deep_link``
+(``file:///...#t=start,end``) and, when the index stored one and ``include_thumbnail`` is on, ``thumbnail``
+as a ``data:image/jpeg;base64,...`` URI. The thumbnail, deep link and ids are excluded from the text
+LlamaIndex shows an LLM or an embedding model (``excluded_llm_metadata_keys``), so a synthesizer
+sees the video name and times, not kilobytes of base64.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from typing import Any
+
+try:
+    from llama_index.core.callbacks import CallbackManager
+    from llama_index.core.retrievers import BaseRetriever
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        'maxsim.integrations.llamaindex needs llama-index-core: pip install "maxsim[llamaindex]"'
+    ) from e
+
+from maxsim.integrations.hits import check_k, hit_metadata, hit_text
+from maxsim.integrations.serial import serialize_encoder
+from maxsim.types import Hit
+
+_HIDDEN_FROM_MODELS = ["thumbnail", "deep_link", "segment_id", "video"]
+
+
+class MaxSimRetriever(BaseRetriever):
+    """Retrieves video moments from a maxsim :class:`~maxsim.Engine` as LlamaIndex nodes.
+
+    ``k`` moments per query; ``videos`` (paths) and ``time_range`` (``(start, end)`` seconds) restrict
+    the search. They are plain attributes: change them between calls, or make a retriever per filter.
+    ``aretrieve`` runs the search in a worker thread so the event loop is not blocked.
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        k: int = 4,
+        videos: Sequence[str] | str | None = None,
+        time_range: tuple[float, float] | None = None,
+        include_thumbnail: bool = True,
+        callback_manager: CallbackManager | None = None,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(callback_manager=callback_manager, verbose=verbose)
+        self.engine = engine
+        self.k = check_k(k)
+        self.videos = [videos] if isinstance(videos, str) else (None if videos is None else list(videos))
+        if time_range is not None:
+            time_range = (float(time_range[0]), float(time_range[1]))
+        self.time_range = time_range
+        self.include_thumbnail = include_thumbnail
+
+    @classmethod
+    def from_index(cls, path: str | os.PathLike, encoder: Any = None, **kwargs: Any) -> MaxSimRetriever:
+        """Open the index at ``path`` (it must exist) and wrap it; ``kwargs`` go to the constructor."""
+        from maxsim.engine import Engine
+
+        return cls(Engine(path, encoder=encoder, create=False), **kwargs)
+
+    def _node(self, hit: Hit) -> NodeWithScore:
+        node = TextNode(
+            id_=f"maxsim:{hit.segment_id}",
+            text=hit_text(hit),
+            metadata=hit_metadata(hit, thumbnail=self.include_thumbnail),
+            excluded_llm_metadata_keys=list(_HIDDEN_FROM_MODELS),
+            excluded_embed_metadata_keys=list(_HIDDEN_FROM_MODELS),
+        )
+        return NodeWithScore(node=node, score=float(hit.score))
+
+    def _search(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        serialize_encoder(self.engine)  # aretrieve calls run on worker threads: one encode at a time
+        hits = self.engine.search(
+            query_bundle.query_str, k=check_k(self.k), videos=self.videos, time_range=self.time_range
+        )
+        return [self._node(h) for h in hits]
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return self._search(query_bundle)
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return await asyncio.to_thread(self._search, query_bundle)

@@ -1,0 +1,186 @@
+"""Request and response bodies of the HTTP API (pydantic models; they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, field_validator
+
+# Upper bounds the app enforces; create_app() may lower or raise them per server.
+MAX_TEXT_CHARS = 2000
+MAX_BATCH = 64
+MAX_K = 1000
+MAX_VIDEO_FILTER = 1000
+MAX_INGEST_PATHS = 1000
+
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
+
+
+class _SearchOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(default=10, ge=1, le=MAX_K, description="hits per query")
+    videos: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_VIDEO_FILTER,
+        description="only these videos: ids (from GET /videos or a hit's video_id) or indexed paths",
+    )
+    time_range: tuple[float, float] | None = Field(
+        default=None, description="only segments overlapping [start, end] seconds (start <= end)"
+    )
+    include_thumbnails: bool = Field(
+        default=False, description="inline each hit's JPEG thumbnail as a data URI (`thumbnail`)"
+    )
+
+    @field_validator("time_range")
+    @classmethod
+    def _range_finite(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None:
+            lo, hi = v
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ValueError("time_range values must be finite numbers of seconds")
+        return v  # an end before the start is refused by the route (400): JSON Schema cannot say it
+
+
+class SearchRequest(_SearchOptions):
+    """One text query; the response has `hits`."""
+
+    text: Text = Field(description="the query", examples=["a red car"])
+
+
+class BatchSearchRequest(_SearchOptions):
+    """Several text queries searched together; the response has `results`, one hit list per text."""
+
+    texts: list[Text] = Field(min_length=1, max_length=MAX_BATCH, examples=[["a red car", "a dog"]])
+
+
+def _search_form(v: object) -> str:
+    return "BatchSearchRequest" if isinstance(v, dict) and "texts" in v else "SearchRequest"
+
+
+# A request with `texts` is a batch, any other a single search: validation errors then speak of one form.
+AnySearchRequest = Annotated[
+    Annotated[SearchRequest, Tag("SearchRequest")] | Annotated[BatchSearchRequest, Tag("BatchSearchRequest")],
+    Discriminator(_search_form),
+]
+
+
+class HitOut(BaseModel):
+    """One retrieved moment."""
+
+    video_id: str = Field(description="stable id of the video: GET /videos/{video_id} streams it")
+    video: str = Field(description="absolute path of the video on the server")
+    video_name: str
+    start: float = Field(description="segment start, seconds")
+    end: float = Field(description="segment end, seconds")
+    score: float = Field(description="MaxSim score (higher is better)")
+    best_time: float = Field(description="time of the frame that matched best, seconds")
+    segment_id: int
+    thumbnail_url: str | None = Field(description="GET this for the JPEG thumbnail (null when none stored)")
+    video_url: str = Field(description="relative URL of the video, with a #t=start,end media fragment")
+    thumbnail: str | None = Field(default=None, description="data URI, only with include_thumbnails")
+
+
+class SearchResponse(BaseModel):
+    hits: list[HitOut]
+    took_ms: float
+
+
+class BatchSearchResponse(BaseModel):
+    results: list[list[HitOut]] = Field(description="hits for each text, in the order given")
+    took_ms: float
+
+
+class VideoOut(BaseModel):
+    id: str
+    path: str
+    name: str
+    segments: int
+    indexed_until: float = Field(description="end of its last indexed segment, seconds")
+
+
+class VideoList(BaseModel):
+    videos: list[VideoOut]
+
+
+class DeleteResponse(BaseModel):
+    video_id: str
+    path: str
+    deleted_segments: int
+    version: int
+
+
+class IngestRequest(BaseModel):
+    """Files or folders (searched recursively for videos) under the server's ingest root."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    paths: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = Field(
+        min_length=1,
+        max_length=MAX_INGEST_PATHS,
+        description="absolute, or relative to the ingest root",
+        examples=[["clips/"]],
+    )
+
+
+class FileIssue(BaseModel):
+    path: str
+    reason: str
+
+
+class JobOut(BaseModel):
+    id: str
+    status: Literal["queued", "running", "done", "failed"]
+    total: int = Field(description="files in the job")
+    done: int = Field(description="files processed so far")
+    progress: float = Field(description="done / total, 0 to 1")
+    current: str | None = Field(description="the file being ingested now")
+    ingested: list[str]
+    skipped: list[FileIssue]
+    failed: list[FileIssue]
+    segments: int
+    version: int | None = Field(description="index version after the last commit of this job")
+    error: str | None
+    created: float
+    started: float | None
+    finished: float | None
+
+
+class JobAccepted(BaseModel):
+    id: str
+    status_url: str
+    files: int
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
+class Batching(BaseModel):
+    """What the search batcher has done since the server started."""
+
+    requests: int
+    texts: int
+    batches: int = Field(description="engine calls")
+    mean_batch: float = Field(description="texts per engine call")
+    largest_batch: int
+    busy_s: float = Field(description="seconds spent in engine calls")
+    rejected: int = Field(0, description="searches turned away with 503: too many were waiting")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: int = Field(description="index version being searched")
+    segments: int
+    videos: int
+    encoder: str
+    auth_required: bool
+    ingest_enabled: bool
+    batching: Batching
+
+
+class ErrorOut(BaseModel):
+    detail: str

@@ -1,0 +1,180 @@
+// maxsim search page: plain JS against the same server's JSON API (POST /search, GET /videos, media URLs).
+"use strict";
+(function () {
+  const $ = (sel) => document.querySelector(sel);
+  const form = $("#search-form"), q = $("#q"), kSel = $("#k"), results = $("#results"), statusEl = $("#status");
+  const viewer = $("#viewer"), player = $("#player"), timeline = $("#timeline"), segEl = $("#segment");
+  const marksEl = $("#marks"), playhead = $("#playhead"), caption = $("#caption"), keyInput = $("#api-key");
+  let hits = [], current = null, videos = {}, authRequired = false, searchSeq = 0;
+
+  const base = new URL(".", document.baseURI);  // works behind a path prefix too
+  const url = (path) => new URL(path.replace(/^\//, ""), base).toString();
+  const apiKey = () => (authRequired ? keyInput.value || localStorage.getItem("maxsim-api-key") || "" : "");
+  const headers = () => {
+    const h = { "Content-Type": "application/json" };
+    if (apiKey()) h["X-API-Key"] = apiKey();
+    return h;
+  };
+  // <video> and <img> cannot send headers: media routes take the key as a query parameter.
+  const mediaUrl = (path) => {
+    const u = new URL(url(path));
+    if (apiKey()) u.searchParams.set("api_key", apiKey());
+    return u.toString();
+  };
+  const clock = (s) => {
+    if (!isFinite(s)) return "–";
+    s = Math.max(0, s);
+    const m = Math.floor(s / 60), sec = s - 60 * m;
+    return `${m}:${sec.toFixed(1).padStart(4, "0")}`;
+  };
+  const el = (tag, cls, text) => {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+
+  async function api(path, body) {
+    const r = await fetch(url(path), body === undefined ? { headers: headers() } : { method: "POST", headers: headers(), body: JSON.stringify(body) });
+    const data = await r.json().catch(() => ({}));
+    if (!r.ok) {
+      let msg = data.detail;
+      if (Array.isArray(msg)) msg = msg.map((d) => `${(d.loc || []).filter((x) => x !== "body" && !/Request$/.test(x)).join(".")}: ${d.msg}`).join("; ");
+      throw new Error(`${r.status}: ${msg || r.statusText}`);
+    }
+    return data;
+  }
+
+  async function loadInfo() {
+    try {
+      const h = await api("/healthz");
+      authRequired = h.auth_required;
+      keyInput.hidden = !authRequired;
+      if (authRequired) keyInput.value = localStorage.getItem("maxsim-api-key") || "";
+      statusEl.textContent = `${h.segments} segments in ${h.videos} videos · ${h.encoder}`;
+      if (!authRequired || apiKey()) await loadVideos();
+    } catch (e) {
+      statusEl.textContent = `server not reachable (${e.message})`;
+    }
+  }
+  async function loadVideos() {
+    const v = await api("/videos");
+    videos = Object.fromEntries(v.videos.map((x) => [x.id, x]));
+  }
+
+  async function search(text) {
+    const k = parseInt(kSel.value, 10);
+    const seq = ++searchSeq;  // only the latest search may render
+    results.replaceChildren(el("p", "hint", "Searching…"));
+    try {
+      if (authRequired) { localStorage.setItem("maxsim-api-key", keyInput.value); await loadVideos(); }
+      const r = await api("/search", { text, k });
+      if (seq !== searchSeq) return;
+      hits = r.hits;
+      statusEl.textContent = `${hits.length} hits in ${r.took_ms.toFixed(0)} ms`;
+      render();
+      history.replaceState(null, "", `#q=${encodeURIComponent(text)}&k=${k}`);
+    } catch (e) {
+      if (seq === searchSeq) results.replaceChildren(el("p", "error", e.message));
+    }
+  }
+
+  function render() {
+    results.replaceChildren();
+    if (!hits.length) { results.append(el("p", "empty", "No hits.")); return; }
+    hits.forEach((h, i) => {
+      const card = el("button", "hit");
+      card.type = "button";
+      card.dataset.index = i;
+      card.dataset.segment = h.segment_id;
+      const img = el("img", "thumb");
+      img.alt = `${h.video_name} at ${clock(h.start)}`;
+      img.loading = "lazy";
+      if (h.thumbnail_url) img.src = mediaUrl(h.thumbnail_url);
+      const meta = el("div", "meta");
+      const name = el("div", "name");
+      name.append(el("span", "rank", `${i + 1}.`), document.createTextNode(h.video_name));
+      name.title = h.video;
+      const span = el("div", "span");
+      span.append(el("span", "score", h.score.toFixed(3)), document.createTextNode(`${clock(h.start)} – ${clock(h.end)}`));
+      meta.append(name, span);
+      card.append(img, meta);
+      card.addEventListener("click", () => open(i));
+      results.append(card);
+    });
+  }
+
+  function duration() {
+    if (isFinite(player.duration) && player.duration > 0) return player.duration;
+    const v = current && videos[current.video_id];
+    return Math.max(v ? v.indexed_until : 0, current ? current.end : 0) || 1;
+  }
+
+  function drawTimeline() {
+    if (!current) return;
+    const d = duration();
+    const pct = (t) => `${Math.min(100, Math.max(0, (100 * t) / d))}%`;
+    segEl.style.left = pct(current.start);
+    segEl.style.width = `calc(${pct(current.end - current.start)} - 0px)`;
+    marksEl.replaceChildren();
+    for (const h of hits) {
+      if (h.video_id !== current.video_id || h === current) continue;
+      const m = el("div", "mark");
+      m.style.left = pct(h.start);
+      m.style.width = pct(h.end - h.start);
+      m.title = `${clock(h.start)} – ${clock(h.end)} (${h.score.toFixed(3)})`;
+      marksEl.append(m);
+    }
+    playhead.style.left = pct(player.currentTime || 0);
+    $("#t-now").textContent = clock(player.currentTime || 0);
+    $("#t-dur").textContent = clock(d);
+  }
+
+  function seekAndPlay(t) {
+    player.currentTime = t;
+    const p = player.play();
+    if (p && p.catch) p.catch(() => { /* autoplay refused: the user presses play; the position is set */ });
+  }
+
+  function open(i) {
+    current = hits[i];
+    document.querySelectorAll(".hit.active").forEach((c) => c.classList.remove("active"));
+    const card = results.querySelector(`.hit[data-index="${i}"]`);
+    if (card) card.classList.add("active");
+    viewer.hidden = false;
+    caption.replaceChildren(
+      el("div", "name", current.video_name),
+      el("div", "sub", `${clock(current.start)} – ${clock(current.end)} · best frame ${clock(current.best_time)} · score ${current.score.toFixed(3)}`),
+    );
+    const src = mediaUrl(current.video_url.split("#")[0]);
+    const start = current.start;
+    if (player.dataset.src !== src) {
+      player.dataset.src = src;
+      player.addEventListener("loadedmetadata", () => { seekAndPlay(start); drawTimeline(); }, { once: true });
+      player.src = src;
+      player.load();
+    } else {
+      seekAndPlay(start);
+    }
+    drawTimeline();
+  }
+
+  player.addEventListener("timeupdate", drawTimeline);
+  player.addEventListener("durationchange", drawTimeline);
+  timeline.addEventListener("click", (ev) => {
+    const r = timeline.getBoundingClientRect();
+    seekAndPlay(((ev.clientX - r.left) / r.width) * duration());
+  });
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const text = q.value.trim();
+    if (text) search(text);
+  });
+
+  const initial = location.hash.slice(1);  // read now: a search started before loadInfo ends rewrites it
+  loadInfo().then(() => {
+    const params = new URLSearchParams(initial);
+    if (params.get("k")) kSel.value = params.get("k");
+    if (params.get("q")) { q.value = params.get("q"); search(q.value); }
+  });
+})();

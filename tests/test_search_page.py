@@ -1,0 +1,159 @@
+"""The search page in headless Chromium: search, click a hit, the player jumps to the hit's start.
+
+Uses Debian's chromium (/usr/bin/chromium, installed by .ci/run) driven by playwright's Python package;
+no browser is downloaded. Set MAXSIM_SCREENSHOT=path.png to save a screenshot of the page with hits.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (dev extra) is not installed")
+
+from maxsim.server import create_app  # noqa: E402
+from tests.serve_data import live_server, make_corpus  # noqa: E402
+
+CHROMIUM = os.environ.get("MAXSIM_CHROMIUM", "/usr/bin/chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+    if os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium", pytrace=False)
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory):
+    corpus = make_corpus(
+        tmp_path_factory.mktemp("page"),
+        extra={"c.webm": [(4.0, "purple"), (4.0, "red"), (4.0, "orange")]},
+    )
+    engine = corpus.engine()
+    engine.ingest([corpus.videos["c.webm"]], progress=False)
+    with live_server(create_app(engine)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, base_url):
+    pg = browser.new_page(viewport={"width": 1280, "height": 760})
+    pg.set_default_timeout(20_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(base_url + "/")
+    pg.errors = errors
+    yield pg
+    pg.close()
+
+
+def test_search_click_and_play_from_the_hit(page):
+    page.fill("#q", "red")
+    page.press("#q", "Enter")
+    page.wait_for_selector(".hit")
+    cards = page.locator(".hit")
+    assert cards.count() == 8, page.inner_html("#results")  # k=20; the index holds 3 + 2 + 3 segments
+    names = cards.locator(".name").all_inner_texts()
+    spans = cards.locator(".span").all_inner_texts()
+    scores = [float(x) for x in cards.locator(".score").all_inner_texts()]
+    assert scores == sorted(scores, reverse=True) and scores[2] > 0.9 > scores[3]  # three red scenes first
+    # all thumbnails loaded as real images
+    page.wait_for_function(
+        "[...document.querySelectorAll('.hit img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    # click the hit in c.webm (red at 4-8 s): the player must jump to 4 s
+    target = next(i for i, n in enumerate(names) if "c.webm" in n)
+    assert target < 3 and "0:04.0 – 0:08.0" in spans[target], spans[target]
+    cards.nth(target).click()
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#player');"
+        " return v && v.readyState >= 1 && v.currentTime >= 4.0 && v.currentTime < 8.0; }"
+    )
+    t = page.evaluate("document.querySelector('#player').currentTime")
+    assert 4.0 <= t < 8.0
+    # the segment is marked on the timeline at 4/12 .. 8/12 of its width
+    seg = page.evaluate(
+        "(() => { const t = document.querySelector('#timeline').getBoundingClientRect();"
+        " const s = document.querySelector('#segment').getBoundingClientRect();"
+        " return [(s.left - t.left) / t.width, s.width / t.width]; })()"
+    )
+    assert seg[0] == pytest.approx(4 / 12, abs=0.03) and seg[1] == pytest.approx(4 / 12, abs=0.03)
+    assert "0:04.0 – 0:08.0" in page.inner_text("#caption")
+    # it plays on from the start of the hit
+    page.wait_for_function("document.querySelector('#player').currentTime > 4.3")
+    shot = os.environ.get("MAXSIM_SCREENSHOT")
+    if shot:
+        page.evaluate("document.querySelector('#player').pause()")
+        page.screenshot(path=shot)
+    # a second hit in another video switches the source and seeks again
+    before = page.evaluate("document.querySelector('#player').currentSrc")
+    other = next(i for i, n in enumerate(names) if "a.webm" in n and "0:00.0 – 0:04.0" in spans[i])
+    cards.nth(other).click()
+    page.wait_for_function(
+        "(before) => { const v = document.querySelector('#player');"
+        " return v.currentSrc && v.currentSrc !== before && v.readyState >= 1 && v.currentTime < 4.0; }",
+        arg=before,
+    )
+    assert "a.webm" in page.inner_text("#caption")
+    assert page.errors == []
+
+
+def test_search_errors_are_shown(page):
+    page.fill("#q", "x" * 10)
+    page.evaluate("document.querySelector('#k').innerHTML = '<option>500</option>'")
+    page.press("#q", "Enter")
+    page.wait_for_selector(".error")
+    assert "400" in page.inner_text(".error") and "limit of 100" in page.inner_text(".error")
+    page.evaluate("document.querySelector('#k').innerHTML = '<option>5000</option>'")
+    page.press("#q", "Enter")
+    error_422 = "(document.querySelector('.error') || {innerText: ''}).innerText.startsWith('422')"
+    page.wait_for_function(error_422)
+    assert page.inner_text(".error") == "422: k: Input should be less than or equal to 1000"
+
+
+def test_page_with_an_api_key(browser, tmp_path):
+    corpus = make_corpus(tmp_path)
+    with live_server(create_app(corpus.engine(), api_key="s3cret")) as url:
+        pg = browser.new_page()
+        try:
+            pg.set_default_timeout(20_000)
+            pg.goto(url + "/")
+            pg.wait_for_selector("#api-key:not([hidden])")  # the page asks for the key
+            pg.fill("#q", "green")
+            pg.press("#q", "Enter")
+            pg.wait_for_selector(".error")
+            assert "401" in pg.inner_text(".error")
+            pg.fill("#api-key", "s3cret")
+            pg.press("#q", "Enter")
+            pg.wait_for_selector(".hit")
+            pg.wait_for_function(
+                "[...document.querySelectorAll('.hit img')].every(i => i.complete && i.naturalWidth > 0)"
+            )
+            pg.locator(".hit").first.click()  # green: a.webm 8-12 s; the video loads with ?api_key=
+            pg.wait_for_function(
+                "() => { const v = document.querySelector('#player');"
+                " return v.readyState >= 1 && v.currentTime >= 8.0; }"
+            )
+        finally:
+            pg.close()
