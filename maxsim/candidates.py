@@ -31,7 +31,7 @@ import os
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -362,7 +362,6 @@ class PruneStats:
     exhaustive_parts: int = 0  # parts without a prune index, scored exhaustively
     exhaustive_token_bytes: int = 0
     total_token_bytes: int = 0  # bytes an exhaustive search would have read
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def bytes_read(self) -> int:

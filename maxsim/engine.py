@@ -110,6 +110,8 @@ class Engine:
     at once or after waiting ``lock_timeout`` seconds for it to finish.
     """
 
+    last_prune_stats: Any = None  # what the last pruned search read (maxsim.candidates.PruneStats)
+
     def __init__(
         self,
         path: str | os.PathLike,
