@@ -55,11 +55,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ray": {"videos": 8, "seconds": 60, "workers": [1, 2], "slow_encoder_s": 0.1},
     },
     "1m": {
-        # 16M tokens: centroids capped at 2048 per part (PLAID's rule would give 16384) so that the build
-        # fits a shared 2-core machine in minutes
+        # 16 tokens x 64 d per segment so that 1M segments (1.9 GiB) fit a 2-core / 24 GiB machine
         "pruning": {"n_segments": 1_000_000, "frames": 4, "tokens_per_frame": 4, "dim": 64,
-                    "n_concepts": 16384, "parts": 8, "queries": 20, "n_centroids": 2048,
-                    "settings": [[2500, 8], [5000, 8], [10000, 8], [20000, 8]]},
+                    "n_concepts": 16384, "parts": 8, "queries": 20,
+                    "settings": [[2500, 8], [5000, 8], [10000, 8]]},
     },
 }
 
