@@ -140,7 +140,11 @@ class RayVideoEncoder:
             raise ValueError(f"ray_workers must be at least 1, got {num_workers}")
         self.engine = engine
         self.videos = list(videos)
+        # actors load the encoder from its spec when there is one (the engine's, or the index's record);
+        # an encoder object without a spec is pickled to them
         spec = engine._spec
+        if spec is None and engine._encoder is None:
+            spec = engine.manifest.encoder.get("spec")
         encoder = spec if spec is not None else engine.encoder
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows come back in input order: same index
