@@ -2,8 +2,9 @@
 
     maxsim-bench SUBCOMMAND [--preset NAME] [--config FILE] [--set KEY=VALUE ...] [--out DIR]
 
-Subcommands: kernel, ingest, search, eval, dataset. Presets live in ``configs/bench/<subcommand>.toml``;
-``--set`` overrides any key of the chosen preset with a TOML value (``--set corpus_sizes=[1000,10000]``).
+Subcommands: kernel, ingest, search, eval, dataset, serve, encoder, lifecycle, decode. Presets live in
+``configs/bench/<subcommand>.toml``; ``--set`` overrides any key of the chosen preset with a TOML value
+(``--set corpus_sizes=[1000,10000]``).
 Every run writes results.json, results.md and plots into its output folder
 (default ``bench/out/<subcommand>-<UTC time>``).
 """
@@ -28,6 +29,9 @@ MODULES = {
     "eval": "maxsim.bench.evaluate",
     "dataset": "maxsim.bench.dataset",
     "serve": "maxsim.bench.serve_load",
+    "encoder": "maxsim.bench.encoder_cmd",
+    "lifecycle": "maxsim.bench.lifecycle_bench",
+    "decode": "maxsim.bench.decode_bench",
 }
 HELP = {
     "kernel": "MaxSim kernels over shapes and dtypes: ms, GB/s, TFLOP/s vs ceilings measured in the run",
@@ -36,13 +40,17 @@ HELP = {
     "eval": "retrieval quality (R@k at IoU, video R@k, mAP, mean IoU) and query latency on a ground truth",
     "dataset": "write a synthetic evaluation set (colour-scene videos, queries, QVHighlights-style JSONL)",
     "serve": "POST /search latency p50/p99 and errors under concurrent clients (loopback only)",
+    "encoder": "ColQwen3 clips/s, visual tokens per clip, s per video minute, queries/s vs token budget",
+    "lifecycle": "delete, snapshot reopen and compaction cost vs index size on synthetic indexes",
+    "decode": "frames/s of decode, decode+segment+sample, with and without background decoding",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="maxsim-bench",
-        description="Benchmark runner for maxsim: kernels, ingest, search, retrieval quality.",
+        description="Benchmark runner for maxsim: kernels, encoder, ingest, decode, search, lifecycle, "
+        "retrieval quality, the HTTP service.",
         epilog="Overrides: --set KEY=VALUE, KEY dotted into the preset's tables, VALUE in TOML syntax "
         '(numbers, true/false, [lists], "strings"; a value that is not TOML is taken as a string). '
         "Example: maxsim-bench search --preset cpu --set corpus_sizes=[1000,10000] --set 'batch_sizes=[1]'",

@@ -25,7 +25,7 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-SUBCOMMANDS = ("kernel", "ingest", "search", "eval", "dataset", "serve")
+SUBCOMMANDS = ("kernel", "ingest", "search", "eval", "dataset", "serve", "encoder", "lifecycle", "decode")
 
 
 class ConfigError(ValueError):

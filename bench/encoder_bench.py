@@ -12,12 +12,13 @@ size, so decoding is not part of the number) and ``encode_texts`` on short queri
 
 Besides measured times the result carries an analytic FLOP count per clip (linear layers and attention of the
 vision tower and the language model), so a CPU measurement of one model can be turned into an estimate for
-another: ``seconds ~= FLOPs / achieved FLOP/s``. Run as a script: ``python bench/encoder_bench.py
-[json-config] [out_dir]``.
+another: ``seconds ~= FLOPs / achieved FLOP/s``. Run it as ``maxsim-bench encoder`` (presets in
+``configs/bench/encoder.toml``, a sweep over token budgets: :mod:`maxsim.bench.encoder_cmd`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import sys
@@ -187,66 +188,69 @@ def clip_flops(model, visual_tokens: int, seq_len: int, n_groups: int) -> float:
     return float(vision + text + proj)
 
 
-def architecture_flops(visual_tokens: int, seq_len: int, n_groups: int, arch: dict | None = None) -> float:
-    """:func:`clip_flops` for an architecture (default: the 4B) without allocating its weights."""
+@functools.lru_cache(maxsize=4)
+def _meta_model(arch_json: str):
+    """A ColQwen3Model of the architecture ``arch_json`` on the meta device (no weights allocated)."""
     from accelerate import init_empty_weights
 
     from maxsim.encoders.colqwen3 import ColQwen3Model, backbone_config
 
-    arch = arch or QWEN3VL_4B
+    arch = json.loads(arch_json)
     with init_empty_weights():
-        model = ColQwen3Model(backbone_config(arch), arch["embed_dim"])
+        return ColQwen3Model(backbone_config(arch), arch["embed_dim"])
+
+
+def architecture_flops(visual_tokens: int, seq_len: int, n_groups: int, arch: dict | None = None) -> float:
+    """:func:`clip_flops` for an architecture (default: the 4B) without allocating its weights."""
+    model = _meta_model(json.dumps(arch or QWEN3VL_4B, sort_keys=True))
     return clip_flops(model, visual_tokens, seq_len, n_groups)
 
 
-def run(config: dict[str, Any] | None, out_dir: str | Path) -> dict[str, Any]:
-    """Measure the encoder described by ``config`` (keys of :data:`DEFAULTS`); write ``encoder_bench.json``
-    into ``out_dir`` and return the same record."""
+def check_config(config: dict[str, Any] | None) -> dict[str, Any]:
+    """``config`` over :data:`DEFAULTS`; a key that is not one of them is a ValueError naming it."""
     cfg = {**DEFAULTS, **(config or {})}
     unknown = sorted(set(cfg) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"unknown encoder-bench keys {unknown}; known: {sorted(DEFAULTS)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if int(cfg["threads"]) > 0:
-        torch.set_num_threads(int(cfg["threads"]))
-    with tempfile.TemporaryDirectory(prefix="encoder-bench-") as tmp:
-        t0 = time.perf_counter()
-        enc = load_bench_encoder(cfg, Path(tmp))
-        load_s = time.perf_counter() - t0
-        device = enc.device
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        h, w = (int(x) for x in cfg["frame_size"])
-        clips = make_clips(
-            int(cfg["n_clips"]), int(cfg["frames_per_clip"]), (h, w), float(cfg["clip_seconds"]),
-            int(cfg["seed"]),
-        )
-        prepared = [enc._prepare(c) for c in clips]
-        vis = [int(p["grid"].prod()) // (enc.merge * enc.merge) for p in prepared]
-        seq = [len(p["ids"]) for p in prepared]
-        groups = [int(p["grid"][0]) for p in prepared]
-        for _ in range(int(cfg["warmup"])):
-            enc.encode_clips(clips[: max(1, len(clips) // 4)])
-        synchronize(device)
-        clip_times = []
-        for _ in range(int(cfg["repeats"])):
-            t = time.perf_counter()
-            got = enc.encode_clips(clips)
-            synchronize(device)
-            clip_times.append(time.perf_counter() - t)
-        assert [len(g) for g in got] == vis, "encoded token counts differ from the prepared ones"
+    return cfg
+
+
+def measure(enc, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Time ``enc`` (a loaded ColQwen3Encoder) on the synthetic clips and queries that ``cfg`` describes
+    (a full config, see :func:`check_config`); the record :func:`run` returns, without ``load_s``."""
+    device = enc.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    h, w = (int(x) for x in cfg["frame_size"])
+    clips = make_clips(
+        int(cfg["n_clips"]), int(cfg["frames_per_clip"]), (h, w), float(cfg["clip_seconds"]), int(cfg["seed"])
+    )
+    prepared = [enc._prepare(c) for c in clips]
+    vis = [int(p["grid"].prod()) // (enc.merge * enc.merge) for p in prepared]
+    seq = [len(p["ids"]) for p in prepared]
+    groups = [int(p["grid"][0]) for p in prepared]
+    for _ in range(int(cfg["warmup"])):
+        enc.encode_clips(clips[: max(1, len(clips) // 4)])
+    synchronize(device)
+    clip_times = []
+    for _ in range(int(cfg["repeats"])):
         t = time.perf_counter()
-        for c in clips:
-            enc._prepare(c)
-        prep_s = (time.perf_counter() - t) / len(clips)
-        queries = [f"a person in a red jacket opens door number {i}" for i in range(int(cfg["queries"]))]
-        enc.encode_texts(queries[:4])
+        got = enc.encode_clips(clips)
         synchronize(device)
-        t = time.perf_counter()
-        enc.encode_texts(queries)
-        synchronize(device)
-        query_s = time.perf_counter() - t
+        clip_times.append(time.perf_counter() - t)
+    if [len(g) for g in got] != vis:
+        raise RuntimeError("encoded token counts differ from the prepared ones")
+    t = time.perf_counter()
+    for c in clips:
+        enc._prepare(c)
+    prep_s = (time.perf_counter() - t) / len(clips)
+    queries = [f"a person in a red jacket opens door number {i}" for i in range(int(cfg["queries"]))]
+    enc.encode_texts(queries[:4])
+    synchronize(device)
+    t = time.perf_counter()
+    enc.encode_texts(queries)
+    synchronize(device)
+    query_s = time.perf_counter() - t
     best = statistics.median(clip_times)
     clips_per_s = len(clips) / best
     flops = [clip_flops(enc.model, v, s, g) for v, s, g in zip(vis, seq, groups, strict=True)]
@@ -258,7 +262,6 @@ def run(config: dict[str, Any] | None, out_dir: str | Path) -> dict[str, Any]:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
-        "load_s": round(load_s, 3),
         "visual_tokens_per_clip": {"mean": float(np.mean(vis)), "min": min(vis), "max": max(vis)},
         "sequence_tokens_per_clip": float(np.mean(seq)),
         "clips_per_s": clips_per_s,
@@ -274,6 +277,23 @@ def run(config: dict[str, Any] | None, out_dir: str | Path) -> dict[str, Any]:
     }
     if device.type == "cuda":
         result["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return result
+
+
+def run(config: dict[str, Any] | None, out_dir: str | Path) -> dict[str, Any]:
+    """Measure the encoder described by ``config`` (keys of :data:`DEFAULTS`); write ``encoder_bench.json``
+    into ``out_dir`` and return the same record."""
+    cfg = check_config(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if int(cfg["threads"]) > 0:
+        torch.set_num_threads(int(cfg["threads"]))
+    with tempfile.TemporaryDirectory(prefix="encoder-bench-") as tmp:
+        t0 = time.perf_counter()
+        enc = load_bench_encoder(cfg, Path(tmp))
+        load_s = time.perf_counter() - t0
+        result = measure(enc, cfg)
+    result["load_s"] = round(load_s, 3)
     (out / "encoder_bench.json").write_text(json.dumps(result, indent=2, default=str))
     return result
 
@@ -288,9 +308,3 @@ def measure_matmul_gflops(n: int = 2048, dtype: torch.dtype = torch.float32, rep
         a @ b
         times.append(time.perf_counter() - t)
     return 2 * n**3 / min(times) / 1e9
-
-
-if __name__ == "__main__":
-    conf = json.loads(Path(sys.argv[1]).read_text()) if len(sys.argv) > 1 else {}
-    res = run(conf, sys.argv[2] if len(sys.argv) > 2 else "bench/out/encoder")
-    print(json.dumps({k: v for k, v in res.items() if k != "config"}, indent=2, default=str))

@@ -303,6 +303,8 @@ def tables(results: dict[str, Any]) -> list[Table]:
             "total includes content hashing.",
         )
     ]
+    if videos:
+        out.append(encoder_table(results))
     eng = results.get("engine")
     if eng:
         tot = results.get("total", {}).get("rtf", {}).get("total")
@@ -319,6 +321,41 @@ def tables(results: dict[str, Any]) -> list[Table]:
             )
         )
     return out
+
+
+def encoder_throughput(row: dict[str, Any]) -> dict[str, Any]:
+    """Clips/s and visual tokens per clip of the encoding stage, from a video's (or the total's) counts."""
+    enc_s, n = row["seconds"]["encode"], row["segments"]
+    return {
+        "video": row["video"],
+        "clips": n,
+        "encode_s": enc_s,
+        "clips_per_s": n / enc_s if enc_s > 0 else None,
+        "tokens_per_clip": row["tokens"] / n if n else None,
+        "frames_per_clip": row["sampled_frames"] / n if n else None,
+    }
+
+
+def encoder_table(results: dict[str, Any]) -> Table:
+    """The encoding stage as throughput: clips/s and visual tokens per clip, per video and in all."""
+    videos = results.get("videos", [])
+    rows = [encoder_throughput(r) for r in videos]
+    rows.append(encoder_throughput(results.get("total") or total(videos)))
+    setup = results.get("setup", {})
+    return Table(
+        f"Encoder throughput during ingest ({setup.get('encoder', '?')})",
+        [
+            Column("video", "video"),
+            Column("clips", "clips"),
+            Column("frames_per_clip", "frames/clip", ".1f"),
+            Column("tokens_per_clip", "visual tokens/clip", ".1f"),
+            Column("encode_s", "encode s", ".3f"),
+            Column("clips_per_s", "clips/s", ",.1f"),
+        ],
+        rows,
+        note="clips: the segments encoded (one clip each, in batches of batch_size); visual tokens/clip: "
+        "the vectors stored per segment.",
+    )
 
 
 def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:

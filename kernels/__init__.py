@@ -22,9 +22,10 @@ import torch
 from maxsim.kernels import cpu as _cpu
 from maxsim.kernels import reference as _reference
 from maxsim.kernels.quantize import quantize
+from maxsim.kernels.reference import merge_topk
 from maxsim.kernels.validate import Problem, check, check_k
 
-__all__ = ["BACKENDS", "maxsim_scores", "maxsim_topk", "quantize", "resolve_backend"]
+__all__ = ["BACKENDS", "maxsim_scores", "maxsim_topk", "merge_topk", "quantize", "resolve_backend"]
 
 BACKENDS = ("triton", "cpu", "torch")
 

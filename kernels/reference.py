@@ -151,4 +151,3 @@ def merge_topk(s: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch.Tensor
     return s.gather(1, order), idx.gather(1, order)
 
 
-_merge_topk = merge_topk

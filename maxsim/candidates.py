@@ -62,13 +62,19 @@ def default_n_centroids(n_tokens: int) -> int:
     return int(min(max(c, 16), 65536, n_tokens))
 
 
-def _assign(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def _dequant(x: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
+    """Rows of a token matrix as float32 (int8 / fp8 rows times their scales)."""
+    return x.float() if scales is None else x.float() * scales.float()[:, None]
+
+
+def _assign(x: torch.Tensor, c: torch.Tensor, scales: torch.Tensor | None = None) -> torch.Tensor:
     """Index of the most similar centroid for every row of ``x`` (blocked matmul, bf16 inputs)."""
     cb = c.to(torch.bfloat16)
     out = torch.empty(x.shape[0], dtype=torch.int64)
     rows = max(256, _ASSIGN_ELEMENTS // max(1, c.shape[0]))  # similarity blocks stay cache-sized
     for lo in range(0, x.shape[0], rows):
-        blk = x[lo : lo + rows].to(torch.bfloat16)
+        sc = None if scales is None else scales[lo : lo + rows]
+        blk = _dequant(x[lo : lo + rows], sc).to(torch.bfloat16)
         out[lo : lo + blk.shape[0]] = (blk @ cb.T).argmax(1)
     return out
 
@@ -142,7 +148,7 @@ class PartIndex:
 
 def build_part_index(
     part_id: str,
-    chunks: Sequence[tuple[torch.Tensor, torch.Tensor, np.ndarray]],
+    chunks: Sequence[tuple],
     n_segments: int,
     n_centroids: int | None = None,
     sample_per_centroid: int = 16,
@@ -151,24 +157,26 @@ def build_part_index(
 ) -> PartIndex:
     """Train centroids on a sample of a part's tokens and build its inverted lists.
 
-    ``chunks`` are ``(tokens, offsets, local_rows)``: a token matrix, its CSR offsets and the part-local
-    row of each of its segments.
+    ``chunks`` are ``(tokens, offsets, local_rows[, scales])``: a token matrix, its CSR offsets, the
+    part-local row of each of its segments and, for int8 / fp8 storage, the tokens' scales.
     """
-    n_tokens = sum(int(t.shape[0]) for t, _, _ in chunks)
+    chunks = [tuple(c) + (None,) * (4 - len(c)) for c in chunks]
+    n_tokens = sum(int(t.shape[0]) for t, *_ in chunks)
     if n_tokens == 0:
         raise ValueError(f"part {part_id} has no token to index")
     k = default_n_centroids(n_tokens) if n_centroids is None else max(1, min(int(n_centroids), n_tokens))
     g = torch.Generator().manual_seed(seed)
     want = min(n_tokens, k * sample_per_centroid)
     picks = []
-    for tok, _, _ in chunks:
+    for tok, _, _, sc in chunks:
         m = round(want * tok.shape[0] / n_tokens)
         if m > 0:
-            picks.append(tok[torch.randperm(tok.shape[0], generator=g)[:m]].float())
+            sel = torch.randperm(tok.shape[0], generator=g)[:m]
+            picks.append(_dequant(tok[sel], None if sc is None else sc[sel]))
     centroids = spherical_kmeans(torch.cat(picks), k, iters=iters, seed=seed)
     codes_all, rows_all = [], []
-    for tok, off, rows in chunks:
-        codes = _assign(tok, centroids).numpy()
+    for tok, off, rows, sc in chunks:
+        codes = _assign(tok, centroids, sc).numpy()
         counts = (off[1:] - off[:-1]).numpy()
         seg = np.repeat(rows.astype(np.int64), counts)
         key = np.unique(codes.astype(np.int64) * n_segments + seg)  # one entry per (centroid, segment)
@@ -302,8 +310,8 @@ def _part_row_ranges(snap: Snapshot) -> list[tuple[str, int, int]]:
     return out
 
 
-def _part_chunks(snap: Snapshot, lo: int, hi: int) -> list[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
-    return [(ch.tokens, ch.offsets, ch.rows - lo) for ch in snap.chunks
+def _part_chunks(snap: Snapshot, lo: int, hi: int) -> list[tuple]:
+    return [(ch.tokens, ch.offsets, ch.rows - lo, getattr(ch, "scales", None)) for ch in snap.chunks
             if ch.rows.size and lo <= int(ch.rows[0]) < hi]
 
 
@@ -412,8 +420,10 @@ class PrunedSearcher:
         self._counts = np.zeros(n, dtype=np.int64)
         for ch in snap.chunks:
             self._counts[ch.rows] = (ch.offsets[1:] - ch.offsets[:-1]).numpy()
-        self._elem = snap.chunks[0].tokens.element_size() if snap.chunks else 2
         self._dim = snap.manifest.dim
+        self._elem = snap.chunks[0].tokens.element_size() if snap.chunks else 2
+        if snap.chunks and getattr(snap.chunks[0], "scales", None) is not None:
+            self._elem += 4 / self._dim  # one float32 scale per token row
 
     @property
     def covered(self) -> bool:
@@ -495,12 +505,14 @@ class PrunedSearcher:
             rows = rows[np.argpartition(-approx, n_candidates - 1)[:n_candidates]]
         return np.sort(rows), stats
 
-    def gather(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens and CSR offsets of the segments in table rows ``rows`` (in that order)."""
+    def gather(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Tokens, CSR offsets and (int8 / fp8 storage) scales of the segments in table rows ``rows``."""
         counts = self._counts[rows]
         off = np.zeros(rows.size + 1, dtype=np.int64)
         np.cumsum(counts, out=off[1:])
         out = torch.empty(int(off[-1]), self._dim, dtype=self.snap.chunks[0].tokens.dtype)
+        scaled = getattr(self.snap.chunks[0], "scales", None) is not None
+        out_scales = torch.empty(int(off[-1]), dtype=torch.float32) if scaled else None
         chunks = self._chunk[rows]
         for c in np.unique(chunks):
             sel = np.flatnonzero(chunks == c)
@@ -510,7 +522,9 @@ class PrunedSearcher:
             src = np.repeat(starts - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))
             dst = np.repeat(off[sel] - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))
             out[torch.from_numpy(dst)] = ch.tokens[torch.from_numpy(src)]
-        return out, torch.from_numpy(off)
+            if out_scales is not None:
+                out_scales[torch.from_numpy(dst)] = ch.scales[torch.from_numpy(src)]
+        return out, torch.from_numpy(off), out_scales
 
     def _exhaustive(self, q, q_off, allowed: np.ndarray, k: int, stats: PruneStats):
         """Exact top k over the allowed rows of parts without a prune index."""
@@ -523,13 +537,13 @@ class PrunedSearcher:
         n_q = q_off.numel() - 1
         if rows.size == 0:
             return (torch.full((n_q, k), float("-inf")), torch.full((n_q, k), -1, dtype=torch.int64))
-        d, d_off = self.gather(rows)
-        nbytes = d.numel() * d.element_size()
+        d, d_off, d_scale = self.gather(rows)
+        nbytes = d.numel() * d.element_size() + (0 if d_scale is None else d_scale.numel() * 4)
         if exhaustive:
             stats.exhaustive_token_bytes += nbytes * n_q
         else:
             stats.candidate_token_bytes += nbytes * n_q
-        s, i = kernels.maxsim_topk(q, q_off, d, d_off, k)
+        s, i = kernels.maxsim_topk(q, q_off, d, d_off, k, **({} if d_scale is None else {"d_scale": d_scale}))
         r = torch.from_numpy(rows)[i.clamp(min=0)]
         return s, torch.where(i >= 0, r, torch.tensor(-1))
 
@@ -549,7 +563,7 @@ class PrunedSearcher:
             raise ValueError(f"nprobe must be at least 1, got {nprobe}")
         n_q = q_off.numel() - 1
         stats = PruneStats(queries=n_q)
-        live_bytes = int(self._counts[allowed].sum()) * self._dim * self._elem
+        live_bytes = int(int(self._counts[allowed].sum()) * self._dim * self._elem)
         stats.total_token_bytes = live_bytes * n_q
         s_ex, r_ex = self._exhaustive(q, q_off, allowed, k, stats)
         out_s = torch.full((n_q, k), float("-inf"))

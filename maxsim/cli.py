@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from maxsim.encoders import DEFAULT_ENCODER, registered_encoders
-from maxsim.store import KEEP_VERSIONS, TARGET_PART_BYTES
+from maxsim.store import KEEP_VERSIONS, STORAGE_DTYPES, TARGET_PART_BYTES, storage_dtype
 
 
 def _engine(args: argparse.Namespace, create: bool):
@@ -65,7 +65,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     options = {}
     if args.pruned:
         options = {"mode": "pruned", "n_candidates": args.candidates, "nprobe": args.nprobe}
-    hits = engine.search(args.text, k=args.k, videos=args.video or None, time_range=time_range, **options)
+    # neither output prints the JPEG bytes: do not read them
+    hits = engine.search(args.text, k=args.k, videos=args.video or None, time_range=time_range,
+                         thumbnails=False, **options)
     ms = (time.perf_counter() - t0) * 1000
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=1))
@@ -163,6 +165,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_delete(args: argparse.Namespace) -> int:
+    from maxsim.engine import video_key
+
     if not args.videos and args.prefix is None:
         print("error: give videos to delete or --prefix", file=sys.stderr)
         return 2
@@ -174,7 +178,7 @@ def _cmd_delete(args: argparse.Namespace) -> int:
         for v, n in sorted(removed.items()):
             print(f"deleted {v} ({n} segments)")
         print(f"deleted {len(removed)} video(s); index version {engine.version}")
-    wanted = {str(Path(v).resolve()) for v in args.videos}
+    wanted = {video_key(v) for v in args.videos}
     missing = sorted(wanted - set(removed))
     for v in missing:
         print(f"not in the index: {v}", file=sys.stderr)
@@ -242,8 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="encoder and sampling for the machine: 'cpu' = colqwen3-cpu, 1 fps, 4 frames")
     ing.add_argument("--fps", type=float, help="frames sampled per second (default 2; preset cpu: 1)")
     ing.add_argument("--max-frames", type=int, help="frames per segment at most (default 16; preset cpu: 4)")
-    ing.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
-                     help="storage dtype of a new index")
+    ing.add_argument("--dtype", default="float16", type=storage_dtype, choices=STORAGE_DTYPES,
+                     help="storage dtype of a new index (default float16; int8 and float8_e4m3fn keep a "
+                     "float32 scale per token and take about half the bytes; aliases fp16, bf16, fp32, fp8)")
     ing.add_argument("--json", action="store_true", help="print the report as JSON")
     ing.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ing.add_argument("--ray", action="store_true",

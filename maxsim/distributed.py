@@ -268,18 +268,19 @@ class ShardedSearch:
         actor = ray.remote(num_cpus=1, num_gpus=gpus)(_Shard)
         self.shards = [actor.remote(str(engine.path), self.version, g) for g in groups]
 
-    def search(self, text: str, k: int = 10, videos=None, time_range=None, **options: Any) -> list[Hit]:
-        return self.search_batch([text], k, videos, time_range, **options)[0]
+    def search(self, text: str, k: int = 10, videos=None, time_range=None, thumbnails: bool = True,
+               **options: Any) -> list[Hit]:
+        return self.search_batch([text], k, videos, time_range, thumbnails, **options)[0]
 
     def search_batch(self, texts: Sequence[str], k: int = 10, videos=None, time_range=None,
-                     **options: Any) -> list[list[Hit]]:
+                     thumbnails: bool = True, **options: Any) -> list[list[Hit]]:
         if isinstance(texts, str):
             raise TypeError("search_batch takes a list of texts; use search() for one")
         return self.search_vectors(self.engine.encoder.encode_texts(list(texts)), k, videos, time_range,
-                                   **options)
+                                   thumbnails, **options)
 
     def search_vectors(self, queries: Sequence[torch.Tensor], k: int = 10, videos=None, time_range=None,
-                       **options: Any) -> list[list[Hit]]:
+                       thumbnails: bool = True, **options: Any) -> list[list[Hit]]:
         from maxsim.candidates import merge_topk
 
         ray = _ray()
@@ -292,7 +293,7 @@ class ShardedSearch:
         results = ray.get([s.search.remote(q, q_off, k, videos, time_range, options) for s in self.shards])
         s, r = merge_topk(torch.cat([x[0] for x in results], 1), torch.cat([x[1] for x in results], 1), k)
         snap = self.engine._snapshot
-        return [self.engine._hits(snap, q[int(q_off[i]) : int(q_off[i + 1])], s[i], r[i])
+        return [self.engine._hits(snap, q[int(q_off[i]) : int(q_off[i + 1])], s[i], r[i], thumbnails)
                 for i in range(len(queries))]
 
     def close(self) -> None:

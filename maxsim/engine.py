@@ -6,6 +6,9 @@ import contextlib
 import json
 import math
 import os
+import re
+import stat as statmod
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,7 @@ from maxsim.store import (
     SegmentRecord,
     Snapshot,
     Store,
+    storage_dtype,
 )
 from maxsim.types import Clip, Encoder, Hit
 from maxsim.video import VideoError, content_hash
@@ -73,24 +77,88 @@ class IngestReport:
         return "\n".join(lines)
 
 
-def expand_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Files given directly, plus the video files found (recursively, sorted) in folders given."""
+def video_key(path: str | os.PathLike) -> str:
+    """The key a video has in the index: its absolute path with symlinks resolved."""
+    return str(Path(path).resolve())
+
+
+def _as_list(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str | os.PathLike]:
+    """One path (a str or PathLike) as a list of one; any other iterable of paths as a list."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [paths]
+    if isinstance(paths, bytes):
+        raise TypeError("paths must be str or os.PathLike, not bytes")
+    return list(paths)
+
+
+def expand_paths(
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    failed: list[tuple[str, str]] | None = None,
+) -> list[str]:
+    """Files given directly, plus the video files found (recursively, sorted) in folders given.
+
+    ``paths`` is one path or several. A folder (or sub-folder) that cannot be listed is appended to
+    ``failed`` as ``(path, reason)`` and the rest is still expanded; without ``failed`` the first such
+    error is raised (:class:`OSError`).
+    """
     out: list[str] = []
-    for p in paths:
+
+    def error(e: OSError) -> None:
+        if failed is None:
+            raise e
+        where = e.filename if e.filename is not None else "?"
+        failed.append((str(where), f"cannot list folder ({e.strerror or e})"))
+
+    for p in _as_list(paths):
         p = Path(p)
-        if p.is_dir():
-            out += sorted(
-                str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
-            )
-        else:
+        try:
+            is_dir = p.is_dir()
+        except OSError as e:  # e.g. a name too long: is_dir() only hides "does not exist"-like errors
+            error(e)
+            continue
+        if not is_dir:
             out.append(str(p))
+            continue
+        found = []
+        for folder, dirs, files in os.walk(p, onerror=error):
+            dirs.sort()
+            for name in files:
+                f = Path(folder, name)
+                if f.suffix.lower() in VIDEO_EXTENSIONS:
+                    try:
+                        if f.is_file():
+                            found.append(str(f))
+                    except OSError as e:
+                        error(e)
+        out += sorted(found)
     return out
+
+
+_HUB_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+# Encoder settings that change how fast vectors are computed, not which vectors come out (within float
+# noise): left out of the settings key, so that opening an index on another device or with other batch
+# sizes does not re-ingest it.
+RUNTIME_ENCODER_SETTINGS = frozenset({"dtype", "device", "batch_tokens", "text_batch_size"})
+
+
+def encoder_revision(encoder: Encoder) -> str | None:
+    """The hub commit an encoder's checkpoint was loaded at (``encoder.revision``, else the 40-hex
+    ``@<commit>`` that ends its name); None for local folders (their name holds a content fingerprint)."""
+    rev = getattr(encoder, "revision", None)
+    if isinstance(rev, str) and _HUB_COMMIT.match(rev):
+        return rev
+    _, at, tail = str(encoder.name).rpartition("@")
+    return tail if at and _HUB_COMMIT.match(tail) else None
 
 
 def _encoder_record(encoder: Encoder, spec: str | None) -> dict[str, Any]:
     rec: dict[str, Any] = {"name": encoder.name, "dim": int(encoder.dim)}
     if spec is not None:
         rec["spec"] = spec
+        rev = encoder_revision(encoder)
+        if rev is not None:  # reloading the spec must not follow the hub to a newer commit
+            rec["revision"] = rev
     settings = getattr(encoder, "settings", None)
     if settings:
         rec["settings"] = settings
@@ -108,6 +176,18 @@ class Engine:
     ``version=N`` opens a retained past version, read-only. One process writes at a time: a write
     (ingest, delete, compact) while another process writes raises :class:`~maxsim.store.LockedError`,
     at once or after waiting ``lock_timeout`` seconds for it to finish.
+
+    ``dtype`` is the storage dtype of a new index (an existing one keeps its own): ``float16`` (default),
+    ``bfloat16``, ``float32``, or quantised ``int8`` / ``float8_e4m3fn`` (aliases fp16, bf16, fp32, fp8),
+    which keep one float32 scale per token row and are scored on the stored bytes (no dequantised copy);
+    their scores differ from float32 by about 2e-3 (int8) / 7e-3 (fp8) of the best score at most (see
+    :mod:`maxsim.kernels.quantize`). Bytes per 128-d token: 256 (16-bit), 132 (int8 / fp8).
+
+    The index records the encoder's name (its checkpoint and, for hub checkpoints, the commit loaded:
+    reloading it from the record pins that commit), dim and settings. Opened with the same checkpoint but
+    other encoder settings that change the vectors (e.g. a visual token budget), an engine searches as
+    usual, and its next ingest re-encodes each video it is given instead of skipping it (the settings
+    are part of each video's settings key); videos not re-ingested keep their old vectors.
     """
 
     last_prune_stats: Any = None  # what the last pruned search read (maxsim.candidates.PruneStats)
@@ -126,6 +206,7 @@ class Engine:
         lock_timeout: float = 0.0,
     ) -> None:
         self.path = Path(path)
+        dtype = storage_dtype(dtype)
         self._pinned = version
         self.lock_timeout = lock_timeout
         self.store = Store(self.path)
@@ -195,7 +276,8 @@ class Engine:
                     f"{self.path} does not record a loadable encoder spec "
                     f"(encoder {self.manifest.encoder.get('name')!r}): pass encoder=..."
                 )
-            enc = load_encoder(spec)
+            rev = self.manifest.encoder.get("revision")
+            enc = load_encoder(spec, **({"revision": rev} if rev else {}))
             self._check_encoder(self.manifest, enc)
             self._encoder = enc
         return self._encoder
@@ -206,27 +288,37 @@ class Engine:
 
     # -- ingest --------------------------------------------------------------------------------------
     def _settings_key(self, segmenter: Segmenter) -> str:
-        return json.dumps(
-            {"segmenter": segmenter.name, "sampler": self.sampler.name, "encoder": self.encoder.name},
-            sort_keys=True,
-        )
+        """What a video's vectors depend on besides its content: a video indexed under another key is
+        re-encoded by the next ingest (e.g. after opening the index with another frame sampler or with
+        encoder settings that change the vectors, such as a visual token budget)."""
+        key: dict[str, Any] = {"segmenter": segmenter.name, "sampler": self.sampler.name,
+                               "encoder": self.encoder.name}
+        settings = getattr(self.encoder, "settings", None) or {}
+        enc_settings = {k: v for k, v in settings.items() if k not in RUNTIME_ENCODER_SETTINGS}
+        if enc_settings:
+            key["encoder_settings"] = enc_settings
+        return json.dumps(key, sort_keys=True, default=str)
 
     def ingest(
         self,
-        paths: Iterable[str | os.PathLike],
+        paths: str | os.PathLike | Iterable[str | os.PathLike],
         segmenter: Segmenter | str | None = None,
         progress: bool = True,
         commit_every: int | None = None,
         ray: bool = False,
         ray_workers: int = 2,
     ) -> IngestReport:
-        """Add videos (files, or folders searched recursively) to the index in one commit.
+        """Add videos (files or folders searched recursively; one path or several) in one commit.
 
         A video already indexed with the same content and settings is skipped; a changed one replaces
-        its old segments in the same commit. A file that cannot be read (or whose vectors the encoder
-        gets wrong) is reported in ``failed`` with the reason and leaves the index unchanged for it; the
-        other files still ingest. Segments are written to the new part as they are encoded, so memory
-        holds one encoder batch of clips and one record batch of vectors, whatever the video's length.
+        its old segments in the same commit. A file whose size and modification time (ns) match those
+        recorded at its ingest is taken as unchanged without reading it; otherwise its content hash
+        decides (so do files modified less than 2 s before they were ingested, whose time may not move
+        on a quick rewrite, and indexes written before these were recorded). A file that cannot be read
+        (or whose vectors the encoder gets wrong) is reported in ``failed`` with the reason and leaves the
+        index unchanged for it; the other files still ingest. Segments are written to the new part as
+        they are encoded, so memory holds one encoder batch of clips and one record batch of vectors,
+        whatever the video's length.
         Killed at any point, the index stays at its last committed version. With ``commit_every=N`` a
         version is committed after every N ingested videos (a long ingest that is interrupted then keeps
         what it committed; ``report.version`` is the last version committed).
@@ -242,11 +334,15 @@ class Engine:
         settings = self._settings_key(seg)
         report = IngestReport()
         files, seen = [], set()
-        for f in expand_paths(paths):
-            key = str(Path(f).resolve())
+        for f in expand_paths(paths, report.failed):
+            try:
+                key = video_key(f)
+            except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop (Python < 3.13)
+                report.failed.append((f, f"cannot resolve path ({e})"))
+                continue
             if key not in seen:
                 seen.add(key)
-                files.append(f)
+                files.append((f, key))
         with self.store.writing(wait=self.lock_timeout):
             base = self.store.manifest()
             catalog = self._catalog(base)
@@ -259,8 +355,7 @@ class Engine:
             if ray:
                 from maxsim.distributed import RayVideoEncoder
 
-                todo = [str(Path(f).resolve()) for f in files]
-                todo = [v for v in todo if not self._unchanged(v, catalog, settings)]
+                todo = [video for _, video in files if not self._unchanged(video, catalog, settings)]
                 encode = ray_encoder = RayVideoEncoder(self, todo, seg, settings, num_workers=ray_workers)
 
             def commit() -> None:
@@ -274,14 +369,18 @@ class Engine:
                 catalog, replaced, pending = self._catalog(base), [], 0
 
             try:
-                for f in tqdm(files, desc="ingest", unit="video", disable=not progress):
-                    video = str(Path(f).resolve())
+                for f, video in tqdm(files, desc="ingest", unit="video", disable=not progress):
+                    old = catalog.get(video)
+                    stat = _file_stat(video)  # taken before hashing: a later change shows as a new stat
+                    if old is not None and old["settings"] == settings and stat is not None and (
+                        old.get("size"), old.get("mtime_ns")) == stat:
+                        report.skipped.append((f, "already indexed with the same content and settings"))
+                        continue  # same size and modification time: not read again
                     try:
                         digest = content_hash(video)
                     except VideoError as e:
                         report.failed.append((f, e.reason))
                         continue
-                    old = catalog.get(video)
                     if old is not None and old["hash"] == digest and old["settings"] == settings:
                         report.skipped.append((f, "already indexed with the same content and settings"))
                         continue
@@ -301,6 +400,8 @@ class Engine:
                         continue
                     finally:
                         records.close()  # stops the video's decoder at once if it was abandoned
+                    if stat is not None:
+                        writer.note_file(video, size=stat[0], mtime_ns=stat[1])
                     if old is not None:
                         replaced.append(video)
                     report.ingested.append(f)
@@ -328,10 +429,13 @@ class Engine:
 
     @staticmethod
     def _unchanged(video: str, catalog: dict[str, dict[str, Any]], settings: str) -> bool:
-        """True when ``video`` is indexed with its current content and these settings."""
+        """True when ``video`` is indexed with these settings and its current size and time or content."""
         old = catalog.get(video)
         if old is None or old["settings"] != settings:
             return False
+        stat = _file_stat(video)
+        if stat is not None and (old.get("size"), old.get("mtime_ns")) == stat:
+            return True
         try:
             return old["hash"] == content_hash(video)
         except VideoError:
@@ -400,7 +504,7 @@ class Engine:
         Costs O(segments of that video): the catalog gives its segment ids, which are tombstoned; no
         segment table or token data is read or rewritten (:meth:`compact` reclaims the space).
         """
-        path = str(Path(video).resolve())
+        path = video_key(video)
         removed = self.delete_where(videos=[path])
         if not removed:
             raise KeyError(f"video {str(video)!r} is not in the index at {self.path}")
@@ -410,24 +514,25 @@ class Engine:
         self,
         prefix: str | os.PathLike | None = None,
         *,
-        videos: Iterable[str | os.PathLike] | None = None,
+        videos: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
         match: Callable[[str], bool] | None = None,
     ) -> dict[str, int]:
         """Remove every video that matches, in one commit; returns ``{video path: segments removed}``.
 
         ``prefix``: a folder (or path) whose videos go: paths equal to it or under it (compared on
         whole path components after resolving it, so ``/data/cam1`` does not match ``/data/cam10``).
-        ``videos``: paths to remove (those not in the index are ignored). ``match``: a predicate on the
-        stored (absolute) path. Given several, a video matching any goes. Nothing matching: no commit.
+        ``videos``: one path or several to remove (those not in the index are ignored). ``match``: a
+        predicate on the stored (absolute) path. Given several, a video matching any goes. Nothing
+        matching: no commit.
         """
         self._writable("delete")
         if prefix is None and videos is None and match is None:
             raise ValueError("delete_where needs prefix=, videos= or match=")
-        root = None if prefix is None else str(Path(prefix).resolve())
+        root = None if prefix is None else video_key(prefix)
         wanted = None
         if videos is not None:
-            videos = [str(v) for v in videos]
-            wanted = {str(Path(v).resolve()) for v in videos} | set(videos)
+            videos = [str(v) for v in _as_list(videos)]
+            wanted = {video_key(v) for v in videos} | set(videos)
         with self.store.writing(wait=self.lock_timeout):
             base = self.store.manifest()
             catalog = self._catalog(base)
@@ -495,16 +600,19 @@ class Engine:
         k: int = 10,
         videos: Sequence[str] | None = None,
         time_range: tuple[float, float] | None = None,
+        thumbnails: bool = True,
         **options: Any,
     ) -> list[Hit]:
         """The k segments that best match ``text``, best first.
 
+        ``thumbnails=False`` leaves ``Hit.thumbnail`` None (the JPEG bytes are then never read).
         ``mode="exact"`` (default) scores every segment. ``mode="pruned"`` scores exactly only
         ``n_candidates`` segments picked with the index's token centroids (see
         :meth:`build_prune_index`; ``nprobe`` centroids per query token); parts without a prune index
         are scored exhaustively, so a pruned search is never wrong, only slower, before it is built.
         """
-        return self.search_batch([text], k=k, videos=videos, time_range=time_range, **options)[0]
+        return self.search_batch([text], k=k, videos=videos, time_range=time_range, thumbnails=thumbnails,
+                                 **options)[0]
 
     def search_batch(
         self,
@@ -512,6 +620,7 @@ class Engine:
         k: int = 10,
         videos: Sequence[str] | None = None,
         time_range: tuple[float, float] | None = None,
+        thumbnails: bool = True,
         **options: Any,
     ) -> list[list[Hit]]:
         """:meth:`search` for several texts at once (one pass over the index)."""
@@ -519,7 +628,8 @@ class Engine:
             raise TypeError("search_batch takes a list of texts; use search() for one")
         if not texts:
             return []
-        return self.search_vectors(self.encoder.encode_texts(list(texts)), k, videos, time_range, **options)
+        return self.search_vectors(self.encoder.encode_texts(list(texts)), k, videos, time_range,
+                                   thumbnails=thumbnails, **options)
 
     def search_vectors(
         self,
@@ -527,17 +637,18 @@ class Engine:
         k: int = 10,
         videos: Sequence[str] | None = None,
         time_range: tuple[float, float] | None = None,
+        thumbnails: bool = True,
         *,
         mode: str = "exact",
         n_candidates: int | None = None,
         nprobe: int = 4,
     ) -> list[list[Hit]]:
-        """Search with query multi-vectors, each ``(n_tokens, dim)`` (options: :meth:`search`)."""
+        """Search with precomputed query multi-vectors, each ``(n_tokens, dim)``; see :meth:`search`."""
         snap = self._snapshot
         q, q_off = self._queries(queries)
         best_s, best_r = self._search_rows(snap, q, q_off, k, videos, time_range, mode, n_candidates, nprobe)
         return [
-            self._hits(snap, q[int(q_off[i]) : int(q_off[i + 1])], best_s[i], best_r[i])
+            self._hits(snap, q[int(q_off[i]) : int(q_off[i + 1])], best_s[i], best_r[i], thumbnails)
             for i in range(len(queries))
         ]
 
@@ -576,7 +687,7 @@ class Engine:
             if not ok.any():
                 continue
             s, r = self._score_chunk(q, q_off, ch, ok, k)
-            best_s, best_r = _merge(torch.cat([best_s, s], 1), torch.cat([best_r, r], 1), k)
+            best_s, best_r = kernels.merge_topk(torch.cat([best_s, s], 1), torch.cat([best_r, r], 1), k)
         if best_s.shape[1] < k:  # fewer allowed segments than k
             pad = k - best_s.shape[1]
             best_s = torch.cat([best_s, torch.full((n_q, pad), float("-inf"))], 1)
@@ -622,9 +733,8 @@ class Engine:
     def _allowed(snap: Snapshot, videos: Sequence[str] | None, time_range) -> np.ndarray:
         allowed = snap.live.copy()
         if videos is not None:
-            if isinstance(videos, str):
-                videos = [videos]
-            wanted = {str(Path(v).resolve()) for v in videos} | {str(v) for v in videos}
+            videos = _as_list(videos)
+            wanted = {video_key(v) for v in videos} | {str(v) for v in videos}
             allowed &= snap.rows_of(wanted)
         if time_range is not None:
             lo, hi = time_range
@@ -638,7 +748,7 @@ class Engine:
         n_excluded = int((~ok).sum())
         if n_excluded == 0 or n_excluded <= k:
             kk = min(k + n_excluded, len(ok))
-            s, idx = kernels.maxsim_topk(q, q_off, ch.tokens, ch.offsets, kk)
+            s, idx = kernels.maxsim_topk(q, q_off, ch.tokens, ch.offsets, kk, d_scale=ch.scales)
             rows = torch.from_numpy(ch.rows)[idx.clamp(min=0)]
             keep = torch.from_numpy(ok)[idx.clamp(min=0)] & (idx >= 0)
             s = torch.where(keep, s, torch.tensor(float("-inf")))
@@ -651,13 +761,16 @@ class Engine:
             int(counts.sum())
         )
         d = ch.tokens[tok_idx]
+        d_scale = None if ch.scales is None else ch.scales[tok_idx]
         d_off = torch.zeros(sel.size + 1, dtype=torch.int64)
         d_off[1:] = torch.cumsum(counts, 0)
-        s, idx = kernels.maxsim_topk(q, q_off, d, d_off, min(k, sel.size))
+        s, idx = kernels.maxsim_topk(q, q_off, d, d_off, min(k, sel.size), d_scale=d_scale)
         rows = torch.from_numpy(ch.rows[sel])[idx.clamp(min=0)]
         return s, torch.where(idx >= 0, rows, torch.tensor(-1))
 
-    def _hits(self, snap: Snapshot, q: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor) -> list[Hit]:
+    def _hits(
+        self, snap: Snapshot, q: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor, thumbnails: bool
+    ) -> list[Hit]:
         t = snap.table
         hits = []
         for s, r in zip(scores.tolist(), rows.tolist(), strict=True):
@@ -673,15 +786,27 @@ class Engine:
                     score=float(s),
                     segment_id=int(snap.segment_ids[r]),
                     best_time=_best_time(q, snap.segment_tokens(r), times, start, end),
-                    thumbnail=t.column("thumbnail")[r].as_py(),
+                    thumbnail=t.column("thumbnail")[r].as_py() if thumbnails else None,
                 )
             )
         return hits
 
 
-def default_candidates(k: int, n_allowed: int) -> int:
-    """Candidates re-ranked exactly by a pruned search by default: 1% of the segments, at least 20 k."""
-    return max(20 * k, n_allowed // 100)
+# A file modified less than this before its stat may change again within the same timestamp tick (file
+# systems keep coarse times: jiffies, 2 s on FAT) without its mtime moving: its stat is not trusted.
+_RACY_NS = 2_000_000_000
+
+
+def _file_stat(path: str) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a regular file whose stat can vouch for its content later; else None."""
+    try:
+        now = time.time_ns()
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not statmod.S_ISREG(st.st_mode) or st.st_mtime_ns > now - _RACY_NS:
+        return None  # None: hashed every time (a file still being written is never skipped by its stat)
+    return int(st.st_size), int(st.st_mtime_ns)
 
 
 def _failure_reason(e: Exception) -> str:
@@ -693,17 +818,13 @@ def _failure_reason(e: Exception) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def default_candidates(k: int, n_allowed: int) -> int:
+    """Candidates re-ranked exactly by a pruned search by default: 1% of the segments, at least 20 k."""
+    return max(20 * k, n_allowed // 100)
+
+
 class EncoderOutputError(ValueError):
     """An encoder returned vectors the index cannot take (wrong shape, none, NaN or inf)."""
-
-
-def _merge(s: torch.Tensor, r: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best k of concatenated candidates, score descending then row ascending."""
-    key = torch.where(r < 0, torch.iinfo(torch.int64).max, r)
-    order = torch.argsort(key, dim=1, stable=True)
-    s, r = s.gather(1, order), r.gather(1, order)
-    order = torch.argsort(s, dim=1, descending=True, stable=True)[:, :k]
-    return s.gather(1, order), r.gather(1, order)
 
 
 def _best_time(q: torch.Tensor, d: torch.Tensor, times: list[float], start: float, end: float) -> float:

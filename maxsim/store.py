@@ -11,7 +11,10 @@ An index folder holds
 - ``parts/<part>.segments.arrow``: one row per segment (id, video path, video content hash, settings key,
   start, end, token batch and offset, token count, frame timestamps, thumbnail JPEG).
 - ``parts/<part>.tokens.arrow``: the segments' token vectors as flat ``(tokens, dim)`` record batches,
-  addressed by the segment rows (never padded); a segment never straddles two batches. Parts are written
+  addressed by the segment rows (never padded); a segment never straddles two batches. The storage dtype
+  (manifest ``dtype``) is float16, bfloat16 (stored as uint16 bits), float32, int8, or float8_e4m3fn
+  (stored as uint8 bits); int8 and fp8 batches add a float32 ``scale`` column, one per token row (the
+  vector is ``data * scale``, see :mod:`maxsim.kernels.quantize`). Parts are written
   in bounded record batches so that a writer holds a bounded window in memory.
 - ``LOCK``: held (``flock``) by the one writer; the OS releases it when the writer dies. Readers never take
   it, so they never block (nor are blocked by) a writer.
@@ -52,6 +55,8 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
+from maxsim.kernels.quantize import quantize
+
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # 2: video catalog, deleted id ranges, manifests/ (format 1 is read and upgraded)
@@ -71,8 +76,37 @@ _DTYPES: dict[str, tuple[pa.DataType, torch.dtype]] = {
     "float16": (pa.float16(), torch.float16),
     "bfloat16": (pa.uint16(), torch.bfloat16),  # Arrow has no bf16: raw bits, viewed as bf16
     "float32": (pa.float32(), torch.float32),
+    "int8": (pa.int8(), torch.int8),  # + a float32 scale per token row
+    "float8_e4m3fn": (pa.uint8(), torch.float8_e4m3fn),  # Arrow has no fp8: raw bits; + a scale per row
 }
-_NP_DTYPES = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32}
+_NP_DTYPES = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32, "int8": np.int8,
+              "float8_e4m3fn": np.uint8}
+# Quantised dtypes: their name in maxsim.kernels.quantize. Stored with one float32 scale per token row
+# (the tokens file's ``scale`` column); a score uses ``data * scale``.
+_SCALED = {"int8": "int8", "float8_e4m3fn": "fp8"}
+STORAGE_DTYPES = tuple(_DTYPES)
+_DTYPE_ALIASES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "fp8": "float8_e4m3fn",
+                  "float8": "float8_e4m3fn", "e4m3": "float8_e4m3fn"}
+
+
+def storage_dtype(name: str) -> str:
+    """The canonical name of a storage dtype (aliases fp16, bf16, fp32, fp8 accepted)."""
+    name = _DTYPE_ALIASES.get(str(name), str(name))
+    if name not in _DTYPES:
+        raise ValueError(
+            f"unknown storage dtype {name!r}; expected one of {', '.join(STORAGE_DTYPES)} "
+            f"(or {', '.join(_DTYPE_ALIASES)})"
+        )
+    return name
+
+
+def _stored_bits(t: torch.Tensor) -> np.ndarray:
+    """A tensor in a storage dtype as the numpy array Arrow stores (bf16 / fp8 as raw unsigned bits)."""
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.uint16).numpy()
+    if t.dtype == torch.float8_e4m3fn:
+        return t.view(torch.uint8).numpy()
+    return t.numpy()
 
 SEGMENT_SCHEMA = pa.schema(
     [
@@ -89,6 +123,9 @@ SEGMENT_SCHEMA = pa.schema(
         ("thumbnail", pa.binary()),
     ]
 )
+
+# facts about a video's file a catalog entry may hold (besides hash, settings, ranges, segments, tokens)
+_FILE_FACTS = ("size", "mtime_ns")
 
 _BATCH_BYTES = 128 << 20  # token bytes buffered before a record batch is written
 
@@ -204,8 +241,10 @@ class Manifest:
     """The committed state of one version of an index.
 
     ``videos`` maps a video path to ``{"hash", "settings", "ranges", "segments", "tokens"}`` (``ranges``:
-    its segment ids as half-open ``[lo, hi)`` ranges). ``deleted`` holds the half-open id ranges of
-    segments that are no longer live but still sit in a part (until a compaction drops them).
+    its segment ids as half-open ``[lo, hi)`` ranges), plus, when known, ``"size"`` and ``"mtime_ns"`` of
+    the file when it was ingested (entries written before they were recorded lack them). ``deleted`` holds
+    the half-open id ranges of segments that are no longer live but still sit in a part (until a
+    compaction drops them).
     """
 
     encoder: dict[str, Any]
@@ -358,7 +397,9 @@ class _Mark:
     n_ids: int
     n_buffered: int
     n_flushes: int
-    videos: dict[str, dict[str, Any]]
+    # catalog entries as they were at the mark, saved the first time a video is touched after it (None: the
+    # video was not in the part): O(videos touched since the mark), never a copy of the whole catalog
+    undo: dict[str, dict[str, Any] | None]
 
 
 class PartWriter:
@@ -378,7 +419,11 @@ class PartWriter:
         self.seg_path = root / PARTS / f"{self.part_id}.segments.arrow"
         self.tok_path = root / PARTS / f"{self.part_id}.tokens.arrow"
         value_type, self._torch_dtype = _DTYPES[dtype]
-        self._tok_schema = pa.schema([("tokens", pa.list_(value_type, dim))])
+        self._scaled = _SCALED.get(dtype)
+        fields = [("tokens", pa.list_(value_type, dim))]
+        if self._scaled:
+            fields.append(("scale", pa.float32()))
+        self._tok_schema = pa.schema(fields)
         self._files: list[Any] = []
         self._sinks: list[Any] = []
         self._writers: list[Any] = []
@@ -394,10 +439,16 @@ class PartWriter:
             raise
         self._rows: list[dict[str, Any] | pa.Table] = []  # one dict per add(), one table per add_rows()
         self._toks: list[np.ndarray] = []
+        self._scales: list[np.ndarray] = []  # per token row, for quantised dtypes
         self._buffered_tokens = 0
         self._buffered_rows = 0
         self._batch = 0
         self._ids: list[int] = []
+        # smallest and largest id ever written to the files, rolled-back rows included: the part's id span
+        # must cover its dead rows, or compaction would drop the tombstones that hide them
+        self._min_id: int | None = None
+        self._max_id: int | None = None
+        self._undo: dict[str, dict[str, Any] | None] | None = None  # the latest mark's undo log
         self.videos: dict[str, dict[str, Any]] = {}
         self.dead: list[list[int]] = []
         self.n_segments = 0
@@ -407,12 +458,16 @@ class PartWriter:
     # -- adding rows -----------------------------------------------------------------------------------
     def add(self, segment_id: int, rec: SegmentRecord) -> None:
         """Buffer one segment; writes a record batch when the buffer is large."""
-        t = rec.tokens.detach().to("cpu", self._torch_dtype).contiguous()
+        t = rec.tokens.detach().to("cpu")
         if t.ndim != 2 or t.shape[1] != self.dim:
             raise ValueError(
                 f"segment {segment_id}: tokens of shape {tuple(t.shape)}; expected (n, {self.dim})"
             )
-        bits = t.view(torch.uint16) if self.dtype == "bfloat16" else t
+        if self._scaled:
+            t, scale = quantize(t.float(), self._scaled, per="token")
+            self._scales.append(scale.numpy())
+        else:
+            t = t.to(self._torch_dtype).contiguous()
         self._rows.append(
             {
                 "segment_id": int(segment_id),
@@ -426,7 +481,7 @@ class PartWriter:
                 "thumbnail": rec.thumbnail,
             }
         )
-        self._toks.append(bits.numpy())
+        self._toks.append(_stored_bits(t))
         self._note(segment_id, rec.video, rec.video_hash, rec.settings, t.shape[0])
         self._buffered_tokens += t.shape[0]
         self._buffered_rows += 1
@@ -434,25 +489,41 @@ class PartWriter:
         if self._buffered_tokens * self.dim * t.element_size() >= _BATCH_BYTES:
             self.flush()
 
-    def add_rows(self, rows: pa.Table, tokens: np.ndarray) -> None:
-        """Buffer whole segment rows (``SEGMENT_SCHEMA`` columns) and their tokens in stored bits.
+    def add_rows(self, rows: pa.Table, tokens: np.ndarray, scales: np.ndarray | None = None) -> None:
+        """Buffer whole segment rows (``SEGMENT_SCHEMA`` columns) and their tokens in stored bits (and,
+        for quantised dtypes, their float32 scales per token row), copied unchanged.
 
         Used by compaction: rows keep their ids; they are not added to this part's catalog.
         """
         counts = rows.column("token_count").to_numpy().astype(np.int64)
         if int(counts.sum()) != tokens.shape[0]:
             raise ValueError(f"{int(counts.sum())} tokens claimed by the rows, {tokens.shape[0]} given")
+        if bool(self._scaled) != (scales is not None) or (scales is not None and len(scales) != len(tokens)):
+            need = "one scale per token row" if self._scaled else "no scales"
+            raise ValueError(f"a {self.dtype} part needs {need}")
         self._rows.append(rows)
         self._toks.append(tokens)
-        self._ids += rows.column("segment_id").to_pylist()
+        if scales is not None:
+            self._scales.append(np.asarray(scales, dtype=np.float32))
+        ids = rows.column("segment_id").to_pylist()
+        self._ids += ids
+        if ids:
+            self._span(min(ids), max(ids))
         self._buffered_tokens += tokens.shape[0]
         self._buffered_rows += rows.num_rows
         if self._buffered_tokens * self.dim * tokens.itemsize >= _BATCH_BYTES:
             self.flush()
 
+    def _span(self, lo: int, hi: int) -> None:
+        self._min_id = lo if self._min_id is None else min(self._min_id, lo)
+        self._max_id = hi if self._max_id is None else max(self._max_id, hi)
+
     def _note(self, segment_id: int, video: str, digest: str, settings: str, n_tokens: int) -> None:
         self._ids.append(int(segment_id))
+        self._span(int(segment_id), int(segment_id))
         v = self.videos.get(video)
+        if self._undo is not None and video not in self._undo:
+            self._undo[video] = None if v is None else {**v, "ranges": [list(r) for r in v["ranges"]]}
         if v is None:
             v = self.videos[video] = {"hash": digest, "settings": settings, "ranges": [], "segments": 0,
                                       "tokens": 0}
@@ -464,10 +535,19 @@ class PartWriter:
         v["segments"] += 1
         v["tokens"] += int(n_tokens)
 
+    def note_file(self, video: str, **info: Any) -> None:
+        """Record facts about a video's file in its catalog entry (e.g. ``size``, ``mtime_ns``)."""
+        entry = self.videos.get(video)
+        if entry is None:
+            raise KeyError(f"video {video!r} has no segment in this part")
+        entry.update(info)
+
     # -- taking rows back ------------------------------------------------------------------------------
     def mark(self) -> _Mark:
-        """A point to :meth:`rollback` to (e.g. before the segments of one video)."""
-        return _Mark(len(self._ids), self._buffered_rows, self._batch, json.loads(json.dumps(self.videos)))
+        """A point to :meth:`rollback` to (e.g. before the segments of one video); only the latest mark can
+        be rolled back to. Costs O(1): catalog entries are saved when first touched after it."""
+        self._undo = {}
+        return _Mark(len(self._ids), self._buffered_rows, self._batch, self._undo)
 
     def rollback(self, mark: _Mark) -> None:
         """Take back every row added since ``mark`` (only :meth:`add` rows).
@@ -475,6 +555,8 @@ class PartWriter:
         Rows still buffered are dropped; rows already written to the files are recorded as dead, so the
         commit tombstones them: they never become live.
         """
+        if mark.undo is not self._undo:
+            raise RuntimeError("PartWriter.rollback: only the latest mark can be rolled back to")
         after = self._ids[mark.n_ids :]
         if not after:
             return
@@ -489,10 +571,17 @@ class PartWriter:
                 raise RuntimeError("PartWriter.rollback: rows added with add_rows cannot be rolled back")
             dropped_tokens = sum(int(t.shape[0]) for t in self._toks[keep:])
             del self._rows[keep:], self._toks[keep:]
+            if self._scaled:
+                del self._scales[keep:]
             self._buffered_rows -= drop
             self._buffered_tokens -= dropped_tokens
         del self._ids[mark.n_ids :]
-        self.videos = mark.videos
+        for video, entry in mark.undo.items():
+            if entry is None:
+                self.videos.pop(video, None)
+            else:
+                self.videos[video] = entry
+        mark.undo.clear()
 
     # -- writing ---------------------------------------------------------------------------------------
     def flush(self) -> None:
@@ -534,12 +623,16 @@ class PartWriter:
         flat = np.concatenate(self._toks) if self._toks else np.zeros((0, self.dim), _NP_DTYPES[self.dtype])
         values = pa.array(flat.reshape(-1), type=self._tok_schema.field(0).type.value_type)
         tok = pa.FixedSizeListArray.from_arrays(values, self.dim)
-        self._writers[1].write_batch(pa.record_batch([tok], schema=self._tok_schema))
+        cols = [tok]
+        if self._scaled:
+            cols.append(pa.array(np.concatenate(self._scales) if self._scales else np.zeros(0, np.float32),
+                                 type=pa.float32()))
+        self._writers[1].write_batch(pa.record_batch(cols, schema=self._tok_schema))
         for batch in seg.to_batches(max_chunksize=max(1, seg.num_rows)):
             self._writers[0].write_batch(batch)
         self.n_segments += rows.num_rows
         self.n_tokens += self._buffered_tokens
-        self._rows, self._toks, self._buffered_tokens, self._buffered_rows = [], [], 0, 0
+        self._rows, self._toks, self._scales, self._buffered_tokens, self._buffered_rows = [], [], [], 0, 0
         self._batch += 1
         failpoint("part.flush")
 
@@ -557,16 +650,16 @@ class PartWriter:
             _fsync_dir(self.root / PARTS)
         self.closed = True
         failpoint("part.close")
-        ids = np.asarray(self._ids, dtype=np.int64)
         return {
             "id": self.part_id,
             "segments": f"{PARTS}/{self.seg_path.name}",
             "tokens": f"{PARTS}/{self.tok_path.name}",
             "n_segments": self.n_segments,
             "n_tokens": self.n_tokens,
-            "token_bytes": self.n_tokens * self.dim * np.dtype(_NP_DTYPES[self.dtype]).itemsize,
-            "min_id": int(ids.min()) if ids.size else 0,
-            "max_id": int(ids.max()) if ids.size else -1,
+            "token_bytes": self.n_tokens * (self.dim * np.dtype(_NP_DTYPES[self.dtype]).itemsize
+                                            + (4 if self._scaled else 0)),
+            "min_id": 0 if self._min_id is None else self._min_id,
+            "max_id": -1 if self._max_id is None else self._max_id,
             "videos": self.videos,
             "dead": self.dead,
         }
@@ -595,14 +688,16 @@ def _rows_table(rows: list[dict[str, Any]]) -> pa.Table:
 class Chunk:
     """A contiguous run of segments of one part whose tokens are one memory-mapped matrix."""
 
-    tokens: torch.Tensor  # (n_tokens, dim), read-only view of the mapped file
+    tokens: torch.Tensor  # (n_tokens, dim), read-only view of the mapped file (in the storage dtype)
     offsets: torch.Tensor  # (n_segments + 1,) int64
     rows: np.ndarray  # row numbers of these segments in the snapshot's segment table
     part: int = 0  # index of the part in the manifest
+    # int8 / fp8 indexes: float32 (n_tokens,) dequantisation scales, mapped (pass as d_scale); else None
+    scales: torch.Tensor | None = None
 
 
 # a part as mapped: its segment table, and per token batch (tokens, offsets, rows local to the part)
-_LoadedPart = tuple[pa.Table, list[tuple[torch.Tensor, torch.Tensor, np.ndarray]]]
+_LoadedPart = tuple[pa.Table, list[tuple[torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor | None]]]
 
 
 class Snapshot:
@@ -629,8 +724,8 @@ class Snapshot:
                 loaded = self._load_part(part)
             self._parts[part["id"]] = loaded
             seg, batches = loaded
-            for tokens, offsets, sel in batches:
-                self.chunks.append(Chunk(tokens, offsets, sel + row0, p_i))
+            for tokens, offsets, sel, scales in batches:
+                self.chunks.append(Chunk(tokens, offsets, sel + row0, p_i, scales))
             tables.append(seg)
             self.part_rows.append((row0, row0 + seg.num_rows))
             row0 += seg.num_rows
@@ -667,7 +762,7 @@ class Snapshot:
             sel = np.flatnonzero(batch_ids == b)
             if sel.size == 0:
                 continue
-            tokens = self._tokens(tok_reader.get_batch(b), tok_path)
+            tokens, scales = self._tokens(tok_reader.get_batch(b), tok_path)
             offsets = np.zeros(sel.size + 1, dtype=np.int64)
             np.cumsum(counts[sel], out=offsets[1:])
             if offsets[-1] != tokens.shape[0]:
@@ -675,10 +770,16 @@ class Snapshot:
                     f"{tok_path}: batch {b} has {tokens.shape[0]} token rows but its segments claim "
                     f"{offsets[-1]}"
                 )
-            batches.append((tokens, torch.from_numpy(offsets), sel))
+            batches.append((tokens, torch.from_numpy(offsets), sel, scales))
         return seg, batches
 
-    def _tokens(self, batch: pa.RecordBatch, path: Path) -> torch.Tensor:
+    def _tokens(self, batch: pa.RecordBatch, path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A record batch's token matrix (and float32 scales for quantised dtypes), zero-copy views."""
+        scaled = self.manifest.dtype in _SCALED
+        if batch.num_columns != (2 if scaled else 1):
+            raise IndexFormatError(
+                f"{path}: columns {batch.schema.names}, manifest says {self.manifest.dtype}"
+            )
         col = batch.column(0)
         dim = self.manifest.dim
         if col.type.list_size != dim:
@@ -690,10 +791,18 @@ class Snapshot:
             raise IndexFormatError(f"{path}: {values.type} tokens, manifest says {self.manifest.dtype}")
         start = (values.offset + col.offset * dim) * width
         arr = np.frombuffer(values.buffers()[1], dtype=np_dtype, count=len(col) * dim, offset=start)
+        scales = None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # read-only memory map: never written
             t = torch.from_numpy(arr.reshape(-1, dim))
-        return t.view(torch.bfloat16) if self.manifest.dtype == "bfloat16" else t
+            if scaled:
+                sc = batch.column(1)
+                if sc.type != pa.float32() or sc.null_count:
+                    raise IndexFormatError(f"{path}: scale column of type {sc.type}; expected float32")
+                scales = torch.from_numpy(sc.to_numpy(zero_copy_only=True))
+        if self.manifest.dtype in ("bfloat16", "float8_e4m3fn"):
+            t = t.view(_DTYPES[self.manifest.dtype][1])
+        return t, scales
 
     @property
     def version(self) -> int:
@@ -709,10 +818,18 @@ class Snapshot:
         return in_ranges(self.segment_ids, ranges) & self.live
 
     def segment_tokens(self, row: int) -> torch.Tensor:
-        """Token vectors of the segment in table row ``row``."""
+        """Token vectors of the segment in table row ``row``: a view in the storage dtype, or for int8 /
+        fp8 indexes a float32 copy with the scales applied (see :meth:`segment_data` for the bytes)."""
+        data, scale = self.segment_data(row)
+        return data if scale is None else data.float() * scale[:, None]
+
+    def segment_data(self, row: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The stored token matrix of the segment in table row ``row`` and its scales (None unless int8 /
+        fp8): zero-copy views of the mapped file."""
         ch = self.chunks[int(self._row_chunk[row])]
         i = int(self._row_local[row])
-        return ch.tokens[int(ch.offsets[i]) : int(ch.offsets[i + 1])]
+        lo, hi = int(ch.offsets[i]), int(ch.offsets[i + 1])
+        return ch.tokens[lo:hi], None if ch.scales is None else ch.scales[lo:hi]
 
 
 def _catalog_from_table(table: pa.Table, live: np.ndarray) -> dict[str, dict[str, Any]]:
@@ -747,6 +864,26 @@ def _open_ipc(path: Path, manifest: Manifest | None = None) -> pa.ipc.RecordBatc
         return pa.ipc.open_file(pa.memory_map(str(path), "r"))
     except (pa.ArrowInvalid, OSError) as e:
         raise IndexFormatError(f"{path}: not a readable Arrow IPC file ({e})") from e
+
+
+def _tombstones_of_kept_parts(snap: Snapshot, deleted: Sequence[Sequence[int]], kept: Sequence[int]
+                              ) -> list[list[int]]:
+    """The tombstone ranges that still hide a stored row once only the parts ``kept`` (indices) remain.
+
+    Read from the ids the kept parts actually store (not from their recorded id span, which indexes
+    written before a rolled-back video's flushed rows were counted in it may get wrong).
+    """
+    if not deleted or not kept:
+        return []
+    mask = np.zeros(len(snap.segment_ids), dtype=bool)
+    for i in kept:
+        mask[slice(*snap.part_rows[i])] = True
+    dead_ids = snap.segment_ids[mask & ~snap.live]
+    if dead_ids.size == 0:
+        return []
+    r = np.asarray(deleted, dtype=np.int64)
+    hit = np.unique(np.searchsorted(r[:, 0], dead_ids, side="right") - 1)
+    return [[int(r[i, 0]), int(r[i, 1])] for i in hit]
 
 
 # -- the store -------------------------------------------------------------------------------------------
@@ -795,8 +932,7 @@ class Store:
     @classmethod
     def create(cls, root: str | Path, encoder: dict[str, Any], dim: int, dtype: str = "float16") -> Store:
         """Create an empty index (version 0) at ``root``; the folder may exist but must hold no index."""
-        if dtype not in _DTYPES:
-            raise ValueError(f"unknown storage dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+        dtype = storage_dtype(dtype)
         store = cls(root)
         store.root.mkdir(parents=True, exist_ok=True)
         with store.writing():
@@ -907,9 +1043,11 @@ class Store:
         """Atomically publish ``base`` changed as asked as the next version.
 
         In order: the videos in ``delete_videos`` lose their segments (tombstoned), the segment ids in
-        ``deleted`` are tombstoned, the parts ``removed_parts`` (ids) leave the index, ``new_parts`` join it
-        (their videos are added to the catalog; their dead rows tombstoned). With ``deleted_ranges`` the
-        tombstones are replaced by these (compaction).
+        ``deleted`` are tombstoned (single segments: the catalog entries of the videos they belong to are
+        fixed up, which costs O(videos in the index); the engine deletes whole videos and never uses it,
+        tests and tools that delete chosen segments do), the parts ``removed_parts`` (ids) leave the
+        index, ``new_parts`` join it (their videos are added to the catalog; their dead rows tombstoned).
+        With ``deleted_ranges`` the tombstones are replaced by these (compaction).
         """
         current = self.manifest()
         if current.version != base.version:
@@ -966,6 +1104,11 @@ class Store:
                     old["segments"] += entry["segments"]
                     old["tokens"] += entry["tokens"]
                     old["hash"], old["settings"] = entry["hash"], entry["settings"]
+                    for key in _FILE_FACTS:  # the newest segments' file facts, or none
+                        if key in entry:
+                            old[key] = entry[key]
+                        else:
+                            old.pop(key, None)
                 segments_added += entry["segments"]
             man.parts.append(part)
         man.deleted = tomb
@@ -1123,17 +1266,19 @@ class Store:
                     sel = np.flatnonzero(ok)
                     rows = snap.table.take(pa.array(ch.rows[sel]))
                     off = ch.offsets.numpy()
-                    tok = ch.tokens.view(torch.uint16) if base.dtype == "bfloat16" else ch.tokens
-                    arr = tok.numpy()
+                    arr = _stored_bits(ch.tokens)
+                    sc = None if ch.scales is None else ch.scales.numpy()
                     if sel.size == len(ok):
-                        bits = arr
+                        bits, scales = arr, sc
                     else:
                         bits = np.concatenate([arr[off[i] : off[i + 1]] for i in sel])
+                        scales = (None if sc is None
+                                  else np.concatenate([sc[off[i] : off[i + 1]] for i in sel]))
                     if writer is None:
                         writer = PartWriter(self.root, base.dim, base.dtype, base.version)
                         written_bytes = 0
-                    writer.add_rows(rows, bits)
-                    written_bytes += bits.nbytes
+                    writer.add_rows(rows, bits, scales)
+                    written_bytes += bits.nbytes + (0 if scales is None else scales.nbytes)
                     failpoint("compact.batch")
                     if written_bytes >= target_part_bytes:
                         new_parts.append(writer.close())
@@ -1149,15 +1294,8 @@ class Store:
                     with contextlib.suppress(OSError):
                         (self.root / p[key]).unlink()
             raise
-        # tombstones still needed: those covering ids of parts that were not rewritten
-        kept = [p for i, p in enumerate(base.parts) if i not in chosen_set]
-        spans = merge_ranges([[p.get("min_id", 0), p.get("max_id", base.next_segment_id) + 1] for p in kept])
-        tomb: list[list[int]] = []
-        for lo, hi in base.deleted:
-            for slo, shi in spans:
-                a, b = max(lo, slo), min(hi, shi)
-                if b > a:
-                    tomb.append([a, b])
+        tomb = _tombstones_of_kept_parts(snap, base.deleted, [i for i in range(len(base.parts))
+                                                                 if i not in chosen_set])
         man = self.commit(
             base,
             new_parts=new_parts,
@@ -1182,6 +1320,7 @@ class Store:
 
 __all__ = [
     "CompactReport", "EncoderMismatchError", "IndexError_", "IndexFormatError", "IndexNotFoundError",
-    "IndexWriteError", "KEEP_VERSIONS", "LockedError", "Manifest", "PartWriter", "SegmentRecord", "Snapshot",
-    "Store", "VersionNotFoundError", "failpoint", "read_manifest",
+    "IndexWriteError", "KEEP_VERSIONS", "LockedError", "Manifest", "PartWriter", "STORAGE_DTYPES",
+    "SegmentRecord", "Snapshot", "Store", "VersionNotFoundError", "failpoint", "read_manifest",
+    "storage_dtype",
 ]

@@ -273,3 +273,28 @@ def test_engine_pruned_mode_follows_ingest_delete_compact(tmp_path):
     # the CLI: build (nothing left to do) and search pruned
     assert main(["prune", str(eng.path), "-q"]) == 0
     assert main(["search", str(eng.path), "orange", "-k", "1", "--pruned", "--candidates", "2"]) == 0
+
+
+def test_quantized_storage(tmp_path, corpus):
+    """int8 / fp8 indexes: centroids from dequantised tokens, exact re-rank with the stored scales."""
+    c, tokens = corpus
+    for dtype in ("int8", "float8_e4m3fn"):
+        store = Store.create(tmp_path / dtype, {"name": "synthetic", "dim": SPEC.dim}, SPEC.dim, dtype)
+        _add_part(store, tokens[:400], 0)
+        snap = store.snapshot()
+        assert snap.chunks[0].scales is not None
+        with store.writing():
+            update_prune_index(snap)
+        q, q_off = _queries(c, tokens, [5, 200, 399])
+        es, er = [], []
+        for i in range(3):
+            qi = q[q_off[i]:q_off[i + 1]]
+            ch = snap.chunks[0]
+            s, r = kernels.maxsim_topk(qi, torch.tensor([0, qi.shape[0]]), ch.tokens, ch.offsets, 5,
+                                       d_scale=ch.scales)
+            es.append(s[0])
+            er.append(torch.from_numpy(ch.rows)[r[0]])
+        s, r, stats = PrunedSearcher(snap).search(q, q_off, snap.live, 5, n_candidates=100, nprobe=4)
+        assert stats.candidates == 300
+        assert torch.equal(r[:, 0], torch.stack(er)[:, 0]), dtype
+        assert torch.allclose(s[:, 0], torch.stack(es)[:, 0], atol=1e-5)

@@ -190,3 +190,38 @@ def test_an_encoder_exception_fails_only_that_video(tmp_path, videos):
     assert report.ingested == [str(videos["a"])]
     assert report.failed == [(str(videos["b"]), "RuntimeError: cannot encode this clip")]
     assert len(eng) == 6 and {h.video for h in eng.search("red", k=20)} == {str(videos["a"].resolve())}
+
+
+def test_search_without_thumbnails_does_not_read_them(engine, monkeypatch):
+    with_thumbs = engine.search("blue", k=3)
+    assert all(h.thumbnail[:2] == b"\xff\xd8" for h in with_thumbs)
+    table = engine._snapshot.table
+
+    class NoThumbnails:
+        def column(self, name):
+            assert name != "thumbnail", "thumbnails=False must not read the thumbnail column"
+            return table.column(name)
+
+    monkeypatch.setattr(engine._snapshot, "table", NoThumbnails())
+    hits = engine.search("blue", k=3, thumbnails=False)
+    assert [(h.video, h.start, h.score) for h in hits] == [(h.video, h.start, h.score) for h in with_thumbs]
+    assert all(h.thumbnail is None for h in hits)
+    assert engine.search_batch(["blue"], k=1, thumbnails=False)[0][0].thumbnail is None
+
+
+def test_cli_search_asks_for_no_thumbnails(engine, monkeypatch, capsys):
+    from maxsim import cli
+
+    asked = []
+    real = Engine.search
+
+    def search(self, *a, **kw):
+        asked.append(kw.get("thumbnails", True))
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Engine, "search", search)
+    for extra in ([], ["--json"]):
+        args = ["search", str(engine.path), "blue", "-k", "2", "--encoder", "tests.color_encoder:ColorEncoder"
+                ]
+        assert cli.main([*args, *extra]) == 0
+    assert asked == [False, False] and "blue" not in capsys.readouterr().err

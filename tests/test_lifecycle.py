@@ -315,16 +315,54 @@ def test_commit_needs_writes_to_be_serialised(store):
         store.collect_garbage()
 
 
+def test_rows_of_a_failed_video_stay_dead_after_partial_compaction(store, monkeypatch):
+    monkeypatch.setattr(store_mod, "_BATCH_BYTES", 1)  # every add is flushed, as on a long video
+    ingest_then_fail(store, "/v/a", recs("/v/a", 20, 1), [])
+    ingest(store, {"/v/c": recs("/v/c", 1, 3)})
+    ingest(store, {"/v/d": recs("/v/d", 1, 4)})
+    big = store.manifest().parts[0]["token_bytes"]
+    with store.writing():  # the first part (with the dead rows) is kept, the two small ones merged
+        rep = store.compact(target_part_bytes=big * 2, min_dead_fraction=0.5)
+    assert rep.parts_rewritten == 2 and rep.parts_after == 2
+    snap = store.snapshot()
+    assert len(snap) == 22 and store.manifest().n_deleted == 6
+    live = set(np.asarray(snap.table.column("video").to_pylist())[snap.live])
+    assert live == {"/v/a", "/v/c", "/v/d"}
+
+
 # -- incremental == rebuild (store level) ---------------------------------------------------------------
 VIDEOS = [f"/v/{c}" for c in "abcd"]
 OPS = st.lists(
     st.one_of(
         st.tuples(st.just("ingest"), st.sampled_from(VIDEOS), st.integers(0, 2)),
+        # the video, then (in the same part) a video that fails after some of its rows were flushed
+        st.tuples(st.just("ingest_then_fail"), st.sampled_from(VIDEOS), st.integers(0, 2)),
         st.tuples(st.just("delete"), st.sampled_from(VIDEOS), st.just(0)),
-        st.tuples(st.just("compact"), st.just(""), st.booleans()),
+        # full, or partial with a target size that leaves some parts as they are
+        st.tuples(st.just("compact"), st.sampled_from([None, 64, 400]), st.booleans()),
     ),
     max_size=10,
 )
+
+
+def ingest_then_fail(store, video, content, replace):
+    """One part: ``video``'s records, then a failing video's records, flushed, then rolled back."""
+    with store.writing():
+        base = store.manifest()
+        w = store.new_part(base)
+        nid = base.next_segment_id
+        for r in content:
+            w.add(nid, r)
+            nid += 1
+        mark = w.mark()
+        for r in recs("/v/failed", 6, 99):
+            w.add(nid, r)
+            nid += 1
+        assert w._batch > mark.n_flushes  # some of its rows reached the files
+        w.rollback(mark)
+        part = w.close()
+        assert part["dead"] and part["max_id"] == nid - 1  # the id span covers the dead rows
+        return store.commit(base, [part], delete_videos=list(replace), next_segment_id=nid)
 
 
 def variant(video, arg):
@@ -355,18 +393,26 @@ def test_incremental_equals_rebuild_store_level(tmp_path_factory, ops):
     try:
         model: dict[str, int] = {}  # video -> content variant
         for op, video, arg in ops:
-            if op == "ingest":
+            if op in ("ingest", "ingest_then_fail"):
                 if model.get(video) == arg:
                     continue  # same content: the engine skips it
-                content = {video: variant(video, arg)}
-                ingest(store, content, replace=[video] if video in model else [])
+                replace = [video] if video in model else []
+                if op == "ingest":
+                    ingest(store, {video: variant(video, arg)}, replace=replace)
+                else:
+                    ingest_then_fail(store, video, variant(video, arg), replace)
                 model[video] = arg
             elif op == "delete" and video in model:
                 delete(store, [video])
                 del model[video]
             elif op == "compact":
                 with store.writing():
-                    store.compact(full=arg, keep_versions=2)
+                    if video is None:
+                        store.compact(full=arg, keep_versions=2)
+                    else:
+                        # parts with dead rows stay as they are unless mostly dead
+                        store.compact(target_part_bytes=video, min_dead_fraction=0.9, full=arg,
+                                      keep_versions=2)
         fresh = Store.create(root / "fresh", {"name": "enc"}, DIM)
         if model:
             ingest(fresh, {v: variant(v, a) for v, a in model.items()})

@@ -154,3 +154,27 @@ def test_segment_file_schema(tmp_path):
         "frame_times",
         "thumbnail",
     } <= set(t.column_names)
+
+
+def test_rollback_restores_only_what_changed_since_the_mark(tmp_path):
+    store = Store.create(tmp_path, {"name": "enc"}, 8)
+    rng = np.random.default_rng(11)
+    w = store.new_part()
+    nid = 0
+    for v in range(50):  # many small videos: a mark must not copy the part's catalog
+        for r in records(rng, 1, 8, video=f"/v/{v}.mp4"):
+            w.add(nid, r)
+            nid += 1
+    before = json.loads(json.dumps(w.videos))
+    mark = w.mark()
+    assert mark.undo == {}
+    for r in records(rng, 2, 8, video="/v/3.mp4") + records(rng, 2, 8, video="/v/new.mp4"):
+        w.add(nid, r)
+        nid += 1
+    assert set(mark.undo) == {"/v/3.mp4", "/v/new.mp4"}
+    w.rollback(mark)
+    assert w.videos == before
+    w.mark()
+    with pytest.raises(RuntimeError, match="latest mark"):
+        w.rollback(mark)
+    w.abort()

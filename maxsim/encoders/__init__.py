@@ -71,8 +71,9 @@ def _hub_model_type(repo_id: str, revision: str | None = None) -> str | None:
     try:
         from huggingface_hub import hf_hub_download
 
-        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-        path = hf_hub_download(repo_id, "config.json", revision=revision, local_files_only=offline)
+        from maxsim.encoders.checkpoint import hub_offline
+
+        path = hf_hub_download(repo_id, "config.json", revision=revision, local_files_only=hub_offline())
     except Exception:  # noqa: BLE001 - any failure means "unknown": the default encoder reports it
         return None
     return _model_type(Path(path).parent)
