@@ -98,3 +98,14 @@ def test_split_parts_balances_tokens():
     groups = distributed.split_parts(parts, 2)
     assert sorted(map(sorted, groups)) == [["p0", "p3"], ["p1", "p2"]]  # loads 110 / 110
     assert len(distributed.split_parts(parts, 1)[0]) == 4
+
+
+def test_cli_ingest_with_ray(cluster, videos, tmp_path):
+    from maxsim.cli import main
+
+    idx = tmp_path / "cli"
+    assert main(["ingest", str(idx), str(videos / "v1.mp4"), "--encoder", "color-test", "--fixed", "1",
+                 "--ray", "--ray-workers", "1", "-q"]) == 0
+    eng = Engine(idx, create=False)
+    assert len(eng) == 4 and eng.videos() == [str((videos / "v1.mp4").resolve())]
+    assert eng.search("yellow", k=1)[0].start == 3.0
