@@ -45,7 +45,12 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     segmenter = f"fixed:{args.fixed}" if args.fixed is not None else ("scenes" if args.scenes else None)
     engine = _engine(args, create=True)
     engine.sampler = FrameSampler(fps=fps, max_frames=max_frames)
-    report = engine.ingest(args.videos, segmenter=segmenter or "fixed:10", progress=not args.quiet)
+    if args.ray:
+        from maxsim import distributed
+
+        distributed.init(address=args.ray_address)
+    report = engine.ingest(args.videos, segmenter=segmenter or "fixed:10", progress=not args.quiet,
+                           ray=args.ray, ray_workers=args.ray_workers)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
@@ -57,9 +62,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
     engine = _engine(args, create=False)
     time_range = tuple(args.time_range) if args.time_range else None
     t0 = time.perf_counter()
+    options = {}
+    if args.pruned:
+        options = {"mode": "pruned", "n_candidates": args.candidates, "nprobe": args.nprobe}
     # neither output prints the JPEG bytes: do not read them
     hits = engine.search(args.text, k=args.k, videos=args.video or None, time_range=time_range,
-                         thumbnails=False)
+                         thumbnails=False, **options)
     ms = (time.perf_counter() - t0) * 1000
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=1))
@@ -203,6 +211,19 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prune(args: argparse.Namespace) -> int:
+    engine = _engine(args, create=False)
+    t0 = time.perf_counter()
+    built = engine.build_prune_index(n_centroids=args.centroids, progress=not args.quiet)
+    secs = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps({"parts_built": built, "seconds": secs}, indent=1))
+    else:
+        print(f"prune index: built {len(built)} part(s) in {secs:.1f} s; "
+              f"{len(engine.manifest.parts) - len(built)} already had one")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``maxsim`` command."""
     p = argparse.ArgumentParser(prog="maxsim", description="Find moments in video with MaxSim search.")
@@ -230,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
                      "float32 scale per token and take about half the bytes; aliases fp16, bf16, fp32, fp8)")
     ing.add_argument("--json", action="store_true", help="print the report as JSON")
     ing.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ing.add_argument("--ray", action="store_true",
+                     help='decode and encode in a Ray Data pipeline (pip install "maxsim[ray]")')
+    ing.add_argument("--ray-workers", type=int, default=2, metavar="N",
+                     help="encoder actors (one GPU each where the cluster has GPUs; default 2)")
+    ing.add_argument("--ray-address", metavar="ADDRESS",
+                     help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     ing.set_defaults(func=_cmd_ingest)
 
     se = sub.add_parser("search", help="search an index with text")
@@ -241,7 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only segments overlapping this time range (seconds)")
     se.add_argument("--encoder", help=enc_help)
     se.add_argument("--json", action="store_true", help="print hits as JSON")
+    se.add_argument("--pruned", action="store_true",
+                    help="re-rank only candidates from the prune index (build it with `maxsim prune`)")
+    se.add_argument("--candidates", type=int, metavar="N",
+                    help="segments scored exactly with --pruned (default: 1%% of the index, at least 20 k)")
+    se.add_argument("--nprobe", type=int, default=4, help="centroids probed per query token (default 4)")
     se.set_defaults(func=_cmd_search)
+
+    pr = sub.add_parser("prune", help="build the centroid index that `search --pruned` uses (kept up to date "
+                        "by later ingests)")
+    pr.add_argument("index")
+    pr.add_argument("--centroids", type=int, metavar="N",
+                    help="centroids per part (default: PLAID's 16 * sqrt(tokens of the part))")
+    pr.add_argument("--encoder", help=enc_help)
+    pr.add_argument("--json", action="store_true")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=_cmd_prune)
 
     sv = sub.add_parser("serve", help="serve an index over HTTP, with a search page at /")
     sv.add_argument("index", help="index folder (must exist)")

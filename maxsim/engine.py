@@ -190,6 +190,8 @@ class Engine:
     are part of each video's settings key); videos not re-ingested keep their old vectors.
     """
 
+    last_prune_stats: Any = None  # what the last pruned search read (maxsim.candidates.PruneStats)
+
     def __init__(
         self,
         path: str | os.PathLike,
@@ -303,6 +305,8 @@ class Engine:
         segmenter: Segmenter | str | None = None,
         progress: bool = True,
         commit_every: int | None = None,
+        ray: bool = False,
+        ray_workers: int = 2,
     ) -> IngestReport:
         """Add videos (files or folders searched recursively; one path or several) in one commit.
 
@@ -318,6 +322,10 @@ class Engine:
         Killed at any point, the index stays at its last committed version. With ``commit_every=N`` a
         version is committed after every N ingested videos (a long ingest that is interrupted then keeps
         what it committed; ``report.version`` is the last version committed).
+
+        With ``ray=True`` decoding, segmentation and frame sampling run as a Ray Data pipeline and
+        encoding in a pool of ``ray_workers`` actors (one GPU each when the cluster has GPUs); this
+        process writes the part and commits, exactly as without Ray (see :mod:`maxsim.distributed`).
         """
         self._writable("ingest")
         if commit_every is not None and commit_every < 1:
@@ -342,6 +350,13 @@ class Engine:
             next_id = base.next_segment_id
             replaced: list[str] = []
             pending = 0  # videos in the part being written
+            encode = self._encode_video
+            ray_encoder = None
+            if ray:
+                from maxsim.distributed import RayVideoEncoder
+
+                todo = [video for _, video in files if not self._unchanged(video, catalog, settings)]
+                encode = ray_encoder = RayVideoEncoder(self, todo, seg, settings, num_workers=ray_workers)
 
             def commit() -> None:
                 nonlocal base, catalog, writer, replaced, pending
@@ -371,7 +386,7 @@ class Engine:
                         continue
                     mark = writer.mark()
                     n = 0
-                    records = self._encode_video(video, digest, settings, seg)
+                    records = encode(video, digest, settings, seg)
                     try:
                         for rec in records:
                             writer.add(next_id, rec)
@@ -403,9 +418,28 @@ class Engine:
                 if not writer.closed:
                     writer.abort()
                 raise
+            finally:
+                if ray_encoder is not None:
+                    ray_encoder.close()
+            if report.version is not None:
+                self._maintain_prune(progress)
         if report.version is not None:
             self._open(base)
         return report
+
+    @staticmethod
+    def _unchanged(video: str, catalog: dict[str, dict[str, Any]], settings: str) -> bool:
+        """True when ``video`` is indexed with these settings and its current size and time or content."""
+        old = catalog.get(video)
+        if old is None or old["settings"] != settings:
+            return False
+        stat = _file_stat(video)
+        if stat is not None and (old.get("size"), old.get("mtime_ns")) == stat:
+            return True
+        try:
+            return old["hash"] == content_hash(video)
+        except VideoError:
+            return False
 
     def _catalog(self, manifest: Manifest) -> dict[str, dict[str, Any]]:
         """video path -> catalog entry (hash, settings, id ranges, counts) of a version."""
@@ -539,6 +573,7 @@ class Engine:
             rep = self.store.compact(target_part_bytes=target_part_bytes, min_dead_fraction=min_dead_fraction,
                                      full=full, keep_versions=keep_versions, progress=progress)
             man = self.store.manifest()
+            self._maintain_prune(progress)
         self._open(man)
         return rep
 
@@ -566,12 +601,18 @@ class Engine:
         videos: Sequence[str] | None = None,
         time_range: tuple[float, float] | None = None,
         thumbnails: bool = True,
+        **options: Any,
     ) -> list[Hit]:
         """The k segments that best match ``text``, best first.
 
         ``thumbnails=False`` leaves ``Hit.thumbnail`` None (the JPEG bytes are then never read).
+        ``mode="exact"`` (default) scores every segment. ``mode="pruned"`` scores exactly only
+        ``n_candidates`` segments picked with the index's token centroids (see
+        :meth:`build_prune_index`; ``nprobe`` centroids per query token); parts without a prune index
+        are scored exhaustively, so a pruned search is never wrong, only slower, before it is built.
         """
-        return self.search_batch([text], k=k, videos=videos, time_range=time_range, thumbnails=thumbnails)[0]
+        return self.search_batch([text], k=k, videos=videos, time_range=time_range, thumbnails=thumbnails,
+                                 **options)[0]
 
     def search_batch(
         self,
@@ -580,6 +621,7 @@ class Engine:
         videos: Sequence[str] | None = None,
         time_range: tuple[float, float] | None = None,
         thumbnails: bool = True,
+        **options: Any,
     ) -> list[list[Hit]]:
         """:meth:`search` for several texts at once (one pass over the index)."""
         if isinstance(texts, str):
@@ -587,7 +629,7 @@ class Engine:
         if not texts:
             return []
         return self.search_vectors(self.encoder.encode_texts(list(texts)), k, videos, time_range,
-                                   thumbnails=thumbnails)
+                                   thumbnails=thumbnails, **options)
 
     def search_vectors(
         self,
@@ -596,11 +638,21 @@ class Engine:
         videos: Sequence[str] | None = None,
         time_range: tuple[float, float] | None = None,
         thumbnails: bool = True,
+        *,
+        mode: str = "exact",
+        n_candidates: int | None = None,
+        nprobe: int = 4,
     ) -> list[list[Hit]]:
         """Search with precomputed query multi-vectors, each ``(n_tokens, dim)``; see :meth:`search`."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
         snap = self._snapshot
+        q, q_off = self._queries(queries)
+        best_s, best_r = self._search_rows(snap, q, q_off, k, videos, time_range, mode, n_candidates, nprobe)
+        return [
+            self._hits(snap, q[int(q_off[i]) : int(q_off[i + 1])], best_s[i], best_r[i], thumbnails)
+            for i in range(len(queries))
+        ]
+
+    def _queries(self, queries: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         dim = self.manifest.dim
         for i, q in enumerate(queries):
             if q.ndim != 2 or q.shape[1] != dim:
@@ -608,8 +660,26 @@ class Engine:
         q = torch.cat([q.detach().float().cpu() for q in queries])
         q_off = torch.zeros(len(queries) + 1, dtype=torch.int64)
         q_off[1:] = torch.cumsum(torch.tensor([x.shape[0] for x in queries]), 0)
+        return q, q_off
+
+    def _search_rows(
+        self, snap: Snapshot, q: torch.Tensor, q_off: torch.Tensor, k: int, videos, time_range,
+        mode: str = "exact", n_candidates: int | None = None, nprobe: int = 4,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top k (scores, table rows) of each query in ``snap``, ``(n_q, k)``; rows -1 past the end."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if mode not in ("exact", "pruned"):
+            raise ValueError(f"mode must be 'exact' or 'pruned', got {mode!r}")
         allowed = self._allowed(snap, videos, time_range)
-        n_q = len(queries)
+        n_q = q_off.numel() - 1
+        if mode == "pruned":
+            if n_candidates is None:
+                n_candidates = default_candidates(k, int(allowed.sum()))
+            s, r, self.last_prune_stats = self._pruner(snap).search(
+                q, q_off, allowed, k, n_candidates=max(n_candidates, k), nprobe=nprobe
+            )
+            return s, r
         best_s = torch.full((n_q, 0), float("-inf"))
         best_r = torch.full((n_q, 0), -1, dtype=torch.int64)
         for ch in snap.chunks:
@@ -618,10 +688,46 @@ class Engine:
                 continue
             s, r = self._score_chunk(q, q_off, ch, ok, k)
             best_s, best_r = kernels.merge_topk(torch.cat([best_s, s], 1), torch.cat([best_r, r], 1), k)
-        return [
-            self._hits(snap, q[int(q_off[i]) : int(q_off[i + 1])], best_s[i], best_r[i], thumbnails)
-            for i in range(n_q)
-        ]
+        if best_s.shape[1] < k:  # fewer allowed segments than k
+            pad = k - best_s.shape[1]
+            best_s = torch.cat([best_s, torch.full((n_q, pad), float("-inf"))], 1)
+            best_r = torch.cat([best_r, torch.full((n_q, pad), -1, dtype=torch.int64)], 1)
+        return best_s, best_r
+
+    def _pruner(self, snap: Snapshot):
+        from maxsim.candidates import PrunedSearcher, prune_stamp
+
+        cached = getattr(self, "_pruned_searcher", None)
+        if cached is None or cached.snap is not snap or cached.stamp != prune_stamp(self.path):
+            cached = PrunedSearcher(snap)
+            self._pruned_searcher = cached
+        return cached
+
+    # -- pruning index -------------------------------------------------------------------------------
+    def build_prune_index(
+        self, n_centroids: int | None = None, iters: int = 4, progress: bool = True
+    ) -> list[str]:
+        """Build the token-centroid index used by ``search(..., mode="pruned")`` for every part that
+        lacks one; returns the part ids built. Once built, ingest and compaction keep it up to date
+        (new parts get their own centroids and lists; nothing is rebuilt when videos are added)."""
+        from maxsim.candidates import update_prune_index
+
+        self._writable("build a prune index")
+        with self.store.writing(wait=self.lock_timeout):
+            built = update_prune_index(self.store.snapshot(previous=self._snapshot), n_centroids=n_centroids,
+                                       iters=iters, progress=progress)
+        return built
+
+    def _maintain_prune(self, progress: bool) -> None:
+        """Under the writer lock, after a commit: extend an existing prune index to new parts."""
+        from maxsim.candidates import read_prune_manifest, update_prune_index
+
+        man = read_prune_manifest(self.path)
+        if man is None:
+            return
+        p = man.get("params", {})
+        update_prune_index(self.store.snapshot(previous=self._snapshot), n_centroids=p.get("n_centroids"),
+                           iters=p.get("iters", 4), seed=p.get("seed", 0), progress=progress)
 
     @staticmethod
     def _allowed(snap: Snapshot, videos: Sequence[str] | None, time_range) -> np.ndarray:
@@ -710,6 +816,11 @@ def _failure_reason(e: Exception) -> str:
     if isinstance(e, EncoderOutputError):
         return str(e)
     return f"{type(e).__name__}: {e}"
+
+
+def default_candidates(k: int, n_allowed: int) -> int:
+    """Candidates re-ranked exactly by a pruned search by default: 1% of the segments, at least 20 k."""
+    return max(20 * k, n_allowed // 100)
 
 
 class EncoderOutputError(ValueError):

@@ -1,0 +1,602 @@
+"""Candidate generation with token centroids, then exact MaxSim re-ranking of the candidates only.
+
+A PLAID-style first stage that never reads segment tokens at query time:
+
+- Per part of the index, spherical k-means over a sample of the part's tokens gives ``n_centroids``
+  unit centroids; every token is assigned to its nearest centroid, and per centroid an inverted list
+  holds the (part-local) segment rows that have a token there, each once.
+- A query token ``q_i`` probes its ``nprobe`` most similar centroids. A segment found in the list of a
+  probed centroid ``c`` gets ``<q_i, c>`` as its approximate best match for that token; a segment found
+  in none of token ``i``'s lists gets the lowest probed similarity of that token (imputation). The sum
+  over query tokens approximates MaxSim; the ``n_candidates`` best segments over all parts go on.
+- Exact MaxSim (:mod:`maxsim.kernels`) on the candidates' tokens gives the final top k. Ties break on
+  the lower table row, as in exhaustive search, so a pruned search that keeps the true top k returns
+  exactly the exhaustive results.
+
+Files, beside the parts in the index folder: ``prune/<part>.centroids.npy`` (float16),
+``prune/<part>.list_offsets.npy`` (int64, ``n_centroids + 1``), ``prune/<part>.list_rows.npy`` (int32)
+and ``prune/manifest.json`` naming the parts covered. The store's manifest is never touched: new files
+are written and fsynced first, then ``prune/manifest.json`` is replaced atomically. A part without an
+entry (a crash between the store commit and the prune commit, or a part made by compaction) is scored
+exhaustively until :func:`update_prune_index` covers it; entries and files of parts no longer in the
+index are removed by the next update. Deleted segments are filtered with the snapshot's tombstones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from maxsim import kernels
+from maxsim.store import IndexFormatError, Snapshot
+
+PRUNE_DIR = "prune"
+PRUNE_MANIFEST = "manifest.json"
+PRUNE_FORMAT = 1
+_FILE_KEYS = ("centroids", "list_offsets", "list_rows", "bag_offsets", "bag_codes")
+
+_ASSIGN_ELEMENTS = 1 << 22  # similarities (tokens x centroids) per assignment block
+
+
+# -- k-means -------------------------------------------------------------------------------------------
+def default_n_centroids(n_tokens: int) -> int:
+    """Centroids for a part of ``n_tokens`` tokens: PLAID's rule, the power of two at or below
+    ``16 * sqrt(n_tokens)``, but at least 32 tokens per centroid (finer centroids make the probed
+    lists miss good segments in small parts), and within 16..65536."""
+    if n_tokens <= 0:
+        return 1
+    c = min(16 * math.sqrt(n_tokens), n_tokens / 32)
+    c = 2 ** math.floor(math.log2(max(1.0, c)))
+    return int(min(max(c, 16), 65536, n_tokens))
+
+
+def _dequant(x: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
+    """Rows of a token matrix as float32 (int8 / fp8 rows times their scales)."""
+    return x.float() if scales is None else x.float() * scales.float()[:, None]
+
+
+def _assign(x: torch.Tensor, c: torch.Tensor, scales: torch.Tensor | None = None) -> torch.Tensor:
+    """Index of the most similar centroid for every row of ``x`` (blocked matmul, bf16 inputs)."""
+    cb = c.to(torch.bfloat16)
+    out = torch.empty(x.shape[0], dtype=torch.int64)
+    rows = max(256, _ASSIGN_ELEMENTS // max(1, c.shape[0]))  # similarity blocks stay cache-sized
+    for lo in range(0, x.shape[0], rows):
+        sc = None if scales is None else scales[lo : lo + rows]
+        blk = _dequant(x[lo : lo + rows], sc).to(torch.bfloat16)
+        out[lo : lo + blk.shape[0]] = (blk @ cb.T).argmax(1)
+    return out
+
+
+KMEANSPP_MAX = 1024  # largest k seeded with k-means++ (sequential: k passes over 8k rows)
+
+
+def _kmeanspp(x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding on unit rows (distance 1 - cosine)."""
+    idx = [int(torch.randint(0, x.shape[0], (1,), generator=g))]
+    d = (1 - x @ x[idx[0]]).clamp(min=0)
+    for _ in range(1, k):
+        total = float(d.sum())
+        if total <= 0:
+            i = int(torch.randint(0, x.shape[0], (1,), generator=g))
+        else:
+            i = int(torch.multinomial(d / total, 1, generator=g))
+        idx.append(i)
+        d = torch.minimum(d, (1 - x @ x[i]).clamp(min=0))
+    return x[idx].clone()
+
+
+def spherical_kmeans(
+    x: torch.Tensor, n_centroids: int, iters: int = 8, seed: int = 0
+) -> torch.Tensor:
+    """Unit centroids ``(n_centroids, dim)`` (float32) of the rows of ``x`` by cosine k-means.
+
+    Initialised by k-means++ seeding on a sample of ``8 * n_centroids`` rows when ``n_centroids`` is at
+    most :data:`KMEANSPP_MAX` (distinct random rows above, as FAISS does); an emptied cluster is
+    re-seeded with a random row.
+    """
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"k-means needs a non-empty (n, dim) matrix, got shape {tuple(x.shape)}")
+    g = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    k = min(int(n_centroids), n)
+    xf = torch.nn.functional.normalize(x.float(), dim=1)
+    if k <= KMEANSPP_MAX:
+        c = _kmeanspp(xf[torch.randperm(n, generator=g)[: 8 * k]], k, g)
+    else:
+        c = xf[torch.randperm(n, generator=g)[:k]].clone()
+    for _ in range(iters):
+        a = _assign(xf, c)
+        sums = torch.zeros_like(c).index_add_(0, a, xf)
+        counts = torch.bincount(a, minlength=k)
+        empty = counts == 0
+        if bool(empty.any()):
+            sums[empty] = xf[torch.randint(0, n, (int(empty.sum()),), generator=g)]
+        c = torch.nn.functional.normalize(sums, dim=1)
+    return c
+
+
+# -- one part's index ----------------------------------------------------------------------------------
+@dataclass
+class PartIndex:
+    """Centroids and inverted lists of one part (segment rows local to the part)."""
+
+    part_id: str
+    centroids: torch.Tensor  # (n_centroids, dim) float32
+    list_offsets: np.ndarray  # (n_centroids + 1,) int64
+    list_rows: np.ndarray  # (total,) int32: part-local segment rows, per centroid
+    bag_offsets: np.ndarray  # (n_segments + 1,) int64
+    bag_codes: np.ndarray  # (total,) int16/int32: distinct centroids of each segment's tokens
+    n_segments: int
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.centroids.numel() * 2 + self.list_offsets.nbytes + self.list_rows.nbytes
+                   + self.bag_offsets.nbytes + self.bag_codes.nbytes)
+
+
+def build_part_index(
+    part_id: str,
+    chunks: Sequence[tuple],
+    n_segments: int,
+    n_centroids: int | None = None,
+    sample_per_centroid: int = 16,
+    iters: int = 4,
+    seed: int = 0,
+) -> PartIndex:
+    """Train centroids on a sample of a part's tokens and build its inverted lists.
+
+    ``chunks`` are ``(tokens, offsets, local_rows[, scales])``: a token matrix, its CSR offsets, the
+    part-local row of each of its segments and, for int8 / fp8 storage, the tokens' scales.
+    """
+    chunks = [tuple(c) + (None,) * (4 - len(c)) for c in chunks]
+    n_tokens = sum(int(t.shape[0]) for t, *_ in chunks)
+    if n_tokens == 0:
+        raise ValueError(f"part {part_id} has no token to index")
+    k = default_n_centroids(n_tokens) if n_centroids is None else max(1, min(int(n_centroids), n_tokens))
+    g = torch.Generator().manual_seed(seed)
+    want = min(n_tokens, k * sample_per_centroid)
+    picks = []
+    for tok, _, _, sc in chunks:
+        m = round(want * tok.shape[0] / n_tokens)
+        if m > 0:
+            sel = torch.randperm(tok.shape[0], generator=g)[:m]
+            picks.append(_dequant(tok[sel], None if sc is None else sc[sel]))
+    centroids = spherical_kmeans(torch.cat(picks), k, iters=iters, seed=seed)
+    codes_all, rows_all = [], []
+    for tok, off, rows, sc in chunks:
+        codes = _assign(tok, centroids, sc).numpy()
+        counts = (off[1:] - off[:-1]).numpy()
+        seg = np.repeat(rows.astype(np.int64), counts)
+        key = np.unique(codes.astype(np.int64) * n_segments + seg)  # one entry per (centroid, segment)
+        codes_all.append(key // n_segments)
+        rows_all.append(key % n_segments)
+    codes = np.concatenate(codes_all)
+    seg_rows = np.concatenate(rows_all)
+    code_dtype = np.int16 if centroids.shape[0] <= np.iinfo(np.int16).max else np.int32
+    order = np.lexsort((codes, seg_rows))  # bags: by segment, then centroid
+    bag_offsets = np.zeros(n_segments + 1, dtype=np.int64)
+    np.cumsum(np.bincount(seg_rows, minlength=n_segments), out=bag_offsets[1:])
+    bag_codes = codes[order].astype(code_dtype)
+    order = np.lexsort((seg_rows, codes))  # inverted lists: by centroid, then segment
+    codes, seg_rows = codes[order], seg_rows[order]
+    offsets = np.zeros(centroids.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(codes, minlength=centroids.shape[0]), out=offsets[1:])
+    return PartIndex(part_id, centroids, offsets, seg_rows.astype(np.int32), bag_offsets, bag_codes,
+                     n_segments)
+
+
+# -- persistence ----------------------------------------------------------------------------------------
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, arr)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def prune_stamp(root: str | Path) -> int | None:
+    """A value that changes whenever the prune manifest of the index at ``root`` is replaced."""
+    try:
+        st = os.stat(Path(root) / PRUNE_DIR / PRUNE_MANIFEST)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns ^ st.st_ino
+
+
+def read_prune_manifest(root: str | Path) -> dict[str, Any] | None:
+    """The committed prune manifest of the index at ``root``, or None when it has no prune index."""
+    path = Path(root) / PRUNE_DIR / PRUNE_MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise IndexFormatError(f"{path}: not a valid prune manifest ({e})") from e
+    if not isinstance(data, dict) or data.get("format") != PRUNE_FORMAT or "parts" not in data:
+        raise IndexFormatError(f"{path}: not a maxsim prune manifest of format {PRUNE_FORMAT}")
+    return data
+
+
+def _write_prune_manifest(root: Path, data: dict[str, Any]) -> None:
+    d = root / PRUNE_DIR
+    tmp = d / f".{PRUNE_MANIFEST}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(data, indent=1))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, d / PRUNE_MANIFEST)
+    _fsync_dir(d)
+
+
+def save_part_index(root: Path, idx: PartIndex) -> dict[str, Any]:
+    """Write a part's files (fsynced, not yet committed); returns its prune-manifest entry."""
+    d = root / PRUNE_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    stem = f"{idx.part_id}-{uuid.uuid4().hex[:8]}"
+    files = {
+        "centroids": f"{stem}.centroids.npy",
+        "list_offsets": f"{stem}.list_offsets.npy",
+        "list_rows": f"{stem}.list_rows.npy",
+        "bag_offsets": f"{stem}.bag_offsets.npy",
+        "bag_codes": f"{stem}.bag_codes.npy",
+    }
+    _save_npy(d / files["centroids"], idx.centroids.to(torch.float16).numpy())
+    _save_npy(d / files["list_offsets"], idx.list_offsets)
+    _save_npy(d / files["list_rows"], idx.list_rows)
+    _save_npy(d / files["bag_offsets"], idx.bag_offsets)
+    _save_npy(d / files["bag_codes"], idx.bag_codes)
+    return {
+        **files,
+        "n_segments": idx.n_segments,
+        "n_centroids": int(idx.centroids.shape[0]),
+        "n_entries": int(idx.list_rows.size),
+        "bytes": idx.nbytes,
+    }
+
+
+def load_part_index(root: Path, part_id: str, entry: dict[str, Any], dim: int) -> PartIndex:
+    """Open a part's files memory-mapped, checking them against the manifest entry."""
+    d = root / PRUNE_DIR
+    try:
+        c = np.load(d / entry["centroids"], mmap_mode="r")
+        off = np.load(d / entry["list_offsets"], mmap_mode="r")
+        rows = np.load(d / entry["list_rows"], mmap_mode="r")
+        bag_off = np.load(d / entry["bag_offsets"], mmap_mode="r")
+        bag_codes = np.load(d / entry["bag_codes"], mmap_mode="r")
+    except (OSError, ValueError, KeyError) as e:
+        raise IndexFormatError(f"{d}: prune files of part {part_id} are missing or unreadable ({e})") from e
+    n_seg = int(entry["n_segments"])
+    if (c.ndim != 2 or c.shape[1] != dim or off.shape != (c.shape[0] + 1,) or int(off[-1]) != rows.size
+            or bag_off.shape != (n_seg + 1,) or int(bag_off[-1]) != bag_codes.size
+            or bag_codes.size != rows.size):
+        raise IndexFormatError(
+            f"{d / entry['centroids']}: prune files of part {part_id} do not fit together "
+            f"(centroids {c.shape}, dim {dim}, offsets {off.shape}, {rows.size} list entries, "
+            f"{n_seg} segments, bag offsets {bag_off.shape}, {bag_codes.size} bag entries)"
+        )
+    return PartIndex(part_id, torch.from_numpy(np.asarray(c, dtype=np.float32)), off, rows, bag_off,
+                     bag_codes, n_seg)
+
+
+# -- snapshot helpers -----------------------------------------------------------------------------------
+def _part_row_ranges(snap: Snapshot) -> list[tuple[str, int, int]]:
+    """(part id, first table row, end row) of every part, in table order."""
+    out, r = [], 0
+    for p in snap.manifest.parts:
+        out.append((p["id"], r, r + int(p["n_segments"])))
+        r += int(p["n_segments"])
+    if r != snap.table.num_rows:
+        raise IndexFormatError(f"{snap.root}: parts list {r} segments but the segment tables hold "
+                               f"{snap.table.num_rows}")
+    return out
+
+
+def _part_chunks(snap: Snapshot, lo: int, hi: int) -> list[tuple]:
+    return [(ch.tokens, ch.offsets, ch.rows - lo, getattr(ch, "scales", None)) for ch in snap.chunks
+            if ch.rows.size and lo <= int(ch.rows[0]) < hi]
+
+
+def update_prune_index(
+    snap: Snapshot,
+    n_centroids: int | None = None,
+    iters: int = 4,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[str]:
+    """Build the prune index of every part of ``snap`` that lacks one and commit it; returns their ids.
+
+    The caller holds the store's writer lock. Entries and files of parts that left the index are
+    removed. Parts already covered are left as they are (no rebuild when videos are added).
+    """
+    root = snap.root
+    current = read_prune_manifest(root) or {"format": PRUNE_FORMAT, "parts": {}, "params": {}}
+    params = {"n_centroids": n_centroids, "iters": iters, "seed": seed}
+    current["params"] = params
+    live_parts = {p["id"] for p in snap.manifest.parts}
+    ranges = _part_row_ranges(snap)
+    todo = [(pid, lo, hi) for pid, lo, hi in ranges if pid not in current["parts"] and hi > lo]
+    stale = {pid: e for pid, e in current["parts"].items() if pid not in live_parts}
+    if not todo and not stale:
+        return []
+    built = []
+    for pid, lo, hi in tqdm(todo, desc="prune index", unit="part", disable=not progress):
+        idx = build_part_index(pid, _part_chunks(snap, lo, hi), hi - lo, n_centroids, iters=iters, seed=seed)
+        current["parts"][pid] = save_part_index(root, idx)
+        built.append(pid)
+    for pid in stale:
+        del current["parts"][pid]
+    current["version"] = int(current.get("version", 0)) + 1
+    current["store_version"] = snap.manifest.version
+    current["time"] = time.time()
+    _write_prune_manifest(root, current)
+    # files no manifest entry names any more (stale parts, leftovers of interrupted builds)
+    named = {f for e in current["parts"].values() for key, f in e.items() if key in _FILE_KEYS}
+    for f in (root / PRUNE_DIR).glob("*.npy"):
+        if f.name not in named:
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+    return built
+
+
+# -- search ---------------------------------------------------------------------------------------------
+@dataclass
+class PruneStats:
+    """What a pruned search read, summed over its queries."""
+
+    queries: int = 0
+    candidates: int = 0  # segments scored exactly
+    candidate_token_bytes: int = 0  # token bytes read for exact re-ranking
+    list_bytes: int = 0  # inverted-list bytes read
+    centroid_bytes: int = 0  # centroid bytes read
+    exhaustive_parts: int = 0  # parts without a prune index, scored exhaustively
+    exhaustive_token_bytes: int = 0
+    total_token_bytes: int = 0  # bytes an exhaustive search would have read
+
+    @property
+    def bytes_read(self) -> int:
+        return (self.candidate_token_bytes + self.list_bytes + self.centroid_bytes
+                + self.exhaustive_token_bytes)
+
+    @property
+    def fraction(self) -> float:
+        """Bytes read over the bytes an exhaustive search of the same queries would read."""
+        return self.bytes_read / max(1, self.total_token_bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "queries": self.queries,
+            "candidates": self.candidates,
+            "bytes_read": self.bytes_read,
+            "total_token_bytes": self.total_token_bytes,
+            "fraction": self.fraction,
+            "exhaustive_parts": self.exhaustive_parts,
+        }
+
+
+class PrunedSearcher:
+    """Pruned MaxSim search over one snapshot: candidates from token centroids, exact re-rank."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+        self.stamp = prune_stamp(snap.root)
+        man = read_prune_manifest(snap.root)
+        entries = {} if man is None else man["parts"]
+        self.parts: list[tuple[int, int, PartIndex | None]] = []
+        for pid, lo, hi in _part_row_ranges(snap):
+            e = entries.get(pid)
+            if e is not None and int(e["n_segments"]) != hi - lo:
+                raise IndexFormatError(
+                    f"{snap.root / PRUNE_DIR}: prune entry of part {pid} has {e['n_segments']} segments, "
+                    f"the part has {hi - lo}"
+                )
+            idx = None if e is None else load_part_index(snap.root, pid, e, snap.manifest.dim)
+            self.parts.append((lo, hi, idx))
+        # table row -> chunk number and position inside it
+        n = snap.table.num_rows
+        self._chunk = np.full(n, -1, dtype=np.int64)
+        self._local = np.zeros(n, dtype=np.int64)
+        for c, ch in enumerate(snap.chunks):
+            self._chunk[ch.rows] = c
+            self._local[ch.rows] = np.arange(ch.rows.size)
+        self._counts = np.zeros(n, dtype=np.int64)
+        for ch in snap.chunks:
+            self._counts[ch.rows] = (ch.offsets[1:] - ch.offsets[:-1]).numpy()
+        self._dim = snap.manifest.dim
+        self._elem = snap.chunks[0].tokens.element_size() if snap.chunks else 2
+        if snap.chunks and getattr(snap.chunks[0], "scales", None) is not None:
+            self._elem += 4 / self._dim  # one float32 scale per token row
+
+    @property
+    def covered(self) -> bool:
+        """True when every part has a prune index."""
+        return all(idx is not None for _, _, idx in self.parts)
+
+    def candidates(
+        self, q: torch.Tensor, allowed: np.ndarray, n_candidates: int, nprobe: int, widen: int = 4
+    ) -> tuple[np.ndarray, PruneStats]:
+        """Table rows (ascending) of the ``n_candidates`` best allowed segments of the indexed parts by
+        centroid-approximate MaxSim, and what was read.
+
+        Stage 1 unions the inverted lists of each query token's ``nprobe`` nearest centroids and ranks
+        the segments found with imputed scores; the best ``widen * n_candidates`` of each part go to
+        stage 2, which scores them against their full centroid bags: ``sum_i max_{c in bag} <q_i, c>``.
+        """
+        stats = PruneStats()
+        qf = q.float()
+        n_qt = qf.shape[0]
+        all_rows, all_approx = [], []
+        for lo, _hi, idx in self.parts:
+            if idx is None:
+                continue
+            s = qf @ idx.centroids.T  # (n_q_tok, n_centroids)
+            stats.centroid_bytes += idx.centroids.numel() * 2
+            nonempty = torch.from_numpy(np.diff(idx.list_offsets) > 0)
+            probe_s = torch.where(nonempty, s, torch.tensor(float("-inf")))  # never probe empty lists
+            n_nonempty = int(nonempty.sum())
+            npr = min(nprobe, n_nonempty)
+            n_allowed = int(allowed[lo:_hi].sum())
+            while True:  # widen the probe until the lists hold n_candidates allowed segments (or all)
+                top_v, top_c = probe_s.topk(npr, dim=1)
+                starts = idx.list_offsets[top_c.numpy()].reshape(-1)
+                lens = idx.list_offsets[top_c.numpy() + 1].reshape(-1) - starts
+                total = int(lens.sum())
+                flat = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(total)
+                rows = np.asarray(idx.list_rows[flat], dtype=np.int64)
+                uniq, inv = np.unique(rows, return_inverse=True)
+                ok = allowed[lo + uniq]
+                if int(ok.sum()) >= min(n_candidates, n_allowed) or npr >= n_nonempty:
+                    break
+                npr = min(2 * npr, n_nonempty)
+            stats.list_bytes += total * idx.list_rows.itemsize
+            if not ok.any():
+                continue
+            wide = widen * n_candidates
+            if uniq.size > wide:  # stage 1: rank by probed similarities, imputing the rest
+                tok = np.repeat(np.repeat(np.arange(n_qt), npr), lens)
+                val = np.repeat(top_v.reshape(-1).numpy(), lens)
+                best = top_v[:, -1].repeat(uniq.size, 1)  # (n_seg, n_q_tok)
+                best.view(-1).scatter_reduce_(
+                    0, torch.from_numpy(inv * n_qt + tok), torch.from_numpy(val), reduce="amax"
+                )
+                first = best.sum(1).numpy()
+                first[~ok] = -np.inf
+                sel = np.argpartition(-first, wide - 1)[:wide]
+                sel = sel[ok[sel]]
+            else:
+                sel = np.flatnonzero(ok)
+            seg = uniq[sel]
+            # stage 2: exact MaxSim against each candidate's centroid bag
+            b_lo = idx.bag_offsets[seg]
+            b_len = idx.bag_offsets[seg + 1] - b_lo
+            nb = int(b_len.sum())
+            flat = np.repeat(b_lo - np.cumsum(b_len) + b_len, b_len) + np.arange(nb)
+            codes = torch.from_numpy(np.asarray(idx.bag_codes[flat], dtype=np.int64))
+            stats.list_bytes += nb * idx.bag_codes.itemsize
+            sims = s[:, codes]  # (n_q_tok, nb)
+            owner = torch.from_numpy(np.repeat(np.arange(seg.size), b_len))
+            bag_best = torch.full((n_qt, seg.size), float("-inf"))
+            bag_best.scatter_reduce_(1, owner.expand(n_qt, -1), sims, reduce="amax")
+            all_rows.append(lo + seg)
+            all_approx.append(bag_best.sum(0).numpy())
+        if not all_rows:
+            return np.zeros(0, dtype=np.int64), stats
+        rows = np.concatenate(all_rows)
+        approx = np.concatenate(all_approx)
+        if rows.size > n_candidates:
+            rows = rows[np.argpartition(-approx, n_candidates - 1)[:n_candidates]]
+        return np.sort(rows), stats
+
+    def gather(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Tokens, CSR offsets and (int8 / fp8 storage) scales of the segments in table rows ``rows``."""
+        counts = self._counts[rows]
+        off = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=off[1:])
+        out = torch.empty(int(off[-1]), self._dim, dtype=self.snap.chunks[0].tokens.dtype)
+        scaled = getattr(self.snap.chunks[0], "scales", None) is not None
+        out_scales = torch.empty(int(off[-1]), dtype=torch.float32) if scaled else None
+        chunks = self._chunk[rows]
+        for c in np.unique(chunks):
+            sel = np.flatnonzero(chunks == c)
+            ch = self.snap.chunks[int(c)]
+            starts = ch.offsets.numpy()[self._local[rows[sel]]]
+            cnt = counts[sel]
+            src = np.repeat(starts - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))
+            dst = np.repeat(off[sel] - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))
+            out[torch.from_numpy(dst)] = ch.tokens[torch.from_numpy(src)]
+            if out_scales is not None:
+                out_scales[torch.from_numpy(dst)] = ch.scales[torch.from_numpy(src)]
+        return out, torch.from_numpy(off), out_scales
+
+    def _exhaustive(self, q, q_off, allowed: np.ndarray, k: int, stats: PruneStats):
+        """Exact top k over the allowed rows of parts without a prune index."""
+        rows = [np.arange(lo, hi)[allowed[lo:hi]] for lo, hi, idx in self.parts if idx is None]
+        rows = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        stats.exhaustive_parts += sum(1 for *_, idx in self.parts if idx is None)
+        return self._exact(q, q_off, rows, k, stats, exhaustive=True)
+
+    def _exact(self, q, q_off, rows: np.ndarray, k: int, stats: PruneStats, exhaustive: bool = False):
+        n_q = q_off.numel() - 1
+        if rows.size == 0:
+            return (torch.full((n_q, k), float("-inf")), torch.full((n_q, k), -1, dtype=torch.int64))
+        d, d_off, d_scale = self.gather(rows)
+        nbytes = d.numel() * d.element_size() + (0 if d_scale is None else d_scale.numel() * 4)
+        if exhaustive:
+            stats.exhaustive_token_bytes += nbytes * n_q
+        else:
+            stats.candidate_token_bytes += nbytes * n_q
+        s, i = kernels.maxsim_topk(q, q_off, d, d_off, k, **({} if d_scale is None else {"d_scale": d_scale}))
+        r = torch.from_numpy(rows)[i.clamp(min=0)]
+        return s, torch.where(i >= 0, r, torch.tensor(-1))
+
+    def search(
+        self,
+        q: torch.Tensor,
+        q_off: torch.Tensor,
+        allowed: np.ndarray,
+        k: int,
+        n_candidates: int = 1000,
+        nprobe: int = 4,
+    ) -> tuple[torch.Tensor, torch.Tensor, PruneStats]:
+        """Top k (scores, table rows) of each query, ``(n_q, k)`` each, best first, ties by lower row."""
+        if n_candidates < k:
+            raise ValueError(f"n_candidates ({n_candidates}) must be at least k ({k})")
+        if nprobe < 1:
+            raise ValueError(f"nprobe must be at least 1, got {nprobe}")
+        n_q = q_off.numel() - 1
+        stats = PruneStats(queries=n_q)
+        live_bytes = int(int(self._counts[allowed].sum()) * self._dim * self._elem)
+        stats.total_token_bytes = live_bytes * n_q
+        s_ex, r_ex = self._exhaustive(q, q_off, allowed, k, stats)
+        out_s = torch.full((n_q, k), float("-inf"))
+        out_r = torch.full((n_q, k), -1, dtype=torch.int64)
+        indexed = [np.arange(lo, hi)[allowed[lo:hi]] for lo, hi, idx in self.parts if idx is not None]
+        indexed = np.concatenate(indexed) if indexed else np.zeros(0, dtype=np.int64)
+        for i in range(n_q):
+            qi = q[int(q_off[i]) : int(q_off[i + 1])]
+            qo = torch.tensor([0, qi.shape[0]])
+            if indexed.size <= n_candidates:  # few allowed segments (small index, tight filter): all
+                rows, st = indexed, PruneStats()
+            else:
+                rows, st = self.candidates(qi, allowed, n_candidates, nprobe)
+            stats.candidates += rows.size
+            stats.list_bytes += st.list_bytes
+            stats.centroid_bytes += st.centroid_bytes
+            s, r = self._exact(qi, qo, rows, k, stats)
+            s = torch.cat([s, s_ex[i : i + 1]], 1)
+            r = torch.cat([r, r_ex[i : i + 1]], 1)
+            out_s[i], out_r[i] = (x[0] for x in merge_topk(s, r, k))
+        return out_s, out_r, stats
+
+
+def merge_topk(s: torch.Tensor, r: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best k of concatenated (score, row) candidates: score descending, then row ascending; -1 rows last."""
+    key = torch.where(r < 0, torch.iinfo(torch.int64).max, r)
+    order = torch.argsort(key, dim=1, stable=True)
+    s, r = s.gather(1, order), r.gather(1, order)
+    s = torch.where(r < 0, torch.tensor(float("-inf")), s)
+    order = torch.argsort(s, dim=1, descending=True, stable=True)[:, :k]
+    s, r = s.gather(1, order), r.gather(1, order)
+    if s.shape[1] < k:
+        pad = k - s.shape[1]
+        s = torch.cat([s, torch.full((s.shape[0], pad), float("-inf"))], 1)
+        r = torch.cat([r, torch.full((r.shape[0], pad), -1, dtype=torch.int64)], 1)
+    return s, r
