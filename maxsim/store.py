@@ -307,6 +307,26 @@ def _open_sink(path: Path):
     return open(path, "xb")
 
 
+
+def column_numpy(table: pa.Table | pa.RecordBatch, name: str) -> np.ndarray:
+    """A fixed-width, null-free column as a numpy array, read straight from its buffers.
+
+    (pyarrow's own ``to_numpy`` imports pandas on first use when it is installed: ~30 MiB and half a
+    second that opening an index should not pay.)
+    """
+    col = table.column(name)
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    dtype = np.dtype(col.type.to_pandas_dtype())
+    parts = []
+    for ch in chunks:
+        if ch.null_count:
+            raise IndexFormatError(f"column {name!r} has {ch.null_count} missing values")
+        buf = ch.buffers()[1]
+        parts.append(np.frombuffer(buf, dtype=dtype, count=len(ch), offset=ch.offset * dtype.itemsize))
+    if not parts:
+        return np.empty(0, dtype=dtype)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -495,7 +515,7 @@ class PartWriter:
 
         Used by compaction: rows keep their ids; they are not added to this part's catalog.
         """
-        counts = rows.column("token_count").to_numpy().astype(np.int64)
+        counts = column_numpy(rows, "token_count").astype(np.int64)
         if int(counts.sum()) != tokens.shape[0]:
             raise ValueError(f"{int(counts.sum())} tokens claimed by the rows, {tokens.shape[0]} given")
         if bool(self._scaled) != (scales is not None) or (scales is not None and len(scales) != len(tokens)):
@@ -605,7 +625,7 @@ class PartWriter:
         if pending:
             tables.append(_rows_table(pending))
         rows = pa.concat_tables(tables).combine_chunks()
-        counts = rows.column("token_count").to_numpy().astype(np.int64)
+        counts = column_numpy(rows, "token_count").astype(np.int64)
         offsets = np.zeros(rows.num_rows, dtype=np.int64)
         np.cumsum(counts[:-1], out=offsets[1:])
         seg = pa.table(
@@ -731,9 +751,9 @@ class Snapshot:
             row0 += seg.num_rows
         # zero-copy: the table's chunks are the mapped record batches (thumbnails are never copied)
         self.table = pa.concat_tables(tables) if tables else SEGMENT_SCHEMA.empty_table()
-        self.segment_ids = self.table.column("segment_id").to_numpy()
-        self.starts = self.table.column("start").to_numpy()
-        self.ends = self.table.column("end").to_numpy()
+        self.segment_ids = column_numpy(self.table, "segment_id")
+        self.starts = column_numpy(self.table, "start")
+        self.ends = column_numpy(self.table, "end")
         # where each table row's tokens live: chunk number and position inside the chunk
         self._row_chunk = np.full(self.table.num_rows, -1, dtype=np.int64)
         self._row_local = np.zeros(self.table.num_rows, dtype=np.int64)
@@ -755,8 +775,8 @@ class Snapshot:
                 f"{seg_path}: {seg.num_rows} segments, the manifest says {part['n_segments']}"
             )
         tok_reader = _open_ipc(tok_path, manifest)
-        batch_ids = seg.column("token_batch").to_numpy()
-        counts = seg.column("token_count").to_numpy().astype(np.int64)
+        batch_ids = column_numpy(seg, "token_batch")
+        counts = column_numpy(seg, "token_count").astype(np.int64)
         batches = []
         for b in range(tok_reader.num_record_batches):
             sel = np.flatnonzero(batch_ids == b)
@@ -799,7 +819,7 @@ class Snapshot:
                 sc = batch.column(1)
                 if sc.type != pa.float32() or sc.null_count:
                     raise IndexFormatError(f"{path}: scale column of type {sc.type}; expected float32")
-                scales = torch.from_numpy(sc.to_numpy(zero_copy_only=True))
+                scales = torch.from_numpy(column_numpy(batch, batch.schema.names[1]))
         if self.manifest.dtype in ("bfloat16", "float8_e4m3fn"):
             t = t.view(_DTYPES[self.manifest.dtype][1])
         return t, scales
@@ -839,8 +859,8 @@ def _catalog_from_table(table: pa.Table, live: np.ndarray) -> dict[str, dict[str
     videos = table.column("video").to_pylist()
     hashes = table.column("video_hash").to_pylist()
     settings = table.column("settings").to_pylist()
-    counts = table.column("token_count").to_numpy()
-    ids = table.column("segment_id").to_numpy()
+    counts = column_numpy(table, "token_count")
+    ids = column_numpy(table, "segment_id")
     for row in np.flatnonzero(live):
         v = out.setdefault(videos[row], {"hash": hashes[row], "settings": settings[row], "ids": [],
                                          "segments": 0, "tokens": 0})
