@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from maxsim.kernels.validate import Problem, check, check_k, check_offsets, new_output
+from maxsim.kernels.validate import Problem, check_offsets, new_output
 
 # Largest similarity block (query tokens x segment tokens) materialised at once, in elements.
 _BLOCK_ELEMENTS = 1 << 24
@@ -89,7 +89,7 @@ def scores(p: Problem) -> torch.Tensor:
 
 
 def topk(p: Problem, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best segments per query of a validated problem (see :func:`maxsim_topk`)."""
+    """The k best segments per query of a validated problem (see :func:`maxsim.kernels.maxsim_topk`)."""
     n_q, qf, q_ids, do, rows = _prepare(p)
     dev = p.q.device
     best_s = torch.full((n_q, k), float("-inf"), dtype=torch.float32, device=dev)
@@ -102,36 +102,6 @@ def topk(p: Problem, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.arange(i, j, device=dev).expand(n_q, -1)
         best_s, best_i = merge_topk(torch.cat([best_s, s], 1), torch.cat([best_i, idx], 1), k)
     return best_s, best_i
-
-
-def maxsim_scores(
-    q: torch.Tensor,
-    q_offsets: torch.Tensor,
-    d: torch.Tensor,
-    d_offsets: torch.Tensor,
-    *,
-    d_scale: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """MaxSim score of every query against every segment: float32 ``(n_queries, n_docs)``."""
-    return scores(check(q, q_offsets, d, d_offsets, d_scale))
-
-
-def maxsim_topk(
-    q: torch.Tensor,
-    q_offsets: torch.Tensor,
-    d: torch.Tensor,
-    d_offsets: torch.Tensor,
-    k: int,
-    *,
-    d_scale: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best segments per query: ``(scores[n_queries, k], indices[n_queries, k])``, best first.
-
-    Ties keep the lower segment index first. Where fewer than k segments exist the tail is filled with
-    score ``-inf`` and index ``-1``.
-    """
-    k = check_k(k)
-    return topk(check(q, q_offsets, d, d_offsets, d_scale), k)
 
 
 def merge_topk(s: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
