@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from maxsim.bench.metrics import percentiles
 from tqdm.auto import tqdm
 
 from maxsim import kernels
@@ -71,7 +72,7 @@ COLQWEN_DIM = 320
 
 
 def _percentile_ms(times: list[float], p: float) -> float:
-    return float(np.percentile(np.asarray(times) * 1000, p)) if times else float("nan")
+    return percentiles([t * 1000 for t in times], (p,))[f"p{p:g}"]
 
 
 def _write_corpus(root: Path, corpus: SyntheticCorpus, parts: int, targets: np.ndarray,

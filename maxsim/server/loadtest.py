@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import numpy as np
+from maxsim.bench.metrics import percentiles
 
 DEFAULTS: dict[str, Any] = {
     "clients": 32,  # concurrent clients, each with one request in flight
@@ -106,22 +106,9 @@ def build_synthetic_index(path: Path, encoder: str, videos: int, seed: int = 0) 
 
 
 def _percentiles(ms: list[float]) -> dict[str, float]:
-    if not ms:
-        return {
-            "p50": float("nan"),
-            "p90": float("nan"),
-            "p99": float("nan"),
-            "max": float("nan"),
-            "mean": float("nan"),
-        }
-    a = np.asarray(ms)
-    return {
-        "p50": float(np.percentile(a, 50)),
-        "p90": float(np.percentile(a, 90)),
-        "p99": float(np.percentile(a, 99)),
-        "max": float(a.max()),
-        "mean": float(a.mean()),
-    }
+    out = percentiles(ms, (50, 90, 99))
+    out["max"] = max(ms) if ms else float("nan")
+    return out
 
 
 async def _drive(base: str, cfg: dict[str, Any]) -> dict[str, Any]:
