@@ -2,8 +2,8 @@
 
     maxsim-bench SUBCOMMAND [--preset NAME] [--config FILE] [--set KEY=VALUE ...] [--out DIR]
 
-Subcommands: kernel, ingest, search, eval, dataset, serve, encoder, lifecycle, decode. Presets live in
-``configs/bench/<subcommand>.toml``; ``--set`` overrides any key of the chosen preset with a TOML value
+Subcommands: kernel, ingest, search, eval, dataset, serve, encoder, lifecycle, decode, scale. Presets live
+in ``configs/bench/<subcommand>.toml``; ``--set`` overrides any key of the chosen preset with a TOML value
 (``--set corpus_sizes=[1000,10000]``).
 Every run writes results.json, results.md and plots into its output folder
 (default ``bench/out/<subcommand>-<UTC time>``).
@@ -32,6 +32,7 @@ MODULES = {
     "encoder": "maxsim.bench.encoder_cmd",
     "lifecycle": "maxsim.bench.lifecycle_bench",
     "decode": "maxsim.bench.decode_bench",
+    "scale": "maxsim.bench.scale_cmd",
 }
 HELP = {
     "kernel": "MaxSim kernels over shapes and dtypes: ms, GB/s, TFLOP/s vs ceilings measured in the run",
@@ -43,6 +44,7 @@ HELP = {
     "encoder": "ColQwen3 clips/s, visual tokens per clip, s per video minute, queries/s vs token budget",
     "lifecycle": "delete, snapshot reopen and compaction cost vs index size on synthetic indexes",
     "decode": "frames/s of decode, decode+segment+sample, with and without background decoding",
+    "scale": "pruned vs exact search (recall, bytes read, QPS), token reduction storage vs agreement, Ray",
 }
 
 
@@ -50,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="maxsim-bench",
         description="Benchmark runner for maxsim: kernels, encoder, ingest, decode, search, lifecycle, "
-        "retrieval quality, the HTTP service.",
+        "retrieval quality, the HTTP service, scaling (pruned search, token reduction, Ray).",
         epilog="Overrides: --set KEY=VALUE, KEY dotted into the preset's tables, VALUE in TOML syntax "
         '(numbers, true/false, [lists], "strings"; a value that is not TOML is taken as a string). '
         "Example: maxsim-bench search --preset cpu --set corpus_sizes=[1000,10000] --set 'batch_sizes=[1]'",

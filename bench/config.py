@@ -25,7 +25,18 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-SUBCOMMANDS = ("kernel", "ingest", "search", "eval", "dataset", "serve", "encoder", "lifecycle", "decode")
+SUBCOMMANDS = (
+    "kernel",
+    "ingest",
+    "search",
+    "eval",
+    "dataset",
+    "serve",
+    "encoder",
+    "lifecycle",
+    "decode",
+    "scale",
+)
 
 
 class ConfigError(ValueError):

@@ -1,17 +1,18 @@
-"""Scale benchmark: pruned vs exact search, token reduction, Ray ingest and sharded search.
+"""Scale benchmark measurements: pruned vs exact search, token reduction, Ray ingest and sharded search.
 
-``run(config, out_dir) -> dict`` (importable as ``maxsim.bench.scale_bench``; ``python -m
-maxsim.bench.scale_bench --preset 100k --out DIR`` runs it alone). Sections, each optional:
+Run them with ``maxsim-bench scale`` (:mod:`maxsim.bench.scale_cmd`, presets in
+``configs/bench/scale.toml``); each function here measures one section from its config table:
 
 - ``pruning``: a synthetic corpus (:mod:`maxsim.synthetic_tokens`: clustered tokens, videos with themes,
   temporal redundancy) written to a real index in ``parts`` parts, its prune index built, then per
-  setting (``n_candidates``, ``nprobe``): recall@10 and top-1 agreement of the pruned search against
-  the exact search, the fraction of the exact search's bytes read (candidate tokens + inverted lists +
-  centroid bags + centroids), QPS and p50/p99 latency of both (one query per call, scoring only: query
-  vectors are given, as after text encoding).
-- ``pooling``: segments with many tokens per frame; per reduction setting (dedup threshold, pooling
-  factor): tokens per segment, bytes per hour of video, and recall@10 / top-1 agreement of exact search
-  on the reduced segments against exact search on the unreduced ones.
+  setting (a dict of keyword arguments of ``PrunedSearcher.search``): recall@10 and top-1 agreement of
+  the pruned search against the exact search, the fraction of the exact search's bytes read (candidate
+  tokens + inverted lists + centroid bags + centroids), QPS and p50/p99 latency of both (one query per
+  call, scoring only: query vectors are given, as after text encoding).
+- ``pooling``: segments with many tokens per frame; per reduction setting (a dict of keyword arguments of
+  :func:`maxsim.pooling.reduce_tokens`: dedup threshold, pooling factor, window): tokens per segment,
+  bytes per hour of video, and recall@10 / top-1 agreement of exact search on the reduced segments
+  against exact search on the unreduced ones.
 - ``ray``: generated videos ingested single-process, with Ray and 1 worker, with Ray and 2 workers
   (seconds of video per second; Ray start-up excluded), index contents compared, and sharded search
   (2 shards) compared hit by hit with the engine.
@@ -19,7 +20,6 @@ maxsim.bench.scale_bench --preset 100k --out DIR`` runs it alone). Sections, eac
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
@@ -37,33 +37,6 @@ from maxsim.candidates import PrunedSearcher, merge_topk, update_prune_index
 from maxsim.pooling import reduce_tokens
 from maxsim.store import SegmentRecord, Store
 from maxsim.synthetic_tokens import CorpusSpec, SyntheticCorpus
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {
-        "pruning": {"n_segments": 3000, "frames": 4, "tokens_per_frame": 8, "dim": 64, "n_concepts": 512,
-                    "parts": 2, "queries": 10, "settings": [[100, 4], [300, 8]]},
-        "pooling": {"n_segments": 60, "frames": 8, "tokens_per_frame": 16, "dim": 64, "queries": 10,
-                    "settings": [[None, 1], [0.95, 1], [None, 2], [0.95, 2]]},
-        "ray": {"videos": 2, "seconds": 4, "workers": [1, 2]},
-    },
-    "100k": {
-        "pruning": {"n_segments": 100_000, "frames": 4, "tokens_per_frame": 8, "dim": 128, "n_concepts": 8192,
-                    "parts": 2, "queries": 40,
-                    "settings": [[250, 4], [500, 4], [1000, 4], [1000, 8], [2000, 8], [4000, 8]]},
-        "pooling": {"n_segments": 240, "frames": 16, "tokens_per_frame": 32, "dim": 128, "queries": 40,
-                    "settings": [[None, 1], [0.95, 1], [0.9, 1], [None, 2], [None, 4], [0.95, 2],
-                                 [0.95, 4]]},
-        "ray": {"videos": 8, "seconds": 60, "workers": [1, 2], "slow_encoder_s": 0.1},
-    },
-    "1m": {
-        # 16 tokens x 64 d per segment so that 1M segments (1.9 GiB) fit a 2-core / 24 GiB machine.
-        # Centroids: PLAID's rule (16384 per part) by default (a 14-minute build on the shared 2-core CPU);
-        # the committed results also hold runs with "n_centroids": 8192 and 2048.
-        "pruning": {"n_segments": 1_000_000, "frames": 4, "tokens_per_frame": 4, "dim": 64,
-                    "n_concepts": 16384, "parts": 8, "queries": 20,
-                    "settings": [[2500, 8], [5000, 8], [10000, 8], [20000, 8]]},
-    },
-}
 
 # storage per hour is reported for 10 s segments (360 per hour) at the benchmark's dim and at a
 # ColQwen-like dim of 320, in float16
@@ -146,13 +119,14 @@ def bench_pruning(cfg: dict[str, Any], work: Path, progress: bool = True) -> dic
     searcher = PrunedSearcher(snap)
     prune_parts = json.loads((root / "prune" / "manifest.json").read_text())["parts"]
     rows = []
-    for n_cand, nprobe in cfg["settings"]:
+    for setting in cfg["settings"]:
         times, recall, top1, frac, cands = [], [], [], [], []
-        bar = tqdm(queries, desc=f"pruned {n_cand}/{nprobe}", disable=not progress)
+        label = " ".join(f"{key}={value}" for key, value in setting.items())
+        bar = tqdm(queries, desc=f"pruned {label}", disable=not progress)
         for q, (_, er) in zip(bar, exact, strict=True):
             qo = torch.tensor([0, q.shape[0]])
             t = time.perf_counter()
-            s, r, st = searcher.search(q, qo, snap.live, k, n_candidates=n_cand, nprobe=nprobe)
+            s, r, st = searcher.search(q, qo, snap.live, k, **setting)
             times.append(time.perf_counter() - t)
             want = set(er[0].tolist())
             recall.append(len(want & set(r[0].tolist())) / k)
@@ -160,7 +134,7 @@ def bench_pruning(cfg: dict[str, Any], work: Path, progress: bool = True) -> dic
             frac.append(st.fraction)
             cands.append(st.candidates)
         rows.append({
-            "n_candidates": n_cand, "nprobe": nprobe, "recall@10": float(np.mean(recall)),
+            **setting, "recall@10": float(np.mean(recall)),
             "min_recall@10": float(np.min(recall)), "top1_agreement": float(np.mean(top1)),
             "bytes_fraction": float(np.mean(frac)), "qps": len(times) / sum(times),
             "p50_ms": _percentile_ms(times, 50), "p99_ms": _percentile_ms(times, 99),
@@ -200,15 +174,17 @@ def bench_pooling(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
 
     base = search(list(segs))
     out = []
-    for dedup, factor in cfg["settings"]:
+    for setting in cfg["settings"]:
+        label = " ".join(f"{key}={value}" for key, value in setting.items()) or "none"
         t0 = time.perf_counter()
-        reduced = [reduce_tokens(s, spec.frames, factor=factor, dedup=dedup)
-                   for s in tqdm(segs, desc=f"reduce dedup={dedup} factor={factor}", disable=not progress)]
+        reduced = [reduce_tokens(s, spec.frames, **setting)
+                   for s in tqdm(segs, desc=f"reduce {label}", disable=not progress)]
         secs = time.perf_counter() - t0
         tok = float(np.mean([r.shape[0] for r in reduced]))
         idx = search(reduced)
         out.append({
-            "dedup": dedup, "factor": factor, "tokens_per_segment": tok,
+            "dedup": setting.get("dedup"), "factor": setting.get("factor", 1.0), **setting,
+            "tokens_per_segment": tok,
             "reduction": spec.tokens_per_segment / tok,
             "mb_per_hour": SEGMENTS_PER_HOUR * tok * spec.dim * 2 / 1e6,
             "mb_per_hour_at_dim320": SEGMENTS_PER_HOUR * tok * COLQWEN_DIM * 2 / 1e6,
@@ -328,116 +304,3 @@ def bench_ray(cfg: dict[str, Any], work: Path, progress: bool = True) -> dict[st
             "same_index": bool(same_index), "same_hits": bool(same_hits),
             "sharded_same_hits": bool(same_sharded),
             "shards": 2, "parts": len(eng.manifest.parts)}
-
-
-def run(config: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
-    """Run the sections present in ``config`` (see :data:`PRESETS`); write results.json/.md to ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(config.get("work_dir", out / "work"))
-    work.mkdir(parents=True, exist_ok=True)
-    progress = config.get("progress", True)
-    res: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           "torch_threads": torch.get_num_threads(), "config": config}
-    if "pooling" in config:
-        res["pooling"] = bench_pooling(config["pooling"], progress)
-    if "pruning" in config:
-        res["pruning"] = bench_pruning(config["pruning"], work, progress)
-    if "ray" in config:
-        res["ray"] = bench_ray(config["ray"], work, progress)
-    if not config.get("keep_work", False):
-        shutil.rmtree(work, ignore_errors=True)
-    (out / "results.json").write_text(json.dumps(res, indent=1))
-    (out / "results.md").write_text(markdown(res))
-    return res
-
-
-def markdown(res: dict[str, Any]) -> str:
-    """The results as Markdown tables."""
-    lines = [f"# Scale benchmark ({res['time']}, {res['torch_threads']} torch threads)", ""]
-    if "pruning" in res:
-        p = res["pruning"]
-        c = p["corpus"]
-        lines += [
-            f"## Pruned vs exact search: {c['n_segments']:,} segments x "
-            f"{c['frames'] * c['tokens_per_frame']} tokens x {c['dim']} d (float16), {p['parts']} parts, "
-            f"{p['queries']} queries of "
-            f"{p['query_tokens']} tokens, k={p['k']}",
-            "",
-            f"Tokens {p['token_bytes'] / 2**30:.2f} GiB; prune index "
-            f"{p['prune_index_bytes'] / 2**20:.1f} MiB "
-            f"({100 * p['prune_index_overhead']:.1f}%), centroids per part {p['n_centroids_per_part']}, "
-            f"built in {p['prune_build_s']:.0f} s. Exact search: {p['exact']['qps']:.2f} QPS, "
-            f"p50 {p['exact']['p50_ms']:.0f} ms, p99 {p['exact']['p99_ms']:.0f} ms.",
-            "",
-            "| n_candidates | nprobe | recall@10 | min recall@10 | top-1 agreement | bytes read | QPS "
-            "| p50 ms | p99 ms | speed-up (p50) |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in p["pruned"]:
-            lines.append(
-                f"| {r['n_candidates']} | {r['nprobe']} | {r['recall@10']:.3f} | {r['min_recall@10']:.1f} | "
-                f"{r['top1_agreement']:.3f} | {100 * r['bytes_fraction']:.2f}% | {r['qps']:.1f} | "
-                f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {p['exact']['p50_ms'] / r['p50_ms']:.1f}x |"
-            )
-        lines.append("")
-    if "pooling" in res:
-        p = res["pooling"]
-        c = p["corpus"]
-        lines += [
-            f"## Token reduction: {c['n_segments']} segments x {c['frames']} frames x "
-            f"{c['tokens_per_frame']} tokens x {c['dim']} d, {p['queries']} queries; agreement with the "
-            "unreduced segments",
-            "",
-            "| dedup | pool factor | tokens/segment | reduction | MB/hour (this dim) | MB/hour at 320 d "
-            "| recall@10 | top-1 agreement | ms/segment |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in p["settings"]:
-            lines.append(
-                f"| {r['dedup'] if r['dedup'] is not None else '-'} | {r['factor']:g} | "
-                f"{r['tokens_per_segment']:.0f} | {r['reduction']:.1f}x | {r['mb_per_hour']:.0f} | "
-                f"{r['mb_per_hour_at_dim320']:.0f} | {r['recall@10']:.3f} | {r['top1_agreement']:.3f} | "
-                f"{r['reduce_ms_per_segment']:.1f} |"
-            )
-        lines.append("")
-    if "ray" in res:
-        r = res["ray"]
-        lines += [
-            f"## Ray ingest: {r['videos']} videos, {r['video_seconds']:.0f} s of video, fixed 2 s segments, "
-            f"local Ray with {r['cluster_cpus']:.0f} CPUs (start-up {r['ray_startup_s']:.1f} s, not counted)",
-            "",
-            "| encoder | mode | seconds | video s / s | first clip after s | video s / s after it "
-            "| segments |",
-            "|---|---|---:|---:|---:|---:|---:|",
-        ]
-        for x in r["runs"]:
-            first = f"{x['first_clip_s']:.1f}" if "first_clip_s" in x else "-"
-            after = f"{x['video_s_per_s_after_first']:.1f}" if "first_clip_s" in x else "-"
-            lines.append(f"| {x['encoder']} | {x['mode']} | {x['seconds']:.1f} | {x['video_s_per_s']:.1f} | "
-                         f"{first} | {after} | {x['segments']} |")
-        lines += ["", f"Same index contents as single-process: {r['same_index']}; "
-                  f"same hits: {r['same_hits']}; sharded search ({r['shards']} shards over "
-                  f"{r['parts']} parts) same hits: {r['sharded_same_hits']}.", ""]
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="smoke", choices=sorted(PRESETS))
-    ap.add_argument("--only", action="append", choices=["pruning", "pooling", "ray"],
-                    help="run only this section (repeatable)")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--work", help="scratch folder for the generated index (default OUT/work)")
-    args = ap.parse_args(argv)
-    cfg = {k: v for k, v in PRESETS[args.preset].items() if not args.only or k in args.only}
-    cfg["preset"] = args.preset
-    if args.work:
-        cfg["work_dir"] = args.work
-    res = run(cfg, args.out)
-    print(markdown(res))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
