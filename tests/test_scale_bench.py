@@ -124,3 +124,16 @@ def test_bad_configs_are_refused_before_measuring(tmp_path, capsys):
         data = results(out)
         assert data["status"] == "failed" and message in data["error"]
         assert data["results"] == {}
+
+
+def test_every_scale_preset_is_valid():
+    from maxsim.bench.config import find_config_file, preset_names, read_toml, resolve
+
+    data = read_toml(find_config_file("scale"))
+    assert data["default_preset"] == "smoke" and set(preset_names(data)) >= {"smoke", "100k", "1m"}
+    for preset in preset_names(data):
+        cfg, _ = resolve("scale", preset)
+        assert cfg["description"]
+        sections = scale_cmd.selected_sections(cfg)
+        scale_cmd.check_config(cfg, sections)  # raises on a malformed section
+        assert "pruning" in sections
