@@ -11,6 +11,7 @@ output folder), removed at the end unless ``keep_work``.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import shutil
 import sys
@@ -104,8 +105,16 @@ def check_config(cfg: dict[str, Any], sections: list[str]) -> None:
                        "{n_candidates = 500, nprobe = 4}")  # fmt: skip
     if "pooling" in sections:
         # reduce_tokens(tokens, n_frames, **setting)
-        check_settings("pooling", cfg["pooling"]["settings"], reduce_tokens, 2, "{dedup = 0.95, factor = 2}")
+        settings = cfg["pooling"]["settings"]
+        check_settings("pooling", settings, reduce_tokens, 2, "{dedup = 0.95, factor = 2}")
+        if any(s.get("factor", 1) != 1 for s in settings) and importlib.util.find_spec("scipy") is None:
+            raise ConfigError("pooling settings with factor > 1 need SciPy: pip install 'maxsim[scale]'")
     if "ray" in sections:
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError(
+                "the ray section needs Ray: pip install 'maxsim[ray]', or leave the section out "
+                '(--set \'only=["pruning", "pooling"]\')'
+            )
         workers = cfg["ray"]["workers"]
         if not isinstance(workers, list) or not all(isinstance(w, int) and w >= 1 for w in workers):
             raise ConfigError(f"ray.workers must be a list of positive integers, got {workers!r}")
@@ -270,7 +279,11 @@ def ray_table(results: dict[str, Any]) -> Table:
     ]
     note = (
         f"Same index contents as single-process: {r['same_index']}; same hits: {r['same_hits']}; sharded "
-        f"search ({r['shards']} shards over {r['parts']} parts) same hits: {r['sharded_same_hits']}."
+        f"search ({r['shards']} shards over {r['parts']} parts) same hits: {r['sharded_same_hits']}. The "
+        "second encoder waits per clip (an accelerator-bound model's stand-in); first clip: pipeline "
+        "start-up. Clips come out in input order, so those finished while the first was pending arrive at "
+        "once: the rate after the first clip is flattered, and meaningless for a handful of clips (the smoke "
+        "preset)."
     )
     return Table(title, cols, r["runs"], note=note)
 

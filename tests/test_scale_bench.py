@@ -137,3 +137,36 @@ def test_every_scale_preset_is_valid():
         sections = scale_cmd.selected_sections(cfg)
         scale_cmd.check_config(cfg, sections)  # raises on a malformed section
         assert "pruning" in sections
+
+
+def test_missing_optional_packages_are_named(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    missing = ("ray", "scipy")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n in missing else real(n, *a))
+    assert cli.main(["scale", "--out", str(tmp_path / "a"), "--set", "only=ray"]) == 2
+    assert "pip install 'maxsim[ray]'" in capsys.readouterr().err
+    assert cli.main(["scale", "--out", str(tmp_path / "b"), "--set", "only=pooling"]) == 2
+    assert "pip install 'maxsim[scale]'" in capsys.readouterr().err
+
+
+def test_ray_table_and_same_hits_line():
+    runs = [
+        {"encoder": "color-test", "mode": "single-process", "seconds": 0.5, "video_s_per_s": 16.0,
+         "segments": 4},
+        {"encoder": "color-test + 100 ms/clip wait", "mode": "ray x2", "seconds": 6.0, "video_s_per_s": 1.3,
+         "segments": 4, "first_clip_s": 5.0, "video_s_per_s_after_first": 3.0},
+    ]  # fmt: skip
+    ray = {"videos": 2, "video_seconds": 8, "ray_startup_s": 4.0, "cluster_cpus": 2.0, "cluster_gpus": 0,
+           "runs": runs, "same_index": True, "same_hits": True, "sharded_same_hits": False, "shards": 2,
+           "parts": 2}  # fmt: skip
+    pruning, pooling, table = scale_cmd.tables({"ray": ray})
+    assert not pruning.rows and not pooling.rows and table.rows == runs
+    assert "2 videos, 8 s of video" in table.title and "2 CPUs" in table.title
+    assert "same hits: True; sharded search (2 shards over 2 parts) same hits: False" in table.note
+    from maxsim.bench.report import markdown_table
+
+    md = markdown_table(table)
+    assert "| color-test | single-process | 0.5 | 16.0 | - | - | 4 |" in md
+    assert "| ray x2 | 6.0 | 1.3 | 5.0 | 3.0 | 4 |" in md
