@@ -125,18 +125,17 @@ def setting_keys(settings: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(k for s in settings for k in s))
 
 
-def _work_folder(rec: Run) -> tuple[Path, Path]:
-    """(the scratch folder, what to remove at the end)."""
+def _work_folder(rec: Run) -> Path:
+    """The run's scratch folder: ``work`` in the output folder, or a new folder inside ``work_dir``."""
     given = rec.config.get("work_dir") or ""
     if not given:
         work = rec.dir / "work"
         work.mkdir(parents=True, exist_ok=True)
-        return work, work
+        return work
     if not Path(given).is_dir():
         raise ConfigError(f"work_dir {given} is not a folder")
     # a fresh folder inside the given one, so that removing it never touches the user's files
-    work = Path(tempfile.mkdtemp(prefix="scale-bench-", dir=given))
-    return work, work
+    return Path(tempfile.mkdtemp(prefix="scale-bench-", dir=given))
 
 
 def run(rec: Run) -> None:
@@ -146,7 +145,7 @@ def run(rec: Run) -> None:
     from maxsim.bench import scale_bench
 
     progress = sys.stderr.isatty()
-    work, remove = _work_folder(rec)
+    work = _work_folder(rec)
     rec.put("sections", sections)
     rec.put("work_dir", str(work))
     try:
@@ -165,7 +164,7 @@ def run(rec: Run) -> None:
                 rec.put(section, res)
     finally:
         if not cfg.get("keep_work", False):
-            shutil.rmtree(remove, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _label(row: dict[str, Any], keys: list[str]) -> str:
