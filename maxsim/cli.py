@@ -50,6 +50,15 @@ def _encoder_arg(args: argparse.Namespace) -> str | None:
     return enc if recorded is None else enc + pool_suffix(**recorded[1])
 
 
+def _without_pool(spec: str) -> str:
+    """An encoder spec without its ``+pool(...)`` (token reduction) suffixes."""
+    from maxsim.pooling import split_pool_spec
+
+    while (split := split_pool_spec(spec)) is not None:
+        spec = split[0]
+    return spec
+
+
 _UNSET = object()
 
 
@@ -136,7 +145,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     if not (Path(args.index) / "manifest.json").exists():  # a new index: the preset picks the encoder
         if args.encoder is None:
             args.encoder = preset["encoder"]
-        elif preset["encoder"] and args.encoder not in registered_encoders():
+        elif preset["encoder"] and _without_pool(args.encoder) not in registered_encoders():
             args.encoder = f"{preset['encoder']}:{args.encoder}"  # the preset's settings, that checkpoint
         if args.encoder is None and DEFAULT_ENCODER is None:
             print("error: --encoder is required to create a new index", file=sys.stderr)

@@ -251,6 +251,19 @@ def test_cli_reduction_flags_on_new_and_unreduced_indexes(tmp_path, video, capsy
     assert not (tmp_path / "both").exists() and not (tmp_path / "x").exists()
 
 
+def test_cli_reduction_wraps_the_preset_encoder(tmp_path, video, capsys, monkeypatch):
+    monkeypatch.setitem(cli.PRESETS, "cpu", {"encoder": "color-test", "fps": 1.0, "max_frames": 4})
+    code, _, err = run(capsys, "ingest", tmp_path / "a", video, "--preset", "cpu", "--dedup", "0.9", "-q")
+    assert code == 0, err
+    rec = json.loads(run(capsys, "info", tmp_path / "a", "--json")[1])["encoder"]
+    assert rec["spec"] == "color-test+pool(factor=1,dedup=0.9,window=1024)"
+    # a registered name with +pool(...) is not taken for a checkpoint of the preset's encoder
+    code, _, err = run(capsys, "ingest", tmp_path / "b", video, "--preset", "cpu", "--encoder",
+                       "color-test+pool(factor=3)", "-q")
+    assert code == 0, err
+    assert json.loads(run(capsys, "info", tmp_path / "b", "--json")[1])["reduction"]["factor"] == 3.0
+
+
 # -- the server ---------------------------------------------------------------------------------------
 def test_server_opens_a_pooled_index_from_its_path(tmp_path, video):
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
