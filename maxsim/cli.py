@@ -17,7 +17,117 @@ from maxsim.store import KEEP_VERSIONS, STORAGE_DTYPES, TARGET_PART_BYTES, stora
 def _engine(args: argparse.Namespace, create: bool):
     from maxsim.engine import Engine
 
-    return Engine(args.index, encoder=args.encoder, create=create, dtype=getattr(args, "dtype", "float16"))
+    return Engine(args.index, encoder=_encoder_arg(args), create=create,
+                  dtype=getattr(args, "dtype", "float16"))
+
+
+def _recorded_reduction(index: str | os.PathLike) -> tuple[str, dict] | None:
+    """``(encoder name, {"factor", "dedup", "window"})`` of the token reduction an existing index was built
+    with (read from its encoder name, ``"<inner>+pool(...)"``); None for a missing or unreduced index."""
+    from maxsim.pooling import split_pool_spec
+    from maxsim.store import IndexNotFoundError, Store
+
+    try:
+        name = str(Store(index).manifest().encoder.get("name", ""))
+    except IndexNotFoundError:
+        return None
+    try:
+        split = split_pool_spec(name)
+    except ValueError:  # a name that merely contains "+pool(": not one of ours
+        return None
+    return None if split is None else (name, split[1])
+
+
+def _encoder_arg(args: argparse.Namespace) -> str | None:
+    """``--encoder``, wrapped in the index's token reduction when the index records one and the spec
+    given has none: the reduction belongs to the index, like its dtype."""
+    from maxsim.pooling import pool_suffix
+
+    enc = getattr(args, "encoder", None)
+    if enc is None or "+pool(" in enc:
+        return enc
+    recorded = _recorded_reduction(args.index)
+    return enc if recorded is None else enc + pool_suffix(**recorded[1])
+
+
+def _without_pool(spec: str) -> str:
+    """An encoder spec without its ``+pool(...)`` (token reduction) suffixes."""
+    from maxsim.pooling import split_pool_spec
+
+    while (split := split_pool_spec(spec)) is not None:
+        spec = split[0]
+    return spec
+
+
+_UNSET = object()
+
+
+def _pool_factor(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (v >= 1 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a pooling factor >= 1 (1 = no pooling)")
+    return v
+
+
+def _dedup(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a cosine in (0, 1] or 'none'")
+    return v
+
+
+def _fmt_reduction(r: dict) -> str:
+    if r["factor"] == 1 and r["dedup"] is None:
+        return "no token reduction"
+    dd = "none" if r["dedup"] is None else f"{r['dedup']:g}"
+    return f"token reduction --pool-factor {r['factor']:g} --dedup {dd} (window {r['window']})"
+
+
+_NO_REDUCTION = {"factor": 1.0, "dedup": None, "window": 1024}
+
+
+def _reduction_args(args: argparse.Namespace) -> str | None:
+    """Apply ``--pool-factor`` / ``--dedup``: on a new index, wrap the chosen encoder spec (a reduction
+    not asked for is off); on an existing one, check them against what it was built with. Returns an
+    error message, or None."""
+    from maxsim.pooling import pool_suffix
+
+    given = {}
+    if args.pool_factor is not None:
+        given["factor"] = args.pool_factor
+    if args.dedup is not _UNSET:
+        given["dedup"] = args.dedup
+    if not given:
+        return None
+    flags = " ".join(f"--{'pool-factor' if k == 'factor' else 'dedup'} {'none' if v is None else f'{v:g}'}"
+                     for k, v in given.items())
+    if (Path(args.index) / "manifest.json").exists():
+        recorded = _recorded_reduction(args.index)
+        have = _NO_REDUCTION if recorded is None else recorded[1]
+        if any(v != have[k] for k, v in given.items()):
+            return (f"{args.index} was built with {_fmt_reduction(have)}, and an index keeps the reduction "
+                    f"it was built with; this ingest asks for {flags}. Drop the flag(s) to add videos "
+                    "with the index's own settings, or ingest into a new index folder to use others")
+        return None
+    settings = {**_NO_REDUCTION, **given}
+    if settings == _NO_REDUCTION:
+        return None  # every reduction asked for is off
+    if args.encoder is not None and "+pool(" in args.encoder:
+        return (f"--encoder {args.encoder!r} already sets token reduction with '+pool(...)': "
+                f"leave out {flags}, or give the encoder without '+pool(...)'")
+    from maxsim.encoders import DEFAULT_ENCODER
+
+    base = args.encoder or DEFAULT_ENCODER
+    args.encoder = base + pool_suffix(**settings)
+    return None
 
 
 # Ingest presets: encoder and frame sampling that suit a machine. Flags given explicitly win.
@@ -35,11 +145,15 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     if not (Path(args.index) / "manifest.json").exists():  # a new index: the preset picks the encoder
         if args.encoder is None:
             args.encoder = preset["encoder"]
-        elif preset["encoder"] and args.encoder not in registered_encoders():
+        elif preset["encoder"] and _without_pool(args.encoder) not in registered_encoders():
             args.encoder = f"{preset['encoder']}:{args.encoder}"  # the preset's settings, that checkpoint
         if args.encoder is None and DEFAULT_ENCODER is None:
             print("error: --encoder is required to create a new index", file=sys.stderr)
             return 2
+    problem = _reduction_args(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     fps = preset["fps"] if args.fps is None else args.fps
     max_frames = preset["max_frames"] if args.max_frames is None else args.max_frames
     segmenter = f"fixed:{args.fixed}" if args.fixed is not None else ("scenes" if args.scenes else None)
@@ -84,10 +198,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from maxsim.pooling import split_pool_spec
     from maxsim.store import Snapshot, Store
 
     store = Store(args.index)
     man = store.manifest(args.version)
+    try:
+        split = split_pool_spec(str(man.encoder.get("name", "")))
+    except ValueError:
+        split = None
+    reduction = None if split is None else split[1]
     catalog = man.videos if man.videos is not None else Snapshot(Path(args.index), man).manifest.videos
     size = sum(f.stat().st_size for f in Path(args.index).rglob("*") if f.is_file())
     info = {
@@ -97,6 +217,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "latest_version": store.manifest().version,
         "versions_kept": store.versions(),
         "encoder": man.encoder,
+        "reduction": reduction,  # token reduction at ingest: {"factor", "dedup", "window"}, or None
         "dim": man.dim,
         "dtype": man.dtype,
         "videos": len(catalog or {}),
@@ -114,6 +235,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
                 "videos", "segments", "tokens", "deleted_segments", "parts", "bytes_on_disk"):
         print(f"{key:>17}: {info[key]}")
     print(f"{'encoder':>17}: {json.dumps(man.encoder)}")
+    if reduction is None:
+        print(f"{'token reduction':>17}: none")
+    else:
+        dd = "none" if reduction["dedup"] is None else f"{reduction['dedup']:g}"
+        print(f"{'token reduction':>17}: pool factor {reduction['factor']:g}, dedup {dd}, "
+              f"window {reduction['window']}")
     print("history:")
     for h in man.history[-args.history:] if args.history else man.history:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["time"]))
@@ -145,7 +272,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     engine = Engine(
         args.index,
-        encoder=args.encoder,
+        encoder=_encoder_arg(args),
         create=False,
         segmenter=args.segmenter,
         sampler=FrameSampler(fps=args.fps, max_frames=args.max_frames),
@@ -229,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="maxsim", description="Find moments in video with MaxSim search.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    enc_help = "encoder: a registered name, a Hugging Face id or local folder, or package.module:attr"
+    enc_help = ("encoder: a registered name, a Hugging Face id or local folder, or package.module:attr, "
+                "optionally followed by +pool(factor=F,dedup=COS,window=N) (token reduction; an index "
+                "built with one wraps the encoder named in its own)")
     if DEFAULT_ENCODER:
         enc_help += f" (default: {DEFAULT_ENCODER}, or the one recorded in an existing index)"
     else:
@@ -246,6 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="encoder and sampling for the machine: 'cpu' = colqwen3-cpu, 1 fps, 4 frames")
     ing.add_argument("--fps", type=float, help="frames sampled per second (default 2; preset cpu: 1)")
     ing.add_argument("--max-frames", type=int, help="frames per segment at most (default 16; preset cpu: 4)")
+    ing.add_argument("--pool-factor", type=_pool_factor, metavar="F",
+                     help="token reduction: pool each segment's tokens to 1/F of them (Ward clustering; "
+                     'needs SciPy: pip install "maxsim[scale]"). New index only: an existing one keeps its '
+                     "own and refuses other settings")
+    ing.add_argument("--dedup", type=_dedup, default=_UNSET, metavar="COS",
+                     help="token reduction: drop a token when a token kept for the previous frame has "
+                     "cosine >= COS with it (e.g. 0.95; 'none': off). New index only, as --pool-factor; "
+                     "a reduction not asked for is off")
     ing.add_argument("--dtype", default="float16", type=storage_dtype, choices=STORAGE_DTYPES,
                      help="storage dtype of a new index (default float16; int8 and float8_e4m3fn keep a "
                      "float32 scale per token and take about half the bytes; aliases fp16, bf16, fp32, fp8)")

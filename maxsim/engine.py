@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from maxsim import kernels
 from maxsim.encoders import DEFAULT_ENCODER, load_encoder
 from maxsim.frames import FrameSampler, iter_clips
+from maxsim.pooling import PooledEncoder
 from maxsim.segment import Segmenter, load_segmenter
 from maxsim.store import (
     KEEP_VERSIONS,
@@ -144,12 +145,21 @@ RUNTIME_ENCODER_SETTINGS = frozenset({"dtype", "device", "batch_tokens", "text_b
 
 def encoder_revision(encoder: Encoder) -> str | None:
     """The hub commit an encoder's checkpoint was loaded at (``encoder.revision``, else the 40-hex
-    ``@<commit>`` that ends its name); None for local folders (their name holds a content fingerprint)."""
+    ``@<commit>`` that ends its name); None for local folders (their name holds a content fingerprint).
+    A :class:`~maxsim.pooling.PooledEncoder` has the revision of the encoder it wraps."""
+    if isinstance(encoder, PooledEncoder):
+        return encoder_revision(encoder.inner)
     rev = getattr(encoder, "revision", None)
     if isinstance(rev, str) and _HUB_COMMIT.match(rev):
         return rev
     _, at, tail = str(encoder.name).rpartition("@")
     return tail if at and _HUB_COMMIT.match(tail) else None
+
+
+def _vector_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Encoder settings without the runtime ones, at every level (a PooledEncoder nests its inner's)."""
+    return {k: _vector_settings(v) if isinstance(v, dict) else v
+            for k, v in settings.items() if k not in RUNTIME_ENCODER_SETTINGS}
 
 
 def _encoder_record(encoder: Encoder, spec: str | None) -> dict[str, Any]:
@@ -188,6 +198,12 @@ class Engine:
     other encoder settings that change the vectors (e.g. a visual token budget), an engine searches as
     usual, and its next ingest re-encodes each video it is given instead of skipping it (the settings
     are part of each video's settings key); videos not re-ingested keep their old vectors.
+
+    Token reduction at ingest: a spec followed by ``+pool(factor=2,dedup=0.95,window=1024)`` (see
+    :func:`maxsim.pooling.split_pool_spec`), or a :class:`~maxsim.pooling.PooledEncoder` built on a spec
+    (``PooledEncoder("colqwen3", factor=2)``). The index records the full spec, so ``Engine(path)`` reopens
+    it with the same reduction, and an encoder with other reduction settings is refused (its name differs).
+    A PooledEncoder wrapping an encoder object has no spec to record: reopen that index with ``encoder=``.
     """
 
     last_prune_stats: Any = None  # what the last pruned search read (maxsim.candidates.PruneStats)
@@ -215,6 +231,8 @@ class Engine:
         self.batch_size = batch_size
         self._spec = encoder if isinstance(encoder, str) else None
         self._encoder: Encoder | None = None if encoder is None else load_encoder(encoder)
+        if isinstance(self._encoder, PooledEncoder) and self._encoder.spec is not None:
+            self._spec = self._encoder.spec  # "<inner spec>+pool(...)" in full, whichever way it was given
         try:
             manifest = self.store.manifest(version)
         except IndexNotFoundError:
@@ -293,8 +311,7 @@ class Engine:
         encoder settings that change the vectors, such as a visual token budget)."""
         key: dict[str, Any] = {"segmenter": segmenter.name, "sampler": self.sampler.name,
                                "encoder": self.encoder.name}
-        settings = getattr(self.encoder, "settings", None) or {}
-        enc_settings = {k: v for k, v in settings.items() if k not in RUNTIME_ENCODER_SETTINGS}
+        enc_settings = _vector_settings(getattr(self.encoder, "settings", None) or {})
         if enc_settings:
             key["encoder_settings"] = enc_settings
         return json.dumps(key, sort_keys=True, default=str)

@@ -133,19 +133,120 @@ def reduce_tokens(
 
 
 def _fmt(x: float) -> str:
-    return f"{x:g}"
+    """``x`` as a name shows it: ``%g`` (``2``, ``0.95``) when that reads back exactly, else ``repr``."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
+
+
+POOL_KEYS = ("factor", "dedup", "window")
+_POOL_OPEN = "+pool("
+_POOL_EXAMPLE = "colqwen3+pool(factor=2,dedup=0.95,window=1024)"
+
+
+def pool_suffix(factor: float = 2.0, dedup: float | None = 0.95, window: int = 1024) -> str:
+    """The ``"+pool(factor=F,dedup=D,window=W)"`` that ends the name and spec of a :class:`PooledEncoder`."""
+    dd = "none" if dedup is None else _fmt(float(dedup))
+    return f"{_POOL_OPEN}factor={_fmt(float(factor))},dedup={dd},window={int(window)})"
+
+
+def _pool_value(spec: str, key: str, text: str) -> float | int | None:
+    """One ``key=value`` of a ``+pool(...)`` spec, checked; ValueError naming the spec, key and value."""
+    def bad(expected: str) -> ValueError:
+        return ValueError(f"encoder spec {spec!r}: {key}={text!r} is not {expected}")
+
+    if key == "factor":
+        try:
+            v = float(text)
+        except ValueError:
+            raise bad("a number >= 1 (the pooling factor, 1 = no pooling)") from None
+        if not math.isfinite(v) or v < 1:
+            raise bad("a number >= 1 (the pooling factor, 1 = no pooling)")
+        return v
+    if key == "dedup":
+        if text.lower() == "none":
+            return None
+        try:
+            v = float(text)
+        except ValueError:
+            raise bad("a cosine in (0, 1] or 'none'") from None
+        if not 0.0 < v <= 1.0:
+            raise bad("a cosine in (0, 1] or 'none'")
+        return v
+    try:  # window
+        v = int(text)
+    except ValueError:
+        raise bad("a whole number of tokens >= 2") from None
+    if v < 2:
+        raise bad("a whole number of tokens >= 2")
+    return v
+
+
+def split_pool_spec(spec: str) -> tuple[str, dict[str, Any]] | None:
+    """Split ``"<inner spec>+pool(factor=2,dedup=0.95,window=1024)"`` into the inner spec and the
+    :class:`PooledEncoder` keyword arguments (keys left out take its defaults; ``dedup=none`` turns
+    duplicate dropping off). None when ``spec`` has no ``+pool(``.
+
+    The split is at the last ``+pool(``, which must be closed by the ``)`` that ends the spec, so the inner
+    spec may be anything :func:`maxsim.encoders.load_encoder` takes (``NAME:CHECKPOINT``, a path, even
+    another ``+pool(...)``). A malformed spec raises ValueError naming the spec, the key or value at fault
+    and what was expected.
+    """
+    inner, sep, body = spec.rpartition(_POOL_OPEN)
+    if not sep:
+        return None
+    inner = inner.strip()
+    body = body.rstrip()
+    if not body.endswith(")"):
+        raise ValueError(
+            f"encoder spec {spec!r}: '+pool(' must be closed by a ')' that ends the spec, "
+            f"e.g. {_POOL_EXAMPLE!r}"
+        )
+    if not inner:
+        raise ValueError(f"encoder spec {spec!r}: no encoder before '+pool(', e.g. {_POOL_EXAMPLE!r}")
+    args = body[:-1]
+    if "(" in args or ")" in args:
+        raise ValueError(
+            f"encoder spec {spec!r}: unexpected parenthesis in '+pool({args})'; expected "
+            f"comma-separated key=value of {', '.join(POOL_KEYS)}"
+        )
+    out: dict[str, Any] = {"factor": 2.0, "dedup": 0.95, "window": 1024}
+    seen: set[str] = set()
+    for item in args.split(",") if args.strip() else []:
+        key, eq, text = (s.strip() for s in item.partition("="))
+        key = key.lower()
+        if not eq or not key or not text:
+            raise ValueError(
+                f"encoder spec {spec!r}: {item.strip()!r} is not key=value; expected comma-separated "
+                f"key=value of {', '.join(POOL_KEYS)}, e.g. {_POOL_EXAMPLE!r}"
+            )
+        if key not in POOL_KEYS:
+            raise ValueError(
+                f"encoder spec {spec!r}: unknown key {key!r} in '+pool(...)'; expected "
+                f"{', '.join(POOL_KEYS)}"
+            )
+        if key in seen:
+            raise ValueError(f"encoder spec {spec!r}: {key!r} is given twice in '+pool(...)'")
+        seen.add(key)
+        out[key] = _pool_value(spec, key, text)
+    return inner, out
 
 
 class PooledEncoder:
     """An encoder whose clip tokens are reduced at ingest (duplicates across frames dropped, then pooled).
 
-    ``PooledEncoder(encoder, factor=2, dedup=0.95)`` wraps any :class:`~maxsim.types.Encoder`. Its
-    ``name`` records the settings (``"<inner>+pool(factor=2,dedup=0.95,window=1024)"``), so an index
-    built with one setting refuses an encoder with another. Texts are encoded unchanged.
+    ``PooledEncoder(encoder, factor=2, dedup=0.95)`` wraps any :class:`~maxsim.types.Encoder`, or the
+    encoder a spec names (``PooledEncoder("colqwen3", factor=2)``). Its ``name`` records the settings
+    (``"<inner>+pool(factor=2,dedup=0.95,window=1024)"``), so an index built with one setting refuses an
+    encoder with another. Texts are encoded unchanged.
+
+    ``spec`` is the spec that loads this same encoder again (``"<inner spec>+pool(...)"``, the syntax of
+    :func:`split_pool_spec`), or None when the inner encoder was given as an object: an
+    :class:`~maxsim.engine.Engine` records it, so the index reopens without ``encoder=``.
+    ``load_encoder("colqwen3+pool(factor=2)")`` builds one from its spec.
     """
 
     def __init__(
-        self, encoder: Encoder, factor: float = 2.0, dedup: float | None = 0.95, window: int = 1024
+        self, encoder: Encoder | str, factor: float = 2.0, dedup: float | None = 0.95, window: int = 1024
     ) -> None:
         if not math.isfinite(factor) or factor < 1:
             raise ValueError(f"PooledEncoder: factor must be >= 1, got {factor!r}")
@@ -153,13 +254,28 @@ class PooledEncoder:
             raise ValueError(f"PooledEncoder: dedup must be a cosine in (0, 1] or None, got {dedup!r}")
         if window < 2:
             raise ValueError(f"PooledEncoder: window must be at least 2 tokens, got {window!r}")
+        inner_spec: str | None = None
+        if isinstance(encoder, str):
+            from maxsim.encoders import load_encoder
+
+            inner_spec = encoder
+            encoder = load_encoder(encoder)
+        elif isinstance(encoder, PooledEncoder):
+            inner_spec = encoder.spec
         self.inner = encoder
+        self.inner_spec = inner_spec  # the spec that loads ``inner``, when known
         self.factor = float(factor)
         self.dedup = None if dedup is None else float(dedup)
         self.window = int(window)
         self.dim = encoder.dim
-        dd = "none" if self.dedup is None else _fmt(self.dedup)
-        self.name = f"{encoder.name}+pool(factor={_fmt(self.factor)},dedup={dd},window={self.window})"
+        self.name = f"{encoder.name}{pool_suffix(self.factor, self.dedup, self.window)}"
+
+    @property
+    def spec(self) -> str | None:
+        """The spec that loads this encoder again (``"<inner spec>+pool(...)"``), None if not known."""
+        if self.inner_spec is None:
+            return None
+        return f"{self.inner_spec}{pool_suffix(self.factor, self.dedup, self.window)}"
 
     @property
     def settings(self) -> dict[str, Any]:

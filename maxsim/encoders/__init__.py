@@ -79,6 +79,25 @@ def _hub_model_type(repo_id: str, revision: str | None = None) -> str | None:
     return _model_type(Path(path).parent)
 
 
+def _load_pooled(spec: str, kwargs: dict[str, Any]) -> Encoder:
+    """``"<inner spec>+pool(...)"``: the inner encoder (loaded with ``kwargs``) in a PooledEncoder."""
+    from maxsim.pooling import PooledEncoder, split_pool_spec
+
+    split = split_pool_spec(spec)
+    assert split is not None  # the caller saw "+pool("
+    inner_spec, settings = split
+    try:
+        inner = load_encoder(inner_spec, **kwargs)
+    except ValueError as e:
+        raise ValueError(f"encoder spec {spec!r}: {e}") from e
+    enc = PooledEncoder(inner, **settings)
+    # Its spec (what an index records) is known when kwargs change nothing the spec leaves out: a hub
+    # revision is recorded beside the spec and given back on reload.
+    if set(kwargs) <= {"revision"}:
+        enc.inner_spec = inner.spec if isinstance(inner, PooledEncoder) else inner_spec
+    return _check(enc, spec)
+
+
 def load_encoder(spec: str | Encoder, **kwargs: Any) -> Encoder:
     """Resolve an encoder spec to an encoder instance.
 
@@ -87,9 +106,15 @@ def load_encoder(spec: str | Encoder, **kwargs: Any) -> Encoder:
     that hub id or folder), ``package.module:attr`` (a class or factory called with ``kwargs``, or an
     encoder instance), or a Hugging Face hub id / local model folder, dispatched on its config's
     ``model_type``.
+
+    Any of these followed by ``+pool(factor=2,dedup=0.95,window=1024)`` (keys optional, defaults as
+    :class:`~maxsim.pooling.PooledEncoder`; ``dedup=none`` turns duplicate dropping off) is that encoder,
+    loaded with ``kwargs``, in a :class:`~maxsim.pooling.PooledEncoder` (token reduction at ingest).
     """
     if not isinstance(spec, str):
         return _check(spec, type(spec).__name__)
+    if "+pool(" in spec and not Path(spec).expanduser().exists():
+        return _load_pooled(spec, kwargs)
     name, sep, checkpoint = spec.partition(":")
     if spec in _REGISTRY or (sep and name in _REGISTRY and checkpoint):
         factory = _REGISTRY[name if sep else spec]
