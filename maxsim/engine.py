@@ -297,8 +297,19 @@ class Engine:
             rev = self.manifest.encoder.get("revision")
             enc = load_encoder(spec, **({"revision": rev} if rev else {}))
             self._check_encoder(self.manifest, enc)
-            self._encoder = enc
+            self._encoder, self._spec = enc, spec
         return self._encoder
+
+    def _encoder_load_args(self) -> tuple[str, dict[str, Any]] | None:
+        """The spec and :func:`~maxsim.encoders.load_encoder` kwargs that load this engine's encoder again
+        in another process (a Ray worker): the spec it was loaded from (given, or the index's record),
+        pinned at the hub commit it was loaded at, as a reopened index reloads its record. None for an
+        encoder object that has no spec."""
+        enc = self.encoder
+        if self._spec is None:
+            return None
+        rev = encoder_revision(enc)
+        return self._spec, ({"revision": rev} if rev else {})
 
     def videos(self) -> list[str]:
         """Paths of the videos in the index, sorted."""
@@ -363,17 +374,17 @@ class Engine:
         with self.store.writing(wait=self.lock_timeout):
             base = self.store.manifest()
             catalog = self._catalog(base)
-            writer = self.store.new_part(base)
-            next_id = base.next_segment_id
-            replaced: list[str] = []
-            pending = 0  # videos in the part being written
             encode = self._encode_video
             ray_encoder = None
-            if ray:
+            if ray:  # set up before the part is opened (its pipeline starts with the first video read)
                 from maxsim.distributed import RayVideoEncoder
 
                 todo = [video for _, video in files if not self._unchanged(video, catalog, settings)]
                 encode = ray_encoder = RayVideoEncoder(self, todo, seg, settings, num_workers=ray_workers)
+            writer = self.store.new_part(base)
+            next_id = base.next_segment_id
+            replaced: list[str] = []
+            pending = 0  # videos in the part being written
 
             def commit() -> None:
                 nonlocal base, catalog, writer, replaced, pending

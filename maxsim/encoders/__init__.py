@@ -125,8 +125,11 @@ def load_encoder(spec: str | Encoder, **kwargs: Any) -> Encoder:
         return _check(factory(**kwargs), spec)
     if ":" in spec and not os.path.exists(spec):
         obj = _import_attr(spec)
-        enc = obj(**kwargs) if callable(obj) and not hasattr(obj, "encode_texts") else obj
-        if isinstance(enc, type):
+        # a class (encoder class or not) or a factory is called with kwargs; an encoder instance is used
+        # as it is
+        callable_ = isinstance(obj, type) or (callable(obj) and not hasattr(obj, "encode_texts"))
+        enc = obj(**kwargs) if callable_ else obj
+        if isinstance(enc, type):  # a factory that returned a class
             enc = enc()
         return _check(enc, spec)
     path = Path(spec).expanduser()
