@@ -8,7 +8,10 @@ Ingest (``Engine.ingest(paths, ray=True)`` / ``maxsim ingest --ray``):
 1. a CPU stage (``flat_map``, one task per video): decode once, segment, sample frames
    (:func:`maxsim.frames.iter_clips`), one row per clip with its frames and thumbnail;
 2. an encoder actor pool (``map_batches`` with ``concurrency=num_workers``): each actor loads the
-   encoder once (a GPU per actor when the cluster has GPUs) and encodes batches of clips;
+   engine's encoder once (a GPU per actor when the cluster has GPUs) and encodes batches of clips. It
+   loads it from the engine's spec at the hub revision the engine's encoder was loaded at (an encoder
+   object without a spec is pickled to it), and refuses to encode when what it loaded differs in name,
+   dim or vector settings: the ingest then raises :class:`~maxsim.store.EncoderMismatchError`;
 3. the calling process consumes the rows in input order and writes them into one new part, with the
    same skip / replace / rollback rules and the one commit of a plain ingest, so the index it makes is
    the one a single-process ingest makes.
@@ -21,13 +24,14 @@ then by table row, exactly as the single-process engine orders its hits.
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from maxsim.store import SegmentRecord
+from maxsim.store import EncoderMismatchError, SegmentRecord
 from maxsim.types import Clip
 from maxsim.video import VideoError
 
@@ -86,13 +90,41 @@ class _ClipRows:
         yield {**base, "kind": "end"}
 
 
-class _EncodeBatch:
-    """Encoder actor: loads the encoder once, encodes the clip rows of each batch."""
+def worker_encoder(engine: Any) -> dict[str, Any]:
+    """The constructor kwargs of an encoder actor, so that it encodes with exactly ``engine``'s encoder.
 
-    def __init__(self, encoder: Any) -> None:
+    With a spec (given to the engine, or the index's record it was loaded from): that spec and the
+    ``load_encoder`` kwargs the engine's own reload passes, i.e. the hub revision the engine's encoder
+    was loaded at, so a worker never follows the hub to a newer commit. An encoder object without a spec
+    is pickled to the workers as it is. ``expect`` is what the worker's encoder must match (name, dim and
+    the settings that change vectors); device and dtype are left to each worker (a GPU when it has one),
+    as they are to any process opening the index."""
+    from maxsim.engine import _vector_settings
+
+    enc = engine.encoder
+    how = engine._encoder_load_args()
+    spec, kwargs = how if how is not None else (enc, {})
+    expect = {"name": str(enc.name), "dim": int(enc.dim),
+              "settings": _vector_settings(getattr(enc, "settings", None) or {})}
+    return {"encoder": spec, "load_kwargs": kwargs, "expect": expect}
+
+
+class _EncodeBatch:
+    """Encoder actor: loads the encoder once, encodes the clip rows of each batch.
+
+    When the encoder it loads is not the one expected (another checkpoint or commit, other settings), it
+    encodes nothing: each clip row comes back as ``encoder_mismatch`` with the reason, and the ingest
+    stops with :class:`~maxsim.store.EncoderMismatchError` before committing anything."""
+
+    def __init__(self, encoder: Any, load_kwargs: dict[str, Any] | None = None,
+                 expect: dict[str, Any] | None = None) -> None:
         from maxsim.encoders import load_encoder
 
-        self.encoder = load_encoder(encoder)
+        if not isinstance(encoder, str) and not hasattr(encoder, "encode_clips"):
+            encoder = _ray().get(encoder)  # an encoder object the driver put in the object store
+        kwargs = dict(load_kwargs or {})
+        self.encoder = load_encoder(encoder, **kwargs)
+        self.mismatch = "" if expect is None else _mismatch(self.encoder, expect, encoder, kwargs)
 
     def __call__(self, batch: Any) -> Any:
         rows = batch.to_dict("records")
@@ -102,14 +134,16 @@ class _EncodeBatch:
                  np.asarray(r["timestamps"], dtype=np.float64))
             for r in rows if r["kind"] == "clip"
         ]
-        vecs = self.encoder.encode_clips(clips) if clips else []
+        vecs = self.encoder.encode_clips(clips) if clips and not self.mismatch else []
         bad = len(vecs) != len(clips)
         out, j = [], 0
         for r in rows:
             o = {k: r[k] for k in ("video", "kind", "reason", "start", "end", "timestamps", "thumbnail")}
             o["tokens"], o["n_tokens"], o["dim"] = b"", 0, 0
             if r["kind"] == "clip":
-                if bad:
+                if self.mismatch:
+                    o["kind"], o["reason"] = "encoder_mismatch", self.mismatch
+                elif bad:
                     o["kind"] = "encoder_error"
                     o["reason"] = (f"encoder {self.encoder.name!r} returned {len(vecs)} outputs for "
                                    f"{len(clips)} clips")
@@ -128,6 +162,37 @@ class _EncodeBatch:
         return pd.DataFrame(out)
 
 
+def _mismatch(enc: Any, expect: dict[str, Any], source: Any, kwargs: dict[str, Any]) -> str:
+    """Why the encoder a worker loaded is not the driver's (``expect``); "" when it is."""
+    from maxsim.engine import _vector_settings
+
+    got = {"name": str(enc.name), "dim": int(enc.dim),
+           "settings": _vector_settings(getattr(enc, "settings", None) or {})}
+    diff = [f"{k} {got[k]!r} (expected {expect.get(k)!r})" for k in ("name", "dim", "settings")
+            if got[k] != expect.get(k)]
+    if not diff:
+        return ""
+    what = source if isinstance(source, str) else type(source).__name__
+    at = f" at revision {kwargs['revision']}" if kwargs.get("revision") else ""
+    return (f"a Ray worker loaded encoder {what!r}{at} with {'; '.join(diff)}: the workers must load the "
+            "same checkpoint as this process (same hub commit in their cache, same local folder, same "
+            "package version)")
+
+
+def _put_encoder(ray: Any, encoder: Any) -> Any:
+    """An encoder object without a spec, pickled once into Ray's object store for the actors."""
+    try:
+        return ray.put(encoder)
+    except (TypeError, pickle.PicklingError) as e:
+        cause = e.__cause__ or e
+        raise TypeError(
+            f"encoder {getattr(encoder, 'name', '?')!r} ({type(encoder).__name__}) has no spec and cannot be "
+            f"pickled to the Ray workers ({type(cause).__name__}: {str(cause).splitlines()[0]}); give the "
+            "engine a spec (registered name, Hugging Face id, local folder or package.module:attr) or make "
+            "the encoder picklable"
+        ) from e
+
+
 class RayVideoEncoder:
     """Encodes a list of videos through a Ray Data pipeline; ``Engine.ingest`` asks it for each video's
     segment records in turn (in the list's order), as it would ask its own encoder."""
@@ -140,12 +205,11 @@ class RayVideoEncoder:
             raise ValueError(f"ray_workers must be at least 1, got {num_workers}")
         self.engine = engine
         self.videos = list(videos)
-        # actors load the encoder from its spec when there is one (the engine's, or the index's record);
-        # an encoder object without a spec is pickled to them
-        spec = engine._spec
-        if spec is None and engine._encoder is None:
-            spec = engine.manifest.encoder.get("spec")
-        encoder = spec if spec is not None else engine.encoder
+        # actors load the engine's encoder from its spec at its pinned revision (an encoder object
+        # without a spec is pickled to them), and check it is the engine's
+        actor_kwargs = worker_encoder(engine)
+        if not isinstance(actor_kwargs["encoder"], str):
+            actor_kwargs["encoder"] = _put_encoder(ray, actor_kwargs["encoder"])
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows come back in input order: same index
         try:
@@ -161,7 +225,7 @@ class RayVideoEncoder:
             actor_cpus = max(0.1, min(1.0, (cpus - 1) / num_workers))
             ds = ds.flat_map(_ClipRows(segmenter, engine.sampler), num_cpus=min(1.0, max(0.1, cpus - 1)))
             ds = ds.map_batches(
-                _EncodeBatch, fn_constructor_kwargs={"encoder": encoder}, batch_size=engine.batch_size,
+                _EncodeBatch, fn_constructor_kwargs=actor_kwargs, batch_size=engine.batch_size,
                 batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=num_workers),
                 num_gpus=_gpus_per_worker(),
                 num_cpus=actor_cpus,
@@ -188,6 +252,8 @@ class RayVideoEncoder:
                 raise VideoError(video, row["reason"])
             if kind == "encoder_error":
                 raise EncoderOutputError(row["reason"])
+            if kind == "encoder_mismatch":  # every video would fail: stop the ingest, commit nothing
+                raise EncoderMismatchError(row["reason"])
             n, dim = int(row["n_tokens"]), int(row["dim"])
             vec = torch.from_numpy(np.frombuffer(row["tokens"], dtype=np.float32).reshape(n, dim).copy())
             what = f"clip {row['start']:.2f}-{row['end']:.2f} s"
