@@ -3,12 +3,15 @@ sharded search returns the same hits as the engine."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
 ray = pytest.importorskip("ray", reason='Ray is an optional extra: pip install "maxsim[ray]"')
 
 from maxsim import distributed  # noqa: E402
+from maxsim.encoders.color import ColorHistogramEncoder  # noqa: E402
 from maxsim.engine import Engine  # noqa: E402
 from maxsim.synthetic import write_video  # noqa: E402
 
@@ -50,7 +53,8 @@ def _same_index(a: Engine, b: Engine) -> None:
 def test_ray_ingest_matches_single_process(cluster, videos, tmp_path):
     single = Engine(tmp_path / "single", encoder="color-test", segmenter="fixed:1")
     r1 = single.ingest([videos], progress=False)
-    dist = Engine(tmp_path / "ray", encoder="color-test", segmenter="fixed:1")
+    # an encoder object without a spec reaches the actors pickled (the spec path: the CLI test)
+    dist = Engine(tmp_path / "ray", encoder=ColorHistogramEncoder(), segmenter="fixed:1")
     r2 = dist.ingest([videos], progress=False, ray=True, ray_workers=2)
     assert r1.ingested == r2.ingested and len(r2.ingested) == len(SCENES)
     assert [p for p, _ in r2.failed] == [p for p, _ in r1.failed] and len(r2.failed) == 1
@@ -65,6 +69,18 @@ def test_ray_ingest_matches_single_process(cluster, videos, tmp_path):
     assert len(r3.ingested) == 1 and len(r3.skipped) == len(SCENES) - 1
     assert dist.search("blue", k=1)[0].video.endswith("v0.mp4")
     write_video(videos / "v0.mp4", SCENES[0], fps=10)
+
+
+def test_an_unpicklable_encoder_object_is_refused_before_anything_runs(cluster, videos, tmp_path):
+    class Locked(ColorHistogramEncoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lock = threading.Lock()
+
+    eng = Engine(tmp_path / "idx", encoder=Locked(), segmenter="fixed:1")
+    with pytest.raises(TypeError, match=r"'color-test' \(Locked\) has no spec and cannot be pickled.*lock"):
+        eng.ingest([videos / "v0.mp4"], progress=False, ray=True)
+    assert eng.refresh() == 0 and eng.ingest([videos / "v0.mp4"], progress=False).segments == 4
 
 
 def test_sharded_search_matches_engine(cluster, videos, tmp_path):
@@ -100,12 +116,21 @@ def test_split_parts_balances_tokens():
     assert len(distributed.split_parts(parts, 1)[0]) == 4
 
 
-def test_cli_ingest_with_ray(cluster, videos, tmp_path):
+def test_cli_ingest_with_ray_loads_the_pinned_revision(cluster, videos, tmp_path, monkeypatch):
+    """The encoder here loads at the hub commit OLD; in the workers' fresh processes the hub's head is
+    NEW, whose vectors differ: they must load the engine's commit, not the newest."""
     from maxsim.cli import main
+    from tests.pinned_encoder import OLD, SPEC, PinnedHubEncoder
 
+    monkeypatch.setattr(PinnedHubEncoder, "head", OLD)
+    video = videos / "v1.mp4"
     idx = tmp_path / "cli"
-    assert main(["ingest", str(idx), str(videos / "v1.mp4"), "--encoder", "color-test", "--fixed", "1",
+    assert main(["ingest", str(idx), str(video), "--encoder", SPEC, "--fixed", "1",
                  "--ray", "--ray-workers", "1", "-q"]) == 0
     eng = Engine(idx, create=False)
-    assert len(eng) == 4 and eng.videos() == [str((videos / "v1.mp4").resolve())]
+    assert eng.manifest.encoder["revision"] == OLD
+    assert len(eng) == 4 and eng.videos() == [str(video.resolve())]
     assert eng.search("yellow", k=1)[0].start == 3.0
+    single = Engine(tmp_path / "single", encoder=SPEC, segmenter="fixed:1")
+    single.ingest(video, progress=False)
+    _same_index(single, eng)
