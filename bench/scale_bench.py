@@ -97,18 +97,33 @@ def bench_pruning(cfg: dict[str, Any], work: Path, progress: bool = True) -> dic
     corpus = SyntheticCorpus(spec)
     k = cfg.get("k", 10)
     targets = np.sort(np.random.default_rng(1).choice(spec.n_segments, cfg["queries"], replace=False))
-    root = work / "pruning-index"
-    shutil.rmtree(root, ignore_errors=True)
-    t0 = time.perf_counter()
-    queries = _write_corpus(root, corpus, cfg["parts"], targets, cfg.get("query_tokens", 32), progress)
-    write_s = time.perf_counter() - t0
-    store = Store(root)
-    snap = store.snapshot()
-    t0 = time.perf_counter()
-    with store.writing():
-        update_prune_index(snap, n_centroids=cfg.get("n_centroids"), iters=cfg.get("iters", 4),
-                           progress=progress)
-    build_s = time.perf_counter() - t0
+    build = {"n_centroids": cfg.get("n_centroids") or None, "iters": cfg.get("iters", 4),
+             "nbits": cfg.get("nbits", 2) or None}
+    ident = {"corpus": spec.to_dict(), "parts": cfg["parts"], "queries": [int(t) for t in targets],
+             "query_tokens": cfg.get("query_tokens", 32), "build": build}
+    root = Path(cfg["index_dir"]) if cfg.get("index_dir") else work / "pruning-index"
+    meta_path = root / "bench-meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    reused = meta is not None and meta.get("ident") == ident
+    if reused:  # the same corpus, queries and prune-index settings: skip writing and building
+        queries = list(torch.load(root / "bench-queries.pt"))
+        write_s, build_s = meta["write_s"], meta["build_s"]
+        store = Store(root)
+        snap = store.snapshot()
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+        t0 = time.perf_counter()
+        queries = _write_corpus(root, corpus, cfg["parts"], targets, cfg.get("query_tokens", 32), progress)
+        write_s = time.perf_counter() - t0
+        store = Store(root)
+        snap = store.snapshot()
+        t0 = time.perf_counter()
+        with store.writing():
+            update_prune_index(snap, n_centroids=build["n_centroids"], iters=build["iters"],
+                               nbits=build["nbits"], progress=progress)
+        build_s = time.perf_counter() - t0
+        torch.save(torch.stack(queries), root / "bench-queries.pt")
+        meta_path.write_text(json.dumps({"ident": ident, "write_s": write_s, "build_s": build_s}))
     token_bytes = sum(ch.tokens.numel() * ch.tokens.element_size() for ch in snap.chunks)
     prune_bytes = sum(f.stat().st_size for f in (root / "prune").glob("*.npy"))
     exact_times, exact = [], []
@@ -120,7 +135,7 @@ def bench_pruning(cfg: dict[str, Any], work: Path, progress: bool = True) -> dic
     prune_parts = json.loads((root / "prune" / "manifest.json").read_text())["parts"]
     rows = []
     for setting in cfg["settings"]:
-        times, recall, top1, frac, cands = [], [], [], [], []
+        times, recall, top1, frac, cands, refined = [], [], [], [], [], []
         label = " ".join(f"{key}={value}" for key, value in setting.items())
         bar = tqdm(queries, desc=f"pruned {label}", disable=not progress)
         for q, (_, er) in zip(bar, exact, strict=True):
@@ -133,8 +148,10 @@ def bench_pruning(cfg: dict[str, Any], work: Path, progress: bool = True) -> dic
             top1.append(float(r[0, 0] == er[0, 0]))
             frac.append(st.fraction)
             cands.append(st.candidates)
+            refined.append(st.refined)
         rows.append({
-            **setting, "recall@10": float(np.mean(recall)),
+            **setting, "recall@10": float(np.mean(recall)), "candidates": float(np.mean(cands)),
+            "refined": float(np.mean(refined)),
             "min_recall@10": float(np.min(recall)), "top1_agreement": float(np.mean(top1)),
             "bytes_fraction": float(np.mean(frac)), "qps": len(times) / sum(times),
             "p50_ms": _percentile_ms(times, 50), "p99_ms": _percentile_ms(times, 99),
@@ -144,7 +161,7 @@ def bench_pruning(cfg: dict[str, Any], work: Path, progress: bool = True) -> dic
         "query_tokens": cfg.get("query_tokens", 32),
         "token_bytes": token_bytes, "prune_index_bytes": prune_bytes,
         "prune_index_overhead": prune_bytes / token_bytes,
-        "write_s": write_s, "prune_build_s": build_s,
+        "write_s": write_s, "prune_build_s": build_s, "index_reused": reused, "nbits": build["nbits"],
         "n_centroids_per_part": [int(e["n_centroids"]) for e in prune_parts.values()],
         "exact": {"qps": len(exact_times) / sum(exact_times), "p50_ms": _percentile_ms(exact_times, 50),
                   "p99_ms": _percentile_ms(exact_times, 99)},

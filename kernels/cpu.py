@@ -175,3 +175,134 @@ def topk(p: Problem, k: int, isa: int | None = None) -> tuple[torch.Tensor, torc
         s, idx = _run_chunk(p, i, j, qk, qscale, kind, isa, k, None)
         best_s, best_i = reference.merge_topk(torch.cat([best_s, s], 1), torch.cat([best_i, idx], 1), k)
     return best_s, best_i
+
+
+def residual_scores(
+    q: torch.Tensor,
+    q_offsets: torch.Tensor,
+    centroids: torch.Tensor,
+    codes,
+    residuals,
+    table: torch.Tensor,
+    starts,
+    lengths,
+    k: int = 0,
+    check_codes: bool = True,
+):
+    """MaxSim of queries against segments stored as residual codes (:mod:`maxsim.residuals`).
+
+    A row ``r`` of the store is ``centroids[codes[r]]`` plus, for each byte ``b`` of ``residuals[r]``,
+    the ``table[b]`` components it stands for (the first ``dim`` of them). Segment ``i`` is rows
+    ``starts[i] .. starts[i] + lengths[i] - 1``, read in place (no copy of the picked rows).
+
+    ``q`` float ``(n_q_tok, dim)`` with CSR ``q_offsets``; ``centroids`` float32 ``(n_centroids, dim)``;
+    ``codes`` int16/int32 ``(n_rows,)`` and ``residuals`` uint8 ``(n_rows, n_bytes)`` (numpy arrays,
+    memory-mapped ones included, or tensors); ``table`` float32 ``(256, per_byte)``; ``starts``,
+    ``lengths`` int64 ``(n_d,)``. Returns scores ``(n_q, n_d)`` float32, or with ``k > 0`` the top k
+    ``(scores, segment indices)`` (best first, ties by lower index, -inf / -1 tail). ``check_codes=False``
+    skips the scan of ``codes`` for ids out of range, for callers that checked them once.
+    """
+    import numpy as np
+
+    codes = np.ascontiguousarray(np.asarray(codes))
+    res = np.ascontiguousarray(np.asarray(residuals))
+    starts = np.ascontiguousarray(np.asarray(starts, dtype=np.int64))
+    lengths = np.asarray(lengths, dtype=np.int64)
+    q = q.detach().to("cpu", torch.float32).contiguous()
+    q_off = q_offsets.detach().to("cpu", torch.int64).contiguous()
+    cents = centroids.detach().to("cpu", torch.float32).contiguous()
+    table = table.detach().to("cpu", torch.float32).contiguous()
+    dim = q.shape[1] if q.ndim == 2 else -1
+    n_d = starts.shape[0]
+    if q.ndim != 2 or cents.ndim != 2 or cents.shape[1] != dim:
+        raise ValueError(f"residual MaxSim: queries {tuple(q.shape)} and centroids {tuple(cents.shape)} must "
+                         "be (n, dim) with the same dim")
+    if q_off.ndim != 1 or q_off.numel() < 1 or int(q_off[0]) != 0 or int(q_off[-1]) != q.shape[0] \
+            or bool((q_off[1:] < q_off[:-1]).any()):
+        raise ValueError(f"residual MaxSim: query offsets must rise from 0 to {q.shape[0]}")
+    if codes.dtype not in (np.int16, np.int32) or codes.ndim != 1:
+        raise ValueError(
+            f"residual MaxSim: codes must be int16 or int32 (n_rows,), got {codes.dtype} {codes.shape}")
+    if res.dtype != np.uint8 or res.ndim != 2 or res.shape[0] != codes.shape[0]:
+        raise ValueError(f"residual MaxSim: residuals must be uint8 ({codes.shape[0]}, n_bytes), got "
+                         f"{res.dtype} {res.shape}")
+    if table.shape[0] != 256 or table.ndim != 2 or table.shape[1] not in (1, 2, 4, 8) \
+            or res.shape[1] * table.shape[1] < dim:
+        raise ValueError(f"residual MaxSim: table {tuple(table.shape)} must be (256, values per byte) and "
+                         f"cover dim {dim} with {res.shape[1]} bytes per row")
+    bad = n_d and (int(lengths.min()) < 0 or int(starts.min()) < 0
+                   or int((starts + lengths).max()) > codes.shape[0])
+    if lengths.shape != (n_d,) or starts.ndim != 1 or bad:
+        raise ValueError(f"residual MaxSim: segments must lie within the {codes.shape[0]} rows "
+                         "(starts, lengths >= 0)")
+    if check_codes and codes.size and (int(codes.min()) < 0 or int(codes.max()) >= cents.shape[0]):
+        raise ValueError(f"residual MaxSim: codes must be centroid ids below {cents.shape[0]}")
+    d_off = torch.zeros(n_d + 1, dtype=torch.int64)
+    torch.cumsum(torch.from_numpy(lengths), 0, out=d_off[1:])
+    n_q = q_off.numel() - 1
+    if _ext is None:  # no compiled kernel: decode the rows and score them with the reference
+        rows = np.repeat(starts - d_off[:-1].numpy(), lengths) + np.arange(int(d_off[-1]))
+        x = cents[torch.from_numpy(codes[rows].astype(np.int64))] \
+            + table[torch.from_numpy(res[rows].astype(np.int64))].reshape(rows.size, -1)[:, :dim]
+        from maxsim.kernels.validate import check
+
+        p = check(q, q_off, x, d_off)
+        return reference.topk(p, k) if k else reference.scores(p)
+    nth = _threads(q.shape[0] * int(d_off[-1]) * dim)
+    ptr = (lambda t: 0 if t is None else t.data_ptr())  # noqa: E731
+    if k:
+        top_s = new_output((nth, n_q, k), torch.float32, "cpu")
+        top_i = new_output((nth, n_q, k), torch.int64, "cpu")
+        out = None
+    else:
+        out = new_output((n_q, n_d), torch.float32, "cpu")
+        top_s = top_i = None
+    _ext.run_residual(
+        dim, q.data_ptr(), q.shape[0], q_off.data_ptr(), n_q, codes.ctypes.data, int(codes.dtype == np.int16),
+        res.shape[1], res.ctypes.data, res.shape[0], table.shape[1], cents.data_ptr(), table.data_ptr(),
+        starts.ctypes.data, d_off.data_ptr(), n_d, ptr(out), k, ptr(top_s), ptr(top_i), nth,
+    )  # fmt: skip
+    if not k:
+        return out
+    if n_d == 0 or n_q == 0:
+        return (torch.full((n_q, k), float("-inf")), torch.full((n_q, k), -1, dtype=torch.int64))
+    s = top_s.permute(1, 0, 2).reshape(n_q, -1)
+    i = top_i.permute(1, 0, 2).reshape(n_q, -1)
+    return reference.merge_topk(s, i, k)
+
+
+def bag_scores(sims: torch.Tensor, codes, starts, lengths, check_codes: bool = True) -> torch.Tensor:
+    """``sum_t max_{c in bag i} sims[t, c]`` for every bag ``i = codes[starts[i] : starts[i] + lengths[i]]``.
+
+    ``sims`` float ``(n_q_tok, n_centroids)`` (query tokens x centroids); ``codes`` int16/int32 centroid
+    ids (numpy, memory-mapped arrays included); ``starts``, ``lengths`` int64 ``(n,)``. An empty bag
+    scores -inf. Returns float32 ``(n,)``. ``check_codes=False`` skips the scan of ``codes`` for ids out
+    of range, for callers that checked them once (an out-of-range id would read out of bounds).
+    """
+    import numpy as np
+
+    codes = np.ascontiguousarray(np.asarray(codes))
+    starts = np.ascontiguousarray(np.asarray(starts, dtype=np.int64))
+    lengths = np.ascontiguousarray(np.asarray(lengths, dtype=np.int64))
+    n = starts.shape[0]
+    if sims.ndim != 2 or codes.ndim != 1 or codes.dtype not in (np.int16, np.int32):
+        raise ValueError(f"bag scores: sims must be (n_q_tok, n_centroids) and codes int16/int32 (n,), got "
+                         f"{tuple(sims.shape)} and {codes.dtype} {codes.shape}")
+    if lengths.shape != (n,) or (n and (int(lengths.min()) < 0 or int(starts.min()) < 0
+                                        or int((starts + lengths).max()) > codes.shape[0])):
+        raise ValueError(f"bag scores: bags must lie within the {codes.shape[0]} codes")
+    if check_codes and codes.size and (int(codes.min()) < 0 or int(codes.max()) >= sims.shape[1]):
+        raise ValueError(f"bag scores: codes must be centroid ids below {sims.shape[1]}")
+    st = sims.detach().to("cpu", torch.float32).T.contiguous()  # a contiguous row per centroid
+    out = torch.empty(n, dtype=torch.float32)
+    if _ext is None:
+        rows = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+        owner = torch.from_numpy(np.repeat(np.arange(n), lengths))
+        vals = st[torch.from_numpy(codes[rows].astype(np.int64))]  # (entries, n_q_tok)
+        best = torch.full((n, st.shape[1]), float("-inf"))
+        best.scatter_reduce_(0, owner[:, None].expand(-1, st.shape[1]), vals, reduce="amax")
+        return best.sum(1)
+    nth = _threads(int(lengths.sum()) * st.shape[1] * 16)  # a lookup costs about 16 multiply-adds
+    _ext.bag_scores(st.data_ptr(), st.shape[1], codes.ctypes.data, int(codes.dtype == np.int16),
+                    starts.ctypes.data, lengths.ctypes.data, n, out.data_ptr(), nth)
+    return out

@@ -9,13 +9,20 @@ A PLAID-style first stage that never reads segment tokens at query time:
   probed centroid ``c`` gets ``<q_i, c>`` as its approximate best match for that token; a segment found
   in none of token ``i``'s lists gets the lowest probed similarity of that token (imputation). The sum
   over query tokens approximates MaxSim; the ``n_candidates`` best segments over all parts go on.
+- Every token is also stored as a residual code (:mod:`maxsim.residuals`: its centroid plus ``nbits``
+  bits per dimension of the difference, 1/8 of float16 at 2 bits). The ``n_refine`` best segments by
+  centroid-approximate score are re-scored with MaxSim on their decoded tokens, which is far closer to
+  the exact score than centroids alone; the ``n_candidates`` best go on.
 - Exact MaxSim (:mod:`maxsim.kernels`) on the candidates' tokens gives the final top k. Ties break on
   the lower table row, as in exhaustive search, so a pruned search that keeps the true top k returns
   exactly the exhaustive results.
 
 Files, beside the parts in the index folder: ``prune/<part>.centroids.npy`` (float16),
-``prune/<part>.list_offsets.npy`` (int64, ``n_centroids + 1``), ``prune/<part>.list_rows.npy`` (int32)
-and ``prune/manifest.json`` naming the parts covered. The store's manifest is never touched: new files
+``prune/<part>.list_offsets.npy`` (int64, ``n_centroids + 1``), ``prune/<part>.list_rows.npy`` (int32),
+the centroid bags of the segments (``bag_offsets``, ``bag_codes``), the residual codes of the tokens
+(``tok_offsets``, ``token_codes``, ``residuals``, ``codec``) and ``prune/manifest.json`` naming the parts
+covered (format 1, written before residual codes existed, is read too: its parts skip the refine
+stage). The store's manifest is never touched: new files
 are written and fsynced first, then ``prune/manifest.json`` is replaced atomically. A part without an
 entry (a crash between the store commit and the prune commit, or a part made by compaction) is scored
 exhaustively until :func:`update_prune_index` covers it; entries and files of parts no longer in the
@@ -40,12 +47,17 @@ import torch
 from tqdm.auto import tqdm
 
 from maxsim import kernels
+from maxsim.kernels.cpu import bag_scores, residual_scores
+from maxsim.residuals import ResidualCodec
 from maxsim.store import IndexFormatError, Snapshot
 
 PRUNE_DIR = "prune"
 PRUNE_MANIFEST = "manifest.json"
-PRUNE_FORMAT = 1
-_FILE_KEYS = ("centroids", "list_offsets", "list_rows", "bag_offsets", "bag_codes")
+PRUNE_FORMAT = 2
+READ_FORMATS = (1, 2)
+RESIDUAL_BITS = 2  # default bits per dimension of the residual codes
+_FILE_KEYS = ("centroids", "list_offsets", "list_rows", "bag_offsets", "bag_codes", "tok_offsets",
+              "token_codes", "residuals", "codec")
 
 _ASSIGN_ELEMENTS = 1 << 22  # similarities (tokens x centroids) per assignment block
 
@@ -67,16 +79,22 @@ def _dequant(x: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
     return x.float() if scales is None else x.float() * scales.float()[:, None]
 
 
-def _assign(x: torch.Tensor, c: torch.Tensor, scales: torch.Tensor | None = None) -> torch.Tensor:
-    """Index of the most similar centroid for every row of ``x`` (blocked matmul, bf16 inputs)."""
+def _assign(x: torch.Tensor, c: torch.Tensor, scales: torch.Tensor | None = None,
+            codec: ResidualCodec | None = None) -> tuple[torch.Tensor, np.ndarray | None]:
+    """Index of the most similar centroid for every row of ``x`` (blocked matmul, bf16 inputs) and, with
+    a ``codec``, the packed residual codes of the rows."""
     cb = c.to(torch.bfloat16)
     out = torch.empty(x.shape[0], dtype=torch.int64)
+    packed = None if codec is None else np.empty((x.shape[0], codec.bytes_per_token), dtype=np.uint8)
     rows = max(256, _ASSIGN_ELEMENTS // max(1, c.shape[0]))  # similarity blocks stay cache-sized
     for lo in range(0, x.shape[0], rows):
         sc = None if scales is None else scales[lo : lo + rows]
-        blk = _dequant(x[lo : lo + rows], sc).to(torch.bfloat16)
-        out[lo : lo + blk.shape[0]] = (blk @ cb.T).argmax(1)
-    return out
+        blk = _dequant(x[lo : lo + rows], sc)
+        a = (blk.to(torch.bfloat16) @ cb.T).argmax(1)
+        out[lo : lo + blk.shape[0]] = a
+        if packed is not None:
+            packed[lo : lo + blk.shape[0]] = codec.encode(blk - c[a])
+    return out, packed
 
 
 KMEANSPP_MAX = 1024  # largest k seeded with k-means++ (sequential: k passes over 8k rows)
@@ -117,7 +135,7 @@ def spherical_kmeans(
     else:
         c = xf[torch.randperm(n, generator=g)[:k]].clone()
     for _ in range(iters):
-        a = _assign(xf, c)
+        a, _ = _assign(xf, c)
         sums = torch.zeros_like(c).index_add_(0, a, xf)
         counts = torch.bincount(a, minlength=k)
         empty = counts == 0
@@ -130,7 +148,7 @@ def spherical_kmeans(
 # -- one part's index ----------------------------------------------------------------------------------
 @dataclass
 class PartIndex:
-    """Centroids and inverted lists of one part (segment rows local to the part)."""
+    """Centroids, inverted lists, centroid bags and residual codes of one part (part-local rows)."""
 
     part_id: str
     centroids: torch.Tensor  # (n_centroids, dim) float32
@@ -139,11 +157,30 @@ class PartIndex:
     bag_offsets: np.ndarray  # (n_segments + 1,) int64
     bag_codes: np.ndarray  # (total,) int16/int32: distinct centroids of each segment's tokens
     n_segments: int
+    # residual codes (None for an index written before they existed, or built with nbits=None)
+    tok_offsets: np.ndarray | None = None  # (n_segments + 1,) int64: each segment's tokens
+    token_codes: np.ndarray | None = None  # (n_tokens,) int16/int32: each token's centroid
+    residuals: np.ndarray | None = None  # (n_tokens, codec.bytes_per_token) uint8
+    codec: ResidualCodec | None = None
+
+    @property
+    def has_residuals(self) -> bool:
+        return self.codec is not None
 
     @property
     def nbytes(self) -> int:
-        return int(self.centroids.numel() * 2 + self.list_offsets.nbytes + self.list_rows.nbytes
-                   + self.bag_offsets.nbytes + self.bag_codes.nbytes)
+        n = int(self.centroids.numel() * 2 + self.list_offsets.nbytes + self.list_rows.nbytes
+                + self.bag_offsets.nbytes + self.bag_codes.nbytes)
+        if self.codec is not None:
+            n += int(self.tok_offsets.nbytes + self.token_codes.nbytes + self.residuals.nbytes)
+        return n
+
+
+def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(s, s + n)`` for every ``(s, n)``."""
+    starts = np.asarray(starts, dtype=np.int64)
+    lens = np.asarray(lens, dtype=np.int64)
+    return np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
 
 
 def build_part_index(
@@ -154,8 +191,10 @@ def build_part_index(
     sample_per_centroid: int = 16,
     iters: int = 4,
     seed: int = 0,
+    nbits: int | None = RESIDUAL_BITS,
 ) -> PartIndex:
-    """Train centroids on a sample of a part's tokens and build its inverted lists.
+    """Train centroids on a sample of a part's tokens; build its inverted lists, centroid bags and (unless
+    ``nbits`` is None) ``nbits``-bit residual codes of every token.
 
     ``chunks`` are ``(tokens, offsets, local_rows[, scales])``: a token matrix, its CSR offsets, the
     part-local row of each of its segments and, for int8 / fp8 storage, the tokens' scales.
@@ -173,15 +212,26 @@ def build_part_index(
         if m > 0:
             sel = torch.randperm(tok.shape[0], generator=g)[:m]
             picks.append(_dequant(tok[sel], None if sc is None else sc[sel]))
-    centroids = spherical_kmeans(torch.cat(picks), k, iters=iters, seed=seed)
-    codes_all, rows_all = [], []
+    sample = torch.nn.functional.normalize(torch.cat(picks).float(), dim=1)
+    centroids = spherical_kmeans(sample, k, iters=iters, seed=seed)
+    codec = None
+    if nbits is not None:
+        a, _ = _assign(sample, centroids)
+        codec = ResidualCodec.train(sample - centroids[a], nbits)
+    codes_all, rows_all, tok_codes, tok_res, tok_rows, tok_counts = [], [], [], [], [], []
     for tok, off, rows, sc in chunks:
-        codes = _assign(tok, centroids, sc).numpy()
+        codes_t, packed = _assign(tok, centroids, sc, codec)
+        codes = codes_t.numpy()
         counts = (off[1:] - off[:-1]).numpy()
         seg = np.repeat(rows.astype(np.int64), counts)
         key = np.unique(codes.astype(np.int64) * n_segments + seg)  # one entry per (centroid, segment)
         codes_all.append(key // n_segments)
         rows_all.append(key % n_segments)
+        if codec is not None:
+            tok_codes.append(codes)
+            tok_res.append(packed)
+            tok_rows.append(np.asarray(rows, dtype=np.int64))
+            tok_counts.append(counts.astype(np.int64))
     codes = np.concatenate(codes_all)
     seg_rows = np.concatenate(rows_all)
     code_dtype = np.int16 if centroids.shape[0] <= np.iinfo(np.int16).max else np.int32
@@ -193,8 +243,24 @@ def build_part_index(
     codes, seg_rows = codes[order], seg_rows[order]
     offsets = np.zeros(centroids.shape[0] + 1, dtype=np.int64)
     np.cumsum(np.bincount(codes, minlength=centroids.shape[0]), out=offsets[1:])
-    return PartIndex(part_id, centroids, offsets, seg_rows.astype(np.int32), bag_offsets, bag_codes,
-                     n_segments)
+    idx = PartIndex(part_id, centroids, offsets, seg_rows.astype(np.int32), bag_offsets, bag_codes,
+                    n_segments)
+    if codec is not None:  # residual codes in part-local row order
+        rows = np.concatenate(tok_rows)
+        counts = np.concatenate(tok_counts)
+        src_off = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=src_off[1:])
+        by_row = np.zeros(n_segments, dtype=np.int64)
+        by_row[rows] = counts
+        idx.tok_offsets = np.zeros(n_segments + 1, dtype=np.int64)
+        np.cumsum(by_row, out=idx.tok_offsets[1:])
+        order = np.argsort(rows, kind="stable")
+        perm = _ranges(src_off[:-1][order], counts[order])
+        tc, tr = np.concatenate(tok_codes), np.concatenate(tok_res)
+        if not np.array_equal(perm, np.arange(perm.size)):
+            tc, tr = tc[perm], tr[perm]
+        idx.token_codes, idx.residuals, idx.codec = tc.astype(code_dtype), tr, codec
+    return idx
 
 
 # -- persistence ----------------------------------------------------------------------------------------
@@ -231,8 +297,9 @@ def read_prune_manifest(root: str | Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text())
     except ValueError as e:
         raise IndexFormatError(f"{path}: not a valid prune manifest ({e})") from e
-    if not isinstance(data, dict) or data.get("format") != PRUNE_FORMAT or "parts" not in data:
-        raise IndexFormatError(f"{path}: not a maxsim prune manifest of format {PRUNE_FORMAT}")
+    if not isinstance(data, dict) or data.get("format") not in READ_FORMATS or "parts" not in data:
+        formats = " or ".join(map(str, READ_FORMATS))
+        raise IndexFormatError(f"{path}: not a maxsim prune manifest of format {formats}")
     return data
 
 
@@ -252,23 +319,25 @@ def save_part_index(root: Path, idx: PartIndex) -> dict[str, Any]:
     d = root / PRUNE_DIR
     d.mkdir(parents=True, exist_ok=True)
     stem = f"{idx.part_id}-{uuid.uuid4().hex[:8]}"
-    files = {
-        "centroids": f"{stem}.centroids.npy",
-        "list_offsets": f"{stem}.list_offsets.npy",
-        "list_rows": f"{stem}.list_rows.npy",
-        "bag_offsets": f"{stem}.bag_offsets.npy",
-        "bag_codes": f"{stem}.bag_codes.npy",
+    arrays = {
+        "centroids": idx.centroids.to(torch.float16).numpy(),
+        "list_offsets": idx.list_offsets,
+        "list_rows": idx.list_rows,
+        "bag_offsets": idx.bag_offsets,
+        "bag_codes": idx.bag_codes,
     }
-    _save_npy(d / files["centroids"], idx.centroids.to(torch.float16).numpy())
-    _save_npy(d / files["list_offsets"], idx.list_offsets)
-    _save_npy(d / files["list_rows"], idx.list_rows)
-    _save_npy(d / files["bag_offsets"], idx.bag_offsets)
-    _save_npy(d / files["bag_codes"], idx.bag_codes)
+    if idx.codec is not None:
+        arrays.update(tok_offsets=idx.tok_offsets, token_codes=idx.token_codes, residuals=idx.residuals,
+                      codec=idx.codec.to_arrays())
+    files = {key: f"{stem}.{key}.npy" for key in arrays}
+    for key, arr in arrays.items():
+        _save_npy(d / files[key], arr)
     return {
         **files,
         "n_segments": idx.n_segments,
         "n_centroids": int(idx.centroids.shape[0]),
         "n_entries": int(idx.list_rows.size),
+        "nbits": None if idx.codec is None else idx.codec.nbits,
         "bytes": idx.nbytes,
     }
 
@@ -276,14 +345,12 @@ def save_part_index(root: Path, idx: PartIndex) -> dict[str, Any]:
 def load_part_index(root: Path, part_id: str, entry: dict[str, Any], dim: int) -> PartIndex:
     """Open a part's files memory-mapped, checking them against the manifest entry."""
     d = root / PRUNE_DIR
+    keys = _FILE_KEYS[:5] + (_FILE_KEYS[5:] if entry.get("residuals") else ())
     try:
-        c = np.load(d / entry["centroids"], mmap_mode="r")
-        off = np.load(d / entry["list_offsets"], mmap_mode="r")
-        rows = np.load(d / entry["list_rows"], mmap_mode="r")
-        bag_off = np.load(d / entry["bag_offsets"], mmap_mode="r")
-        bag_codes = np.load(d / entry["bag_codes"], mmap_mode="r")
+        a = {key: np.load(d / entry[key], mmap_mode="r") for key in keys}
     except (OSError, ValueError, KeyError) as e:
         raise IndexFormatError(f"{d}: prune files of part {part_id} are missing or unreadable ({e})") from e
+    c, off, rows, bag_off, bag_codes = (a[key] for key in _FILE_KEYS[:5])
     n_seg = int(entry["n_segments"])
     if (c.ndim != 2 or c.shape[1] != dim or off.shape != (c.shape[0] + 1,) or int(off[-1]) != rows.size
             or bag_off.shape != (n_seg + 1,) or int(bag_off[-1]) != bag_codes.size
@@ -293,8 +360,30 @@ def load_part_index(root: Path, part_id: str, entry: dict[str, Any], dim: int) -
             f"(centroids {c.shape}, dim {dim}, offsets {off.shape}, {rows.size} list entries, "
             f"{n_seg} segments, bag offsets {bag_off.shape}, {bag_codes.size} bag entries)"
         )
-    return PartIndex(part_id, torch.from_numpy(np.asarray(c, dtype=np.float32)), off, rows, bag_off,
-                     bag_codes, n_seg)
+    if bag_codes.size and (int(bag_codes.min()) < 0 or int(bag_codes.max()) >= c.shape[0]):
+        raise IndexFormatError(f"{d / entry['bag_codes']}: centroid ids of part {part_id} fall outside its "
+                               f"{c.shape[0]} centroids")
+    idx = PartIndex(part_id, torch.from_numpy(np.asarray(c, dtype=np.float32)), off, rows, bag_off,
+                    bag_codes, n_seg)
+    if "residuals" in a:
+        try:
+            codec = ResidualCodec.from_arrays(a["codec"], int(entry["nbits"]), dim)
+        except (ValueError, KeyError, TypeError) as e:
+            raise IndexFormatError(f"{d / entry['codec']}: residual codec of part {part_id} is unusable ({e})"
+                                   ) from e
+        t_off, t_codes, res = a["tok_offsets"], a["token_codes"], a["residuals"]
+        if (t_off.shape != (n_seg + 1,) or t_codes.shape != (int(t_off[-1]),)
+                or res.shape != (t_codes.size, codec.bytes_per_token)):
+            raise IndexFormatError(
+                f"{d / entry['residuals']}: residual codes of part {part_id} do not fit together "
+                f"(token offsets {t_off.shape} for {n_seg} segments, {t_codes.size} token codes, residuals "
+                f"{res.shape}, expected {codec.bytes_per_token} bytes per token)"
+            )
+        if t_codes.size and (int(t_codes.min()) < 0 or int(t_codes.max()) >= c.shape[0]):
+            raise IndexFormatError(f"{d / entry['token_codes']}: centroid ids of part {part_id} fall outside "
+                                   f"its {c.shape[0]} centroids")
+        idx.tok_offsets, idx.token_codes, idx.residuals, idx.codec = t_off, t_codes, res, codec
+    return idx
 
 
 # -- snapshot helpers -----------------------------------------------------------------------------------
@@ -321,25 +410,32 @@ def update_prune_index(
     iters: int = 4,
     seed: int = 0,
     progress: bool = False,
+    nbits: int | None = RESIDUAL_BITS,
+    rebuild: bool = False,
 ) -> list[str]:
-    """Build the prune index of every part of ``snap`` that lacks one and commit it; returns their ids.
+    """Build the prune index of every part of ``snap`` that lacks one (every part with ``rebuild``) and
+    commit it; returns their ids.
 
-    The caller holds the store's writer lock. Entries and files of parts that left the index are
-    removed. Parts already covered are left as they are (no rebuild when videos are added).
+    ``nbits`` is the bits per dimension of the residual codes (1, 2, 4 or 8; None: no residual codes,
+    a smaller index whose pruned search skips the refine stage). The caller holds the store's writer
+    lock. Entries and files of parts that left the index are removed. Parts already covered are left as
+    they are unless ``rebuild`` (no rebuild when videos are added).
     """
     root = snap.root
     current = read_prune_manifest(root) or {"format": PRUNE_FORMAT, "parts": {}, "params": {}}
-    params = {"n_centroids": n_centroids, "iters": iters, "seed": seed}
+    current["format"] = PRUNE_FORMAT
+    params = {"n_centroids": n_centroids, "iters": iters, "seed": seed, "nbits": nbits}
     current["params"] = params
     live_parts = {p["id"] for p in snap.manifest.parts}
     ranges = _part_row_ranges(snap)
-    todo = [(pid, lo, hi) for pid, lo, hi in ranges if pid not in current["parts"] and hi > lo]
+    todo = [(pid, lo, hi) for pid, lo, hi in ranges if (rebuild or pid not in current["parts"]) and hi > lo]
     stale = {pid: e for pid, e in current["parts"].items() if pid not in live_parts}
     if not todo and not stale:
         return []
     built = []
     for pid, lo, hi in tqdm(todo, desc="prune index", unit="part", disable=not progress):
-        idx = build_part_index(pid, _part_chunks(snap, lo, hi), hi - lo, n_centroids, iters=iters, seed=seed)
+        idx = build_part_index(pid, _part_chunks(snap, lo, hi), hi - lo, n_centroids, iters=iters, seed=seed,
+                               nbits=nbits)
         current["parts"][pid] = save_part_index(root, idx)
         built.append(pid)
     for pid in stale:
@@ -365,15 +461,17 @@ class PruneStats:
     queries: int = 0
     candidates: int = 0  # segments scored exactly
     candidate_token_bytes: int = 0  # token bytes read for exact re-ranking
-    list_bytes: int = 0  # inverted-list bytes read
+    list_bytes: int = 0  # inverted-list and centroid-bag bytes read
     centroid_bytes: int = 0  # centroid bytes read
+    refined: int = 0  # segments scored from residual codes
+    residual_bytes: int = 0  # residual-code bytes read
     exhaustive_parts: int = 0  # parts without a prune index, scored exhaustively
     exhaustive_token_bytes: int = 0
     total_token_bytes: int = 0  # bytes an exhaustive search would have read
 
     @property
     def bytes_read(self) -> int:
-        return (self.candidate_token_bytes + self.list_bytes + self.centroid_bytes
+        return (self.candidate_token_bytes + self.list_bytes + self.centroid_bytes + self.residual_bytes
                 + self.exhaustive_token_bytes)
 
     @property
@@ -385,6 +483,7 @@ class PruneStats:
         return {
             "queries": self.queries,
             "candidates": self.candidates,
+            "refined": self.refined,
             "bytes_read": self.bytes_read,
             "total_token_bytes": self.total_token_bytes,
             "fraction": self.fraction,
@@ -420,6 +519,12 @@ class PrunedSearcher:
         self._counts = np.zeros(n, dtype=np.int64)
         for ch in snap.chunks:
             self._counts[ch.rows] = (ch.offsets[1:] - ch.offsets[:-1]).numpy()
+        for lo, hi, idx in self.parts:
+            if idx is not None and idx.has_residuals and not np.array_equal(np.diff(idx.tok_offsets),
+                                                                             self._counts[lo:hi]):
+                raise IndexFormatError(f"{snap.root / PRUNE_DIR}: residual codes of part {idx.part_id} do "
+                                       "not match the part's token counts; rebuild them with "
+                                       "`maxsim prune --rebuild`")
         self._dim = snap.manifest.dim
         self._elem = snap.chunks[0].tokens.element_size() if snap.chunks else 2
         if snap.chunks and getattr(snap.chunks[0], "scales", None) is not None:
@@ -431,79 +536,133 @@ class PrunedSearcher:
         return all(idx is not None for _, _, idx in self.parts)
 
     def candidates(
-        self, q: torch.Tensor, allowed: np.ndarray, n_candidates: int, nprobe: int, widen: int = 4
+        self,
+        q: torch.Tensor,
+        allowed: np.ndarray,
+        n_candidates: int,
+        nprobe: int,
+        n_refine: int | None = None,
+        widen: int = 4,
     ) -> tuple[np.ndarray, PruneStats]:
-        """Table rows (ascending) of the ``n_candidates`` best allowed segments of the indexed parts by
-        centroid-approximate MaxSim, and what was read.
+        """Table rows (ascending) of the ``n_candidates`` best allowed segments of the indexed parts, and
+        what was read.
 
-        Stage 1 unions the inverted lists of each query token's ``nprobe`` nearest centroids and ranks
-        the segments found with imputed scores; the best ``widen * n_candidates`` of each part go to
-        stage 2, which scores them against their full centroid bags: ``sum_i max_{c in bag} <q_i, c>``.
+        1. Per part, the inverted lists of each query token's ``nprobe`` nearest centroids are unioned
+           (widening the probe until they hold enough allowed segments) and the segments found ranked by
+           probed similarities, a token's lowest probed similarity standing in where a segment was not
+           found; the best ``widen * n_refine`` over all parts go on. A part whose allowed segments are
+           at most twice the number wanted is taken whole (its lists are not read).
+        2. Those are scored against their centroid bags, ``sum_i max_{c in bag} <q_i, c>``; the best
+           ``n_refine`` go on.
+        3. Those are scored with MaxSim on their tokens decoded from residual codes (segments of parts
+           without residual codes keep their bag score); the best ``n_candidates`` are returned.
+
+        ``n_refine`` at or below ``n_candidates`` (or None) skips step 3.
         """
         stats = PruneStats()
         qf = q.float()
         n_qt = qf.shape[0]
-        all_rows, all_approx = [], []
-        for lo, _hi, idx in self.parts:
+        refine = n_refine is not None and n_refine > n_candidates
+        n_next = int(n_refine) if refine else n_candidates
+        sims: dict[int, torch.Tensor] = {}
+        found_pi, found_loc, found_score = [], [], []
+        for pi, (lo, hi, idx) in enumerate(self.parts):
             if idx is None:
                 continue
             s = qf @ idx.centroids.T  # (n_q_tok, n_centroids)
+            sims[pi] = s
             stats.centroid_bytes += idx.centroids.numel() * 2
+            n_allowed = int(allowed[lo:hi].sum())
+            if n_allowed == 0:
+                continue
+            if 2 * n_next >= n_allowed:  # the lists would have to hold most of the part: take all of it
+                found_pi.append(np.full(n_allowed, pi))
+                found_loc.append(np.flatnonzero(allowed[lo:hi]))
+                found_score.append(np.full(n_allowed, np.inf))
+                continue
             nonempty = torch.from_numpy(np.diff(idx.list_offsets) > 0)
             probe_s = torch.where(nonempty, s, torch.tensor(float("-inf")))  # never probe empty lists
             n_nonempty = int(nonempty.sum())
             npr = min(nprobe, n_nonempty)
-            n_allowed = int(allowed[lo:_hi].sum())
-            while True:  # widen the probe until the lists hold n_candidates allowed segments (or all)
+            while True:  # widen the probe until the lists hold n_next allowed segments (or all)
                 top_v, top_c = probe_s.topk(npr, dim=1)
                 starts = idx.list_offsets[top_c.numpy()].reshape(-1)
                 lens = idx.list_offsets[top_c.numpy() + 1].reshape(-1) - starts
-                total = int(lens.sum())
-                flat = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(total)
+                flat = _ranges(starts, lens)
                 rows = np.asarray(idx.list_rows[flat], dtype=np.int64)
                 uniq, inv = np.unique(rows, return_inverse=True)
                 ok = allowed[lo + uniq]
-                if int(ok.sum()) >= min(n_candidates, n_allowed) or npr >= n_nonempty:
+                if int(ok.sum()) >= n_next or npr >= n_nonempty:
                     break
                 npr = min(2 * npr, n_nonempty)
-            stats.list_bytes += total * idx.list_rows.itemsize
+            stats.list_bytes += flat.size * idx.list_rows.itemsize
             if not ok.any():
                 continue
-            wide = widen * n_candidates
-            if uniq.size > wide:  # stage 1: rank by probed similarities, imputing the rest
-                tok = np.repeat(np.repeat(np.arange(n_qt), npr), lens)
-                val = np.repeat(top_v.reshape(-1).numpy(), lens)
-                best = top_v[:, -1].repeat(uniq.size, 1)  # (n_seg, n_q_tok)
-                best.view(-1).scatter_reduce_(
-                    0, torch.from_numpy(inv * n_qt + tok), torch.from_numpy(val), reduce="amax"
-                )
-                first = best.sum(1).numpy()
-                first[~ok] = -np.inf
-                sel = np.argpartition(-first, wide - 1)[:wide]
-                sel = sel[ok[sel]]
-            else:
-                sel = np.flatnonzero(ok)
-            seg = uniq[sel]
-            # stage 2: exact MaxSim against each candidate's centroid bag
-            b_lo = idx.bag_offsets[seg]
-            b_len = idx.bag_offsets[seg + 1] - b_lo
-            nb = int(b_len.sum())
-            flat = np.repeat(b_lo - np.cumsum(b_len) + b_len, b_len) + np.arange(nb)
-            codes = torch.from_numpy(np.asarray(idx.bag_codes[flat], dtype=np.int64))
-            stats.list_bytes += nb * idx.bag_codes.itemsize
-            sims = s[:, codes]  # (n_q_tok, nb)
-            owner = torch.from_numpy(np.repeat(np.arange(seg.size), b_len))
-            bag_best = torch.full((n_qt, seg.size), float("-inf"))
-            bag_best.scatter_reduce_(1, owner.expand(n_qt, -1), sims, reduce="amax")
-            all_rows.append(lo + seg)
-            all_approx.append(bag_best.sum(0).numpy())
-        if not all_rows:
+            tok = np.repeat(np.repeat(np.arange(n_qt), npr), lens)
+            val = np.repeat(top_v.reshape(-1).numpy(), lens)
+            best = top_v[:, -1].repeat(uniq.size, 1)  # (n_seg, n_q_tok): imputed where not found
+            best.view(-1).scatter_reduce_(
+                0, torch.from_numpy(inv * n_qt + tok), torch.from_numpy(val), reduce="amax"
+            )
+            first = best.sum(1).numpy()
+            found_pi.append(np.full(int(ok.sum()), pi))
+            found_loc.append(uniq[ok])
+            found_score.append(first[ok])
+        if not found_pi:
             return np.zeros(0, dtype=np.int64), stats
-        rows = np.concatenate(all_rows)
-        approx = np.concatenate(all_approx)
-        if rows.size > n_candidates:
-            rows = rows[np.argpartition(-approx, n_candidates - 1)[:n_candidates]]
-        return np.sort(rows), stats
+        part_of, loc, score = (np.concatenate(x) for x in (found_pi, found_loc, found_score))
+        whole = np.isinf(score)  # segments of parts taken whole all go on
+        if not whole.all():
+            keep = max(0, widen * n_next - int(whole.sum()))
+            p_f, l_f = self._best(score[~whole], keep, part_of[~whole], loc[~whole])
+            part_of, loc = np.concatenate([part_of[whole], p_f]), np.concatenate([loc[whole], l_f])
+        # step 2: centroid bags
+        score = np.empty(loc.size, dtype=np.float64)
+        for pi in np.unique(part_of):
+            sel = np.flatnonzero(part_of == pi)
+            score[sel] = self._bag_scores(self.parts[pi][2], sims[pi], loc[sel], stats)
+        if refine:  # step 3: residual codes
+            part_of, loc = self._best(score, n_next, part_of, loc)
+            score = np.empty(loc.size, dtype=np.float64)
+            for pi in np.unique(part_of):
+                sel = np.flatnonzero(part_of == pi)
+                idx = self.parts[pi][2]
+                if idx.has_residuals:
+                    score[sel] = self._residual_scores(idx, q, loc[sel], stats)
+                    stats.refined += sel.size
+                else:
+                    score[sel] = self._bag_scores(idx, sims[pi], loc[sel], stats)
+        part_of, loc = self._best(score, n_candidates, part_of, loc)
+        starts = np.array([lo for lo, _, _ in self.parts], dtype=np.int64)
+        return np.sort(starts[part_of] + loc), stats
+
+    @staticmethod
+    def _best(score: np.ndarray, n: int, *arrays: np.ndarray) -> list[np.ndarray]:
+        """``arrays`` restricted to the ``n`` highest scores (all of them when there are at most ``n``)."""
+        if score.size <= n:
+            return list(arrays)
+        sel = np.argpartition(-score, n - 1)[:n]
+        return [a[sel] for a in arrays]
+
+    @staticmethod
+    def _bag_scores(idx: PartIndex, s: torch.Tensor, loc: np.ndarray, stats: PruneStats) -> np.ndarray:
+        """``sum_i max_{c in bag} <q_i, c>`` of part-local segments ``loc``; ``s``: (n_q_tok, n_centroids)."""
+        b_lo = np.asarray(idx.bag_offsets[loc], dtype=np.int64)
+        b_len = np.asarray(idx.bag_offsets[loc + 1], dtype=np.int64) - b_lo
+        stats.list_bytes += int(b_len.sum()) * idx.bag_codes.itemsize
+        return bag_scores(s, idx.bag_codes, b_lo, b_len, check_codes=False).double().numpy()
+
+    @staticmethod
+    def _residual_scores(idx: PartIndex, q: torch.Tensor, loc: np.ndarray, stats: PruneStats) -> np.ndarray:
+        """MaxSim of ``q`` against part-local segments ``loc`` decoded from their residual codes (read in
+        place by the fused CPU kernel)."""
+        t_lo = np.asarray(idx.tok_offsets[loc], dtype=np.int64)
+        t_len = np.asarray(idx.tok_offsets[loc + 1], dtype=np.int64) - t_lo
+        qo = torch.tensor([0, q.shape[0]])
+        s = residual_scores(q, qo, idx.centroids, idx.token_codes, idx.residuals, idx.codec.table(), t_lo,
+                            t_len, check_codes=False)
+        stats.residual_bytes += int(t_len.sum()) * (idx.residuals.shape[1] + idx.token_codes.itemsize)
+        return s[0].double().numpy()
 
     def gather(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Tokens, CSR offsets and (int8 / fp8 storage) scales of the segments in table rows ``rows``."""
@@ -555,12 +714,19 @@ class PrunedSearcher:
         k: int,
         n_candidates: int = 1000,
         nprobe: int = 4,
+        n_refine: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, PruneStats]:
-        """Top k (scores, table rows) of each query, ``(n_q, k)`` each, best first, ties by lower row."""
+        """Top k (scores, table rows) of each query, ``(n_q, k)`` each, best first, ties by lower row.
+
+        ``n_candidates`` segments are scored exactly, picked from ``n_refine`` scored from residual codes
+        (see :meth:`candidates`; None or at most ``n_candidates``: no refine stage).
+        """
         if n_candidates < k:
             raise ValueError(f"n_candidates ({n_candidates}) must be at least k ({k})")
         if nprobe < 1:
             raise ValueError(f"nprobe must be at least 1, got {nprobe}")
+        if n_refine is not None and n_refine < 0:
+            raise ValueError(f"n_refine must be a number of segments (>= 0) or None, got {n_refine}")
         n_q = q_off.numel() - 1
         stats = PruneStats(queries=n_q)
         live_bytes = int(int(self._counts[allowed].sum()) * self._dim * self._elem)
@@ -576,10 +742,12 @@ class PrunedSearcher:
             if indexed.size <= n_candidates:  # few allowed segments (small index, tight filter): all
                 rows, st = indexed, PruneStats()
             else:
-                rows, st = self.candidates(qi, allowed, n_candidates, nprobe)
+                rows, st = self.candidates(qi, allowed, n_candidates, nprobe, n_refine)
             stats.candidates += rows.size
             stats.list_bytes += st.list_bytes
             stats.centroid_bytes += st.centroid_bytes
+            stats.refined += st.refined
+            stats.residual_bytes += st.residual_bytes
             s, r = self._exact(qi, qo, rows, k, stats)
             s = torch.cat([s, s_ex[i : i + 1]], 1)
             r = torch.cat([r, r_ex[i : i + 1]], 1)

@@ -178,7 +178,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     options = {}
     if args.pruned:
-        options = {"mode": "pruned", "n_candidates": args.candidates, "nprobe": args.nprobe}
+        options = {"mode": "pruned", "n_candidates": args.candidates, "nprobe": args.nprobe,
+                   "n_refine": args.refine}
     # neither output prints the JPEG bytes: do not read them
     hits = engine.search(args.text, k=args.k, videos=args.video or None, time_range=time_range,
                          thumbnails=False, **options)
@@ -341,7 +342,11 @@ def _cmd_compact(args: argparse.Namespace) -> int:
 def _cmd_prune(args: argparse.Namespace) -> int:
     engine = _engine(args, create=False)
     t0 = time.perf_counter()
-    built = engine.build_prune_index(n_centroids=args.centroids, progress=not args.quiet)
+    if args.bits not in (0, 1, 2, 4, 8):
+        print(f"maxsim prune: --bits must be 0, 1, 2, 4 or 8, got {args.bits}", file=sys.stderr)
+        return 2
+    built = engine.build_prune_index(n_centroids=args.centroids, progress=not args.quiet,
+                                     nbits=args.bits or None, rebuild=args.rebuild)
     secs = time.perf_counter() - t0
     if args.json:
         print(json.dumps({"parts_built": built, "seconds": secs}, indent=1))
@@ -408,8 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--pruned", action="store_true",
                     help="re-rank only candidates from the prune index (build it with `maxsim prune`)")
     se.add_argument("--candidates", type=int, metavar="N",
-                    help="segments scored exactly with --pruned (default: 1%% of the index, at least 20 k)")
-    se.add_argument("--nprobe", type=int, default=4, help="centroids probed per query token (default 4)")
+                    help="segments scored exactly with --pruned (default: 0.1%% of the index, >= 100 k)")
+    se.add_argument("--refine", type=int, metavar="N",
+                    help="segments scored from residual codes with --pruned, the candidates being the best "
+                    "of them (default: 15%% of the index, at least 1000 k; 0: no residual stage)")
+    se.add_argument("--nprobe", type=int, default=8, help="centroids probed per query token (default 8)")
     se.set_defaults(func=_cmd_search)
 
     pr = sub.add_parser("prune", help="build the centroid index that `search --pruned` uses (kept up to date "
@@ -417,6 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("index")
     pr.add_argument("--centroids", type=int, metavar="N",
                     help="centroids per part (default: PLAID's 16 * sqrt(tokens of the part))")
+    pr.add_argument("--bits", type=int, default=2, metavar="B",
+                    help="bits per dimension of the residual codes (1, 2, 4 or 8; 0: none, a smaller index "
+                    "whose pruned search skips the residual stage; default 2)")
+    pr.add_argument("--rebuild", action="store_true",
+                    help="rebuild the prune index of every part (after changing --centroids or --bits, or "
+                    "to add residual codes to an index built before they existed)")
     pr.add_argument("--encoder", help=enc_help)
     pr.add_argument("--json", action="store_true")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

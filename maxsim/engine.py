@@ -635,9 +635,10 @@ class Engine:
 
         ``thumbnails=False`` leaves ``Hit.thumbnail`` None (the JPEG bytes are then never read).
         ``mode="exact"`` (default) scores every segment. ``mode="pruned"`` scores exactly only
-        ``n_candidates`` segments picked with the index's token centroids (see
-        :meth:`build_prune_index`; ``nprobe`` centroids per query token); parts without a prune index
-        are scored exhaustively, so a pruned search is never wrong, only slower, before it is built.
+        ``n_candidates`` segments, the best of ``n_refine`` scored from the prune index's residual codes,
+        themselves picked with its token centroids (see :meth:`build_prune_index`; ``nprobe`` centroids
+        per query token; ``n_refine=0`` skips the residual stage). Parts without a prune index are
+        scored exhaustively, so a pruned search is never wrong, only slower, before it is built.
         """
         return self.search_batch([text], k=k, videos=videos, time_range=time_range, thumbnails=thumbnails,
                                  **options)[0]
@@ -669,12 +670,14 @@ class Engine:
         *,
         mode: str = "exact",
         n_candidates: int | None = None,
-        nprobe: int = 4,
+        nprobe: int = 8,
+        n_refine: int | None = None,
     ) -> list[list[Hit]]:
         """Search with precomputed query multi-vectors, each ``(n_tokens, dim)``; see :meth:`search`."""
         snap = self._snapshot
         q, q_off = self._queries(queries)
-        best_s, best_r = self._search_rows(snap, q, q_off, k, videos, time_range, mode, n_candidates, nprobe)
+        best_s, best_r = self._search_rows(snap, q, q_off, k, videos, time_range, mode, n_candidates, nprobe,
+                                           n_refine)
         return [
             self._hits(snap, q[int(q_off[i]) : int(q_off[i + 1])], best_s[i], best_r[i], thumbnails)
             for i in range(len(queries))
@@ -692,7 +695,7 @@ class Engine:
 
     def _search_rows(
         self, snap: Snapshot, q: torch.Tensor, q_off: torch.Tensor, k: int, videos, time_range,
-        mode: str = "exact", n_candidates: int | None = None, nprobe: int = 4,
+        mode: str = "exact", n_candidates: int | None = None, nprobe: int = 8, n_refine: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Top k (scores, table rows) of each query in ``snap``, ``(n_q, k)``; rows -1 past the end."""
         if k < 1:
@@ -702,10 +705,13 @@ class Engine:
         allowed = self._allowed(snap, videos, time_range)
         n_q = q_off.numel() - 1
         if mode == "pruned":
+            n_allowed = int(allowed.sum())
             if n_candidates is None:
-                n_candidates = default_candidates(k, int(allowed.sum()))
+                n_candidates = default_candidates(k, n_allowed)
+            if n_refine is None:
+                n_refine = default_refine(k, n_allowed)
             s, r, self.last_prune_stats = self._pruner(snap).search(
-                q, q_off, allowed, k, n_candidates=max(n_candidates, k), nprobe=nprobe
+                q, q_off, allowed, k, n_candidates=max(n_candidates, k), nprobe=nprobe, n_refine=n_refine
             )
             return s, r
         best_s = torch.full((n_q, 0), float("-inf"))
@@ -733,17 +739,20 @@ class Engine:
 
     # -- pruning index -------------------------------------------------------------------------------
     def build_prune_index(
-        self, n_centroids: int | None = None, iters: int = 4, progress: bool = True
+        self, n_centroids: int | None = None, iters: int = 4, progress: bool = True, nbits: int | None = 2,
+        rebuild: bool = False,
     ) -> list[str]:
-        """Build the token-centroid index used by ``search(..., mode="pruned")`` for every part that
-        lacks one; returns the part ids built. Once built, ingest and compaction keep it up to date
-        (new parts get their own centroids and lists; nothing is rebuilt when videos are added)."""
+        """Build the prune index used by ``search(..., mode="pruned")`` (token centroids, inverted lists
+        and ``nbits``-bit residual codes of every token; ``nbits=None``: no residual codes) for every
+        part that lacks one, or for every part with ``rebuild``; returns the part ids built. Once built,
+        ingest and compaction keep it up to date (new parts get their own centroids, lists and codes;
+        nothing is rebuilt when videos are added)."""
         from maxsim.candidates import update_prune_index
 
         self._writable("build a prune index")
         with self.store.writing(wait=self.lock_timeout):
             built = update_prune_index(self.store.snapshot(previous=self._snapshot), n_centroids=n_centroids,
-                                       iters=iters, progress=progress)
+                                       iters=iters, progress=progress, nbits=nbits, rebuild=rebuild)
         return built
 
     def _maintain_prune(self, progress: bool) -> None:
@@ -755,7 +764,8 @@ class Engine:
             return
         p = man.get("params", {})
         update_prune_index(self.store.snapshot(previous=self._snapshot), n_centroids=p.get("n_centroids"),
-                           iters=p.get("iters", 4), seed=p.get("seed", 0), progress=progress)
+                           iters=p.get("iters", 4), seed=p.get("seed", 0), progress=progress,
+                           nbits=p.get("nbits", 2))
 
     @staticmethod
     def _allowed(snap: Snapshot, videos: Sequence[str] | None, time_range) -> np.ndarray:
@@ -847,8 +857,14 @@ def _failure_reason(e: Exception) -> str:
 
 
 def default_candidates(k: int, n_allowed: int) -> int:
-    """Candidates re-ranked exactly by a pruned search by default: 1% of the segments, at least 20 k."""
-    return max(20 * k, n_allowed // 100)
+    """Candidates re-ranked exactly by a pruned search by default: 0.1% of the segments, at least 100 k."""
+    return max(100 * k, n_allowed // 1000)
+
+
+def default_refine(k: int, n_allowed: int) -> int:
+    """Segments scored from residual codes by a pruned search by default: 15% of the segments, at least
+    1000 k."""
+    return max(1000 * k, (15 * n_allowed) // 100)
 
 
 class EncoderOutputError(ValueError):

@@ -298,3 +298,102 @@ def test_quantized_storage(tmp_path, corpus):
         assert stats.candidates == 300
         assert torch.equal(r[:, 0], torch.stack(er)[:, 0]), dtype
         assert torch.allclose(s[:, 0], torch.stack(es)[:, 0], atol=1e-5)
+
+
+# -- residual codes and the refine stage --------------------------------------------------------------------
+def test_residual_codes_follow_part_rows(corpus):
+    """Chunks given out of row order still give per-row token codes; decoded tokens are close to the
+    originals."""
+    _, tokens = corpus
+    t = tokens[:100]
+    n_tok = SPEC.tokens_per_segment
+    off = torch.arange(0, 50 * n_tok + 1, n_tok)
+    chunks = [(t[50:].reshape(-1, SPEC.dim), off, np.arange(50, 100)),
+              (t[:50].reshape(-1, SPEC.dim), off, np.arange(50))]
+    idx = build_part_index("p", chunks, 100, n_centroids=32)
+    assert idx.has_residuals and idx.codec.nbits == 2
+    assert np.array_equal(idx.tok_offsets, np.arange(0, 100 * n_tok + 1, n_tok))
+    dec = idx.centroids[torch.from_numpy(idx.token_codes.astype(np.int64))] + idx.codec.decode(idx.residuals)
+    cos = torch.nn.functional.cosine_similarity(dec, t.reshape(-1, SPEC.dim).float())
+    assert float(cos.mean()) > 0.85
+    plain = torch.nn.functional.cosine_similarity(
+        idx.centroids[torch.from_numpy(idx.token_codes.astype(np.int64))], t.reshape(-1, SPEC.dim).float())
+    assert float(cos.mean()) > float(plain.mean()) + 0.05
+    assert build_part_index("p", chunks, 100, n_centroids=32, nbits=None).residuals is None
+
+
+def test_refine_stage_improves_recall_and_stays_exact(tmp_path, corpus):
+    c, tokens = corpus
+    store = _store(tmp_path, tokens, n_parts=2)
+    snap = store.snapshot()
+    with store.writing():
+        update_prune_index(snap, n_centroids=64)
+    targets = np.random.default_rng(5).choice(SPEC.n_segments, 16, replace=False)
+    q, q_off = _queries(c, tokens, targets)
+    es, er = _exact(snap, q, q_off, 10)
+    ps = PrunedSearcher(snap)
+
+    def recall(r):
+        return np.mean([len(set(r[i].tolist()) & set(er[i].tolist())) / 10 for i in range(len(targets))])
+
+    _, r_plain, st_plain = ps.search(q, q_off, snap.live, 10, n_candidates=100, nprobe=4)
+    s, r, st = ps.search(q, q_off, snap.live, 10, n_candidates=100, nprobe=4, n_refine=600)
+    assert st_plain.refined == 0 and st_plain.residual_bytes == 0
+    assert st.refined == 600 * len(targets) and st.candidates == 100 * len(targets)
+    assert st.residual_bytes == 600 * len(targets) * SPEC.tokens_per_segment * (SPEC.dim // 4 + 2)
+    assert recall(r) >= 0.9 and recall(r) >= recall(r_plain) + 0.2
+    assert torch.equal(r[:, 0], er[:, 0])
+    for i in range(len(targets)):  # scores are exact MaxSim, ranked as exhaustive search ranks them
+        qi = q[q_off[i]:q_off[i + 1]]
+        allowed = np.zeros_like(snap.live)
+        allowed[r[i].numpy()] = True
+        cs, cr = _exact(snap, qi, torch.tensor([0, qi.shape[0]]), 10, allowed)
+        assert torch.equal(r[i], cr[0]) and torch.allclose(s[i], cs[0])
+    # refining every segment: the probe widens until the lists hold them all
+    s, r, st = ps.search(q, q_off, snap.live, 10, n_candidates=200, nprobe=4, n_refine=SPEC.n_segments)
+    assert st.refined == SPEC.n_segments * len(targets)
+    assert recall(r) >= 0.97 and torch.equal(r[:, 0], er[:, 0])
+    # deleted segments are never refined nor returned
+    _delete(store, [int(snap.segment_ids[int(x)]) for x in er[:, 0]])
+    snap = store.snapshot()
+    _, r, _ = PrunedSearcher(snap).search(q, q_off, snap.live, 10, n_candidates=30, nprobe=4, n_refine=600)
+    assert snap.live[r[r >= 0].numpy()].all()
+    with pytest.raises(ValueError, match="n_refine"):
+        ps.search(q, q_off, snap.live, 10, n_candidates=30, n_refine=-1)
+
+
+def test_index_without_residual_codes_and_rebuild(tmp_path, corpus):
+    c, tokens = corpus
+    store = _store(tmp_path, tokens[:400])
+    with store.writing():
+        (pid,) = update_prune_index(store.snapshot(), nbits=None)
+    path = store.root / PRUNE_DIR / "manifest.json"
+    data = json.loads(path.read_text())
+    assert "residuals" not in data["parts"][pid] and data["params"]["nbits"] is None
+    data["format"] = 1  # as written before residual codes existed
+    path.write_text(json.dumps(data))
+    q, q_off = _queries(c, tokens, [7, 300])
+    es, er = _exact(store.snapshot(), q, q_off, 5)
+    s, r, st = PrunedSearcher(store.snapshot()).search(q, q_off, store.snapshot().live, 5, n_candidates=40,
+                                                       n_refine=200)
+    assert st.refined == 0 and torch.equal(r[:, 0], er[:, 0])  # no codes: bag scores pick the candidates
+    with store.writing():
+        assert update_prune_index(store.snapshot()) == []  # covered: nothing to build
+        assert update_prune_index(store.snapshot(), rebuild=True) == [pid]
+    data = read_prune_manifest(store.root)
+    assert data["format"] == 2 and data["parts"][pid]["nbits"] == 2
+    assert len(list((store.root / PRUNE_DIR).glob("*.npy"))) == 9  # the old part's files were removed
+    s, r, st = PrunedSearcher(store.snapshot()).search(q, q_off, store.snapshot().live, 5, n_candidates=40,
+                                                       n_refine=200)
+    assert st.refined == 400 and torch.equal(r[:, 0], er[:, 0])
+    # damaged residual files are reported, not read out of bounds
+    e = data["parts"][pid]
+    np.save(store.root / PRUNE_DIR / e["tok_offsets"], np.arange(401, dtype=np.int64) * 3)
+    with pytest.raises(IndexFormatError, match="residual codes"):
+        PrunedSearcher(store.snapshot())
+    codes = np.load(store.root / PRUNE_DIR / e["token_codes"])
+    np.save(store.root / PRUNE_DIR / e["tok_offsets"], np.arange(401, dtype=np.int64) * 16)
+    codes[5] = 10_000
+    np.save(store.root / PRUNE_DIR / e["token_codes"], codes)
+    with pytest.raises(IndexFormatError, match="outside"):
+        PrunedSearcher(store.snapshot())

@@ -39,7 +39,9 @@
 #define MAXSIM_CLONES
 #endif
 
-enum { K_F32 = 0, K_BF16 = 1, K_I8 = 2, K_F16 = 3, K_FP8 = 4 }; /* FP8: float8 e4m3fn */
+enum { K_F32 = 0, K_BF16 = 1, K_I8 = 2, K_F16 = 3, K_FP8 = 4, K_RES = 5 }; /* FP8: float8 e4m3fn */
+/* K_RES: residual codes (maxsim/residuals.py): a row is a centroid id plus packed bytes, each byte standing
+ * for `per` consecutive components through a 256-entry table; the row is centroid + table values. */
 enum { S_NONE = 0, S_TOKEN = 1, S_SEGMENT = 2 };
 enum { ISA_GENERIC = 0, ISA_AMX = 1 };
 #define QC 32 /* stacked query tokens per chunk (two 16-column AMX tiles) */
@@ -69,6 +71,14 @@ typedef struct {
      * slowed down by other load on its core does not hold the others back. Each thread sees increasing
      * segment indices, which the top-k tie rule relies on. */
     int64_t next_batch, batch;
+    /* Segment seg spans rows d_start[seg] .. + (d_off[seg+1] - d_off[seg]) when d_start is set (segments
+     * picked out of a larger buffer without copying), rows d_off[seg] .. d_off[seg+1] otherwise. */
+    const int64_t *d_start;
+    /* K_RES only */
+    const float *rc_centroids; /* [n_centroids, dim] */
+    const void *rc_codes;      /* [d_rows] int16 (rc_code16) or int32 */
+    int rc_code16, rc_per, rc_bytes;
+    const float *rc_table; /* [256, rc_per] */
 } job_t;
 
 typedef struct {
@@ -199,6 +209,35 @@ static void pack_amx(job_t *jb) {
     }
 }
 
+/* A residual-coded row widened to float: its centroid plus the table values of its bytes. */
+MAXSIM_CLONES
+static void decode_res_row(const job_t *jb, int64_t row, float *dst) {
+    const int d = jb->dim, per = jb->rc_per, nb = jb->rc_bytes;
+    const int64_t code =
+        jb->rc_code16 ? ((const int16_t *)jb->rc_codes)[row] : ((const int32_t *)jb->rc_codes)[row];
+    const float *c = jb->rc_centroids + code * d;
+    const uint8_t *b = (const uint8_t *)jb->d + row * nb;
+    const int full = d / per; /* bytes whose `per` components all lie inside dim */
+    if (per == 4) {           /* 2-bit codes: fixed-size inner loops the compiler turns into vector ops */
+        for (int i = 0; i < full; i++) {
+            const float *t = jb->rc_table + (int64_t)b[i] * 4;
+            for (int j = 0; j < 4; j++) dst[i * 4 + j] = c[i * 4 + j] + t[j];
+        }
+    } else if (per == 8) {
+        for (int i = 0; i < full; i++) {
+            const float *t = jb->rc_table + (int64_t)b[i] * 8;
+            for (int j = 0; j < 8; j++) dst[i * 8 + j] = c[i * 8 + j] + t[j];
+        }
+    } else {
+        for (int i = 0; i < full; i++) {
+            const float *t = jb->rc_table + (int64_t)b[i] * per;
+            for (int j = 0; j < per; j++) dst[i * per + j] = c[i * per + j] + t[j];
+        }
+    }
+    for (int k = full * per; k < d; k++) dst[k] = c[k] + jb->rc_table[(int64_t)b[k / per] * per + k % per];
+    (void)nb;
+}
+
 /* ----------------------------------------------------------------------------------------------------- */
 /* Generic kernel: column maxima of (segment rows r0..r1) x (one query chunk)                              */
 /* ----------------------------------------------------------------------------------------------------- */
@@ -212,7 +251,9 @@ static void colmax_generic(const job_t *jb, const float *qt, int64_t r0, int64_t
         int nr = (int)((r1 - j) < GR ? (r1 - j) : GR);
         for (int r = 0; r < GR; r++) {
             float *row = rows + r * d;
-            if (r < nr) {
+            if (r < nr && jb->kind == K_RES) {
+                decode_res_row(jb, j + r, row);
+            } else if (r < nr) {
                 float s = jb->scale_mode == S_TOKEN ? jb->dscale[j + r] : 1.0f;
                 for (int k = 0; k < d; k++) row[k] = load_as_float(jb->kind, jb->d, (j + r) * d + k) * s;
             } else {
@@ -273,6 +314,10 @@ __attribute__((target("avx512f,avx512bw"))) static inline __m512i fp8x32_to_bf16
 __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) static void widen_row(const job_t *jb, int64_t row,
                                                                                      float *dst) {
     const int d = jb->dim;
+    if (jb->kind == K_RES) {
+        decode_res_row(jb, row, dst);
+        return;
+    }
     const float s = jb->scale_mode == S_TOKEN ? jb->dscale[row] : 1.0f;
     const __m512 vs = _mm512_set1_ps(s);
     int k = 0;
@@ -551,7 +596,8 @@ static void *run_part(void *arg) {
         if (b0 >= jb->n_d) break;
         const int64_t b1 = b0 + jb->batch < jb->n_d ? b0 + jb->batch : jb->n_d;
         for (int64_t seg = b0; seg < b1; seg++) {
-            const int64_t r0 = jb->d_off[seg], r1 = jb->d_off[seg + 1];
+            const int64_t r0 = jb->d_start ? jb->d_start[seg] : jb->d_off[seg];
+            const int64_t r1 = r0 + (jb->d_off[seg + 1] - jb->d_off[seg]);
             if (r1 == r0) {
                 for (int64_t t = 0; t < jb->nq_tok; t++) tokmax[t] = -INFINITY;
             } else {
@@ -600,6 +646,8 @@ done:
 /* Python entry points                                                                                     */
 /* ----------------------------------------------------------------------------------------------------- */
 
+static PyObject *execute(job_t *jbp, int64_t nq_tok, int64_t n_q, int64_t n_d, int64_t k, int nthreads, int isa);
+
 static PyObject *py_run(PyObject *self, PyObject *args) {
     (void)self;
     job_t jb;
@@ -638,6 +686,12 @@ static PyObject *py_run(PyObject *self, PyObject *args) {
     jb.k = k;
     jb.top_s = (float *)(uintptr_t)top_s;
     jb.top_i = (int64_t *)(uintptr_t)top_i;
+    return execute(&jb, nq_tok, n_q, n_d, k, nthreads, isa);
+}
+
+/* Pack the queries, run the threads, collect errors. The job's pointers and sizes are set. */
+static PyObject *execute(job_t *jbp, int64_t nq_tok, int64_t n_q, int64_t n_d, int64_t k, int nthreads, int isa) {
+    job_t jb = *jbp;
     jb.n_chunks = (nq_tok + QC - 1) / QC;
     if (isa == ISA_AMX) {
         const int kstep = jb.kind == K_I8 ? 64 : 32;
@@ -700,6 +754,125 @@ static PyObject *py_run(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_run_residual(PyObject *self, PyObject *args) {
+    (void)self;
+    job_t jb;
+    memset(&jb, 0, sizeof jb);
+    long long q, q_off, codes, res, cents, table, d_start, d_off, out, top_s, top_i, nq_tok, n_q, n_d, d_rows, k;
+    int nthreads;
+    if (!PyArg_ParseTuple(args, "iLLLLLiiLLiLLLLLLLLLi", &jb.dim, &q, &nq_tok, &q_off, &n_q, &codes, &jb.rc_code16,
+                          &jb.rc_bytes, &res, &d_rows, &jb.rc_per, &cents, &table, &d_start, &d_off, &n_d, &out, &k,
+                          &top_s, &top_i, &nthreads))
+        return NULL;
+    if (jb.dim <= 0 || nthreads < 1 || k < 0 || (jb.rc_per != 1 && jb.rc_per != 2 && jb.rc_per != 4 && jb.rc_per != 8) ||
+        (int64_t)jb.rc_bytes * jb.rc_per < jb.dim) {
+        PyErr_SetString(PyExc_ValueError, "maxsim residual kernel: bad dim, bytes per row, values per byte, k or "
+                                          "thread count");
+        return NULL;
+    }
+    jb.kind = K_RES;
+    jb.qkind = K_F32;
+    jb.isa = ISA_GENERIC;
+#ifdef MAXSIM_AVX512
+    jb.use_avx512 = !getenv("MAXSIM_CPU_NO_AVX512") && avx512_ok();
+#endif
+    jb.q = (const void *)(uintptr_t)q;
+    jb.nq_tok = nq_tok;
+    jb.q_off = (const int64_t *)(uintptr_t)q_off;
+    jb.n_q = n_q;
+    jb.d = (const void *)(uintptr_t)res;
+    jb.rc_codes = (const void *)(uintptr_t)codes;
+    jb.rc_centroids = (const float *)(uintptr_t)cents;
+    jb.rc_table = (const float *)(uintptr_t)table;
+    jb.d_start = (const int64_t *)(uintptr_t)d_start;
+    jb.d_off = (const int64_t *)(uintptr_t)d_off;
+    jb.n_d = n_d;
+    jb.d_rows = d_rows;
+    jb.out = (float *)(uintptr_t)out;
+    jb.k = k;
+    jb.top_s = (float *)(uintptr_t)top_s;
+    jb.top_i = (int64_t *)(uintptr_t)top_i;
+    return execute(&jb, nq_tok, n_q, n_d, k, nthreads, ISA_GENERIC);
+}
+
+/* Centroid-bag scores: out[i] = sum_t max_{c in bag i} sims[c, t] over the nq_tok query tokens, with
+ * sims [n_centroids, nq_tok] (one contiguous row per centroid) and bag i = codes[start[i] .. +len[i]]. */
+MAXSIM_CLONES
+static void bag_scores_range(const float *sims, int64_t nq_tok, const void *codes, int code16, const int64_t *start,
+                             const int64_t *len, int64_t i0, int64_t i1, float *out, float *best) {
+    for (int64_t i = i0; i < i1; i++) {
+        if (len[i] == 0) {
+            out[i] = -INFINITY;
+            continue;
+        }
+        for (int64_t t = 0; t < nq_tok; t++) best[t] = -INFINITY;
+        for (int64_t j = start[i]; j < start[i] + len[i]; j++) {
+            const int64_t c = code16 ? ((const int16_t *)codes)[j] : ((const int32_t *)codes)[j];
+            const float *row = sims + c * nq_tok;
+            for (int64_t t = 0; t < nq_tok; t++) best[t] = row[t] > best[t] ? row[t] : best[t];
+        }
+        float s = 0.0f;
+        for (int64_t t = 0; t < nq_tok; t++) s += best[t];
+        out[i] = s;
+    }
+}
+
+typedef struct {
+    const float *sims;
+    int64_t nq_tok;
+    const void *codes;
+    int code16;
+    const int64_t *start, *len;
+    int64_t i0, i1;
+    float *out;
+    int err;
+} bag_job_t;
+
+static void *bag_thread(void *arg) {
+    bag_job_t *j = (bag_job_t *)arg;
+    float *best = malloc(sizeof(float) * (j->nq_tok > 0 ? j->nq_tok : 1));
+    if (!best) {
+        j->err = 1;
+        return NULL;
+    }
+    bag_scores_range(j->sims, j->nq_tok, j->codes, j->code16, j->start, j->len, j->i0, j->i1, j->out, best);
+    free(best);
+    return NULL;
+}
+
+static PyObject *py_bag_scores(PyObject *self, PyObject *args) {
+    (void)self;
+    long long sims, nq_tok, codes, start, len, n, out;
+    int code16, nthreads;
+    if (!PyArg_ParseTuple(args, "LLLiLLLLi", &sims, &nq_tok, &codes, &code16, &start, &len, &n, &out, &nthreads))
+        return NULL;
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > 256) nthreads = 256;
+    bag_job_t jobs[256];
+    pthread_t th[256];
+    char joinable[256] = {0};
+    for (int t = 0; t < nthreads; t++) {
+        jobs[t] = (bag_job_t){(const float *)(uintptr_t)sims, nq_tok, (const void *)(uintptr_t)codes, code16,
+                              (const int64_t *)(uintptr_t)start, (const int64_t *)(uintptr_t)len,
+                              n * t / nthreads, n * (t + 1) / nthreads, (float *)(uintptr_t)out, 0};
+    }
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    for (int t = 1; t < nthreads; t++) {
+        if (pthread_create(&th[t], NULL, bag_thread, &jobs[t]) == 0)
+            joinable[t] = 1;
+        else
+            bag_thread(&jobs[t]);
+    }
+    bag_thread(&jobs[0]);
+    for (int t = 1; t < nthreads; t++)
+        if (joinable[t]) pthread_join(th[t], NULL);
+    for (int t = 0; t < nthreads; t++) err |= jobs[t].err;
+    Py_END_ALLOW_THREADS;
+    if (err) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_isa(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
@@ -715,6 +888,13 @@ static PyMethodDef methods[] = {
     {"run", py_run, METH_VARARGS,
      "run(kind, qkind, dim, q, qscale, nq_tok, q_off, n_q, d, d_off, n_d, d_rows, dscale, scale_mode, out, k, top_s, "
      "top_i, nthreads, isa): fused MaxSim over raw pointers (see kernels/cpu.py)."},
+    {"run_residual", py_run_residual, METH_VARARGS,
+     "run_residual(dim, q, nq_tok, q_off, n_q, codes, code16, bytes_per_row, residuals, n_rows, per_byte, centroids, "
+     "table, d_start, d_off, n_d, out, k, top_s, top_i, nthreads): fused MaxSim over residual-coded rows "
+     "(see kernels/cpu.py)."},
+    {"bag_scores", py_bag_scores, METH_VARARGS,
+     "bag_scores(sims, nq_tok, codes, code16, start, len, n, out, nthreads): sums over query tokens of the best centroid "
+     "similarity in each bag (see kernels/cpu.py)."},
     {"isa", py_isa, METH_NOARGS, "isa() -> dict of the optional instruction paths usable on this CPU."},
     {NULL, NULL, 0, NULL}};
 
