@@ -259,15 +259,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"error: maxsim serve needs the serve extra ({e.name} is missing): "
               'pip install "maxsim[serve]"', file=sys.stderr)
         return 2
+    from maxsim.search_options import check_search_options
     from maxsim.server.app import LOOPBACK
 
     if args.host not in LOOPBACK and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can search, "
               "stream the indexed videos and delete them", file=sys.stderr)
+    knobs = {"n_candidates": args.candidates, "n_refine": args.refine, "nprobe": args.nprobe}
+    if not args.pruned and any(v is not None for v in knobs.values()):
+        print("error: --candidates, --refine and --nprobe set the defaults of pruned search: add --pruned",
+              file=sys.stderr)
+        return 2
+    search_options = {"mode": "pruned", **knobs} if args.pruned else None
+    try:  # before the model is loaded
+        check_search_options(search_options, "maxsim serve")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.torch_threads:
         import torch
 
         torch.set_num_threads(args.torch_threads)
+    from maxsim.candidates import read_prune_manifest
     from maxsim.engine import Engine
     from maxsim.frames import FrameSampler
 
@@ -278,6 +291,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         segmenter=args.segmenter,
         sampler=FrameSampler(fps=args.fps, max_frames=args.max_frames),
     )
+    if args.pruned and not (read_prune_manifest(engine.path) or {}).get("parts"):
+        print(f"warning: {args.index} has no prune index: pruned searches score every segment until you run "
+              f"`maxsim prune {args.index}`", file=sys.stderr)
     app = create_app(
         engine,
         api_key=args.api_key,
@@ -287,6 +303,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         batch_window_ms=args.batch_window_ms,
         max_queue=args.max_queue,
         cors_origins=args.cors_origin,
+        search_options=search_options,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=not args.quiet)
     return 0
@@ -459,6 +476,17 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for (default 100)")
     sv.add_argument("--batch-window-ms", type=float, default=2.0,
                     help="how long a search waits for concurrent ones to batch with (default 2 ms)")
+    sv.add_argument("--pruned", action="store_true",
+                    help="searches that do not set \"mode\" run pruned (build the prune index with `maxsim "
+                    "prune`; without one a pruned search scores every segment)")
+    sv.add_argument("--candidates", type=int, metavar="N",
+                    help="with --pruned: default n_candidates, segments scored exactly (default: 0.1%% of "
+                    "the index, >= 100 k)")
+    sv.add_argument("--refine", type=int, metavar="N",
+                    help="with --pruned: default n_refine, segments scored from residual codes (default: "
+                    "15%% of the index, at least 1000 k; 0: no residual stage)")
+    sv.add_argument("--nprobe", type=int, metavar="N",
+                    help="with --pruned: default nprobe, centroids probed per query token (default 8)")
     sv.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                     help="let pages from this web origin call the API (repeatable; default none)")
     sv.add_argument("--torch-threads", type=int, metavar="N",

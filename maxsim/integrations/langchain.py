@@ -6,6 +6,10 @@
     docs = retriever.invoke("a dog catches a frisbee")
     docs = await retriever.ainvoke("a dog catches a frisbee", k=3, videos=["/data/park.mp4"])
 
+    # pruned search (after engine.build_prune_index() / `maxsim prune`), for every call or for one
+    retriever = MaxSimRetriever.from_index("my.index", search_options={"mode": "pruned", "nprobe": 16})
+    docs = retriever.invoke("a dog catches a frisbee", search_options={"mode": "exact"})
+
 Each :class:`~langchain_core.documents.Document` stands for one moment: ``page_content`` is a one-line
 description (file name, start-end, best frame time, score) and ``metadata`` holds ``video`` (absolute
 path), ``video_name``, ``start``, ``end``, ``best_time`` (seconds), ``score``, ``segment_id``,
@@ -30,23 +34,28 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         'maxsim.integrations.langchain needs langchain-core: pip install "maxsim[langchain]"'
     ) from e
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from maxsim.integrations.hits import check_k, hit_metadata, hit_text
 from maxsim.integrations.serial import serialize_encoder
+from maxsim.search_options import check_search_options
 from maxsim.types import Hit
 
-# Hits searched ahead for a batch: {(query, k, videos, time_range): hits}, seen by the batch's invocations.
+# Hits searched ahead for a batch: {(query, k, videos, time_range, options): hits}, seen by the batch's
+# invocations.
 _AHEAD: contextvars.ContextVar[dict | None] = contextvars.ContextVar("maxsim_lc_ahead", default=None)
 
 
 class MaxSimRetriever(BaseRetriever):
     """Retrieves video moments from a maxsim :class:`~maxsim.Engine` as LangChain documents.
 
-    ``k``, ``videos`` (paths; only these videos) and ``time_range`` (``(start, end)`` seconds; only
-    segments overlapping it) are defaults that each call may override:
-    ``retriever.invoke(query, k=3, videos=[...], time_range=(0, 60))``. ``ainvoke`` runs the search in a
-    worker thread so the event loop is not blocked.
+    ``k``, ``videos`` (paths; only these videos), ``time_range`` (``(start, end)`` seconds; only
+    segments overlapping it) and ``search_options`` (``mode``, ``n_candidates``, ``n_refine``, ``nprobe``
+    of :meth:`maxsim.Engine.search`, e.g. ``{"mode": "pruned"}``) are defaults that each call may override:
+    ``retriever.invoke(query, k=3, videos=[...], time_range=(0, 60), search_options={...})`` (a call's
+    ``search_options`` replace the default ones as a whole). Unknown option keys or values out of range
+    are refused when the retriever is made or the call is made, before any search. ``ainvoke`` runs the
+    search in a worker thread so the event loop is not blocked.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -60,6 +69,15 @@ class MaxSimRetriever(BaseRetriever):
         default=None, description="only segments overlapping (start, end) seconds"
     )
     include_thumbnail: bool = Field(default=True, description="put the thumbnail (data URI) in metadata")
+    search_options: dict[str, Any] | None = Field(
+        default=None,
+        description="options of engine.search: mode ('exact' or 'pruned'), n_candidates, n_refine, nprobe",
+    )
+
+    @field_validator("search_options")
+    @classmethod
+    def _check_search_options(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if v is None else check_search_options(v)
 
     @classmethod
     def from_index(cls, path: str | os.PathLike, encoder: Any = None, **kwargs: Any) -> MaxSimRetriever:
@@ -69,16 +87,22 @@ class MaxSimRetriever(BaseRetriever):
         return cls(engine=Engine(path, encoder=encoder, create=False), **kwargs)
 
     def _options(
-        self, k: int | None, videos: Sequence[str] | str | None, time_range: tuple[float, float] | None
-    ) -> tuple[int, list[str] | None, tuple[float, float] | None]:
+        self,
+        k: int | None,
+        videos: Sequence[str] | str | None,
+        time_range: tuple[float, float] | None,
+        search_options: dict[str, Any] | None = None,
+    ) -> tuple[int, list[str] | None, tuple[float, float] | None, dict[str, Any]]:
         k = check_k(self.k if k is None else k)
         videos = self.videos if videos is None else ([videos] if isinstance(videos, str) else list(videos))
         time_range = self.time_range if time_range is None else tuple(time_range)
-        return k, videos, time_range
+        options = check_search_options(self.search_options if search_options is None else search_options)
+        return k, videos, time_range, options
 
     @staticmethod
-    def _key(query: str, k: int, videos: list[str] | None, time_range) -> tuple:
-        return (query, k, None if videos is None else tuple(videos), time_range)
+    def _key(query: str, k: int, videos: list[str] | None, time_range, options: dict[str, Any]) -> tuple:
+        vids = None if videos is None else tuple(videos)
+        return (query, k, vids, time_range, tuple(sorted(options.items())))
 
     def _search(
         self,
@@ -86,15 +110,16 @@ class MaxSimRetriever(BaseRetriever):
         k: int | None,
         videos: Sequence[str] | str | None,
         time_range: tuple[float, float] | None,
+        search_options: dict[str, Any] | None = None,
     ) -> list[Document]:
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {type(query).__name__}")
-        k, videos, time_range = self._options(k, videos, time_range)
+        k, videos, time_range, options = self._options(k, videos, time_range, search_options)
         ahead = _AHEAD.get()
-        hits = None if ahead is None else ahead.get(self._key(query, k, videos, time_range))
+        hits = None if ahead is None else ahead.get(self._key(query, k, videos, time_range, options))
         if hits is None:
             serialize_encoder(self.engine)  # ainvoke calls run on worker threads: one encode at a time
-            hits = self.engine.search(query, k=k, videos=videos, time_range=time_range)
+            hits = self.engine.search(query, k=k, videos=videos, time_range=time_range, **options)
         return [self._document(h) for h in hits]
 
     def _search_ahead(self, inputs: list[Any], kwargs: dict[str, Any]) -> dict | None:
@@ -102,18 +127,22 @@ class MaxSimRetriever(BaseRetriever):
         per-query invocations then search, and report errors, one by one)."""
         if len(inputs) < 2 or not all(isinstance(q, str) for q in inputs):
             return None
-        if set(kwargs) - {"k", "videos", "time_range"} or not hasattr(self.engine, "search_batch"):
+        if set(kwargs) - {"k", "videos", "time_range", "search_options"} or not hasattr(
+            self.engine, "search_batch"
+        ):
             return None
         try:
-            k, videos, time_range = self._options(
-                kwargs.get("k"), kwargs.get("videos"), kwargs.get("time_range")
+            k, videos, time_range, options = self._options(
+                kwargs.get("k"), kwargs.get("videos"), kwargs.get("time_range"), kwargs.get("search_options")
             )
             texts = list(dict.fromkeys(inputs))
             serialize_encoder(self.engine)
-            results = self.engine.search_batch(texts, k=k, videos=videos, time_range=time_range)
+            results = self.engine.search_batch(texts, k=k, videos=videos, time_range=time_range, **options)
         except Exception:
             return None
-        return {self._key(q, k, videos, time_range): hits for q, hits in zip(texts, results, strict=True)}
+        return {
+            self._key(q, k, videos, time_range, options): hits for q, hits in zip(texts, results, strict=True)
+        }
 
     def batch(
         self,
@@ -161,8 +190,9 @@ class MaxSimRetriever(BaseRetriever):
         k: int | None = None,
         videos: Sequence[str] | str | None = None,
         time_range: tuple[float, float] | None = None,
+        search_options: dict[str, Any] | None = None,
     ) -> list[Document]:
-        return self._search(query, k, videos, time_range)
+        return self._search(query, k, videos, time_range, search_options)
 
     async def _aget_relevant_documents(
         self,
@@ -172,5 +202,6 @@ class MaxSimRetriever(BaseRetriever):
         k: int | None = None,
         videos: Sequence[str] | str | None = None,
         time_range: tuple[float, float] | None = None,
+        search_options: dict[str, Any] | None = None,
     ) -> list[Document]:
-        return await asyncio.to_thread(self._search, query, k, videos, time_range)
+        return await asyncio.to_thread(self._search, query, k, videos, time_range, search_options)

@@ -6,6 +6,9 @@
     nodes = retriever.retrieve("a dog catches a frisbee")
     nodes = await retriever.aretrieve("a dog catches a frisbee")
 
+    # pruned search (after engine.build_prune_index() / `maxsim prune`)
+    retriever = MaxSimRetriever.from_index("my.index", search_options={"mode": "pruned", "nprobe": 16})
+
 Each :class:`~llama_index.core.schema.NodeWithScore` stands for one moment: its score is the MaxSim score
 and its :class:`~llama_index.core.schema.TextNode` (``id_`` ``"maxsim:<segment_id>"``) has a one-line text
 (file name, start-end, best frame time) and ``metadata`` with ``video`` (absolute path), ``video_name``,
@@ -34,6 +37,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 from maxsim.integrations.hits import check_k, hit_metadata, hit_text
 from maxsim.integrations.serial import serialize_encoder
+from maxsim.search_options import check_search_options
 from maxsim.types import Hit
 
 _HIDDEN_FROM_MODELS = ["thumbnail", "deep_link", "segment_id", "video"]
@@ -43,7 +47,10 @@ class MaxSimRetriever(BaseRetriever):
     """Retrieves video moments from a maxsim :class:`~maxsim.Engine` as LlamaIndex nodes.
 
     ``k`` moments per query; ``videos`` (paths) and ``time_range`` (``(start, end)`` seconds) restrict
-    the search. They are plain attributes: change them between calls, or make a retriever per filter.
+    the search; ``search_options`` (``mode``, ``n_candidates``, ``n_refine``, ``nprobe`` of
+    :meth:`maxsim.Engine.search`, e.g. ``{"mode": "pruned"}``) choose how it is searched, and unknown keys
+    or values out of range are refused here with a ValueError. They are plain attributes: change them
+    between calls (search_options are checked again on each call), or make a retriever per setting.
     ``aretrieve`` runs the search in a worker thread so the event loop is not blocked.
     """
 
@@ -54,6 +61,7 @@ class MaxSimRetriever(BaseRetriever):
         videos: Sequence[str] | str | None = None,
         time_range: tuple[float, float] | None = None,
         include_thumbnail: bool = True,
+        search_options: dict[str, Any] | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
@@ -65,6 +73,7 @@ class MaxSimRetriever(BaseRetriever):
             time_range = (float(time_range[0]), float(time_range[1]))
         self.time_range = time_range
         self.include_thumbnail = include_thumbnail
+        self.search_options = check_search_options(search_options)
 
     @classmethod
     def from_index(cls, path: str | os.PathLike, encoder: Any = None, **kwargs: Any) -> MaxSimRetriever:
@@ -84,9 +93,14 @@ class MaxSimRetriever(BaseRetriever):
         return NodeWithScore(node=node, score=float(hit.score))
 
     def _search(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        options = check_search_options(self.search_options)
         serialize_encoder(self.engine)  # aretrieve calls run on worker threads: one encode at a time
         hits = self.engine.search(
-            query_bundle.query_str, k=check_k(self.k), videos=self.videos, time_range=self.time_range
+            query_bundle.query_str,
+            k=check_k(self.k),
+            videos=self.videos,
+            time_range=self.time_range,
+            **options,
         )
         return [self._node(h) for h in hits]
 

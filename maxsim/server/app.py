@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maxsim.integrations.hits import hit_metadata
+from maxsim.search_options import PRUNED_KEYS, check_search_options
 from maxsim.server import schemas as S
 from maxsim.server.batcher import Overloaded, SearchBatcher
 from maxsim.server.catalog import Catalog, media_type, video_id
@@ -53,7 +54,8 @@ _ERRORS = {
     400: {
         "model": S.ErrorOut,
         "description": "a value the schema cannot express is wrong: k above this server's max_k, "
-        "a time_range whose end is before its start",
+        "a time_range whose end is before its start, pruning options (n_candidates, n_refine, nprobe) "
+        "for an exact search",
     },
     401: {"model": S.ErrorOut, "description": "missing or wrong API key"},
     413: {"model": S.ErrorOut, "description": "request body too large"},
@@ -81,7 +83,12 @@ class ServerState:
         self.guard = VersionGuard(engine)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maxsim-search")
         self.batcher = SearchBatcher(
-            self._search, self.executor, max_texts=max_batch, window_ms=batch_window_ms, max_queue=max_queue
+            self._search,
+            self.executor,
+            max_texts=max_batch,
+            window_ms=batch_window_ms,
+            max_queue=max_queue,
+            last_stats=self._prune_stats,
         )
         self.refresh_interval_s = refresh_interval_s
         self._checked = time.monotonic()
@@ -104,10 +111,30 @@ class ServerState:
         except Exception:  # a half-written index must not take searches down; keep the open version
             pass
 
-    def _search(self, texts: list[str], k: int, videos: list[str] | None, time_range) -> list[list[Hit]]:
+    def _search(
+        self, texts: list[str], k: int, videos: list[str] | None, time_range, **options: Any
+    ) -> list[list[Hit]]:
         self.serial_encoder()
         self.maybe_refresh()
-        return self.engine.search_batch(texts, k=k, videos=videos, time_range=time_range)
+        return self.engine.search_batch(texts, k=k, videos=videos, time_range=time_range, **options)
+
+    def _prune_stats(self) -> dict[str, Any] | None:
+        """What the engine's last pruned search read (called on the search thread right after it)."""
+        stats = getattr(self.engine, "last_prune_stats", None)
+        return None if stats is None else stats.to_dict()
+
+    def has_prune_index(self) -> bool:
+        """Whether the index has a prune index (a damaged prune manifest counts as none)."""
+        from maxsim.candidates import read_prune_manifest
+
+        path = getattr(self.engine, "path", None)
+        if path is None:
+            return False
+        try:
+            man = read_prune_manifest(path)
+        except Exception:
+            return False
+        return bool(man and man.get("parts"))
 
     def ingest_file(self, path: str) -> IngestReport:
         """Ingest one file (the ingest-job thread): one commit, opened by the engine under the guard."""
@@ -146,6 +173,7 @@ def create_app(
     refresh_interval_s: float = 2.0,
     cors_origins: list[str] | None = None,
     warm: bool = True,
+    search_options: dict[str, Any] | None = None,
 ) -> FastAPI:
     """A FastAPI app serving the index at ``engine_or_path`` (a path, or an open :class:`~maxsim.Engine`).
 
@@ -158,7 +186,12 @@ def create_app(
     ``batch_window_ms``: how long the batcher waits for company after a search arrives. ``warm``: load the
     encoder now rather than on the first search. ``cors_origins``: web origins (``https://app.example``)
     whose pages may call the API from a browser; none by default (the search page is same-origin).
+    ``search_options``: what a search request that does not set them gets, e.g. ``{"mode": "pruned",
+    "n_candidates": 2000}`` (keys of :func:`maxsim.search_options.check_search_options`); exact search by
+    default. A request's own ``mode`` wins; its pruning knobs override these one by one.
     """
+    defaults = check_search_options(search_options, "create_app(search_options=)")
+    default_mode = defaults.pop("mode", "exact")
     engine = _open_engine(engine_or_path, encoder)
     if not 1 <= max_k <= S.MAX_K:
         raise ValueError(f"max_k must be in 1..{S.MAX_K}, got {max_k}")
@@ -240,6 +273,22 @@ def create_app(
             video_url=f"{prefix}/videos/{vid}#t={h.start:.3f},{h.end:.3f}",
         )
 
+    def resolve_options(req: S.SearchRequest | S.BatchSearchRequest) -> tuple[str, dict[str, Any]]:
+        """The mode a request runs in and the options for the engine: the request's, else the server's."""
+        given = {key: getattr(req, key) for key in PRUNED_KEYS if getattr(req, key) is not None}
+        mode = req.mode or default_mode
+        if mode == "exact":
+            if given and req.mode == "exact":
+                raise HTTPException(400, f"{', '.join(given)} only apply to mode 'pruned', not 'exact'")
+            if given:
+                raise HTTPException(
+                    400,
+                    f"{', '.join(given)} only apply to pruned search, and this server searches exactly by "
+                    'default: add "mode": "pruned"',
+                )
+            return mode, {}
+        return mode, {"mode": "pruned", **defaults, **given}
+
     @api.post(
         "/search",
         response_model=S.SearchResponse | S.BatchSearchResponse,
@@ -280,9 +329,17 @@ def create_app(
                         f"unknown video {ref!r}: give an id from GET /videos or an indexed path",
                     )
             videos = [entry.path for _, entry in entries]
+        mode, options = resolve_options(req)
+        want_stats = req.include_prune_stats and mode == "pruned"
         t0 = time.perf_counter()
+        stats = None
         try:
-            results = await state.batcher.search(texts, req.k, videos, req.time_range)
+            if want_stats:
+                results, stats = await state.batcher.search_with_stats(
+                    texts, req.k, videos, req.time_range, options
+                )
+            else:
+                results = await state.batcher.search(texts, req.k, videos, req.time_range, options)
         except Overloaded as e:
             raise HTTPException(503, str(e), {"Retry-After": str(e.retry_after_s)}) from e
         except ValueError as e:
@@ -290,9 +347,10 @@ def create_app(
         took = (time.perf_counter() - t0) * 1000
         prefix = request.scope.get("root_path", "")
         out = [[hit_out(h, prefix, req.include_thumbnails) for h in hits] for hits in results]
+        prune_stats = None if stats is None else S.PruneStatsOut(**stats)
         if single:
-            return S.SearchResponse(hits=out[0], took_ms=took)
-        return S.BatchSearchResponse(results=out, took_ms=took)
+            return S.SearchResponse(hits=out[0], took_ms=took, mode=mode, prune_stats=prune_stats)
+        return S.BatchSearchResponse(results=out, took_ms=took, mode=mode, prune_stats=prune_stats)
 
     # -- media ---------------------------------------------------------------------------------------
     @media.get(
@@ -415,6 +473,10 @@ def create_app(
             auth_required=api_key is not None,
             ingest_enabled=state.jobs is not None,
             batching=S.Batching(**state.batcher.stats.to_dict()),
+            prune_index=state.has_prune_index(),
+            search_defaults=S.SearchDefaults(
+                mode=default_mode, **{key: defaults.get(key) for key in PRUNED_KEYS}
+            ),
         )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

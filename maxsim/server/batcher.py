@@ -1,4 +1,5 @@
-"""Groups search requests that arrive close together into one batched engine call."""
+"""Groups search requests that arrive close together into one batched engine call (requests with the same
+filters and search options only)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
 from maxsim.types import Hit
 
-SearchBatch = Callable[[list[str], int, "list[str] | None", "tuple[float, float] | None"], list[list[Hit]]]
+# search_batch(texts, k, videos, time_range, **options) -> hits per text; options only when a request has any
+SearchBatch = Callable[..., list[list[Hit]]]
 
 
 @dataclass
@@ -23,6 +25,19 @@ class _Pending:
     videos: tuple[str, ...] | None
     time_range: tuple[float, float] | None
     future: asyncio.Future
+    options: tuple[tuple[str, Any], ...] = ()
+    solo: bool = False  # searched on its own, with the search's stats handed back
+
+    def group(self) -> tuple:
+        """Requests with equal keys share one engine call. Search options change what is searched, and
+        a pruned search's default candidate counts follow k: with options, k is part of the key too."""
+        return (
+            self.videos,
+            self.time_range,
+            self.options,
+            self.k if self.options else None,
+            id(self) if self.solo else None,
+        )
 
 
 class Overloaded(RuntimeError):
@@ -65,6 +80,11 @@ class SearchBatcher:
     filters as one ``search_batch(texts, k, videos, time_range)`` call on ``executor``, with the group's
     largest k; each request gets its own first k hits back.
 
+    Requests with search ``options`` (``mode``, ``n_candidates``, ... : keyword arguments passed on to
+    ``search_batch``) are grouped only with requests of the same options and the same k, so a request's
+    hits never depend on which others it was batched with. A request for stats (:meth:`search_with_stats`)
+    runs alone, and ``last_stats()`` is called on the executor right after its search.
+
     ``max_texts`` is a hard cap on the texts of one engine call: a request that would take a batch past it
     starts the next batch, and a request with more texts than that is refused (ValueError). Requests are
     never split. While one batch runs, new requests queue up and form the next batch, so under load batches
@@ -80,12 +100,14 @@ class SearchBatcher:
         max_texts: int = 64,
         window_ms: float = 2.0,
         max_queue: int = 256,
+        last_stats: Callable[[], Any] | None = None,
     ) -> None:
         if max_texts < 1:
             raise ValueError(f"max_texts must be >= 1, got {max_texts}")
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
         self._search_batch = search_batch
+        self._last_stats = last_stats
         self._executor = executor
         self.max_texts = max_texts
         self.window_s = max(0.0, window_ms) / 1000.0
@@ -110,17 +132,44 @@ class SearchBatcher:
         k: int,
         videos: Sequence[str] | None = None,
         time_range: tuple[float, float] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> list[list[Hit]]:
-        """Hits for each of ``texts`` (best first, at most ``k`` each), batched with concurrent calls."""
+        """Hits for each of ``texts`` (best first, at most ``k`` each), batched with concurrent calls that
+        have the same filters and ``options``."""
+        hits, _ = await self._submit(texts, k, videos, time_range, options, solo=False)
+        return hits
+
+    async def search_with_stats(
+        self,
+        texts: Sequence[str],
+        k: int,
+        videos: Sequence[str] | None = None,
+        time_range: tuple[float, float] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> tuple[list[list[Hit]], Any]:
+        """:meth:`search` run on its own (one engine call for these texts only), and what ``last_stats()``
+        returned right after it (None without ``last_stats``)."""
+        return await self._submit(texts, k, videos, time_range, options, solo=True)
+
+    async def _submit(
+        self,
+        texts: Sequence[str],
+        k: int,
+        videos: Sequence[str] | None,
+        time_range: tuple[float, float] | None,
+        options: Mapping[str, Any] | None,
+        solo: bool,
+    ) -> tuple[list[list[Hit]], Any]:
         if not texts:
-            return []
+            return [], None
         if len(texts) > self.max_texts:
             raise ValueError(f"{len(texts)} texts is more than this server's limit of {self.max_texts}")
         queue = self._ensure_started()
         fut = asyncio.get_running_loop().create_future()
         videos_key = None if videos is None else tuple(sorted(set(videos)))
+        opts = tuple(sorted((options or {}).items()))
         try:
-            queue.put_nowait(_Pending(list(texts), int(k), videos_key, time_range, fut))
+            queue.put_nowait(_Pending(list(texts), int(k), videos_key, time_range, fut, opts, solo))
         except asyncio.QueueFull:
             with self.stats._lock:
                 self.stats.rejected += 1
@@ -187,19 +236,22 @@ class SearchBatcher:
         groups: dict[tuple, list[_Pending]] = {}
         for p in batch:
             if not p.future.done():  # a client that went away is not searched for
-                groups.setdefault((p.videos, p.time_range), []).append(p)
-        for (videos, time_range), items in groups.items():
+                groups.setdefault(p.group(), []).append(p)
+        for items in groups.values():
+            first = items[0]
             texts = [t for p in items for t in p.texts]
             k = max(p.k for p in items)
             t0 = time.perf_counter()
             try:
-                results = await loop.run_in_executor(
+                results, extra = await loop.run_in_executor(
                     self._executor,
-                    self._search_batch,
+                    self._call,
                     texts,
                     k,
-                    None if videos is None else list(videos),
-                    time_range,
+                    None if first.videos is None else list(first.videos),
+                    first.time_range,
+                    dict(first.options),
+                    first.solo,
                 )
             except Exception as e:  # handed to each waiting request
                 for p in items:
@@ -218,4 +270,18 @@ class SearchBatcher:
                 mine = [hits[: p.k] for hits in results[i : i + len(p.texts)]]
                 i += len(p.texts)
                 if not p.future.done():
-                    p.future.set_result(mine)
+                    p.future.set_result((mine, extra))
+
+    def _call(
+        self,
+        texts: list[str],
+        k: int,
+        videos: list[str] | None,
+        time_range: tuple[float, float] | None,
+        options: dict[str, Any],
+        solo: bool,
+    ) -> tuple[list[list[Hit]], Any]:
+        """One engine call (on the executor), and the stats of a solo request read right after it."""
+        results = self._search_batch(texts, k, videos, time_range, **options)
+        extra = self._last_stats() if solo and self._last_stats is not None else None
+        return results, extra

@@ -5,7 +5,17 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    field_validator,
+)
+
+from maxsim.search_options import MAX_CANDIDATES, MAX_NPROBE, MAX_REFINE
 
 # Upper bounds the app enforces; create_app() may lower or raise them per server.
 MAX_TEXT_CHARS = 2000
@@ -16,6 +26,7 @@ MAX_INGEST_PATHS = 1000
 
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
+Mode = Literal["exact", "pruned"]
 
 
 class _SearchOptions(BaseModel):
@@ -33,6 +44,39 @@ class _SearchOptions(BaseModel):
     )
     include_thumbnails: bool = Field(
         default=False, description="inline each hit's JPEG thumbnail as a data URI (`thumbnail`)"
+    )
+    mode: Mode | None = Field(
+        default=None,
+        description="`exact` scores every segment; `pruned` scores exactly only candidates picked with the "
+        "index's prune index (`maxsim prune`; an index without one is scored exhaustively). Default: the "
+        "server's (`maxsim serve --pruned` makes it `pruned`)",
+    )
+    n_candidates: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CANDIDATES,
+        description="pruned search (as are `n_refine` and `nprobe`; for an exact search they are refused "
+        "with 400): segments scored exactly (default: the server's, else 0.1% of the searched segments, at "
+        "least 100 k)",
+    )
+    n_refine: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_REFINE,
+        description="pruned search: segments scored from residual codes, the candidates being the best of "
+        "them (default: the server's, else 15% of the searched segments, at least 1000 k; 0: no residual "
+        "stage)",
+    )
+    nprobe: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_NPROBE,
+        description="pruned search: centroids probed per query token (default: the server's, else 8)",
+    )
+    include_prune_stats: bool = Field(
+        default=False,
+        description="pruned search: add `prune_stats` (what the search read) to the response; the request "
+        "is then searched on its own, not batched with others",
     )
 
     @field_validator("time_range")
@@ -84,14 +128,34 @@ class HitOut(BaseModel):
     thumbnail: str | None = Field(default=None, description="data URI, only with include_thumbnails")
 
 
+class PruneStatsOut(BaseModel):
+    """What a pruned search read, summed over the request's texts."""
+
+    queries: int
+    candidates: int = Field(description="segments scored exactly")
+    refined: int = Field(description="segments scored from residual codes")
+    bytes_read: int = Field(description="token, inverted-list, bag, centroid and residual bytes read")
+    total_token_bytes: int = Field(description="token bytes an exact search of the same texts reads")
+    fraction: float = Field(description="bytes_read / total_token_bytes")
+    exhaustive_parts: int = Field(description="parts without a prune index, scored exhaustively")
+
+
+_MODE_RAN = "the search that ran: the request's `mode`, else the server's default"
+_PRUNE_STATS = "only with `include_prune_stats` on a pruned search"
+
+
 class SearchResponse(BaseModel):
     hits: list[HitOut]
     took_ms: float
+    mode: Mode = Field(description=_MODE_RAN)
+    prune_stats: PruneStatsOut | None = Field(default=None, description=_PRUNE_STATS)
 
 
 class BatchSearchResponse(BaseModel):
     results: list[list[HitOut]] = Field(description="hits for each text, in the order given")
     took_ms: float
+    mode: Mode = Field(description=_MODE_RAN)
+    prune_stats: PruneStatsOut | None = Field(default=None, description=_PRUNE_STATS)
 
 
 class VideoOut(BaseModel):
@@ -171,6 +235,15 @@ class Batching(BaseModel):
     rejected: int = Field(0, description="searches turned away with 503: too many were waiting")
 
 
+class SearchDefaults(BaseModel):
+    """The search options a request gets when it does not set them (`maxsim serve --pruned ...`)."""
+
+    mode: Mode
+    n_candidates: int | None = Field(description="null: the engine's default")
+    n_refine: int | None = Field(description="null: the engine's default")
+    nprobe: int | None = Field(description="null: the engine's default")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     version: int = Field(description="index version being searched")
@@ -180,6 +253,11 @@ class Health(BaseModel):
     auth_required: bool
     ingest_enabled: bool
     batching: Batching
+    prune_index: bool = Field(
+        description="the index has a prune index (`maxsim prune`); without one a pruned search scores "
+        "every segment"
+    )
+    search_defaults: SearchDefaults
 
 
 class ErrorOut(BaseModel):
