@@ -167,8 +167,25 @@ def run(rec: Run) -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
+_SHORT = {"n_candidates": "cand", "n_refine": "refine", "nprobe": "probe", "factor": "pool", "dedup": "dedup"}
+
+
+def _num(v: Any) -> str:
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 1000 and v % 1000 == 0:
+        return f"{v // 1000}k"
+    return str(v)
+
+
 def _label(row: dict[str, Any], keys: list[str]) -> str:
-    return ", ".join(f"{k}={row[k]}" for k in keys if row.get(k) is not None) or "none"
+    """A short point label for plots: ``cand=1k refine=100k probe=8``."""
+    return " ".join(f"{_SHORT.get(k, k)}={_num(row[k])}" for k in keys if row.get(k) is not None) or "none"
+
+
+def _annotate(ax: Any, xs: list[float], ys: list[float], labels: list[str]) -> None:
+    """Labels beside the points, staggered up and down so that close points stay readable."""
+    for i, (x, y, text) in enumerate(zip(xs, ys, labels, strict=True)):
+        ax.annotate(text, (x, y), fontsize=7, xytext=(5, 6 if i % 2 == 0 else -11),
+                    textcoords="offset points")
 
 
 def _pct(v: float) -> str:
@@ -211,13 +228,17 @@ def pruning_table(results: dict[str, Any]) -> Table:
     note = (
         f"Tokens {_size(p['token_bytes'])} (written in {p['write_s']:.0f} s); prune index "
         f"{_size(p['prune_index_bytes'])} ({100 * p['prune_index_overhead']:.1f}% of the tokens), "
-        f"centroids per part: {_centroids(p['n_centroids_per_part'])}, built in {p['prune_build_s']:.0f} s. "
+        f"centroids per part: {_centroids(p['n_centroids_per_part'])}, "
+        + (f"{p['nbits']}-bit residual codes, " if p.get("nbits") else "no residual codes, ")
+        + f"built in {p['prune_build_s']:.0f} s"
+        + (" by an earlier run (this run reused its index)" if p.get("index_reused") else "")
+        + ". "
         f"Exact search: {ex['qps']:.2f} QPS, p50 {ex['p50_ms']:.0f} ms, p99 {ex['p99_ms']:.0f} ms"
         + (f" ({threads} torch threads)" if threads else "")
         + f". The exact top hit is the query's target segment for {100 * p['target_top1_exact']:.0f}% of the "
         "queries. Recall@10 and top-1 agreement compare the pruned top 10 with the exact top 10 of the same "
-        "index; bytes read: candidate tokens, inverted lists, bags and centroids against the tokens an exact "
-        "search reads; one query per call, scoring only."
+        "index; bytes read: candidate tokens, residual codes, inverted lists, bags and centroids against the "
+        "tokens an exact search reads; one query per call, scoring only."
     )
     title = (
         f"Pruned vs exact search: {c['n_segments']:,} segments x {c['frames'] * c['tokens_per_frame']} "
@@ -307,11 +328,12 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
         labels = [_label(r, keys) for r in rows]
         recall = [r["recall@10"] for r in rows]
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-        ax.plot([100 * r["bytes_fraction"] for r in rows], recall, "o")
-        for r, text in zip(rows, labels, strict=True):
-            ax.annotate(text, (100 * r["bytes_fraction"], r["recall@10"]), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        xs = [100 * r["bytes_fraction"] for r in rows]
+        ax.plot(xs, recall, "o")
+        _annotate(ax, xs, recall, labels)
         ax.axhline(1.0, color="grey", ls=":", lw=1)
+        ax.axhline(0.99, color="C2", ls="--", lw=1, label="recall@10 0.99")
+        ax.legend(fontsize=8, loc="lower right")
         title = f"Pruned search: recall vs bytes read ({p['corpus']['n_segments']:,} segments)"
         ax.set(xlabel="bytes read, % of the exact search", ylabel="recall@10 vs exact", title=title)
         ax.margins(0.2, 0.1)
@@ -324,10 +346,7 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
 
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
         ax.plot(recall, [r["qps"] for r in rows], "o", label="pruned")
-        for r, text in zip(rows, labels, strict=True):
-            ax.annotate(
-                text, (r["recall@10"], r["qps"]), fontsize=7, xytext=(4, 4), textcoords="offset points"
-            )
+        _annotate(ax, recall, [r["qps"] for r in rows], labels)
         ax.axhline(
             p["exact"]["qps"], color="C3", ls="--", label=f"exact search ({p['exact']['qps']:.2f} QPS)"
         )
@@ -347,10 +366,9 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
         rows = p["settings"]
         keys = p.get("setting_keys", [])
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-        ax.plot([r["mb_per_hour_at_dim320"] for r in rows], [r["recall@10"] for r in rows], "o")
-        for r in rows:
-            ax.annotate(_label(r, keys), (r["mb_per_hour_at_dim320"], r["recall@10"]), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        xs, ys = [r["mb_per_hour_at_dim320"] for r in rows], [r["recall@10"] for r in rows]
+        ax.plot(xs, ys, "o")
+        _annotate(ax, xs, ys, [_label(r, keys) for r in rows])
         ax.set(xlabel="MB per hour of video at 320 d (float16, 10 s segments)",
                ylabel="recall@10 vs unreduced", title="Token reduction: agreement vs storage")  # fmt: skip
         ax.margins(0.2, 0.1)

@@ -56,6 +56,10 @@ PRUNE_MANIFEST = "manifest.json"
 PRUNE_FORMAT = 2
 READ_FORMATS = (1, 2)
 RESIDUAL_BITS = 2  # default bits per dimension of the residual codes
+# A part is taken whole (no inverted lists read: every allowed segment is scored against its centroid
+# bag) when the segments wanted from it are at least 1 / _WHOLE_PART of its allowed segments: the bag
+# kernel scores a segment far faster than the probe finds one once the probe must widen that far.
+_WHOLE_PART = 16
 _FILE_KEYS = ("centroids", "list_offsets", "list_rows", "bag_offsets", "bag_codes", "tok_offsets",
               "token_codes", "residuals", "codec")
 
@@ -575,7 +579,8 @@ class PrunedSearcher:
             n_allowed = int(allowed[lo:hi].sum())
             if n_allowed == 0:
                 continue
-            if 2 * n_next >= n_allowed:  # the lists would have to hold most of the part: take all of it
+            if _WHOLE_PART * n_next >= n_allowed:  # cheaper to bag-score the whole part than to probe
+
                 found_pi.append(np.full(n_allowed, pi))
                 found_loc.append(np.flatnonzero(allowed[lo:hi]))
                 found_score.append(np.full(n_allowed, np.inf))

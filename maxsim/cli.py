@@ -433,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="segments scored exactly with --pruned (default: 0.1%% of the index, >= 100 k)")
     se.add_argument("--refine", type=int, metavar="N",
                     help="segments scored from residual codes with --pruned, the candidates being the best "
-                    "of them (default: 15%% of the index, at least 1000 k; 0: no residual stage)")
+                    "of them (default: 10%% of the index, at least 1000 k; 0: no residual stage)")
     se.add_argument("--nprobe", type=int, default=8, help="centroids probed per query token (default 8)")
     se.set_defaults(func=_cmd_search)
 
@@ -484,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the index, >= 100 k)")
     sv.add_argument("--refine", type=int, metavar="N",
                     help="with --pruned: default n_refine, segments scored from residual codes (default: "
-                    "15%% of the index, at least 1000 k; 0: no residual stage)")
+                    "10%% of the index, at least 1000 k; 0: no residual stage)")
     sv.add_argument("--nprobe", type=int, metavar="N",
                     help="with --pruned: default nprobe, centroids probed per query token (default 8)")
     sv.add_argument("--cors-origin", action="append", metavar="ORIGIN",

@@ -862,9 +862,9 @@ def default_candidates(k: int, n_allowed: int) -> int:
 
 
 def default_refine(k: int, n_allowed: int) -> int:
-    """Segments scored from residual codes by a pruned search by default: 15% of the segments, at least
+    """Segments scored from residual codes by a pruned search by default: 10% of the segments, at least
     1000 k."""
-    return max(1000 * k, (15 * n_allowed) // 100)
+    return max(1000 * k, n_allowed // 10)
 
 
 class EncoderOutputError(ValueError):

@@ -64,7 +64,7 @@ class _SearchOptions(BaseModel):
         ge=0,
         le=MAX_REFINE,
         description="pruned search: segments scored from residual codes, the candidates being the best of "
-        "them (default: the server's, else 15% of the searched segments, at least 1000 k; 0: no residual "
+        "them (default: the server's, else 10% of the searched segments, at least 1000 k; 0: no residual "
         "stage)",
     )
     nprobe: int | None = Field(
