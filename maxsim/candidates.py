@@ -1,29 +1,31 @@
-"""Candidate generation with token centroids, then exact MaxSim re-ranking of the candidates only.
+"""Pruned MaxSim search: candidates from token centroids and residual codes, exact re-ranking of a few.
 
-A PLAID-style first stage that never reads segment tokens at query time:
+PLAID-style stages; only the last reads segment tokens:
 
-- Per part of the index, spherical k-means over a sample of the part's tokens gives ``n_centroids``
-  unit centroids; every token is assigned to its nearest centroid, and per centroid an inverted list
-  holds the (part-local) segment rows that have a token there, each once.
-- A query token ``q_i`` probes its ``nprobe`` most similar centroids. A segment found in the list of a
-  probed centroid ``c`` gets ``<q_i, c>`` as its approximate best match for that token; a segment found
-  in none of token ``i``'s lists gets the lowest probed similarity of that token (imputation). The sum
-  over query tokens approximates MaxSim; the ``n_candidates`` best segments over all parts go on.
-- Every token is also stored as a residual code (:mod:`maxsim.residuals`: its centroid plus ``nbits``
-  bits per dimension of the difference, 1/8 of float16 at 2 bits). The ``n_refine`` best segments by
-  centroid-approximate score are re-scored with MaxSim on their decoded tokens, which is far closer to
-  the exact score than centroids alone; the ``n_candidates`` best go on.
-- Exact MaxSim (:mod:`maxsim.kernels`) on the candidates' tokens gives the final top k. Ties break on
-  the lower table row, as in exhaustive search, so a pruned search that keeps the true top k returns
-  exactly the exhaustive results.
+- Build, per part of the index: spherical k-means over a sample of the part's tokens gives
+  ``n_centroids`` unit centroids; every token is assigned to its nearest centroid. Per centroid an
+  inverted list holds the (part-local) segment rows with a token there; per segment a bag holds its
+  distinct centroids; every token is stored as a residual code (:mod:`maxsim.residuals`: its centroid
+  plus ``nbits`` bits per dimension of the difference, about 1/8 of float16 at 2 bits).
+- Centroid stage: a query token ``q_i`` probes its ``nprobe`` most similar centroids; a segment found in
+  the list of a probed centroid ``c`` gets ``<q_i, c>`` as its approximate best match for that token,
+  one found in none of token ``i``'s lists the lowest probed similarity of that token. The best segments
+  by that sum are then scored against their bags, ``sum_i max_{c in bag} <q_i, c>``. (A part that would
+  have to give a large share of its segments is bag-scored whole instead of probed.)
+- Refine stage: the ``n_refine`` best by bag score are scored with MaxSim on their tokens decoded from
+  the residual codes (the fused CPU kernel reads the codes in place), far closer to the exact score than
+  centroids alone; the ``n_candidates`` best go on.
+- Exact stage: MaxSim (:mod:`maxsim.kernels`) on the candidates' tokens gives the final top k. Ties
+  break on the lower table row, as in exhaustive search, so a pruned search that keeps the true top k
+  returns exactly the exhaustive results.
 
 Files, beside the parts in the index folder: ``prune/<part>.centroids.npy`` (float16),
 ``prune/<part>.list_offsets.npy`` (int64, ``n_centroids + 1``), ``prune/<part>.list_rows.npy`` (int32),
 the centroid bags of the segments (``bag_offsets``, ``bag_codes``), the residual codes of the tokens
 (``tok_offsets``, ``token_codes``, ``residuals``, ``codec``) and ``prune/manifest.json`` naming the parts
 covered (format 1, written before residual codes existed, is read too: its parts skip the refine
-stage). The store's manifest is never touched: new files
-are written and fsynced first, then ``prune/manifest.json`` is replaced atomically. A part without an
+stage). The store's manifest is never touched: new files are written and fsynced first, then
+``prune/manifest.json`` is replaced atomically. A part without an
 entry (a crash between the store commit and the prune commit, or a part made by compaction) is scored
 exhaustively until :func:`update_prune_index` covers it; entries and files of parts no longer in the
 index are removed by the next update. Deleted segments are filtered with the snapshot's tombstones.
