@@ -96,7 +96,7 @@ def _assign(x: torch.Tensor, c: torch.Tensor, scales: torch.Tensor | None = None
     for lo in range(0, x.shape[0], rows):
         sc = None if scales is None else scales[lo : lo + rows]
         blk = _dequant(x[lo : lo + rows], sc)
-        a = (blk.to(torch.bfloat16) @ cb.T).argmax(1)
+        a = (blk.to(torch.bfloat16) @ cb.T).max(1).indices  # max(1) is several times faster than argmax
         out[lo : lo + blk.shape[0]] = a
         if packed is not None:
             packed[lo : lo + blk.shape[0]] = codec.encode(blk - c[a])
