@@ -312,6 +312,13 @@ def tables(results: dict[str, Any]) -> list[Table]:
     return [pruning_table(results), pooling_table(results), ray_table(results)]
 
 
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
     if not results.get("pruning") and not results.get("pooling"):
         return []
@@ -338,11 +345,7 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set(xlabel="bytes read, % of the exact search", ylabel="recall@10 vs exact", title=title)
         ax.margins(0.2, 0.1)
         ax.grid(True, alpha=0.3)
-        fig.tight_layout()
-        path = out_dir / "scale_pruning_recall_vs_bytes.png"
-        fig.savefig(path)
-        plt.close(fig)
-        files.append(path)
+        files.append(_save(plt, fig, out_dir / "scale_pruning_recall_vs_bytes.png"))
 
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
         ax.plot(recall, [r["qps"] for r in rows], "o", label="pruned")
@@ -356,11 +359,7 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.margins(0.2, 0.1)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out_dir / "scale_pruning_qps_vs_recall.png"
-        fig.savefig(path)
-        plt.close(fig)
-        files.append(path)
+        files.append(_save(plt, fig, out_dir / "scale_pruning_qps_vs_recall.png"))
     p = results.get("pooling")
     if p and p.get("settings"):
         rows = p["settings"]
@@ -373,9 +372,5 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
                ylabel="recall@10 vs unreduced", title="Token reduction: agreement vs storage")  # fmt: skip
         ax.margins(0.2, 0.1)
         ax.grid(True, alpha=0.3)
-        fig.tight_layout()
-        path = out_dir / "scale_pooling_recall_vs_storage.png"
-        fig.savefig(path)
-        plt.close(fig)
-        files.append(path)
+        files.append(_save(plt, fig, out_dir / "scale_pooling_recall_vs_storage.png"))
     return files

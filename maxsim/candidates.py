@@ -348,6 +348,13 @@ def save_part_index(root: Path, idx: PartIndex) -> dict[str, Any]:
     }
 
 
+def _check_ids(path: Path, codes: np.ndarray, n_centroids: int, part_id: str) -> None:
+    """Centroid ids read from ``path`` must index the part's centroids (the kernels trust them)."""
+    if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= n_centroids):
+        raise IndexFormatError(f"{path}: centroid ids of part {part_id} fall outside its {n_centroids} "
+                               "centroids")
+
+
 def load_part_index(root: Path, part_id: str, entry: dict[str, Any], dim: int) -> PartIndex:
     """Open a part's files memory-mapped, checking them against the manifest entry."""
     d = root / PRUNE_DIR
@@ -366,9 +373,7 @@ def load_part_index(root: Path, part_id: str, entry: dict[str, Any], dim: int) -
             f"(centroids {c.shape}, dim {dim}, offsets {off.shape}, {rows.size} list entries, "
             f"{n_seg} segments, bag offsets {bag_off.shape}, {bag_codes.size} bag entries)"
         )
-    if bag_codes.size and (int(bag_codes.min()) < 0 or int(bag_codes.max()) >= c.shape[0]):
-        raise IndexFormatError(f"{d / entry['bag_codes']}: centroid ids of part {part_id} fall outside its "
-                               f"{c.shape[0]} centroids")
+    _check_ids(d / entry["bag_codes"], bag_codes, c.shape[0], part_id)
     idx = PartIndex(part_id, torch.from_numpy(np.asarray(c, dtype=np.float32)), off, rows, bag_off,
                     bag_codes, n_seg)
     if "residuals" in a:
@@ -385,9 +390,7 @@ def load_part_index(root: Path, part_id: str, entry: dict[str, Any], dim: int) -
                 f"(token offsets {t_off.shape} for {n_seg} segments, {t_codes.size} token codes, residuals "
                 f"{res.shape}, expected {codec.bytes_per_token} bytes per token)"
             )
-        if t_codes.size and (int(t_codes.min()) < 0 or int(t_codes.max()) >= c.shape[0]):
-            raise IndexFormatError(f"{d / entry['token_codes']}: centroid ids of part {part_id} fall outside "
-                                   f"its {c.shape[0]} centroids")
+        _check_ids(d / entry["token_codes"], t_codes, c.shape[0], part_id)
         idx.tok_offsets, idx.token_codes, idx.residuals, idx.codec = t_off, t_codes, res, codec
     return idx
 
