@@ -309,6 +309,24 @@ def read_prune_manifest(root: str | Path) -> dict[str, Any] | None:
     return data
 
 
+def prune_summary(root: str | Path, part_ids: Sequence[str]) -> dict[str, Any] | None:
+    """What the prune index of the index at ``root`` covers, for the index parts ``part_ids``: parts
+    covered, bytes, centroids per part, residual bits and build time; None when it has none."""
+    man = read_prune_manifest(root)
+    if man is None:
+        return None
+    entries = [man["parts"][pid] for pid in part_ids if pid in man["parts"]]
+    return {
+        "parts_covered": len(entries),
+        "parts": len(part_ids),
+        "bytes": int(sum(e.get("bytes", 0) for e in entries)),
+        "centroids_per_part": sorted({int(e["n_centroids"]) for e in entries}),
+        "residual_bits": sorted({e.get("nbits") for e in entries}, key=lambda b: -1 if b is None else b),
+        "format": man["format"],
+        "updated": man.get("time"),
+    }
+
+
 def _write_prune_manifest(root: Path, data: dict[str, Any]) -> None:
     d = root / PRUNE_DIR
     tmp = d / f".{PRUNE_MANIFEST}.{uuid.uuid4().hex}.tmp"

@@ -199,6 +199,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from maxsim.candidates import prune_summary
     from maxsim.pooling import split_pool_spec
     from maxsim.store import Snapshot, Store
 
@@ -227,6 +228,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "deleted_segments": man.n_deleted,
         "parts": len(man.parts),
         "bytes_on_disk": size,
+        "prune_index": prune_summary(args.index, [p["id"] for p in man.parts]),
         "history": man.history,
     }
     if args.json:
@@ -242,6 +244,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
         dd = "none" if reduction["dedup"] is None else f"{reduction['dedup']:g}"
         print(f"{'token reduction':>17}: pool factor {reduction['factor']:g}, dedup {dd}, "
               f"window {reduction['window']}")
+    pi = info["prune_index"]
+    if pi is None:
+        print(f"{'prune index':>17}: none (`maxsim prune {args.index}` builds it)")
+    else:
+        bits = ", ".join("no residual codes" if b is None else f"{b}-bit residual codes"
+                         for b in pi["residual_bits"]) or "-"
+        cents = "/".join(str(c) for c in pi["centroids_per_part"]) or "-"
+        print(f"{'prune index':>17}: {pi['parts_covered']} of {pi['parts']} parts, {_size(pi['bytes'])}, "
+              f"{cents} centroids per part, {bits}")
     print("history:")
     for h in man.history[-args.history:] if args.history else man.history:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["time"]))

@@ -232,7 +232,7 @@ def test_search_arguments_are_checked(tmp_path, corpus):
 
 
 # -- through the engine and the CLI ------------------------------------------------------------------------
-def test_engine_pruned_mode_follows_ingest_delete_compact(tmp_path):
+def test_engine_pruned_mode_follows_ingest_delete_compact(tmp_path, capsys):
     from maxsim.cli import main
     from maxsim.engine import Engine
     from maxsim.synthetic import write_video
@@ -273,6 +273,19 @@ def test_engine_pruned_mode_follows_ingest_delete_compact(tmp_path):
     # the CLI: build (nothing left to do) and search pruned
     assert main(["prune", str(eng.path), "-q"]) == 0
     assert main(["search", str(eng.path), "orange", "-k", "1", "--pruned", "--candidates", "2"]) == 0
+    assert main(["search", str(eng.path), "orange", "-k", "1", "--pruned", "--candidates", "2",
+                 "--refine", "4", "--nprobe", "2"]) == 0
+    # info reports what the prune index covers, rebuilt with other settings on request
+    capsys.readouterr()
+    assert main(["info", str(eng.path), "--json"]) == 0
+    pi = json.loads(capsys.readouterr().out)["prune_index"]
+    assert pi["parts_covered"] == pi["parts"] == 1 and pi["residual_bits"] == [2] and pi["bytes"] > 0
+    assert main(["prune", str(eng.path), "-q", "--rebuild", "--bits", "1"]) == 0
+    assert main(["info", str(eng.path)]) == 0
+    assert "prune index: 1 of 1 parts" in capsys.readouterr().out
+    assert read_prune_manifest(eng.path)["params"]["nbits"] == 1
+    same()
+    assert main(["prune", str(eng.path), "-q", "--bits", "3"]) == 2
 
 
 def test_quantized_storage(tmp_path, corpus):
@@ -296,6 +309,12 @@ def test_quantized_storage(tmp_path, corpus):
             er.append(torch.from_numpy(ch.rows)[r[0]])
         s, r, stats = PrunedSearcher(snap).search(q, q_off, snap.live, 5, n_candidates=100, nprobe=4)
         assert stats.candidates == 300
+        assert torch.equal(r[:, 0], torch.stack(er)[:, 0]), dtype
+        assert torch.allclose(s[:, 0], torch.stack(es)[:, 0], atol=1e-5)
+        # residual codes of dequantised tokens: the refine stage keeps the exact top hit
+        s, r, stats = PrunedSearcher(snap).search(q, q_off, snap.live, 5, n_candidates=20, nprobe=4,
+                                                  n_refine=200)
+        assert stats.refined == 600 and stats.candidates == 60
         assert torch.equal(r[:, 0], torch.stack(er)[:, 0]), dtype
         assert torch.allclose(s[:, 0], torch.stack(es)[:, 0], atol=1e-5)
 
