@@ -87,20 +87,37 @@ def _dequant(x: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
 
 def _assign(x: torch.Tensor, c: torch.Tensor, scales: torch.Tensor | None = None,
             codec: ResidualCodec | None = None) -> tuple[torch.Tensor, np.ndarray | None]:
-    """Index of the most similar centroid for every row of ``x`` (blocked matmul, bf16 inputs) and, with
-    a ``codec``, the packed residual codes of the rows."""
+    """Index (a CPU tensor) of the most similar centroid for every row of ``x`` (blocked matmul, bf16
+    inputs, on ``c``'s device) and, with a ``codec``, the packed residual codes of the rows."""
+    dev = c.device
     cb = c.to(torch.bfloat16)
     out = torch.empty(x.shape[0], dtype=torch.int64)
     packed = None if codec is None else np.empty((x.shape[0], codec.bytes_per_token), dtype=np.uint8)
     rows = max(256, _ASSIGN_ELEMENTS // max(1, c.shape[0]))  # similarity blocks stay cache-sized
+    if dev.type != "cpu":
+        rows *= 16  # an accelerator wants larger blocks
     for lo in range(0, x.shape[0], rows):
-        sc = None if scales is None else scales[lo : lo + rows]
-        blk = _dequant(x[lo : lo + rows], sc)
+        sc = None if scales is None else scales[lo : lo + rows].to(dev)
+        blk = _dequant(x[lo : lo + rows].to(dev), sc)
         a = (blk.to(torch.bfloat16) @ cb.T).max(1).indices  # max(1) is several times faster than argmax
-        out[lo : lo + blk.shape[0]] = a
+        out[lo : lo + blk.shape[0]] = a.cpu()
         if packed is not None:
-            packed[lo : lo + blk.shape[0]] = codec.encode(blk - c[a])
+            packed[lo : lo + blk.shape[0]] = codec.encode((blk - c[a]).cpu())
     return out, packed
+
+
+def build_device(device: str | torch.device | None) -> torch.device:
+    """The device a prune-index build runs on (None: the CPU), checked to exist here."""
+    try:
+        dev = torch.device("cpu" if device is None else device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"prune index build on {device!r}: not a device ({e})") from e
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"prune index build on {device!r}: expected 'cpu' or a CUDA device ('cuda', "
+                         "'cuda:1')")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"prune index build on {device!r}: this machine has no usable CUDA device")
+    return dev
 
 
 KMEANSPP_MAX = 1024  # largest k seeded with k-means++ (sequential: k passes over 8k rows)
@@ -122,33 +139,36 @@ def _kmeanspp(x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
 
 
 def spherical_kmeans(
-    x: torch.Tensor, n_centroids: int, iters: int = 8, seed: int = 0
+    x: torch.Tensor, n_centroids: int, iters: int = 8, seed: int = 0, device: str | torch.device | None = None
 ) -> torch.Tensor:
-    """Unit centroids ``(n_centroids, dim)`` (float32) of the rows of ``x`` by cosine k-means.
+    """Unit centroids ``(n_centroids, dim)`` (float32, on the CPU) of the rows of ``x`` by cosine k-means.
 
     Initialised by k-means++ seeding on a sample of ``8 * n_centroids`` rows when ``n_centroids`` is at
     most :data:`KMEANSPP_MAX` (distinct random rows above, as FAISS does); an emptied cluster is
-    re-seeded with a random row.
+    re-seeded with a random row. The iterations run on ``device`` (default: the CPU); random choices
+    are drawn on the CPU, so a seed picks the same rows on every device.
     """
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"k-means needs a non-empty (n, dim) matrix, got shape {tuple(x.shape)}")
+    dev = build_device(device)
     g = torch.Generator().manual_seed(seed)
     n = x.shape[0]
     k = min(int(n_centroids), n)
-    xf = torch.nn.functional.normalize(x.float(), dim=1)
+    x_cpu = torch.nn.functional.normalize(x.detach().cpu().float(), dim=1)
     if k <= KMEANSPP_MAX:
-        c = _kmeanspp(xf[torch.randperm(n, generator=g)[: 8 * k]], k, g)
+        c = _kmeanspp(x_cpu[torch.randperm(n, generator=g)[: 8 * k]], k, g).to(dev)
     else:
-        c = xf[torch.randperm(n, generator=g)[:k]].clone()
+        c = x_cpu[torch.randperm(n, generator=g)[:k]].to(dev)
+    xf = x_cpu.to(dev)
     for _ in range(iters):
-        a, _ = _assign(xf, c)
+        a = _assign(xf, c)[0].to(dev)
         sums = torch.zeros_like(c).index_add_(0, a, xf)
         counts = torch.bincount(a, minlength=k)
-        empty = counts == 0
+        empty = (counts == 0).cpu()
         if bool(empty.any()):
-            sums[empty] = xf[torch.randint(0, n, (int(empty.sum()),), generator=g)]
+            sums[empty.to(dev)] = xf[torch.randint(0, n, (int(empty.sum()),), generator=g).to(dev)]
         c = torch.nn.functional.normalize(sums, dim=1)
-    return c
+    return c.cpu()
 
 
 # -- one part's index ----------------------------------------------------------------------------------
@@ -198,13 +218,17 @@ def build_part_index(
     iters: int = 4,
     seed: int = 0,
     nbits: int | None = RESIDUAL_BITS,
+    device: str | torch.device | None = None,
 ) -> PartIndex:
     """Train centroids on a sample of a part's tokens; build its inverted lists, centroid bags and (unless
     ``nbits`` is None) ``nbits``-bit residual codes of every token.
 
     ``chunks`` are ``(tokens, offsets, local_rows[, scales])``: a token matrix, its CSR offsets, the
-    part-local row of each of its segments and, for int8 / fp8 storage, the tokens' scales.
+    part-local row of each of its segments and, for int8 / fp8 storage, the tokens' scales. k-means and
+    the assignment of every token run on ``device`` (default: the CPU; a CUDA device is much faster on
+    large parts); the index itself lives on the CPU.
     """
+    dev = build_device(device)
     chunks = [tuple(c) + (None,) * (4 - len(c)) for c in chunks]
     n_tokens = sum(int(t.shape[0]) for t, *_ in chunks)
     if n_tokens == 0:
@@ -219,14 +243,15 @@ def build_part_index(
             sel = torch.randperm(tok.shape[0], generator=g)[:m]
             picks.append(_dequant(tok[sel], None if sc is None else sc[sel]))
     sample = torch.nn.functional.normalize(torch.cat(picks).float(), dim=1)
-    centroids = spherical_kmeans(sample, k, iters=iters, seed=seed)
+    centroids = spherical_kmeans(sample, k, iters=iters, seed=seed, device=dev)
+    c_dev = centroids.to(dev)
     codec = None
     if nbits is not None:
-        a, _ = _assign(sample, centroids)
+        a, _ = _assign(sample, c_dev)
         codec = ResidualCodec.train(sample - centroids[a], nbits)
     codes_all, rows_all, tok_codes, tok_res, tok_rows, tok_counts = [], [], [], [], [], []
     for tok, off, rows, sc in chunks:
-        codes_t, packed = _assign(tok, centroids, sc, codec)
+        codes_t, packed = _assign(tok, c_dev, sc, codec)
         codes = codes_t.numpy()
         counts = (off[1:] - off[:-1]).numpy()
         seg = np.repeat(rows.astype(np.int64), counts)
@@ -439,6 +464,7 @@ def update_prune_index(
     progress: bool = False,
     nbits: int | None = RESIDUAL_BITS,
     rebuild: bool = False,
+    device: str | torch.device | None = None,
 ) -> list[str]:
     """Build the prune index of every part of ``snap`` that lacks one (every part with ``rebuild``) and
     commit it; returns their ids.
@@ -446,8 +472,10 @@ def update_prune_index(
     ``nbits`` is the bits per dimension of the residual codes (1, 2, 4 or 8; None: no residual codes,
     a smaller index whose pruned search skips the refine stage). The caller holds the store's writer
     lock. Entries and files of parts that left the index are removed. Parts already covered are left as
-    they are unless ``rebuild`` (no rebuild when videos are added).
+    they are unless ``rebuild`` (no rebuild when videos are added). ``device``: where k-means and the
+    token assignment run (see :func:`build_part_index`).
     """
+    build_device(device)  # refuse a missing device before anything is read
     root = snap.root
     current = read_prune_manifest(root) or {"format": PRUNE_FORMAT, "parts": {}, "params": {}}
     current["format"] = PRUNE_FORMAT
@@ -462,7 +490,7 @@ def update_prune_index(
     built = []
     for pid, lo, hi in tqdm(todo, desc="prune index", unit="part", disable=not progress):
         idx = build_part_index(pid, _part_chunks(snap, lo, hi), hi - lo, n_centroids, iters=iters, seed=seed,
-                               nbits=nbits)
+                               nbits=nbits, device=device)
         current["parts"][pid] = save_part_index(root, idx)
         built.append(pid)
     for pid in stale:

@@ -373,8 +373,12 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     if args.bits not in (0, 1, 2, 4, 8):
         print(f"maxsim prune: --bits must be 0, 1, 2, 4 or 8, got {args.bits}", file=sys.stderr)
         return 2
-    built = engine.build_prune_index(n_centroids=args.centroids, progress=not args.quiet,
-                                     nbits=args.bits or None, rebuild=args.rebuild)
+    try:
+        built = engine.build_prune_index(n_centroids=args.centroids, progress=not args.quiet,
+                                         nbits=args.bits or None, rebuild=args.rebuild, device=args.device)
+    except ValueError as e:
+        print(f"maxsim prune: {e}", file=sys.stderr)
+        return 2
     secs = time.perf_counter() - t0
     if args.json:
         print(json.dumps({"parts_built": built, "seconds": secs}, indent=1))
@@ -456,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--bits", type=int, default=2, metavar="B",
                     help="bits per dimension of the residual codes (1, 2, 4 or 8; 0: none, a smaller index "
                     "whose pruned search skips the residual stage; default 2)")
+    pr.add_argument("--device", metavar="DEV",
+                    help="where k-means and the token assignment run: cpu (default) or cuda[:N]")
     pr.add_argument("--rebuild", action="store_true",
                     help="rebuild the prune index of every part (after changing --centroids or --bits, or "
                     "to add residual codes to an index built before they existed)")

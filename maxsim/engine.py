@@ -740,19 +740,21 @@ class Engine:
     # -- pruning index -------------------------------------------------------------------------------
     def build_prune_index(
         self, n_centroids: int | None = None, iters: int = 4, progress: bool = True, nbits: int | None = 2,
-        rebuild: bool = False,
+        rebuild: bool = False, device: str | None = None,
     ) -> list[str]:
         """Build the prune index used by ``search(..., mode="pruned")`` (token centroids, inverted lists
         and ``nbits``-bit residual codes of every token; ``nbits=None``: no residual codes) for every
         part that lacks one, or for every part with ``rebuild``; returns the part ids built. Once built,
         ingest and compaction keep it up to date (new parts get their own centroids, lists and codes;
-        nothing is rebuilt when videos are added)."""
+        nothing is rebuilt when videos are added). ``device`` runs k-means and the token assignment
+        there (default: the CPU; ``"cuda"`` on a GPU machine)."""
         from maxsim.candidates import update_prune_index
 
         self._writable("build a prune index")
         with self.store.writing(wait=self.lock_timeout):
             built = update_prune_index(self.store.snapshot(previous=self._snapshot), n_centroids=n_centroids,
-                                       iters=iters, progress=progress, nbits=nbits, rebuild=rebuild)
+                                       iters=iters, progress=progress, nbits=nbits, rebuild=rebuild,
+                                       device=device)
         return built
 
     def _maintain_prune(self, progress: bool) -> None:

@@ -416,3 +416,23 @@ def test_index_without_residual_codes_and_rebuild(tmp_path, corpus):
     np.save(store.root / PRUNE_DIR / e["token_codes"], codes)
     with pytest.raises(IndexFormatError, match="outside"):
         PrunedSearcher(store.snapshot())
+
+
+def test_build_device_is_checked(tmp_path, corpus):
+    from maxsim.candidates import build_device
+    from maxsim.cli import main
+
+    assert build_device(None) == torch.device("cpu") == build_device("cpu")
+    with pytest.raises(ValueError, match="expected 'cpu' or a CUDA device"):
+        build_device("mps")
+    with pytest.raises(ValueError, match="not a device"):
+        build_device("gpu please")
+    _, tokens = corpus
+    x = tokens[:50].reshape(-1, SPEC.dim)
+    assert torch.equal(spherical_kmeans(x, 16, iters=2), spherical_kmeans(x, 16, iters=2, device="cpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no usable CUDA device"):
+            build_device("cuda")
+        store = _store(tmp_path, tokens[:100])
+        assert main(["prune", str(store.root), "-q", "--device", "cuda"]) == 2
+        assert read_prune_manifest(store.root) is None  # refused before anything was written
