@@ -19,6 +19,10 @@ Per storage dtype of the segments:
 - fp16 and float32: the generic blocked kernel with float32 queries (fp16 rows are widened exactly in the
   kernel; exact up to summation order).
 
+Residual-coded segments (:func:`residual_scores`, the refine stage of pruned search) go through the same
+float kernels, each row widened from its centroid and its packed residual bytes; :func:`bag_scores` sums,
+over query tokens, the best centroid similarity in each segment's bag of centroids.
+
 Top-k runs inside the kernel (a sorted list per thread and query, merged here), so the
 ``(n_queries, n_segments)`` score matrix is never materialised. Without the compiled extension (no compiler
 at install time, a non-x86 wheel), the backend runs the plain torch path of kernels/reference.py instead;
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 from maxsim.kernels import reference
 from maxsim.kernels.quantize import quantize_queries_int8
@@ -181,14 +186,14 @@ def residual_scores(
     q: torch.Tensor,
     q_offsets: torch.Tensor,
     centroids: torch.Tensor,
-    codes,
-    residuals,
+    codes: np.ndarray | torch.Tensor,
+    residuals: np.ndarray | torch.Tensor,
     table: torch.Tensor,
-    starts,
-    lengths,
+    starts: np.ndarray,
+    lengths: np.ndarray,
     k: int = 0,
     check_codes: bool = True,
-):
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """MaxSim of queries against segments stored as residual codes (:mod:`maxsim.residuals`).
 
     A row ``r`` of the store is ``centroids[codes[r]]`` plus, for each byte ``b`` of ``residuals[r]``,
@@ -202,8 +207,6 @@ def residual_scores(
     ``(scores, segment indices)`` (best first, ties by lower index, -inf / -1 tail). ``check_codes=False``
     skips the scan of ``codes`` for ids out of range, for callers that checked them once.
     """
-    import numpy as np
-
     codes = np.ascontiguousarray(np.asarray(codes))
     res = np.ascontiguousarray(np.asarray(residuals))
     starts = np.ascontiguousarray(np.asarray(starts, dtype=np.int64))
@@ -271,7 +274,8 @@ def residual_scores(
     return reference.merge_topk(s, i, k)
 
 
-def bag_scores(sims: torch.Tensor, codes, starts, lengths, check_codes: bool = True) -> torch.Tensor:
+def bag_scores(sims: torch.Tensor, codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+               check_codes: bool = True) -> torch.Tensor:
     """``sum_t max_{c in bag i} sims[t, c]`` for every bag ``i = codes[starts[i] : starts[i] + lengths[i]]``.
 
     ``sims`` float ``(n_q_tok, n_centroids)`` (query tokens x centroids); ``codes`` int16/int32 centroid
@@ -279,8 +283,6 @@ def bag_scores(sims: torch.Tensor, codes, starts, lengths, check_codes: bool = T
     scores -inf. Returns float32 ``(n,)``. ``check_codes=False`` skips the scan of ``codes`` for ids out
     of range, for callers that checked them once (an out-of-range id would read out of bounds).
     """
-    import numpy as np
-
     codes = np.ascontiguousarray(np.asarray(codes))
     starts = np.ascontiguousarray(np.asarray(starts, dtype=np.int64))
     lengths = np.ascontiguousarray(np.asarray(lengths, dtype=np.int64))
