@@ -208,6 +208,7 @@ def _split_long(bounds: list[float], max_seconds: float) -> list[float]:
 class _FixedRun:
     def __init__(self, seconds: float):
         self._seconds = seconds
+        self._final: list[Segment] = []  # grows as frames arrive: called once per sampled frame
 
     def feed(self, t: float, frame_bgr: np.ndarray) -> None:
         pass
@@ -217,7 +218,9 @@ class _FixedRun:
         n = max(0, math.floor(t / self._seconds + 1e-9))
         while n > 0 and n * self._seconds > t:
             n -= 1
-        return [Segment(k * self._seconds, (k + 1) * self._seconds) for k in range(n)]
+        for k in range(len(self._final), n):
+            self._final.append(Segment(k * self._seconds, (k + 1) * self._seconds))
+        return self._final
 
     def finish(self, duration: float) -> list[Segment]:
         return fixed_segments(duration, self._seconds)
@@ -379,8 +382,6 @@ class _SceneRun:
     def __init__(self, detector: Any, width: int, min_seconds: float, max_seconds: float | None):
         self._det = detector
         self._width = width
-        self._min = min_seconds
-        self._max = max_seconds
         self._pending: list[tuple[float, np.ndarray]] = []
         self._rate: Fraction | None = None
         self._cuts = _CutStream(min_seconds, max_seconds, None)
@@ -501,9 +502,7 @@ class SceneSegmenter:
         if int(detection_width) < 16:
             raise ValueError(f"detection_width must be at least 16 pixels, got {detection_width!r}")
         self.detection_width = int(detection_width)
-        self.min_seconds = float(min_seconds)
-        self.max_seconds = None if max_seconds is None else float(max_seconds)
-        normalize_segments([], 1.0, self.min_seconds, self.max_seconds)  # validates the limits early
+        self.min_seconds, self.max_seconds = _check_limits(min_seconds, max_seconds)
 
     @property
     def name(self) -> str:

@@ -66,14 +66,19 @@ def _model_type(path: Path) -> str | None:
     return data.get("model_type")
 
 
-def _hub_model_type(repo_id: str, revision: str | None = None) -> str | None:
-    """``model_type`` from a hub model's config.json (from the cache when offline); None when unknown."""
+def _hub_model_type(repo_id: str, kwargs: dict[str, Any] | None = None) -> str | None:
+    """``model_type`` from a hub model's config.json, fetched with the loading arguments the model will
+    get (revision, token, cache_dir, local_files_only; from the cache when offline); None when unknown."""
     try:
         from huggingface_hub import hf_hub_download
 
         from maxsim.encoders.checkpoint import hub_offline
 
-        path = hf_hub_download(repo_id, "config.json", revision=revision, local_files_only=hub_offline())
+        kwargs = kwargs or {}
+        extra = {key: kwargs[key] for key in ("token", "cache_dir") if kwargs.get(key) is not None}
+        offline = bool(kwargs.get("local_files_only")) or hub_offline()
+        path = hf_hub_download(repo_id, "config.json", revision=kwargs.get("revision"), local_files_only=offline,
+                               **extra)
     except Exception:  # noqa: BLE001 - any failure means "unknown": the default encoder reports it
         return None
     return _model_type(Path(path).parent)
@@ -143,7 +148,7 @@ def load_encoder(spec: str | Encoder, **kwargs: Any) -> Encoder:
             )
         return load_encoder(name, id_or_path=str(path), **kwargs)
     if "/" in spec and not spec.startswith((".", "/", "~")):
-        name = _MODEL_TYPES.get(_hub_model_type(spec, kwargs.get("revision")) or "", DEFAULT_ENCODER)
+        name = _MODEL_TYPES.get(_hub_model_type(spec, kwargs) or "", DEFAULT_ENCODER)
         if name is None:
             raise ValueError(
                 f"encoder {spec!r} looks like a Hugging Face id, but no model encoder is registered"

@@ -8,21 +8,7 @@ from typing import Any
 
 from maxsim.types import Hit, thumbnail_data_uri
 
-__all__ = ["METADATA_KEYS", "check_k", "clock", "deep_link", "hit_metadata", "hit_text", "thumbnail_data_uri"]
-
-# Keys a retriever puts in each document's / node's metadata (``thumbnail`` only when asked and present).
-METADATA_KEYS = (
-    "video",
-    "video_name",
-    "start",
-    "end",
-    "score",
-    "best_time",
-    "segment_id",
-    "deep_link",
-    "thumbnail",
-)
-
+__all__ = ["check_k", "clock", "deep_link", "hit_metadata", "hit_text", "thumbnail_data_uri"]
 
 def deep_link(video: str | os.PathLike, start: float, end: float) -> str:
     """A ``file://`` URI of ``video`` with a Media Fragments time range: ``file:///v.mp4#t=12.000,22.000``.
