@@ -77,8 +77,8 @@ def _hub_model_type(repo_id: str, kwargs: dict[str, Any] | None = None) -> str |
         kwargs = kwargs or {}
         extra = {key: kwargs[key] for key in ("token", "cache_dir") if kwargs.get(key) is not None}
         offline = bool(kwargs.get("local_files_only")) or hub_offline()
-        path = hf_hub_download(repo_id, "config.json", revision=kwargs.get("revision"), local_files_only=offline,
-                               **extra)
+        path = hf_hub_download(repo_id, "config.json", revision=kwargs.get("revision"),
+                               local_files_only=offline, **extra)
     except Exception:  # noqa: BLE001 - any failure means "unknown": the default encoder reports it
         return None
     return _model_type(Path(path).parent)
