@@ -197,6 +197,8 @@ class RayVideoEncoder:
     """Encodes a list of videos through a Ray Data pipeline; ``Engine.ingest`` asks it for each video's
     segment records in turn (in the list's order), as it would ask its own encoder."""
 
+    _unfinished: str | None = None  # a video whose rows were not all read (it failed midway)
+
     def __init__(self, engine: Any, videos: Sequence[str], segmenter: Any, settings: str,
                  num_workers: int = 2) -> None:
         ray = _ray()
@@ -233,6 +235,18 @@ class RayVideoEncoder:
             self._stream = iter(ds.iter_rows())
         self._next = 0
 
+    def _skip_unfinished(self) -> None:
+        """Drop the rest of the rows of a video that failed midway, up to its last row."""
+        video, self._unfinished = self._unfinished, None
+        if video is None:
+            return
+        assert self._stream is not None
+        for row in self._stream:
+            if row["video"] != video:
+                raise RuntimeError(f"Ray pipeline returned a row of {row['video']} while skipping {video}")
+            if row["kind"] in ("end", "error"):
+                return
+
     def __call__(self, video: str, digest: str, settings: str, seg: Any) -> Iterator[SegmentRecord]:
         """The segment records of ``video``, which must be the next video of the list."""
         from maxsim.engine import EncoderOutputError
@@ -241,11 +255,15 @@ class RayVideoEncoder:
             raise RuntimeError(f"{video}: asked out of order from the Ray pipeline (expected "
                                f"{self.videos[self._next] if self._next < len(self.videos) else 'none'})")
         self._next += 1
+        self._skip_unfinished()
+        self._unfinished = video  # until its last row is read
         assert self._stream is not None
         for row in self._stream:
             if row["video"] != video:
                 raise RuntimeError(f"Ray pipeline returned a row of {row['video']} while reading {video}")
             kind = row["kind"]
+            if kind in ("end", "error"):
+                self._unfinished = None
             if kind == "end":
                 return
             if kind == "error":

@@ -138,3 +138,31 @@ def test_shards_search_without_loading_an_encoder(tmp_path, video, hub):
     want_s, want_r = eng._search_rows(eng._snapshot, q, q_off, 2, None, None)
     assert torch.equal(s, want_s) and torch.equal(r, want_r)
     assert shard.engine._encoder is None and hub.loads == []  # queries come encoded from the caller
+
+
+def test_a_video_failing_midway_does_not_fail_the_next():
+    """The rows a failed video leaves in the shared stream are skipped, not read as the next video's."""
+    import numpy as np
+
+    from maxsim.distributed import RayVideoEncoder
+    from maxsim.engine import EncoderOutputError
+
+    def row(video, kind, reason=""):
+        return {"video": video, "kind": kind, "reason": reason, "start": 0.0, "end": 1.0, "timestamps": [0.5],
+                "thumbnail": b"", "n_tokens": 2, "dim": 3, "tokens": np.ones((2, 3), np.float32).tobytes()}
+
+    class Engine:
+        def _check_vectors(self, vec, what):
+            return vec
+
+    pipe = RayVideoEncoder.__new__(RayVideoEncoder)
+    pipe.engine, pipe.videos, pipe._next, pipe._unfinished = Engine(), ["A", "B", "C"], 0, None
+    pipe._stream = iter([row("A", "encoder_error", "NaN"), row("A", "clip"), row("A", "end"),
+                         row("B", "clip"), row("B", "clip"), row("B", "end"),
+                         row("C", "clip"), row("C", "end")])
+    with pytest.raises(EncoderOutputError, match="NaN"):
+        list(pipe("A", "h", "s", None))
+    b = pipe("B", "h", "s", None)
+    next(b)  # the caller stops reading B after one record (its own check failed)
+    b.close()
+    assert len(list(pipe("C", "h", "s", None))) == 1
