@@ -33,7 +33,7 @@ from maxsim.bench.metrics import percentiles
 from tqdm.auto import tqdm
 
 from maxsim import kernels
-from maxsim.candidates import PrunedSearcher, merge_topk, update_prune_index
+from maxsim.candidates import PrunedSearcher, update_prune_index
 from maxsim.pooling import reduce_tokens
 from maxsim.store import SegmentRecord, Store
 from maxsim.synthetic_tokens import CorpusSpec, SyntheticCorpus
@@ -86,7 +86,7 @@ def _exact_one(snap, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
         s, i = kernels.maxsim_topk(q, qo, ch.tokens, ch.offsets, k)
         ss.append(s)
         rr.append(torch.where(i >= 0, torch.from_numpy(ch.rows)[i.clamp(min=0)], torch.tensor(-1)))
-    return merge_topk(torch.cat(ss, 1), torch.cat(rr, 1), k)
+    return kernels.merge_topk(torch.cat(ss, 1), torch.cat(rr, 1), k)
 
 
 def bench_pruning(cfg: dict[str, Any], work: Path, progress: bool = True) -> dict[str, Any]:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from maxsim.kernels import reference
 from maxsim.kernels.quantize import quantize_queries_int8
-from maxsim.kernels.validate import FP8, Problem, new_output
+from maxsim.kernels.validate import FP8, Problem, check_offsets, new_output
 
 try:
     from maxsim.kernels import _maxsim_cpu as _ext
@@ -182,6 +182,13 @@ def topk(p: Problem, k: int, isa: int | None = None) -> tuple[torch.Tensor, torc
     return best_s, best_i
 
 
+def concat_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``arange(s, s + n)`` for every ``(s, n)`` of ``starts`` and ``lengths``, concatenated (int64)."""
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+
+
 def residual_scores(
     q: torch.Tensor,
     q_offsets: torch.Tensor,
@@ -212,7 +219,6 @@ def residual_scores(
     starts = np.ascontiguousarray(np.asarray(starts, dtype=np.int64))
     lengths = np.asarray(lengths, dtype=np.int64)
     q = q.detach().to("cpu", torch.float32).contiguous()
-    q_off = q_offsets.detach().to("cpu", torch.int64).contiguous()
     cents = centroids.detach().to("cpu", torch.float32).contiguous()
     table = table.detach().to("cpu", torch.float32).contiguous()
     dim = q.shape[1] if q.ndim == 2 else -1
@@ -220,9 +226,7 @@ def residual_scores(
     if q.ndim != 2 or cents.ndim != 2 or cents.shape[1] != dim:
         raise ValueError(f"residual MaxSim: queries {tuple(q.shape)} and centroids {tuple(cents.shape)} must "
                          "be (n, dim) with the same dim")
-    if q_off.ndim != 1 or q_off.numel() < 1 or int(q_off[0]) != 0 or int(q_off[-1]) != q.shape[0] \
-            or bool((q_off[1:] < q_off[:-1]).any()):
-        raise ValueError(f"residual MaxSim: query offsets must rise from 0 to {q.shape[0]}")
+    q_off = check_offsets("q", q.shape[0], q_offsets)
     if codes.dtype not in (np.int16, np.int32) or codes.ndim != 1:
         raise ValueError(
             f"residual MaxSim: codes must be int16 or int32 (n_rows,), got {codes.dtype} {codes.shape}")
@@ -244,7 +248,7 @@ def residual_scores(
     torch.cumsum(torch.from_numpy(lengths), 0, out=d_off[1:])
     n_q = q_off.numel() - 1
     if _ext is None:  # no compiled kernel: decode the rows and score them with the reference
-        rows = np.repeat(starts - d_off[:-1].numpy(), lengths) + np.arange(int(d_off[-1]))
+        rows = concat_ranges(starts, lengths)
         x = cents[torch.from_numpy(codes[rows].astype(np.int64))] \
             + table[torch.from_numpy(res[rows].astype(np.int64))].reshape(rows.size, -1)[:, :dim]
         from maxsim.kernels.validate import check
@@ -267,8 +271,6 @@ def residual_scores(
     )  # fmt: skip
     if not k:
         return out
-    if n_d == 0 or n_q == 0:
-        return (torch.full((n_q, k), float("-inf")), torch.full((n_q, k), -1, dtype=torch.int64))
     s = top_s.permute(1, 0, 2).reshape(n_q, -1)
     i = top_i.permute(1, 0, 2).reshape(n_q, -1)
     return reference.merge_topk(s, i, k)
@@ -298,7 +300,7 @@ def bag_scores(sims: torch.Tensor, codes: np.ndarray, starts: np.ndarray, length
     st = sims.detach().to("cpu", torch.float32).T.contiguous()  # a contiguous row per centroid
     out = torch.empty(n, dtype=torch.float32)
     if _ext is None:
-        rows = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+        rows = concat_ranges(starts, lengths)
         owner = torch.from_numpy(np.repeat(np.arange(n), lengths))
         vals = st[torch.from_numpy(codes[rows].astype(np.int64))]  # (entries, n_q_tok)
         best = torch.full((n, st.shape[1]), float("-inf"))

@@ -34,6 +34,7 @@ index are removed by the next update. Deleted segments are filtered with the sna
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -49,9 +50,10 @@ import torch
 from tqdm.auto import tqdm
 
 from maxsim import kernels
-from maxsim.kernels.cpu import bag_scores, residual_scores
+from maxsim.kernels import merge_topk
+from maxsim.kernels.cpu import bag_scores, concat_ranges, residual_scores
 from maxsim.residuals import ResidualCodec
-from maxsim.store import IndexFormatError, Snapshot
+from maxsim.store import IndexFormatError, Snapshot, _write_atomic
 
 PRUNE_DIR = "prune"
 PRUNE_MANIFEST = "manifest.json"
@@ -193,6 +195,15 @@ class PartIndex:
     def has_residuals(self) -> bool:
         return self.codec is not None
 
+    @functools.cached_property
+    def nonempty_lists(self) -> torch.Tensor:
+        """(n_centroids,) bool: centroids whose inverted list is not empty (the ones worth probing)."""
+        return torch.from_numpy(np.diff(self.list_offsets) > 0)
+
+    @functools.cached_property
+    def n_nonempty_lists(self) -> int:
+        return int(self.nonempty_lists.sum())
+
     @property
     def nbytes(self) -> int:
         n = int(self.centroids.numel() * 2 + self.list_offsets.nbytes + self.list_rows.nbytes
@@ -200,13 +211,6 @@ class PartIndex:
         if self.codec is not None:
             n += int(self.tok_offsets.nbytes + self.token_codes.nbytes + self.residuals.nbytes)
         return n
-
-
-def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(s, s + n)`` for every ``(s, n)``."""
-    starts = np.asarray(starts, dtype=np.int64)
-    lens = np.asarray(lens, dtype=np.int64)
-    return np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
 
 
 def build_part_index(
@@ -286,7 +290,7 @@ def build_part_index(
         idx.tok_offsets = np.zeros(n_segments + 1, dtype=np.int64)
         np.cumsum(by_row, out=idx.tok_offsets[1:])
         order = np.argsort(rows, kind="stable")
-        perm = _ranges(src_off[:-1][order], counts[order])
+        perm = concat_ranges(src_off[:-1][order], counts[order])
         tc, tr = np.concatenate(tok_codes), np.concatenate(tok_res)
         if not np.array_equal(perm, np.arange(perm.size)):
             tc, tr = tc[perm], tr[perm]
@@ -295,14 +299,6 @@ def build_part_index(
 
 
 # -- persistence ----------------------------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.save(f, arr)
@@ -353,14 +349,7 @@ def prune_summary(root: str | Path, part_ids: Sequence[str]) -> dict[str, Any] |
 
 
 def _write_prune_manifest(root: Path, data: dict[str, Any]) -> None:
-    d = root / PRUNE_DIR
-    tmp = d / f".{PRUNE_MANIFEST}.{uuid.uuid4().hex}.tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(data, indent=1))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, d / PRUNE_MANIFEST)
-    _fsync_dir(d)
+    _write_atomic(root / PRUNE_DIR / PRUNE_MANIFEST, json.dumps(data, indent=1).encode(), "prune_manifest")
 
 
 def save_part_index(root: Path, idx: PartIndex) -> dict[str, Any]:
@@ -441,18 +430,11 @@ def load_part_index(root: Path, part_id: str, entry: dict[str, Any], dim: int) -
 # -- snapshot helpers -----------------------------------------------------------------------------------
 def _part_row_ranges(snap: Snapshot) -> list[tuple[str, int, int]]:
     """(part id, first table row, end row) of every part, in table order."""
-    out, r = [], 0
-    for p in snap.manifest.parts:
-        out.append((p["id"], r, r + int(p["n_segments"])))
-        r += int(p["n_segments"])
-    if r != snap.table.num_rows:
-        raise IndexFormatError(f"{snap.root}: parts list {r} segments but the segment tables hold "
-                               f"{snap.table.num_rows}")
-    return out
+    return [(p["id"], lo, hi) for p, (lo, hi) in zip(snap.manifest.parts, snap.part_rows, strict=True)]
 
 
 def _part_chunks(snap: Snapshot, lo: int, hi: int) -> list[tuple]:
-    return [(ch.tokens, ch.offsets, ch.rows - lo, getattr(ch, "scales", None)) for ch in snap.chunks
+    return [(ch.tokens, ch.offsets, ch.rows - lo, ch.scales) for ch in snap.chunks
             if ch.rows.size and lo <= int(ch.rows[0]) < hi]
 
 
@@ -564,14 +546,7 @@ class PrunedSearcher:
                 )
             idx = None if e is None else load_part_index(snap.root, pid, e, snap.manifest.dim)
             self.parts.append((lo, hi, idx))
-        # table row -> chunk number and position inside it
-        n = snap.table.num_rows
-        self._chunk = np.full(n, -1, dtype=np.int64)
-        self._local = np.zeros(n, dtype=np.int64)
-        for c, ch in enumerate(snap.chunks):
-            self._chunk[ch.rows] = c
-            self._local[ch.rows] = np.arange(ch.rows.size)
-        self._counts = np.zeros(n, dtype=np.int64)
+        self._counts = np.zeros(snap.table.num_rows, dtype=np.int64)  # tokens of each table row
         for ch in snap.chunks:
             self._counts[ch.rows] = (ch.offsets[1:] - ch.offsets[:-1]).numpy()
         for lo, hi, idx in self.parts:
@@ -582,7 +557,7 @@ class PrunedSearcher:
                                        "`maxsim prune --rebuild`")
         self._dim = snap.manifest.dim
         self._elem = snap.chunks[0].tokens.element_size() if snap.chunks else 2
-        if snap.chunks and getattr(snap.chunks[0], "scales", None) is not None:
+        if snap.chunks and snap.chunks[0].scales is not None:
             self._elem += 4 / self._dim  # one float32 scale per token row
 
     @property
@@ -631,20 +606,19 @@ class PrunedSearcher:
             if n_allowed == 0:
                 continue
             if _WHOLE_PART * n_next >= n_allowed:  # cheaper to bag-score the whole part than to probe
-
                 found_pi.append(np.full(n_allowed, pi))
                 found_loc.append(np.flatnonzero(allowed[lo:hi]))
                 found_score.append(np.full(n_allowed, np.inf))
                 continue
-            nonempty = torch.from_numpy(np.diff(idx.list_offsets) > 0)
+            nonempty = idx.nonempty_lists
             probe_s = torch.where(nonempty, s, torch.tensor(float("-inf")))  # never probe empty lists
-            n_nonempty = int(nonempty.sum())
+            n_nonempty = idx.n_nonempty_lists
             npr = min(nprobe, n_nonempty)
             while True:  # widen the probe until the lists hold n_next allowed segments (or all)
                 top_v, top_c = probe_s.topk(npr, dim=1)
                 starts = idx.list_offsets[top_c.numpy()].reshape(-1)
                 lens = idx.list_offsets[top_c.numpy() + 1].reshape(-1) - starts
-                flat = _ranges(starts, lens)
+                flat = concat_ranges(starts, lens)
                 rows = np.asarray(idx.list_rows[flat], dtype=np.int64)
                 uniq, inv = np.unique(rows, return_inverse=True)
                 ok = allowed[lo + uniq]
@@ -726,16 +700,15 @@ class PrunedSearcher:
         off = np.zeros(rows.size + 1, dtype=np.int64)
         np.cumsum(counts, out=off[1:])
         out = torch.empty(int(off[-1]), self._dim, dtype=self.snap.chunks[0].tokens.dtype)
-        scaled = getattr(self.snap.chunks[0], "scales", None) is not None
+        scaled = self.snap.chunks[0].scales is not None
         out_scales = torch.empty(int(off[-1]), dtype=torch.float32) if scaled else None
-        chunks = self._chunk[rows]
+        chunks = self.snap.row_chunk[rows]
         for c in np.unique(chunks):
             sel = np.flatnonzero(chunks == c)
             ch = self.snap.chunks[int(c)]
-            starts = ch.offsets.numpy()[self._local[rows[sel]]]
-            cnt = counts[sel]
-            src = np.repeat(starts - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))
-            dst = np.repeat(off[sel] - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))
+            starts = ch.offsets.numpy()[self.snap.row_local[rows[sel]]]
+            src = concat_ranges(starts, counts[sel])
+            dst = concat_ranges(off[sel], counts[sel])
             out[torch.from_numpy(dst)] = ch.tokens[torch.from_numpy(src)]
             if out_scales is not None:
                 out_scales[torch.from_numpy(dst)] = ch.scales[torch.from_numpy(src)]
@@ -809,18 +782,3 @@ class PrunedSearcher:
             r = torch.cat([r, r_ex[i : i + 1]], 1)
             out_s[i], out_r[i] = (x[0] for x in merge_topk(s, r, k))
         return out_s, out_r, stats
-
-
-def merge_topk(s: torch.Tensor, r: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best k of concatenated (score, row) candidates: score descending, then row ascending; -1 rows last."""
-    key = torch.where(r < 0, torch.iinfo(torch.int64).max, r)
-    order = torch.argsort(key, dim=1, stable=True)
-    s, r = s.gather(1, order), r.gather(1, order)
-    s = torch.where(r < 0, torch.tensor(float("-inf")), s)
-    order = torch.argsort(s, dim=1, descending=True, stable=True)[:, :k]
-    s, r = s.gather(1, order), r.gather(1, order)
-    if s.shape[1] < k:
-        pad = k - s.shape[1]
-        s = torch.cat([s, torch.full((s.shape[0], pad), float("-inf"))], 1)
-        r = torch.cat([r, torch.full((r.shape[0], pad), -1, dtype=torch.int64)], 1)
-    return s, r

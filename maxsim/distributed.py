@@ -365,7 +365,7 @@ class ShardedSearch:
 
     def search_vectors(self, queries: Sequence[torch.Tensor], k: int = 10, videos=None, time_range=None,
                        thumbnails: bool = True, **options: Any) -> list[list[Hit]]:
-        from maxsim.candidates import merge_topk
+        from maxsim.kernels import merge_topk
 
         ray = _ray()
         if self.engine.version != self.version:

@@ -11,6 +11,7 @@ dimension that is not a multiple of that is padded with zero components.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,18 +79,21 @@ class ResidualCodec:
         return (b << shifts).sum(2).to(torch.uint8).numpy()
 
     def table(self) -> torch.Tensor:
-        """``(256, per_byte)`` float32: the residual components a byte stands for."""
+        """``(256, per_byte)`` float32: the residual components a byte stands for (computed once)."""
+        return self._table
+
+    @functools.cached_property
+    def _table(self) -> torch.Tensor:
         v = torch.arange(256, dtype=torch.int32)[:, None]
         shifts = torch.arange(self.per_byte - 1, -1, -1, dtype=torch.int32) * self.nbits
         return self.values[(v >> shifts) & ((1 << self.nbits) - 1)]
 
-    def decode(self, packed: np.ndarray | torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(self, packed: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Residuals ``(n, dim)`` float32 of packed codes ``(n, bytes_per_token)``."""
         p = torch.as_tensor(np.asarray(packed)).to(torch.int64)
         if p.ndim != 2 or p.shape[1] != self.bytes_per_token:
             raise ValueError(f"packed residuals must be (n, {self.bytes_per_token}), got {tuple(p.shape)}")
-        t = self.table() if table is None else table
-        return t[p].reshape(p.shape[0], -1)[:, : self.dim]
+        return self._table[p].reshape(p.shape[0], -1)[:, : self.dim]
 
     def to_arrays(self) -> np.ndarray:
         """Cutoffs then values as one float32 array (how a codec is saved)."""

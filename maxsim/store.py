@@ -754,12 +754,13 @@ class Snapshot:
         self.segment_ids = column_numpy(self.table, "segment_id")
         self.starts = column_numpy(self.table, "start")
         self.ends = column_numpy(self.table, "end")
-        # where each table row's tokens live: chunk number and position inside the chunk
-        self._row_chunk = np.full(self.table.num_rows, -1, dtype=np.int64)
-        self._row_local = np.zeros(self.table.num_rows, dtype=np.int64)
+        # where each table row's tokens live: chunk number and position inside the chunk (read by the
+        # pruned search too)
+        self.row_chunk = np.full(self.table.num_rows, -1, dtype=np.int64)
+        self.row_local = np.zeros(self.table.num_rows, dtype=np.int64)
         for c, ch in enumerate(self.chunks):
-            self._row_chunk[ch.rows] = c
-            self._row_local[ch.rows] = np.arange(ch.rows.size)
+            self.row_chunk[ch.rows] = c
+            self.row_local[ch.rows] = np.arange(ch.rows.size)
         self.live = ~in_ranges(self.segment_ids, manifest.deleted)
         if manifest.videos is None:  # an index written before the catalog: build it from the tables
             manifest.videos = _catalog_from_table(self.table, self.live)
@@ -846,8 +847,8 @@ class Snapshot:
     def segment_data(self, row: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The stored token matrix of the segment in table row ``row`` and its scales (None unless int8 /
         fp8): zero-copy views of the mapped file."""
-        ch = self.chunks[int(self._row_chunk[row])]
-        i = int(self._row_local[row])
+        ch = self.chunks[int(self.row_chunk[row])]
+        i = int(self.row_local[row])
         lo, hi = int(ch.offsets[i]), int(ch.offsets[i + 1])
         return ch.tokens[lo:hi], None if ch.scales is None else ch.scales[lo:hi]
 
