@@ -192,7 +192,6 @@ static void pack_amx(job_t *jb) {
     const int d = jb->dim;
     const int per = jb->kind == K_I8 ? 4 : 2; /* elements per 4-byte group */
     const int kstep = jb->kind == K_I8 ? 64 : 32;
-    const int ks = jb->kpad / kstep;
     memset(jb->qpack, 0, (size_t)jb->n_chunks * jb->chunk_bytes);
     for (int64_t t = 0; t < jb->nq_tok; t++) {
         char *chunk = (char *)jb->qpack + (t / QC) * jb->chunk_bytes;
@@ -205,7 +204,6 @@ static void pack_amx(job_t *jb) {
             else
                 ((uint16_t *)tile)[r * 32 + col * 2 + e] = ((const uint16_t *)jb->q)[t * d + k];
         }
-        (void)ks;
     }
 }
 
@@ -235,7 +233,6 @@ static void decode_res_row(const job_t *jb, int64_t row, float *dst) {
         }
     }
     for (int k = full * per; k < d; k++) dst[k] = c[k] + jb->rc_table[(int64_t)b[k / per] * per + k % per];
-    (void)nb;
 }
 
 /* ----------------------------------------------------------------------------------------------------- */
@@ -573,12 +570,10 @@ static void *run_part(void *arg) {
     part_t *pt = (part_t *)arg;
     const job_t *jb = pt->jb;
     const int d = jb->dim;
-    const int64_t es = (int64_t)elem_size(jb->kind);
     float *tokmax = malloc(sizeof(float) * (jb->nq_tok > 0 ? jb->nq_tok : 1));
     float *rows = malloc(sizeof(float) * 16 * d); /* GR or AR rows widened to float */
     void *cbuf = aligned_alloc(64, RB * QC * 4);
     char *scratch = aligned_alloc(64, (size_t)((RB * (int64_t)jb->kpad * 4 + 128 + 63) / 64 * 64));
-    (void)es;
     int64_t *counts = calloc(jb->n_q > 0 ? jb->n_q : 1, sizeof(int64_t));
     float colmax[QC];
     if (!tokmax || !rows || !cbuf || !scratch || !counts) {
@@ -646,7 +641,7 @@ done:
 /* Python entry points                                                                                     */
 /* ----------------------------------------------------------------------------------------------------- */
 
-static PyObject *execute(job_t *jbp, int64_t nq_tok, int64_t n_q, int64_t n_d, int64_t k, int nthreads, int isa);
+static PyObject *execute(job_t *jbp, int nthreads);
 
 static PyObject *py_run(PyObject *self, PyObject *args) {
     (void)self;
@@ -686,12 +681,32 @@ static PyObject *py_run(PyObject *self, PyObject *args) {
     jb.k = k;
     jb.top_s = (float *)(uintptr_t)top_s;
     jb.top_i = (int64_t *)(uintptr_t)top_i;
-    return execute(&jb, nq_tok, n_q, n_d, k, nthreads, isa);
+    return execute(&jb, nthreads);
 }
 
-/* Pack the queries, run the threads, collect errors. The job's pointers and sizes are set. */
-static PyObject *execute(job_t *jbp, int64_t nq_tok, int64_t n_q, int64_t n_d, int64_t k, int nthreads, int isa) {
+/* Run fn on each of the n argument blocks (args + t * stride), n - 1 of them on new threads; a thread that
+ * cannot start runs its share on the calling one. */
+static void run_threads(void *(*fn)(void *), void *args, size_t stride, int n) {
+    pthread_t *th = n > 1 ? calloc((size_t)n, sizeof(pthread_t)) : NULL;
+    char *joinable = n > 1 ? calloc((size_t)n, 1) : NULL;
+    for (int t = 1; t < n; t++) {
+        if (th && joinable && pthread_create(&th[t], NULL, fn, (char *)args + t * stride) == 0)
+            joinable[t] = 1;
+        else
+            fn((char *)args + t * stride);
+    }
+    fn(args);
+    for (int t = 1; t < n; t++)
+        if (joinable && joinable[t]) pthread_join(th[t], NULL);
+    free(th);
+    free(joinable);
+}
+
+/* Pack the queries, run the threads, collect errors. The job's pointers, sizes, k and isa are set. */
+static PyObject *execute(job_t *jbp, int nthreads) {
     job_t jb = *jbp;
+    const int64_t nq_tok = jb.nq_tok, n_q = jb.n_q, n_d = jb.n_d, k = jb.k;
+    const int isa = jb.isa;
     jb.n_chunks = (nq_tok + QC - 1) / QC;
     if (isa == ISA_AMX) {
         const int kstep = jb.kind == K_I8 ? 64 : 32;
@@ -710,13 +725,9 @@ static PyObject *execute(job_t *jbp, int64_t nq_tok, int64_t n_q, int64_t n_d, i
     if (n_q == 0 || n_d == 0) Py_RETURN_NONE;
     jb.qpack = aligned_alloc(64, (size_t)((jb.n_chunks * jb.chunk_bytes + 63) / 64 * 64 + 64));
     part_t *parts = calloc((size_t)nthreads, sizeof(part_t));
-    pthread_t *th = calloc((size_t)nthreads, sizeof(pthread_t));
-    char *joinable = calloc((size_t)nthreads, 1);
-    if (!jb.qpack || !parts || !th || !joinable) {
+    if (!jb.qpack || !parts) {
         free(jb.qpack);
         free(parts);
-        free(th);
-        free(joinable);
         return PyErr_NoMemory();
     }
     int err = 0;
@@ -733,23 +744,11 @@ static PyObject *execute(job_t *jbp, int64_t nq_tok, int64_t n_q, int64_t n_d, i
         parts[t].jb = &jb;
         parts[t].tid = t;
     }
-    for (int t = 1; t < nthreads; t++) {
-        if (pthread_create(&th[t], NULL, run_part, &parts[t]) != 0) {
-            run_part(&parts[t]); /* could not start a thread: do its share here */
-        } else {
-            joinable[t] = 1;
-        }
-    }
-    run_part(&parts[0]);
-    for (int t = 1; t < nthreads; t++) {
-        if (joinable[t]) pthread_join(th[t], NULL);
-    }
+    run_threads(run_part, parts, sizeof(part_t), nthreads);
     for (int t = 0; t < nthreads; t++) err |= parts[t].err;
     Py_END_ALLOW_THREADS;
     free(jb.qpack);
     free(parts);
-    free(th);
-    free(joinable);
     if (err) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
@@ -792,7 +791,7 @@ static PyObject *py_run_residual(PyObject *self, PyObject *args) {
     jb.k = k;
     jb.top_s = (float *)(uintptr_t)top_s;
     jb.top_i = (int64_t *)(uintptr_t)top_i;
-    return execute(&jb, nq_tok, n_q, n_d, k, nthreads, ISA_GENERIC);
+    return execute(&jb, nthreads);
 }
 
 /* Centroid-bag scores: out[i] = sum_t max_{c in bag i} sims[c, t] over the nq_tok query tokens, with
@@ -847,10 +846,8 @@ static PyObject *py_bag_scores(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "LLLiLLLLi", &sims, &nq_tok, &codes, &code16, &start, &len, &n, &out, &nthreads))
         return NULL;
     if (nthreads < 1) nthreads = 1;
-    if (nthreads > 256) nthreads = 256;
-    bag_job_t jobs[256];
-    pthread_t th[256];
-    char joinable[256] = {0};
+    bag_job_t *jobs = calloc((size_t)nthreads, sizeof(bag_job_t));
+    if (!jobs) return PyErr_NoMemory();
     for (int t = 0; t < nthreads; t++) {
         jobs[t] = (bag_job_t){(const float *)(uintptr_t)sims, nq_tok, (const void *)(uintptr_t)codes, code16,
                               (const int64_t *)(uintptr_t)start, (const int64_t *)(uintptr_t)len,
@@ -858,17 +855,10 @@ static PyObject *py_bag_scores(PyObject *self, PyObject *args) {
     }
     int err = 0;
     Py_BEGIN_ALLOW_THREADS;
-    for (int t = 1; t < nthreads; t++) {
-        if (pthread_create(&th[t], NULL, bag_thread, &jobs[t]) == 0)
-            joinable[t] = 1;
-        else
-            bag_thread(&jobs[t]);
-    }
-    bag_thread(&jobs[0]);
-    for (int t = 1; t < nthreads; t++)
-        if (joinable[t]) pthread_join(th[t], NULL);
+    run_threads(bag_thread, jobs, sizeof(bag_job_t), nthreads);
     for (int t = 0; t < nthreads; t++) err |= jobs[t].err;
     Py_END_ALLOW_THREADS;
+    free(jobs);
     if (err) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
