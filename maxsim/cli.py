@@ -368,11 +368,11 @@ def _cmd_compact(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    engine = _engine(args, create=False)
-    t0 = time.perf_counter()
     if args.bits not in (0, 1, 2, 4, 8):
         print(f"maxsim prune: --bits must be 0, 1, 2, 4 or 8, got {args.bits}", file=sys.stderr)
         return 2
+    engine = _engine(args, create=False)
+    t0 = time.perf_counter()
     try:
         built = engine.build_prune_index(n_centroids=args.centroids, progress=not args.quiet,
                                          nbits=args.bits or None, rebuild=args.rebuild, device=args.device)

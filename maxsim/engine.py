@@ -253,8 +253,12 @@ class Engine:
         self._snapshot = self.store.snapshot(version)
 
     # -- state ---------------------------------------------------------------------------------------
-    def _open(self, manifest: Manifest) -> None:
-        self._snapshot = Snapshot(self.path, manifest, self._snapshot)
+    def _open(self, manifest: Manifest, made: Snapshot | None = None) -> None:
+        """Search ``manifest``'s version from now on (``made``: a snapshot of it already opened)."""
+        if made is not None and made.manifest.version == manifest.version:
+            self._snapshot = made
+        else:
+            self._snapshot = Snapshot(self.path, manifest, self._snapshot)
 
     @property
     def manifest(self) -> Manifest:
@@ -449,10 +453,9 @@ class Engine:
             finally:
                 if ray_encoder is not None:
                     ray_encoder.close()
-            if report.version is not None:
-                self._maintain_prune(progress)
+            made = self._maintain_prune(progress) if report.version is not None else None
         if report.version is not None:
-            self._open(base)
+            self._open(base, made)
         return report
 
     @staticmethod
@@ -601,8 +604,8 @@ class Engine:
             rep = self.store.compact(target_part_bytes=target_part_bytes, min_dead_fraction=min_dead_fraction,
                                      full=full, keep_versions=keep_versions, progress=progress)
             man = self.store.manifest()
-            self._maintain_prune(progress)
-        self._open(man)
+            made = self._maintain_prune(progress)
+        self._open(man, made)
         return rep
 
     def versions(self) -> list[int]:
@@ -714,18 +717,14 @@ class Engine:
                 q, q_off, allowed, k, n_candidates=max(n_candidates, k), nprobe=nprobe, n_refine=n_refine
             )
             return s, r
-        best_s = torch.full((n_q, 0), float("-inf"))
-        best_r = torch.full((n_q, 0), -1, dtype=torch.int64)
+        best_s = torch.full((n_q, k), float("-inf"))  # -inf / -1 past the allowed segments
+        best_r = torch.full((n_q, k), -1, dtype=torch.int64)
         for ch in snap.chunks:
             ok = allowed[ch.rows]
             if not ok.any():
                 continue
             s, r = self._score_chunk(q, q_off, ch, ok, k)
             best_s, best_r = kernels.merge_topk(torch.cat([best_s, s], 1), torch.cat([best_r, r], 1), k)
-        if best_s.shape[1] < k:  # fewer allowed segments than k
-            pad = k - best_s.shape[1]
-            best_s = torch.cat([best_s, torch.full((n_q, pad), float("-inf"))], 1)
-            best_r = torch.cat([best_r, torch.full((n_q, pad), -1, dtype=torch.int64)], 1)
         return best_s, best_r
 
     def _pruner(self, snap: Snapshot):
@@ -757,17 +756,19 @@ class Engine:
                                        device=device)
         return built
 
-    def _maintain_prune(self, progress: bool) -> None:
-        """Under the writer lock, after a commit: extend an existing prune index to new parts."""
+    def _maintain_prune(self, progress: bool) -> Snapshot | None:
+        """Under the writer lock, after a commit: extend an existing prune index to new parts. Returns the
+        snapshot of the latest version it opened to do so (None when the index has no prune index)."""
         from maxsim.candidates import read_prune_manifest, update_prune_index
 
         man = read_prune_manifest(self.path)
         if man is None:
-            return
+            return None
         p = man.get("params", {})
-        update_prune_index(self.store.snapshot(previous=self._snapshot), n_centroids=p.get("n_centroids"),
-                           iters=p.get("iters", 4), seed=p.get("seed", 0), progress=progress,
-                           nbits=p.get("nbits", 2))
+        snap = self.store.snapshot(previous=self._snapshot)
+        update_prune_index(snap, n_centroids=p.get("n_centroids"), iters=p.get("iters", 4),
+                           seed=p.get("seed", 0), progress=progress, nbits=p.get("nbits", 2))
+        return snap
 
     @staticmethod
     def _allowed(snap: Snapshot, videos: Sequence[str] | None, time_range) -> np.ndarray:

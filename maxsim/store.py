@@ -142,6 +142,10 @@ class IndexFormatError(IndexError_):
     """The index folder is damaged, foreign or written by a newer format."""
 
 
+class IndexTooNewError(IndexFormatError):
+    """The index was written by a newer maxsim, in a format this version cannot read."""
+
+
 class EncoderMismatchError(IndexError_):
     """The index was built with another encoder than the one given."""
 
@@ -285,7 +289,7 @@ class Manifest:
             raise IndexFormatError(f"{path}: not a maxsim manifest (no format_version)")
         fv = data["format_version"]
         if not isinstance(fv, int) or fv > FORMAT_VERSION:
-            raise IndexFormatError(
+            raise IndexTooNewError(
                 f"{path}: written by a newer maxsim (format {fv}; this version reads up to "
                 f"{FORMAT_VERSION}): upgrade maxsim to open it"
             )
@@ -374,7 +378,7 @@ def read_manifest(root: str | Path, version: int | None = None) -> Manifest:
         except UnicodeDecodeError as e:
             raise IndexFormatError(f"{path}: not a valid manifest ({e})") from e
     except IndexFormatError as e:
-        kept = [] if "newer maxsim" in str(e) else _version_files(root)
+        kept = [] if isinstance(e, IndexTooNewError) else _version_files(root)
         if kept:
             newest = _version_path(root, kept[-1])
             raise IndexFormatError(
