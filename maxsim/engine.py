@@ -380,10 +380,13 @@ class Engine:
             catalog = self._catalog(base)
             encode = self._encode_video
             ray_encoder = None
+            decided: dict[str, tuple[str, str, tuple[int, int] | None]] = {}
             if ray:  # set up before the part is opened (its pipeline starts with the first video read)
                 from maxsim.distributed import RayVideoEncoder
 
-                todo = [video for _, video in files if not self._unchanged(video, catalog, settings)]
+                # decided once, up front: the pipeline must know the videos it will be asked for
+                decided = {video: self._decide(video, catalog.get(video), settings) for _, video in files}
+                todo = [video for video, (what, *_) in decided.items() if what == "encode"]
                 encode = ray_encoder = RayVideoEncoder(self, todo, seg, settings, num_workers=ray_workers)
             writer = self.store.new_part(base)
             next_id = base.next_segment_id
@@ -403,18 +406,13 @@ class Engine:
             try:
                 for f, video in tqdm(files, desc="ingest", unit="video", disable=not progress):
                     old = catalog.get(video)
-                    stat = _file_stat(video)  # taken before hashing: a later change shows as a new stat
-                    if old is not None and old["settings"] == settings and stat is not None and (
-                        old.get("size"), old.get("mtime_ns")) == stat:
+                    what, digest, stat = (decided.pop(video) if ray else
+                                          self._decide(video, old, settings))
+                    if what == "skip":
                         report.skipped.append((f, "already indexed with the same content and settings"))
-                        continue  # same size and modification time: not read again
-                    try:
-                        digest = content_hash(video)
-                    except VideoError as e:
-                        report.failed.append((f, e.reason))
                         continue
-                    if old is not None and old["hash"] == digest and old["settings"] == settings:
-                        report.skipped.append((f, "already indexed with the same content and settings"))
+                    if what == "fail":
+                        report.failed.append((f, digest))  # the reason the file could not be read
                         continue
                     mark = writer.mark()
                     n = 0
@@ -459,18 +457,23 @@ class Engine:
         return report
 
     @staticmethod
-    def _unchanged(video: str, catalog: dict[str, dict[str, Any]], settings: str) -> bool:
-        """True when ``video`` is indexed with these settings and its current size and time or content."""
-        old = catalog.get(video)
-        if old is None or old["settings"] != settings:
-            return False
+    def _decide(video: str, old: dict[str, Any] | None, settings: str
+                ) -> tuple[str, str, tuple[int, int] | None]:
+        """What to do with ``video`` given its catalog entry ``old``: ``("skip", "", stat)`` when it is
+        indexed with these settings and its size and time (not read again) or content are the same,
+        ``("fail", reason, stat)`` when it cannot be read, else ``("encode", content hash, stat)``. The
+        stat is taken before hashing, so a later change shows as a new stat."""
         stat = _file_stat(video)
-        if stat is not None and (old.get("size"), old.get("mtime_ns")) == stat:
-            return True
+        same = old is not None and old["settings"] == settings
+        if same and stat is not None and (old.get("size"), old.get("mtime_ns")) == stat:
+            return "skip", "", stat
         try:
-            return old["hash"] == content_hash(video)
-        except VideoError:
-            return False
+            digest = content_hash(video)
+        except VideoError as e:
+            return "fail", e.reason, stat
+        if same and old["hash"] == digest:
+            return "skip", "", stat
+        return "encode", digest, stat
 
     def _catalog(self, manifest: Manifest) -> dict[str, dict[str, Any]]:
         """video path -> catalog entry (hash, settings, id ranges, counts) of a version."""
