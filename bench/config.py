@@ -131,11 +131,11 @@ def _flat_keys(cfg: dict[str, Any], prefix: str = "") -> list[str]:
     return keys
 
 
-def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str], strict: bool = True) -> dict[str, Any]:
+def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides to a copy of ``cfg``.
 
-    With ``strict`` a key the config does not have is refused (a table's keys may still be added to a
-    table whose value is an empty table, e.g. encoder keyword arguments).
+    A key the config does not have is refused (a table's keys may still be added to a table whose value is
+    an empty table, e.g. encoder keyword arguments).
     """
     out = copy.deepcopy(cfg)
     for item in overrides:
@@ -147,14 +147,12 @@ def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str], strict: bool 
         node = out
         for i, part in enumerate(parts[:-1]):
             if part not in node:
-                if strict:
-                    raise ConfigError(_unknown(key, out))
-                node[part] = {}
+                raise ConfigError(_unknown(key, out))
             if not isinstance(node[part], dict):
                 raise ConfigError(f"override {key!r}: {'.'.join(parts[: i + 1])!r} is a value, not a table")
             node = node[part]
         leaf = parts[-1]
-        if strict and leaf not in node and not (node == {} and len(parts) > 1):
+        if leaf not in node and not (node == {} and len(parts) > 1):
             raise ConfigError(_unknown(key, out))
         value = parse_value(raw.strip())
         if isinstance(node.get(leaf), list) and not isinstance(value, list):
@@ -186,13 +184,3 @@ def build(what: str, factory: Any, *args: Any, **kwargs: Any) -> Any:
         return factory(*args, **kwargs)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{what}: {e}") from e
-
-
-def get(cfg: dict[str, Any], key: str, default: Any = None) -> Any:
-    """Dotted lookup, ``default`` where a level is missing."""
-    node: Any = cfg
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node

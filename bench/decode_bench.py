@@ -48,8 +48,7 @@ def run(rec: Run) -> None:
     if not prefetch or any(p < 0 for p in prefetch):
         raise ConfigError(f"prefetch must be a list of queue depths >= 0, got {cfg['prefetch']!r}")
     segmenters = {spec: build(f"segmenter {spec!r}", load_segmenter, spec) for spec in cfg["segmenters"]}
-    sampler_kw = dict(cfg.get("sampler") or {})
-    build("sampler", FrameSampler, **sampler_kw)
+    sampler = build("sampler", FrameSampler, **dict(cfg.get("sampler") or {}))
     path = bench_video(cfg, rec.dir / "video")
     t0 = time.perf_counter()
     times = [t for t, _ in iter_frames(path)]
@@ -64,7 +63,8 @@ def run(rec: Run) -> None:
         return sum(1 for _ in iter_frames(path, prefetch=pf))
 
     def clips(spec: str, pf: int) -> int:
-        return len(list(iter_clips(path, load_segmenter(spec), FrameSampler(**sampler_kw), prefetch=pf)))
+        # iter_clips starts a fresh run of the segmenter and a fresh sampler for every call
+        return len(list(iter_clips(path, segmenters[spec], sampler, prefetch=pf)))
 
     stages: dict[str, Any] = {"decode": decode}
     for spec in segmenters:

@@ -296,15 +296,3 @@ def run(config: dict[str, Any] | None, out_dir: str | Path) -> dict[str, Any]:
     result["load_s"] = round(load_s, 3)
     (out / "encoder_bench.json").write_text(json.dumps(result, indent=2, default=str))
     return result
-
-
-def measure_matmul_gflops(n: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
-    """Achieved GFLOP/s of one n x n matmul on the CPU (the ceiling a dense model reaches here)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / min(times) / 1e9
