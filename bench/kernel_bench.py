@@ -25,7 +25,6 @@ import datetime as _dt
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -73,41 +72,18 @@ def _time(fn, device, repeats: int, warmup: int) -> list[float]:
     return out
 
 
-def _versions() -> dict[str, str]:
-    import numpy
-    import torch
+def _machine() -> dict[str, Any]:
+    """The machine record of :func:`maxsim.bench.machine.machine`, plus the load at start and which CPU
+    kernel paths are built and usable."""
+    from maxsim.bench.machine import machine
+    from maxsim.kernels import cpu as kcpu
 
-    v = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
-    try:
-        import triton
-
-        v["triton"] = triton.__version__
-    except ImportError:
-        pass
-    return v
-
-
-def _machine(device) -> dict[str, Any]:
-    import torch
-
-    m: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    m["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    m = machine()
     try:
         with open("/proc/loadavg") as f:
             m["loadavg_at_start"] = f.read().split()[:3]
     except OSError:
         pass
-    if getattr(device, "type", device) == "cuda":
-        m["gpu"] = torch.cuda.get_device_name(device)
-    from maxsim.kernels import cpu as kcpu
-
     m["cpu_kernel"] = {"extension": kcpu.available(), "amx": kcpu.amx()}
     return m
 
@@ -364,8 +340,10 @@ def run_cpu_compare(cfg: dict) -> dict:
 
 def _markdown(result: dict) -> str:
     lines = [f"# MaxSim kernel benchmark ({result['device']}, {result['date']})", ""]
-    m, v = result["machine"], result["versions"]
-    lines.append(f"Machine: {m.get('gpu') or m.get('cpu', '?')}; {m.get('cpu_count')} CPUs; load at start "
+    m = result["machine"]
+    v = m.get("versions", {})
+    gpu = (m.get("gpu") or {}).get("name")
+    lines.append(f"Machine: {gpu or m.get('cpu', '?')}; {m.get('cpu_count')} CPUs; load at start "
                  f"{' '.join(m.get('loadavg_at_start', []))}; versions: "
                  + ", ".join(f"{a} {b}" for a, b in v.items()))  # fmt: skip
     c = result.get("ceilings") or {}
@@ -403,18 +381,13 @@ def _markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(config: dict, out_dir) -> dict:
-    """Run the benchmark described by ``config``; write ``<device>-<date>.json`` and ``.md`` to out_dir."""
-    import torch
+def measure(config: dict) -> dict:
+    """Run the benchmark described by ``config`` (in the caller's torch thread setting); its figures."""
     from maxsim.bench.timing import resolve_device
 
     device = resolve_device(config.get("device", "auto"))
-    dev_name = str(device)
-    if int(config.get("threads", 0)) > 0:
-        torch.set_num_threads(int(config["threads"]))
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
-    result: dict[str, Any] = {"device": dev_name, "date": date, "machine": _machine(device)}
-    result["versions"] = _versions()
+    result: dict[str, Any] = {"device": str(device), "date": date, "machine": _machine()}
     result["ceilings"] = ceilings(device, int(config.get("copy_mb", 1024)), int(config.get("matmul_n", 4096)))
     compare = config.get("compare", device.type == "cpu" and int(config.get("repeats", 5)) >= 5)
     if compare and device.type == "cpu":
@@ -425,9 +398,19 @@ def run(config: dict, out_dir) -> dict:
     if config.get("shapes", True) is not False:
         result["shapes"] = run_shapes(config if isinstance(config.get("shapes"), list) else
                                       {**config, "shapes": None}, device)  # fmt: skip
+    return result
+
+
+def run(config: dict, out_dir) -> dict:
+    """:func:`measure` with ``config["threads"]`` torch threads; write ``<device>-<date>.json`` and
+    ``.md`` to out_dir (the standalone entry point; ``maxsim-bench kernel`` records :func:`measure`)."""
+    from maxsim.bench.timing import torch_threads
+
+    with torch_threads(int(config.get("threads", 0))):
+        result = measure(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{'gpu' if device.type == 'cuda' else 'cpu'}-{date}"
+    stem = f"{'gpu' if result['device'].startswith('cuda') else 'cpu'}-{result['date']}"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / f"{stem}.md").write_text(_markdown(result))
     return result
