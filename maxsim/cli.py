@@ -271,9 +271,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               'pip install "maxsim[serve]"', file=sys.stderr)
         return 2
     from maxsim.search_options import check_search_options
-    from maxsim.server.app import LOOPBACK
+    from maxsim.server.app import is_loopback
 
-    if args.host not in LOOPBACK and not args.api_key:
+    if not is_loopback(args.host) and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can search, "
               "stream the indexed videos and delete them", file=sys.stderr)
     knobs = {"n_candidates": args.candidates, "n_refine": args.refine, "nprobe": args.nprobe}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import os
 import re
 import time
@@ -41,7 +42,15 @@ if TYPE_CHECKING:
     from maxsim.engine import IngestReport
 
 STATIC = Path(__file__).parent / "static"
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 with or without brackets) is this machine's loopback."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 VIDEO_ID = r"^[0-9a-f]{16}$"
 
 KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")
@@ -197,8 +206,6 @@ def create_app(
         raise ValueError(f"max_k must be in 1..{S.MAX_K}, got {max_k}")
     if not 1 <= max_batch <= S.MAX_BATCH:
         raise ValueError(f"max_batch must be in 1..{S.MAX_BATCH}, got {max_batch}")
-    if max_queue < 1:
-        raise ValueError(f"max_queue must be >= 1, got {max_queue}")
     root = None
     if ingest_root is not None:
         root = Path(ingest_root).resolve()
@@ -317,8 +324,6 @@ def create_app(
             )
         single = isinstance(req, S.SearchRequest)
         texts = [req.text] if single else list(req.texts)
-        if len(texts) > max_batch:
-            raise HTTPException(400, f"{len(texts)} texts is more than this server's limit of {max_batch}")
         videos = None
         if req.videos is not None:  # the catalog may need building for a new version: not on the loop
             entries = await asyncio.to_thread(lambda: [(r, state.catalog.resolve(r)) for r in req.videos])

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import os
 import platform
@@ -67,14 +66,10 @@ class LoadTestError(RuntimeError):
 
 def check_loopback(url: str) -> None:
     """Refuse any target that is not this machine's loopback interface."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
+    from maxsim.server.app import is_loopback
+
+    if is_loopback(urlsplit(url).hostname or ""):
         return
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
-    except ValueError:
-        pass
     raise LoadTestError(
         f"load tests only target loopback addresses (127.0.0.0/8, ::1, localhost); got {url!r}"
     )
