@@ -303,14 +303,11 @@ class _Shard:
         man = full.copy()
         wanted = set(part_ids)
         man.parts = [p for p in full.parts if p["id"] in wanted]
-        self.snap = Snapshot(self.engine.path, man)
+        self.snap = Snapshot(self.engine.path, man, self.engine._snapshot)  # its parts are mapped already
         # shard row -> row of the full version's table
-        starts, r = {}, 0
-        for p in full.parts:
-            starts[p["id"]] = r
-            r += int(p["n_segments"])
+        spans = dict(zip((p["id"] for p in full.parts), self.engine._snapshot.part_rows, strict=True))
         self.global_rows = np.concatenate(
-            [np.arange(starts[p["id"]], starts[p["id"]] + int(p["n_segments"])) for p in man.parts]
+            [np.arange(*spans[p["id"]]) for p in man.parts]
         ) if man.parts else np.zeros(0, dtype=np.int64)
 
     def search(self, q: torch.Tensor, q_off: torch.Tensor, k: int, videos, time_range,

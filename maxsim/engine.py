@@ -478,7 +478,7 @@ class Engine:
     def _catalog(self, manifest: Manifest) -> dict[str, dict[str, Any]]:
         """video path -> catalog entry (hash, settings, id ranges, counts) of a version."""
         if manifest.videos is None:  # an index from before the catalog: built from its segment tables
-            return Snapshot(self.path, manifest).manifest.videos or {}
+            return Snapshot(self.path, manifest, self._snapshot).manifest.videos or {}
         return manifest.videos
 
     def _encode_video(

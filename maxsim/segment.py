@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from maxsim.types import Segment
-from maxsim.video import iter_frames
+from maxsim.video import _FALLBACK_FPS, iter_frames
 
 _EPS = 1e-9
 logger = logging.getLogger(__name__)
@@ -421,7 +421,7 @@ class _SceneRun:
         if self._rate is None:
             ts = [t for t, _ in self._pending]
             dt = (ts[-1] - ts[0]) / (len(ts) - 1) if len(ts) > 1 else (rate_hint or 0.0)
-            fps = 1.0 / dt if dt > 0 else 25.0
+            fps = 1.0 / dt if dt > 0 else _FALLBACK_FPS
             self._rate = Fraction(fps).limit_denominator(1001)
             if self._lag_frames is not None:
                 self._cuts.lag_s = (self._lag_frames + 2) / fps

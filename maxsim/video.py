@@ -36,9 +36,6 @@ class VideoError(Exception):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
-
     def __reduce__(self):  # keep it picklable (worker processes)
         return (type(self), (self.path, self.reason))
 
@@ -164,15 +161,13 @@ def _check_format(path: str) -> None:
         if problem:
             raise VideoError(path, problem)
     elif ext in _SIGNATURES:
-        offset, magic, name = _SIGNATURES[ext]
-        with open(path, "rb") as f:
-            f.seek(offset)
-            if f.read(len(magic)) != magic:
-                raise VideoError(
-                    path,
-                    f"not a valid {name} file (its signature is missing: damaged, cut at the "
-                    f"start, or another format with the wrong extension)",
-                )
+        offset, magic, name = _SIGNATURES[ext]  # every signature lies within the first 12 bytes
+        if head[offset : offset + len(magic)] != magic:
+            raise VideoError(
+                path,
+                f"not a valid {name} file (its signature is missing: damaged, cut at the "
+                f"start, or another format with the wrong extension)",
+            )
 
 
 def _open(path: str) -> cv2.VideoCapture:

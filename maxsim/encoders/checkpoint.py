@@ -82,7 +82,7 @@ def resolve_checkpoint(
             f"model {spec!r} is neither an existing local folder nor a Hugging Face id of the form "
             "'owner/name'"
         )
-    offline = hub_offline() if local_files_only is None else (local_files_only or hub_offline())
+    offline = bool(local_files_only) or hub_offline()
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import (
