@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from maxsim.encoders.checkpoint import open_checkpoint
-from maxsim.encoders.common import clip_frames, token_budget_batches
+from maxsim.encoders.common import clip_frames, pad_batch, token_budget_batches
 from maxsim.types import Clip
 
 MODEL_TYPES: tuple[str, ...] = ("colqwen2",)
@@ -181,20 +181,13 @@ class ColQwen2Encoder:
             items.extend(fr)
         batches = token_budget_batches([len(it["ids"]) for it in items], self._settings.batch_tokens)
         rows: list[torch.Tensor | None] = [None] * len(items)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         left = self.tokenizer.padding_side == "left"
         quiet = True if len(batches) < 2 else None  # None: show on a terminal only
         for batch in tqdm(batches, desc="encoding frames", unit="batch", disable=quiet):
-            longest = max(len(items[i]["ids"]) for i in batch)
             most = max(len(items[i]["pixels"]) for i in batch)
-            ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), longest), dtype=torch.long)
+            ids, mask = pad_batch([items[i]["ids"] for i in batch], self.tokenizer.pad_token_id, left)
             pix = torch.zeros((len(batch), most, items[batch[0]]["pixels"].shape[-1]))
             for r, i in enumerate(batch):
-                seq = items[i]["ids"]
-                sl = slice(longest - len(seq), longest) if left else slice(0, len(seq))
-                ids[r, sl] = seq
-                mask[r, sl] = 1
                 pix[r, : len(items[i]["pixels"])] = items[i]["pixels"]
             grid = torch.stack([items[i]["grid"] for i in batch])
             emb = self._run(ids, mask, pixel_values=pix, image_grid_thw=grid)

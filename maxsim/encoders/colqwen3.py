@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from maxsim.encoders.checkpoint import open_checkpoint, weight_files
-from maxsim.encoders.common import clip_frames, token_budget_batches
+from maxsim.encoders.common import clip_frames, pad_batch, token_budget_batches
 from maxsim.types import Clip
 
 # Published checkpoint prefix -> prefix in ColQwen3Model. The remote code keeps a whole
@@ -513,16 +513,9 @@ class ColQwen3Encoder:
         prepared = [self._prepare(c) for c in clips]
         batches = token_budget_batches([len(p["ids"]) for p in prepared], self._settings.batch_tokens)
         results: list[tuple[torch.Tensor, np.ndarray] | None] = [None] * len(prepared)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         quiet = True if len(batches) < 2 else None  # None: show on a terminal only
         for batch in tqdm(batches, desc="encoding clips", unit="batch", disable=quiet):
-            longest = max(len(prepared[i]["ids"]) for i in batch)
-            ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), longest), dtype=torch.long)
-            for row, i in enumerate(batch):
-                seq = prepared[i]["ids"]
-                ids[row, longest - len(seq):] = torch.tensor(seq)
-                mask[row, longest - len(seq):] = 1
+            ids, mask = pad_batch([prepared[i]["ids"] for i in batch], self.tokenizer.pad_token_id, left=True)
             dev = self._input_device()
             inputs = {
                 "input_ids": ids.to(dev),

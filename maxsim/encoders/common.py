@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from maxsim.types import Clip
 
@@ -40,3 +41,17 @@ def token_budget_batches(lengths: Sequence[int], budget: int) -> list[list[int]]
         else:
             batches.append([i])
     return batches
+
+
+def pad_batch(seqs: Sequence[Sequence[int] | torch.Tensor], pad_id: int | None, left: bool
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id sequences as one ``(n, longest)`` id matrix and its attention mask, padded with ``pad_id``
+    (0 when the tokenizer has none) on the left or the right."""
+    longest = max(len(seq) for seq in seqs)
+    ids = torch.full((len(seqs), longest), 0 if pad_id is None else pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), longest), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        sl = slice(longest - len(seq), longest) if left else slice(0, len(seq))
+        ids[row, sl] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, sl] = 1
+    return ids, mask
