@@ -62,26 +62,20 @@ def _without_pool(spec: str) -> str:
 _UNSET = object()
 
 
-def _pool_factor(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not (v >= 1 and v != float("inf")):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a pooling factor >= 1 (1 = no pooling)")
-    return v
+def _pool_arg(key: str):
+    """An argparse type for token-reduction setting ``key`` (checked by maxsim.pooling)."""
+    from maxsim.pooling import parse_pool_setting
+
+    def parse(text: str):
+        try:
+            return parse_pool_setting(key, text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {e}") from None
+
+    return parse
 
 
-def _dedup(text: str) -> float | None:
-    if text.strip().lower() == "none":
-        return None
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a cosine in (0, 1] or 'none'")
-    return v
+_pool_factor, _dedup = _pool_arg("factor"), _pool_arg("dedup")
 
 
 def _fmt_reduction(r: dict) -> str:

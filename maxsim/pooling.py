@@ -149,36 +149,36 @@ def pool_suffix(factor: float = 2.0, dedup: float | None = 0.95, window: int = 1
     return f"{_POOL_OPEN}factor={_fmt(float(factor))},dedup={dd},window={int(window)})"
 
 
+# what each +pool(...) setting must be, in the words of the errors
+POOL_EXPECTED = {
+    "factor": "a number >= 1 (the pooling factor, 1 = no pooling)",
+    "dedup": "a cosine in (0, 1] or 'none'",
+    "window": "a whole number of tokens >= 2",
+}
+
+
+def parse_pool_setting(key: str, text: str) -> float | int | None:
+    """The value of token-reduction setting ``key`` (``factor``, ``dedup`` or ``window``) written as
+    ``text``; ValueError whose message is what was expected (:data:`POOL_EXPECTED`)."""
+    value: float | int | None
+    if key == "dedup" and text.strip().lower() == "none":
+        return None
+    try:
+        value = int(text) if key == "window" else float(text)
+    except ValueError:
+        raise ValueError(POOL_EXPECTED[key]) from None
+    ok = {"factor": math.isfinite(value) and value >= 1, "dedup": 0.0 < value <= 1.0, "window": value >= 2}
+    if not ok[key]:
+        raise ValueError(POOL_EXPECTED[key])
+    return value
+
+
 def _pool_value(spec: str, key: str, text: str) -> float | int | None:
     """One ``key=value`` of a ``+pool(...)`` spec, checked; ValueError naming the spec, key and value."""
-    def bad(expected: str) -> ValueError:
-        return ValueError(f"encoder spec {spec!r}: {key}={text!r} is not {expected}")
-
-    if key == "factor":
-        try:
-            v = float(text)
-        except ValueError:
-            raise bad("a number >= 1 (the pooling factor, 1 = no pooling)") from None
-        if not math.isfinite(v) or v < 1:
-            raise bad("a number >= 1 (the pooling factor, 1 = no pooling)")
-        return v
-    if key == "dedup":
-        if text.lower() == "none":
-            return None
-        try:
-            v = float(text)
-        except ValueError:
-            raise bad("a cosine in (0, 1] or 'none'") from None
-        if not 0.0 < v <= 1.0:
-            raise bad("a cosine in (0, 1] or 'none'")
-        return v
-    try:  # window
-        v = int(text)
-    except ValueError:
-        raise bad("a whole number of tokens >= 2") from None
-    if v < 2:
-        raise bad("a whole number of tokens >= 2")
-    return v
+    try:
+        return parse_pool_setting(key, text)
+    except ValueError as e:
+        raise ValueError(f"encoder spec {spec!r}: {key}={text!r} is not {e}") from None
 
 
 def split_pool_spec(spec: str) -> tuple[str, dict[str, Any]] | None:
