@@ -108,11 +108,13 @@ def check_config(cfg: dict[str, Any], sections: list[str]) -> None:
         settings = cfg["pooling"]["settings"]
         check_settings("pooling", settings, reduce_tokens, 2, "{dedup = 0.95, factor = 2}")
         if any(s.get("factor", 1) != 1 for s in settings) and importlib.util.find_spec("scipy") is None:
-            raise ConfigError("pooling settings with factor > 1 need SciPy: pip install 'maxsim[scale]'")
+            raise ConfigError("pooling settings with factor > 1 need SciPy: pip install -e '.[scale]' in the "
+                              "maxsim checkout")
     if "ray" in sections:
         if importlib.util.find_spec("ray") is None:
             raise ConfigError(
-                "the ray section needs Ray: pip install 'maxsim[ray]', or leave the section out "
+                "the ray section needs Ray: pip install -e '.[ray]' in the maxsim checkout, or leave the "
+                "section out "
                 '(--set \'only=["pruning", "pooling"]\')'
             )
         workers = cfg["ray"]["workers"]

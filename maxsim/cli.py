@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from maxsim.encoders import DEFAULT_ENCODER, registered_encoders
+from maxsim.specs import fmt_num, plural
 from maxsim.store import KEEP_VERSIONS, STORAGE_DTYPES, TARGET_PART_BYTES, storage_dtype
 
 
@@ -136,7 +137,14 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from maxsim.frames import FrameSampler
 
     preset = PRESETS[args.preset]
-    if not (Path(args.index) / "manifest.json").exists():  # a new index: the preset picks the encoder
+    new_index = not (Path(args.index) / "manifest.json").exists()
+    if args.encoder is not None:
+        source = "given with --encoder"
+    elif not new_index:
+        source = "recorded in the index"
+    else:
+        source = f"chosen by --preset {args.preset}" if preset["encoder"] else "the default for a new index"
+    if new_index:  # a new index: the preset picks the encoder
         if args.encoder is None:
             args.encoder = preset["encoder"]
         elif preset["encoder"] and _without_pool(args.encoder) not in registered_encoders():
@@ -153,6 +161,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     segmenter = f"fixed:{args.fixed}" if args.fixed is not None else ("scenes" if args.scenes else None)
     engine = _engine(args, create=True)
     engine.sampler = FrameSampler(fps=fps, max_frames=max_frames)
+    if not args.json:
+        print(f"encoder {engine.encoder.name} ({source})", file=sys.stderr)
     if args.ray:
         from maxsim import distributed
 
@@ -182,13 +192,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps([h.to_dict() for h in hits], indent=1))
         return 0
     if not hits:
-        print(f"no hits ({len(engine)} segments searched)")
+        print(f"no hits ({plural(len(engine), 'segment')} searched)")
         return 0
     width = max(len(h.video) for h in hits)
     for i, h in enumerate(hits, 1):
         span = f"{h.start:8.2f}-{h.end:<8.2f}"
-        print(f"{i:3d}  {h.score:8.3f}  {h.video:<{width}}  {span}  best {h.best_time:.2f}")
-    print(f"({len(engine)} segments searched in {ms:.1f} ms)")
+        print(f"{i:3d}  {fmt_num(h.score):>8}  {h.video:<{width}}  {span}  best {h.best_time:.2f}")
+    print(f"({plural(len(engine), 'segment')} searched in {ms:.1f} ms)")
     return 0
 
 
@@ -262,7 +272,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from maxsim.server import create_app
     except ImportError as e:
         print(f"error: maxsim serve needs the serve extra ({e.name} is missing): "
-              'pip install "maxsim[serve]"', file=sys.stderr)
+              'pip install -e ".[serve]" in the maxsim checkout', file=sys.stderr)
         return 2
     from maxsim.search_options import check_search_options
     from maxsim.server.app import is_loopback
@@ -326,8 +336,8 @@ def _cmd_delete(args: argparse.Namespace) -> int:
         print(json.dumps({"deleted": removed, "version": engine.version}, indent=1))
     else:
         for v, n in sorted(removed.items()):
-            print(f"deleted {v} ({n} segments)")
-        print(f"deleted {len(removed)} video(s); index version {engine.version}")
+            print(f"deleted {v} ({plural(n, 'segment')})")
+        print(f"deleted {plural(len(removed), 'video')}; index version {engine.version}")
     wanted = {video_key(v) for v in args.videos}
     missing = sorted(wanted - set(removed))
     for v in missing:
@@ -350,13 +360,14 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rep.to_dict(), indent=1))
     elif rep.version is None:
-        print(f"nothing to compact ({rep.parts_before} parts); removed {rep.files_removed} unused file(s)")
+        print(f"nothing to compact ({plural(rep.parts_before, 'part')}); removed "
+              f"{plural(rep.files_removed, 'unused file')}")
     else:
         print(
-            f"compacted {rep.parts_rewritten} of {rep.parts_before} parts into {rep.parts_after} parts, "
-            f"dropped {rep.segments_dropped} deleted segments ({_size(rep.bytes_before)} -> "
-            f"{_size(rep.bytes_after)} of vectors); version {rep.version}; removed {rep.files_removed} "
-            "unused file(s)"
+            f"compacted {rep.parts_rewritten} of {plural(rep.parts_before, 'part')} into "
+            f"{plural(rep.parts_after, 'part')}, dropped {plural(rep.segments_dropped, 'deleted segment')} "
+            f"({_size(rep.bytes_before)} -> {_size(rep.bytes_after)} of vectors); version {rep.version}; "
+            f"removed {plural(rep.files_removed, 'unused file')}"
         )
     return 0
 
@@ -377,7 +388,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"parts_built": built, "seconds": secs}, indent=1))
     else:
-        print(f"prune index: built {len(built)} part(s) in {secs:.1f} s; "
+        print(f"prune index: built {plural(len(built), 'part')} in {secs:.1f} s; "
               f"{len(engine.manifest.parts) - len(built)} already had one")
     return 0
 
@@ -385,6 +396,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``maxsim`` command."""
     p = argparse.ArgumentParser(prog="maxsim", description="Find moments in video with MaxSim search.")
+    p.add_argument("--debug", action="store_true",
+                   help="show the full traceback of an error (also MAXSIM_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     enc_help = ("encoder: a registered name, a Hugging Face id or local folder, or package.module:attr, "
@@ -408,8 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--max-frames", type=int, help="frames per segment at most (default 16; preset cpu: 4)")
     ing.add_argument("--pool-factor", type=_pool_factor, metavar="F",
                      help="token reduction: pool each segment's tokens to 1/F of them (Ward clustering; "
-                     'needs SciPy: pip install "maxsim[scale]"). New index only: an existing one keeps its '
-                     "own and refuses other settings")
+                     'needs SciPy: pip install -e ".[scale]" in the maxsim checkout). New index only: an '
+                     "existing one keeps its own and refuses other settings")
     ing.add_argument("--dedup", type=_dedup, default=_UNSET, metavar="COS",
                      help="token reduction: drop a token when a token kept for the previous frame has "
                      "cosine >= COS with it (e.g. 0.95; 'none': off). New index only, as --pool-factor; "
@@ -420,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--json", action="store_true", help="print the report as JSON")
     ing.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ing.add_argument("--ray", action="store_true",
-                     help='decode and encode in a Ray Data pipeline (pip install "maxsim[ray]")')
+                     help='decode and encode in a Ray Data pipeline (pip install -e ".[ray]" in the maxsim '
+                     "checkout)")
     ing.add_argument("--ray-workers", type=int, default=2, metavar="N",
                      help="encoder actors (one GPU each where the cluster has GPUs; default 2)")
     ing.add_argument("--ray-address", metavar="ADDRESS",
@@ -439,10 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--pruned", action="store_true",
                     help="re-rank only candidates from the prune index (build it with `maxsim prune`)")
     se.add_argument("--candidates", type=int, metavar="N",
-                    help="segments scored exactly with --pruned (default: 0.1%% of the index, >= 100 k)")
+                    help="segments scored exactly with --pruned (default: 0.1%% of the index, at least "
+                    "100 x k)")
     se.add_argument("--refine", type=int, metavar="N",
                     help="segments scored from residual codes with --pruned, the candidates being the best "
-                    "of them (default: 10%% of the index, at least 1000 k; 0: no residual stage)")
+                    "of them (default: 10%% of the index, at least 1000 x k; 0: no residual stage)")
     se.add_argument("--nprobe", type=int, default=8, help="centroids probed per query token (default 8)")
     se.set_defaults(func=_cmd_search)
 
@@ -492,10 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "prune`; without one a pruned search scores every segment)")
     sv.add_argument("--candidates", type=int, metavar="N",
                     help="with --pruned: default n_candidates, segments scored exactly (default: 0.1%% of "
-                    "the index, >= 100 k)")
+                    "the index, at least 100 x k)")
     sv.add_argument("--refine", type=int, metavar="N",
                     help="with --pruned: default n_refine, segments scored from residual codes (default: "
-                    "10%% of the index, at least 1000 k; 0: no residual stage)")
+                    "10%% of the index, at least 1000 x k; 0: no residual stage)")
     sv.add_argument("--nprobe", type=int, metavar="N",
                     help="with --pruned: default nprobe, centroids probed per query token (default 8)")
     sv.add_argument("--cors-origin", action="append", metavar="ORIGIN",
@@ -534,22 +549,63 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--json", action="store_true")
     co.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     co.set_defaults(func=_cmd_compact)
+    for sp in sub.choices.values():  # `maxsim ingest ... --debug` as well as `maxsim --debug ingest ...`
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error (also MAXSIM_DEBUG=1)")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``maxsim`` command; returns the exit code (0 ok, 1 some files failed, 2 usage/error)."""
-    args = build_parser().parse_args(argv)
-    from maxsim.store import IndexError_
+def _debug(args: argparse.Namespace) -> bool:
+    """Whether errors show their traceback (``--debug`` or ``MAXSIM_DEBUG=1``)."""
+    env = os.environ.get("MAXSIM_DEBUG", "").strip().lower()
+    return bool(getattr(args, "debug", False)) or env in {"1", "true", "yes", "on"}
 
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix (a missing checkpoint, another encoder, a locked or damaged
+    index, a bad value): one or two lines, no traceback."""
+    from maxsim.encoders.checkpoint import MissingWeightsError
+    from maxsim.store import IndexError_
+    from maxsim.video import VideoError
+
+    return (IndexError_, MissingWeightsError, VideoError, ValueError, KeyError, FileExistsError,
+            FileNotFoundError, PermissionError, ImportError)
+
+
+def _error_lines(e: BaseException) -> list[str]:
+    """What to print for a user-facing error: its message, and what to do next where that helps."""
+    from maxsim.encoders.checkpoint import MissingWeightsError
+
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+    lines = [f"error: {msg}"]
+    if isinstance(e, MissingWeightsError):
+        lines.append("hint: to try maxsim without any weights, use the demo encoder: --encoder color-test "
+                     "(it understands colour words only); --debug shows the traceback")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``maxsim`` command; returns the exit code (0 ok, 1 some files failed, 2 usage/error).
+
+    Errors the user can fix print one or two lines and exit with 2; ``--debug`` (or ``MAXSIM_DEBUG=1``)
+    lets them raise with their traceback.
+    """
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (IndexError_, ValueError, KeyError, FileExistsError, PermissionError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if _debug(args):
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as e:
+        if _debug(args):
+            raise
+        for line in _error_lines(e):
+            print(line, file=sys.stderr)
         return 2
 
 

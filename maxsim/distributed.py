@@ -1,6 +1,7 @@
 """Ray: ingest as a Ray Data pipeline, and search sharded over Ray actors.
 
-Install with ``pip install "maxsim[ray]"``. The same code runs on a laptop (a local Ray started on first
+Install with ``pip install -e ".[ray]"`` from a maxsim checkout. The same code runs on a laptop (a local
+Ray started on first
 use, or ``init(num_cpus=...)``) and on a cluster (``init(address="ray://...")`` or ``RAY_ADDRESS``).
 
 Ingest (``Engine.ingest(paths, ray=True)`` / ``maxsim ingest --ray``):
@@ -43,7 +44,7 @@ def _ray():
     try:
         import ray
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError('Ray is not installed: pip install "maxsim[ray]"') from e
+        raise ImportError('Ray is not installed: pip install -e ".[ray]" in the maxsim checkout') from e
     return ray
 
 

@@ -19,10 +19,11 @@ import torch
 from tqdm.auto import tqdm
 
 from maxsim import kernels
-from maxsim.encoders import DEFAULT_ENCODER, load_encoder
+from maxsim.encoders import DEFAULT_ENCODER, encoder_family, load_encoder, name_family
 from maxsim.frames import FrameSampler, iter_clips
 from maxsim.pooling import PooledEncoder
 from maxsim.segment import Segmenter, load_segmenter
+from maxsim.specs import plural
 from maxsim.store import (
     KEEP_VERSIONS,
     TARGET_PART_BYTES,
@@ -53,6 +54,8 @@ class IngestReport:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     segments: int = 0
     version: int | None = None  # the index version committed, None when nothing changed
+    encoder: str | None = None  # the name of the encoder that ran (or would have run)
+    encoder_source: str | None = None  # why that encoder: "given", "recorded in the index" or "default"
 
     @property
     def ok(self) -> bool:
@@ -66,11 +69,13 @@ class IngestReport:
             "failed": [{"path": p, "reason": r} for p, r in self.failed],
             "segments": self.segments,
             "version": self.version,
+            "encoder": self.encoder,
+            "encoder_source": self.encoder_source,
         }
 
     def __str__(self) -> str:
         lines = [
-            f"ingested {len(self.ingested)} file(s) ({self.segments} segments), "
+            f"ingested {plural(len(self.ingested), 'file')} ({plural(self.segments, 'segment')}), "
             f"skipped {len(self.skipped)}, failed {len(self.failed)}"
         ]
         lines += [f"  skipped {p}: {r}" for p, r in self.skipped]
@@ -230,14 +235,19 @@ class Engine:
         self.sampler = sampler or FrameSampler()
         self.batch_size = batch_size
         self._spec = encoder if isinstance(encoder, str) else None
-        self._encoder: Encoder | None = None if encoder is None else load_encoder(encoder)
-        if isinstance(self._encoder, PooledEncoder) and self._encoder.spec is not None:
-            self._spec = self._encoder.spec  # "<inner spec>+pool(...)" in full, whichever way it was given
         try:
-            manifest = self.store.manifest(version)
+            manifest: Manifest | None = self.store.manifest(version)
         except IndexNotFoundError:
             if not create or version is not None:
                 raise
+            manifest = None
+        if manifest is not None and isinstance(encoder, str):
+            self._check_spec(manifest, encoder)  # before any weight is loaded
+        self._encoder: Encoder | None = None if encoder is None else load_encoder(encoder)
+        self._encoder_source = "given" if encoder is not None else "recorded in the index"
+        if isinstance(self._encoder, PooledEncoder) and self._encoder.spec is not None:
+            self._spec = self._encoder.spec  # "<inner spec>+pool(...)" in full, whichever way it was given
+        if manifest is None:
             if self._encoder is None:
                 if DEFAULT_ENCODER is None:
                     raise IndexNotFoundError(
@@ -245,6 +255,7 @@ class Engine:
                     ) from None
                 self._spec = DEFAULT_ENCODER
                 self._encoder = load_encoder(DEFAULT_ENCODER)
+                self._encoder_source = "the default for a new index"
             with contextlib.suppress(FileExistsError):  # another process created it meanwhile
                 Store.create(self.path, _encoder_record(self._encoder, self._spec), self._encoder.dim, dtype)
             manifest = self.store.manifest()
@@ -279,6 +290,17 @@ class Engine:
     def __len__(self) -> int:
         return len(self._snapshot)
 
+    def _check_spec(self, manifest: Manifest, spec: str) -> None:
+        """Refuse a spec whose encoder family differs from the index's, without loading it."""
+        recorded = str(manifest.encoder.get("name", ""))
+        given, have = encoder_family(spec), name_family(recorded)
+        if given is not None and have and given != have:
+            raise EncoderMismatchError(
+                f"{self.path} was built with encoder {recorded!r}; the encoder given, {spec!r}, is a "
+                f"{given} encoder. Open the index without an encoder to use its own, or build a new index "
+                "for this one."
+            )
+
     def _check_encoder(self, manifest: Manifest, encoder: Encoder) -> None:
         rec = manifest.encoder
         if rec.get("name") != encoder.name or int(manifest.dim) != int(encoder.dim):
@@ -303,6 +325,12 @@ class Engine:
             self._check_encoder(self.manifest, enc)
             self._encoder, self._spec = enc, spec
         return self._encoder
+
+    @property
+    def encoder_source(self) -> str:
+        """Why this engine uses its encoder: ``"given"``, ``"recorded in the index"`` or ``"the default
+        for a new index"``."""
+        return self._encoder_source
 
     def _encoder_load_args(self) -> tuple[str, dict[str, Any]] | None:
         """The spec and :func:`~maxsim.encoders.load_encoder` kwargs that load this engine's encoder again
@@ -364,7 +392,7 @@ class Engine:
             raise ValueError(f"commit_every must be >= 1 or None, got {commit_every}")
         seg = self.segmenter if segmenter is None else load_segmenter(segmenter)
         settings = self._settings_key(seg)
-        report = IngestReport()
+        report = IngestReport(encoder=self.encoder.name, encoder_source=self._encoder_source)
         files, seen = [], set()
         for f in expand_paths(paths, report.failed):
             try:
@@ -863,13 +891,13 @@ def _failure_reason(e: Exception) -> str:
 
 
 def default_candidates(k: int, n_allowed: int) -> int:
-    """Candidates re-ranked exactly by a pruned search by default: 0.1% of the segments, at least 100 k."""
+    """Candidates re-ranked exactly by a pruned search by default: 0.1% of the segments, at least 100 x k."""
     return max(100 * k, n_allowed // 1000)
 
 
 def default_refine(k: int, n_allowed: int) -> int:
     """Segments scored from residual codes by a pruned search by default: 10% of the segments, at least
-    1000 k."""
+    1000 x k."""
     return max(1000 * k, n_allowed // 10)
 
 

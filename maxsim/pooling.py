@@ -81,7 +81,8 @@ def pool_tokens(
     try:
         from scipy.cluster.hierarchy import fcluster, linkage
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError('token pooling needs SciPy: pip install "maxsim[scale]"') from e
+        raise ImportError('token pooling needs SciPy: pip install -e ".[scale]" in the maxsim checkout'
+                          ) from e
 
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be (n, dim), got shape {tuple(tokens.shape)}")
@@ -179,6 +180,13 @@ def _pool_value(spec: str, key: str, text: str) -> float | int | None:
         return parse_pool_setting(key, text)
     except ValueError as e:
         raise ValueError(f"encoder spec {spec!r}: {key}={text!r} is not {e}") from None
+
+
+def strip_pool_suffix(spec: str) -> str:
+    """An encoder spec (or name) without its ``+pool(...)`` token-reduction suffixes."""
+    while (split := split_pool_spec(spec)) is not None:
+        spec = split[0]
+    return spec
 
 
 def split_pool_spec(spec: str) -> tuple[str, dict[str, Any]] | None:

@@ -59,7 +59,8 @@ def check_search_options(options: Mapping[str, Any] | None, what: str = "search_
     knobs = [key for key in PRUNED_KEYS if key in out]
     if knobs and out.get("mode") != "pruned":
         raise ValueError(
-            f"{what}: {', '.join(knobs)} only apply to pruned search; add 'mode': 'pruned' "
+            f"{what}: {', '.join(knobs)} only {'applies' if len(knobs) == 1 else 'apply'} to pruned search; "
+            "add 'mode': 'pruned' "
             f"(got mode {out.get('mode', 'exact')!r})"
         )
     return out

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 # Named colours (RGB) that a synthetic scene can show; queries refer to them by name.
@@ -23,6 +23,11 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 
 
+# Codec per container: what browsers play (H.264 in MP4/MOV/MKV, VP9 in WebM), MPEG-4 Part 2 for AVI.
+_CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9",
+           ".avi": "mpeg4"}
+
+
 def write_video(
     path: str | Path,
     scenes: Sequence[tuple[float, str | tuple[int, int, int]]],
@@ -31,35 +36,62 @@ def write_video(
     noise: int = 6,
     seed: int = 0,
 ) -> Path:
-    """Write an MP4 whose consecutive scenes last ``seconds`` each and show one colour.
+    """Write a video whose consecutive scenes last ``seconds`` each and show one colour.
 
     ``scenes`` is a list of ``(seconds, colour)`` with a colour name from :data:`COLORS` or an RGB
     triple. Each frame carries a little noise and a moving bar so that it is not a still image; the cuts
-    fall at the cumulative scene durations (rounded to whole frames). Returns the path.
+    fall at the cumulative scene durations (rounded to whole frames). The container follows the suffix:
+    ``.mp4`` (also ``.m4v``, ``.mov``, ``.mkv``) holds H.264 and ``.webm`` VP9, which browsers play (the
+    search page's player); ``.avi`` holds MPEG-4 Part 2. Written with PyAV at near-lossless quality, so
+    colours survive the round trip. Returns the path.
     """
+    import av  # a dependency of maxsim; imported here so that importing this module stays light
+
     path = Path(path)
+    codec = _CODECS.get(path.suffix.lower())
+    if codec is None:
+        raise ValueError(f"write_video: cannot write {path.name!r}; expected a suffix among "
+                         f"{', '.join(_CODECS)}")
+    w, h = (int(x) for x in size)
+    if w < 2 or h < 2 or w % 2 or h % 2:
+        raise ValueError(f"write_video: size {size!r} must be even and at least 2x2 (4:2:0 video)")
+    if not (isinstance(fps, (int, float)) and 0 < fps <= 1000):
+        raise ValueError(f"write_video: fps must be in (0, 1000], got {fps!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    w, h = size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    if not writer.isOpened():
-        raise OSError(f"OpenCV cannot write {path}")
+    rate = Fraction(fps).limit_denominator(1001)
     rng = np.random.default_rng(seed)
-    frame_no = 0
-    elapsed = 0.0
+    # no B-frames: every frame's decode order is its display order and the MP4 needs no edit list
+    options = {"crf": "10", "preset": "veryfast", "bf": "0"} if codec == "libx264" else {}
+    if codec == "libvpx-vp9":
+        options = {"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8"}
+    container = av.open(str(path), mode="w")
     try:
+        stream = container.add_stream(codec, rate=rate, options=options)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        if codec == "mpeg4":
+            stream.codec_context.qscale = 2
+        frame_no = 0
+        elapsed = 0.0
         for seconds, colour in scenes:
             rgb = COLORS[colour] if isinstance(colour, str) else tuple(colour)
             base = np.empty((h, w, 3), np.int16)
-            base[:] = rgb[::-1]  # OpenCV writes BGR
+            base[:] = rgb
             elapsed += seconds
             while frame_no < round(elapsed * fps):
                 img = base + rng.integers(-noise, noise + 1, size=(h, w, 3), dtype=np.int16)
                 x = (frame_no * 3) % w
                 img[:, x : x + 2] += 25
-                writer.write(np.clip(img, 0, 255).astype(np.uint8))
+                frame = av.VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8), format="rgb24")
+                frame.pts = frame_no
+                frame.time_base = 1 / rate
+                container.mux(stream.encode(frame))
                 frame_no += 1
-    finally:
-        writer.release()
+        container.mux(stream.encode(None))
+    except BaseException:
+        container.close()
+        path.unlink(missing_ok=True)
+        raise
+    container.close()
     return path
 
 

@@ -286,7 +286,7 @@ def test_missing_weights_offline_names_the_remedy(tmp_path, monkeypatch):
     with pytest.raises(MissingWeightsError) as err:
         ColQwen3Encoder.from_pretrained("TomoroAI/tomoro-colqwen3-embed-4b", cache_dir=str(tmp_path))
     msg = str(err.value)
-    assert "huggingface-cli download TomoroAI/tomoro-colqwen3-embed-4b" in msg
+    assert "hf download TomoroAI/tomoro-colqwen3-embed-4b" in msg
     assert "HF_HUB_OFFLINE is set" in msg and "local folder" in msg
     with pytest.raises(MissingWeightsError, match="neither an existing local folder"):
         ColQwen3Encoder.from_pretrained(str(tmp_path / "no-such-folder"))

@@ -120,7 +120,7 @@ def test_empty_and_missing_index(tmp_path):
     with pytest.raises(IndexNotFoundError, match="no index at"):
         Engine(tmp_path / "missing", create=False)
     # No encoder given: the default (colqwen3, the 4B checkpoint) is loaded, and CI has no weights offline.
-    with pytest.raises(MissingWeightsError, match="huggingface-cli download"):
+    with pytest.raises(MissingWeightsError, match="hf download"):
         Engine(tmp_path / "missing2")
 
 

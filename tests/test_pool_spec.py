@@ -202,7 +202,7 @@ def test_cli_ingest_with_reduction_then_search_and_info(tmp_path, video, capsys)
     idx = tmp_path / "idx"
     code, out, err = run(capsys, "ingest", idx, video, "--fixed", "2", "--encoder", "color-test",
                          "--pool-factor", "2", "--dedup", "0.95", "-q")
-    assert code == 0 and "ingested 1 file(s) (3 segments)" in out, err
+    assert code == 0 and "ingested 1 file (3 segments)" in out, err
     code, out, err = run(capsys, "search", idx, "blue", "-k", "1", "--json")  # no flags: from the index
     assert code == 0, err
     assert [(h["start"], h["end"]) for h in json.loads(out)] == [(2.0, 4.0)]

@@ -87,7 +87,7 @@ def test_langchain_refuses_bad_search_options_early(corpus):
     engine = corpus.engine()
     with pytest.raises(ValueError, match="unknown search option.*'candidates'"):
         LCRetriever(engine=engine, search_options={"mode": "pruned", "candidates": 10})
-    with pytest.raises(ValueError, match="n_candidates only apply to pruned search"):
+    with pytest.raises(ValueError, match="n_candidates only applies to pruned search"):
         LCRetriever(engine=engine, search_options={"n_candidates": 10})
     with pytest.raises(ValueError, match="n_refine must be an integer from 0"):
         LCRetriever(engine=engine, search_options={"mode": "pruned", "n_refine": -1})

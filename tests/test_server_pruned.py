@@ -117,7 +117,7 @@ def test_bad_search_options_are_a_422(client, extra, what, form):
 def test_pruning_knobs_for_an_exact_search_are_a_400(client, form):
     body = {"text": "red"} if form == "single" else {"texts": ["red", "blue"]}
     r = client.post("/search", json={**body, "mode": "exact", "n_candidates": 100})
-    assert r.status_code == 400 and "n_candidates only apply to mode 'pruned', not 'exact'" in r.text
+    assert r.status_code == 400 and "n_candidates only applies to mode 'pruned', not 'exact'" in r.text
     r = client.post("/search", json={**body, "mode": "exact", "nprobe": 4, "n_refine": 0})
     assert r.status_code == 400 and "n_refine, nprobe only apply" in r.text
     # without "mode" on a server whose default is exact
@@ -160,7 +160,7 @@ def test_server_default_mode_and_request_overrides(corpus):
         assert c.post("/search", json={"text": "green", "nprobe": 2}).json()["mode"] == "pruned"
     with pytest.raises(ValueError, match="unknown search option"):
         create_app(corpus.engine(), search_options={"mode": "pruned", "candidates": 2})
-    with pytest.raises(ValueError, match="only apply to pruned search"):
+    with pytest.raises(ValueError, match="only applies to pruned search"):
         create_app(corpus.engine(), search_options={"n_candidates": 2})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -16,17 +17,59 @@ from maxsim.types import Encoder
 _REGISTRY: dict[str, str | Callable[..., Encoder]] = {}
 # Hugging Face config ``model_type`` -> registered encoder name, for folders and hub ids.
 _MODEL_TYPES: dict[str, str] = {}
+# registered name -> the family its encoders' names start with (``family:checkpoint@revision``)
+_FAMILIES: dict[str, str] = {}
 # Encoder used for a hub id whose config cannot be read (offline) and for the CLI's default.
 DEFAULT_ENCODER: str | None = "colqwen3"
 
 
 def register_encoder(
-    name: str, factory: str | Callable[..., Encoder], model_types: tuple[str, ...] = ()
+    name: str, factory: str | Callable[..., Encoder], model_types: tuple[str, ...] = (),
+    family: str | None = None,
 ) -> None:
-    """Make ``factory`` (a callable or a ``"module:attr"`` string) loadable under ``name``."""
+    """Make ``factory`` (a callable or a ``"module:attr"`` string) loadable under ``name``.
+
+    ``family`` is what the names of its encoders start with (``family:checkpoint@revision``; default
+    ``name``): it lets an index's recorded encoder be compared with a spec before any weight is loaded.
+    """
     _REGISTRY[name] = factory
+    _FAMILIES[name] = family or name
     for mt in model_types:
         _MODEL_TYPES[mt] = name
+
+
+def name_family(name: str) -> str:
+    """The family of an encoder name as an index records it: ``colqwen3`` for
+    ``colqwen3:TomoroAI/tomoro-colqwen3-embed-4b@<commit>``, the name itself when it has no ``:``. Token
+    reduction (``+pool(...)``) is left out."""
+    from maxsim.pooling import strip_pool_suffix
+
+    return strip_pool_suffix(str(name)).split(":", 1)[0]
+
+
+def encoder_family(spec: str) -> str | None:
+    """The family of the encoder a spec would load, told without loading any weight: from the registry
+    for registered names (``colqwen3-cpu:/models/x`` is ``colqwen3``), from ``config.json`` for local
+    folders and for hub ids already in the local cache. None when it cannot be told this cheaply
+    (``package.module:attr``, a hub id not cached yet)."""
+    from maxsim.pooling import strip_pool_suffix
+
+    try:
+        spec = strip_pool_suffix(str(spec))
+    except ValueError:
+        return None
+    name, sep, checkpoint = spec.partition(":")
+    if spec in _REGISTRY or (sep and name in _REGISTRY and checkpoint):
+        return _FAMILIES.get(name if sep else spec)
+    path = Path(spec).expanduser()
+    with contextlib.suppress(OSError):
+        if path.is_dir():
+            reg = _MODEL_TYPES.get(_model_type(path) or "")
+            return _FAMILIES.get(reg) if reg else None
+    if "/" in spec and ":" not in spec and not spec.startswith((".", "/", "~")):
+        reg = _MODEL_TYPES.get(_hub_model_type(spec, {"local_files_only": True}) or "")
+        return _FAMILIES.get(reg) if reg else None
+    return None
 
 
 def registered_encoders() -> list[str]:
@@ -163,7 +206,8 @@ def load_encoder(spec: str | Encoder, **kwargs: Any) -> Encoder:
 
 # Built-in model encoders, imported only when used (importing maxsim never imports transformers).
 register_encoder("colqwen3", "maxsim.encoders.colqwen3:load", model_types=("colqwen3",))
-register_encoder("colqwen3-cpu", "maxsim.encoders.colqwen3:load_cpu")  # fewer, smaller frames per clip
+# fewer, smaller frames per clip
+register_encoder("colqwen3-cpu", "maxsim.encoders.colqwen3:load_cpu", family="colqwen3")
 register_encoder("colqwen2", "maxsim.encoders.colqwen2:load", model_types=("colqwen2",))
 
 # Deterministic colour encoder for tests and the synthetic benchmark (not a model; no weights).

@@ -1,4 +1,4 @@
-"""A LangChain retriever over a maxsim index (``pip install "maxsim[langchain]"``).
+"""A LangChain retriever over a maxsim index (``pip install -e ".[langchain]"`` from a maxsim checkout).
 
     from maxsim.integrations.langchain import MaxSimRetriever
 
@@ -32,7 +32,8 @@ try:
     from langchain_core.runnables import RunnableConfig
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        'maxsim.integrations.langchain needs langchain-core: pip install "maxsim[langchain]"'
+        'maxsim.integrations.langchain needs langchain-core: pip install -e ".[langchain]" in the maxsim '
+        "checkout"
     ) from e
 from pydantic import ConfigDict, Field, field_validator
 

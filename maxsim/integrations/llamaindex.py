@@ -1,4 +1,4 @@
-"""A LlamaIndex retriever over a maxsim index (``pip install "maxsim[llamaindex]"``).
+"""A LlamaIndex retriever over a maxsim index (``pip install -e ".[llamaindex]"`` from a maxsim checkout).
 
     from maxsim.integrations.llamaindex import MaxSimRetriever
 
@@ -32,7 +32,8 @@ try:
     from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        'maxsim.integrations.llamaindex needs llama-index-core: pip install "maxsim[llamaindex]"'
+        'maxsim.integrations.llamaindex needs llama-index-core: pip install -e ".[llamaindex]" in the '
+        "maxsim checkout"
     ) from e
 
 from maxsim.integrations.hits import check_k, hit_metadata, hit_text

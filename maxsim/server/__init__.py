@@ -1,4 +1,5 @@
-"""The HTTP service and search page (``pip install "maxsim[serve]"``): ``create_app`` and ``maxsim serve``."""
+"""The HTTP service and search page (``pip install -e ".[serve]"`` from a maxsim checkout): ``create_app``
+and ``maxsim serve``."""
 
 from maxsim.server.app import create_app
 

@@ -286,11 +286,13 @@ def create_app(
         mode = req.mode or default_mode
         if mode == "exact":
             if given and req.mode == "exact":
-                raise HTTPException(400, f"{', '.join(given)} only apply to mode 'pruned', not 'exact'")
+                raise HTTPException(
+                    400, f"{', '.join(given)} only {_apply(given)} to mode 'pruned', not 'exact'")
             if given:
                 raise HTTPException(
                     400,
-                    f"{', '.join(given)} only apply to pruned search, and this server searches exactly by "
+                    f"{', '.join(given)} only {_apply(given)} to pruned search, and this server searches "
+                    "exactly by "
                     'default: add "mode": "pruned"',
                 )
             return mode, {}
@@ -482,6 +484,7 @@ def create_app(
             search_defaults=S.SearchDefaults(
                 mode=default_mode, **{key: defaults.get(key) for key in PRUNED_KEYS}
             ),
+            max_k=max_k,
         )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -508,6 +511,10 @@ def create_app(
     app.include_router(media)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def _apply(names: list[str]) -> str:
+    return "applies" if len(names) == 1 else "apply"
 
 
 def _version() -> str:

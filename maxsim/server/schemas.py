@@ -57,14 +57,14 @@ class _SearchOptions(BaseModel):
         le=MAX_CANDIDATES,
         description="pruned search (as are `n_refine` and `nprobe`; for an exact search they are refused "
         "with 400): segments scored exactly (default: the server's, else 0.1% of the searched segments, at "
-        "least 100 k)",
+        "least 100 x k)",
     )
     n_refine: int | None = Field(
         default=None,
         ge=0,
         le=MAX_REFINE,
         description="pruned search: segments scored from residual codes, the candidates being the best of "
-        "them (default: the server's, else 10% of the searched segments, at least 1000 k; 0: no residual "
+        "them (default: the server's, else 10% of the searched segments, at least 1000 x k; 0: no residual "
         "stage)",
     )
     nprobe: int | None = Field(
@@ -258,6 +258,7 @@ class Health(BaseModel):
         "every segment"
     )
     search_defaults: SearchDefaults
+    max_k: int = Field(description="the largest k a search may ask for (`maxsim serve --max-k`)")
 
 
 class ErrorOut(BaseModel):
