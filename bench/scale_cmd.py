@@ -92,8 +92,8 @@ def check_settings(section: str, settings: Any, func: Any, skip: int, example: s
 
 def check_config(cfg: dict[str, Any], sections: list[str]) -> None:
     """Refuse a section that lacks required keys or has malformed settings, before anything is measured."""
-    from maxsim.candidates import PrunedSearcher
-    from maxsim.pooling import reduce_tokens
+    from maxsim.encoders.reduce import reduce_tokens
+    from maxsim.search.prune.searcher import PrunedSearcher
 
     for section in sections:
         missing = [k for k in _REQUIRED[section] if k not in cfg[section]]

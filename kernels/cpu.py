@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from maxsim.kernels import reference
 from maxsim.kernels.quantize import quantize_queries_int8
-from maxsim.kernels.validate import FP8, Problem, check_offsets, new_output
+from maxsim.kernels.validate import FP8, Problem, check, check_offsets, new_output
 
 try:
     from maxsim.kernels import _maxsim_cpu as _ext
@@ -251,8 +251,6 @@ def residual_scores(
         rows = concat_ranges(starts, lengths)
         x = cents[torch.from_numpy(codes[rows].astype(np.int64))] \
             + table[torch.from_numpy(res[rows].astype(np.int64))].reshape(rows.size, -1)[:, :dim]
-        from maxsim.kernels.validate import check
-
         p = check(q, q_off, x, d_off)
         return reference.topk(p, k) if k else reference.scores(p)
     nth = _threads(q.shape[0] * int(d_off[-1]) * dim)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -36,6 +38,21 @@ class Encoder(Protocol):
         ...
 
 
+class EncoderExtras(Protocol):
+    """Members an encoder may have beyond :class:`Encoder` (all optional; read through
+    :mod:`maxsim.encoders.record`):
+
+    - ``settings``: a dict of what it was loaded with; recorded in the index. Entries other than device,
+      dtype and batch sizes change the vectors, so a video indexed under other settings is re-encoded.
+    - ``revision``: the hub commit its weights were loaded at (pinned when the index reloads it).
+    - ``spec``: the spec string that loads it again (recorded, so ``Engine(path)`` reopens it).
+    """
+
+    settings: dict[str, Any]
+    revision: str | None
+    spec: str | None
+
+
 @dataclass(frozen=True)
 class Segment:
     """A time span [start, end) of a video, in seconds."""
@@ -46,6 +63,11 @@ class Segment:
     @property
     def duration(self) -> float:
         return self.end - self.start
+
+
+def video_key(path: str | os.PathLike) -> str:
+    """The key a video has in the index: its absolute path with symlinks resolved."""
+    return str(Path(path).resolve())
 
 
 def thumbnail_data_uri(jpeg: bytes | None) -> str | None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from maxsim.synthetic import COLORS
+from maxsim.testing.synthetic import COLORS
 from maxsim.types import Clip
 
 _NAMES = list(COLORS)

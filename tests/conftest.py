@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maxsim.synthetic import cut_times, write_video
+from maxsim.testing.synthetic import cut_times, write_video
 from tests.mp4 import retime_mp4
 
 # CI has no network and must never download weights: everything touching transformers runs offline.

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from maxsim import cli
-from maxsim.synthetic import write_video
+from maxsim.testing.synthetic import write_video
 
 ENC = "tests.color_encoder:ColorEncoder"
 

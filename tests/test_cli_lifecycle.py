@@ -3,7 +3,7 @@
 import json
 
 from maxsim.cli import main
-from maxsim.synthetic import write_video
+from maxsim.testing.synthetic import write_video
 
 ENC = "tests.color_encoder:ColorEncoder"
 

@@ -79,7 +79,7 @@ def test_clip_shapes_norms_and_token_count(tiny_colqwen3):
 def test_prompt_matches_published_video_format(tiny_colqwen3):
     enc = tiny_colqwen3
     clip = make_clip(4, 64, 96, start=10.0)
-    prep = enc._prepare(clip)
+    prep = enc.prepare(clip)
     pads = "<|video_pad|>" * 6
     text = (
         "<|im_start|>user\n"
@@ -97,7 +97,7 @@ def test_same_features_and_markers_as_native_processor(tiny_colqwen3):
 
     enc = tiny_colqwen3
     clip = make_clip(6, 80, 120, start=7.0, step=0.4)
-    prep = enc._prepare(clip)
+    prep = enc.prepare(clip)
     native = Qwen3VLProcessor(
         tokenizer=enc.tokenizer, video_processor=enc.video_processor, image_processor=Qwen2VLImageProcessor()
     )
@@ -189,7 +189,7 @@ def test_matches_native_qwen3vl_reference(tiny_colqwen3, tiny_colqwen3_dir):
     ref = Qwen3VLForConditionalGeneration(enc.model.config).eval()
     ref.load_state_dict({k[len("vlm."):]: v for k, v in sd.items() if k.startswith("vlm.")}, strict=True)
     clip = make_clip(4, 64, 96)
-    prep = enc._prepare(clip)
+    prep = enc.prepare(clip)
     ids = torch.tensor([prep["ids"]])
     with torch.inference_mode():
         hidden = ref.model(
@@ -348,7 +348,7 @@ def test_prompts_from_processor_config(tmp_path, tiny_colqwen3_dir, tiny_colqwen
     n_text = len(enc.tokenizer("Query: a red scene", add_special_tokens=False)["input_ids"])
     (q,) = enc.encode_texts(["a red scene"])
     assert len(q) == n_text + 10
-    prep = enc._prepare(make_clip(2, 32, 32, start=0.0))
+    prep = enc.prepare(make_clip(2, 32, 32, start=0.0))
     assert enc.tokenizer.decode(prep["ids"]).endswith("<|vision_end|>Find the moment.<|im_end|><|endoftext|>")
 
 

@@ -11,7 +11,7 @@ import pytest
 from maxsim import Engine, cli
 from maxsim.encoders.checkpoint import MissingWeightsError
 from maxsim.specs import fmt_num, plural
-from maxsim.synthetic import write_video
+from maxsim.testing.synthetic import write_video
 
 
 def run(capsys, *args):

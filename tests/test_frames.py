@@ -6,15 +6,16 @@ import cv2
 import numpy as np
 import pytest
 
-from maxsim.frames import FrameSampler, iter_clips, jpeg_thumbnail
-from maxsim.segment import FixedSegmenter, SceneSegmenter
-from maxsim.synthetic import COLORS
+from maxsim.errors import VideoError
+from maxsim.media import FrameSampler, SampleRun, iter_clips, jpeg_thumbnail
+from maxsim.media.segment import FixedSegmenter, SceneSegmenter
+from maxsim.media.video import iter_frames
+from maxsim.testing.synthetic import COLORS
 from maxsim.types import Clip, Segment
-from maxsim.video import VideoError, iter_frames
 
 
-def _fed(path, **kw) -> FrameSampler:
-    s = FrameSampler(**kw)
+def _fed(path, **kw) -> SampleRun:
+    s = FrameSampler(**kw).start()
     for t, f in iter_frames(path):
         s.feed(t, f)
     return s
@@ -33,7 +34,7 @@ def _colour(frames: np.ndarray) -> np.ndarray:
 
 def test_sampler_rate_size_and_rgb(scenes_video):
     s = _fed(scenes_video.path, fps=2.0)
-    assert s.name == "frames(fps=2, max_frames=16, max_side=448)"
+    assert s.recipe.name == "frames(fps=2, max_frames=16, max_side=448)"
     np.testing.assert_allclose(s.timestamps, np.arange(20) / 2.0, atol=1e-6)
     clip, _ = s.clip(scenes_video.path, Segment(0.0, 2.0))
     assert clip.frames.shape == (4, 64, 96, 3) and clip.frames.dtype == np.uint8  # never upscaled
@@ -90,7 +91,7 @@ def test_large_frames_and_thumbnail_size(make_video):
     path = make_video("wide.mp4", [(1.0, "orange"), (1.0, "blue")], fps=10, size=(640, 360))
     sampler = FrameSampler(fps=2.0, max_side=448)
     clips = list(iter_clips(path, "fixed:1", sampler))
-    assert sampler.n_frames == 0 and bool(sampler)  # the given sampler only supplies settings
+    assert sampler == FrameSampler(fps=2.0, max_side=448)  # a recipe: the run holds the frames
     assert [c.frames.shape for c, _ in clips] == [(2, 252, 448, 3)] * 2
     assert _jpeg(clips[0][1]).shape == (180, 320, 3)
     assert jpeg_thumbnail(np.zeros((10, 20, 3), np.uint8), side=8)[:2] == b"\xff\xd8"
@@ -114,7 +115,7 @@ def test_sampler_rejects_bad_settings():
         with pytest.raises(ValueError):
             FrameSampler(**kw)
     with pytest.raises(ValueError, match="no frame"):
-        FrameSampler().clip("x.mp4", Segment(0.0, 1.0))
+        FrameSampler().start().clip("x.mp4", Segment(0.0, 1.0))
 
 
 def test_variable_frame_rate_sampling(vfr_video):
@@ -135,8 +136,8 @@ def test_single_frame_video(make_video):
         _jpeg(thumb)
 
 
-class _PeakSampler(FrameSampler):
-    """Records the most frames it ever held (one instance per video via fresh())."""
+class _PeakRun(SampleRun):
+    """Records the most frames it ever held."""
 
     peaks: list[int] = []
 
@@ -146,8 +147,15 @@ class _PeakSampler(FrameSampler):
             self.peaks.append(self.n_frames)
 
 
+class _PeakSampler(FrameSampler):
+    """A recipe whose runs record their peak (one run per video)."""
+
+    def start(self) -> _PeakRun:
+        return _PeakRun(self)
+
+
 def _unstreamed(path, segmenter, sampler):
-    s, run = sampler.fresh(), segmenter.start()
+    s, run = sampler.start(), segmenter.start()
     frames = iter_frames(path)
     for t, f in frames:
         run.feed(t, f)
@@ -159,7 +167,7 @@ def _unstreamed(path, segmenter, sampler):
 # the frames since the last final cut, i.e. the 3 s green scene plus the detector's lag (not all 20)
 @pytest.mark.parametrize("segmenter, peak", [(FixedSegmenter(1.0), 4), (SceneSegmenter(min_seconds=0.5), 11)])
 def test_streaming_clips_equal_unstreamed_and_free_frames(scenes_video, segmenter, peak):
-    _PeakSampler.peaks = []
+    _PeakRun.peaks = []
     streamed = list(iter_clips(scenes_video.path, segmenter, _PeakSampler(fps=2.0)))
     reference = _unstreamed(scenes_video.path, segmenter, FrameSampler(fps=2.0))
     assert len(streamed) == len(reference)
@@ -167,7 +175,7 @@ def test_streaming_clips_equal_unstreamed_and_free_frames(scenes_video, segmente
         assert (a.start, a.end, a.video) == (b.start, b.end, b.video) and ta == tb
         np.testing.assert_array_equal(a.timestamps, b.timestamps)
         np.testing.assert_array_equal(a.frames, b.frames)
-    assert max(_PeakSampler.peaks) <= peak  # the whole video has 20 sampled frames
+    assert max(_PeakRun.peaks) <= peak  # the whole video has 20 sampled frames
 
 
 def test_abandoned_iteration_stops_the_decoder(scenes_video):

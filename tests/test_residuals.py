@@ -8,7 +8,7 @@ import torch
 from maxsim.kernels import cpu, reference
 from maxsim.kernels.validate import check
 
-from maxsim.residuals import ResidualCodec
+from maxsim.search.prune.residuals import ResidualCodec
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maxsim.search_options import MAX_CANDIDATES, check_search_options
+from maxsim.search.options import MAX_CANDIDATES, check_search_options
 
 
 def test_valid_options_are_copied_with_nones_dropped():

@@ -13,6 +13,7 @@ import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from maxsim import cli  # noqa: E402
+from maxsim.search import SearchOptions  # noqa: E402
 from maxsim.server import create_app  # noqa: E402
 from tests.serve_data import make_corpus  # noqa: E402
 
@@ -167,13 +168,14 @@ def test_server_default_mode_and_request_overrides(corpus):
 def test_batching_never_mixes_search_options(corpus):
     engine = corpus.engine()
     calls: list[tuple[list[str], int, dict]] = []
-    real = engine.search_batch
+    real = engine.query_batch
 
-    def recording(texts, k=10, videos=None, time_range=None, **options):
-        calls.append((list(texts), k, options))
-        return real(texts, k=k, videos=videos, time_range=time_range, **options)
+    def recording(texts, options):
+        knobs = options.knobs()
+        calls.append((list(texts), options.k, {} if knobs == {"mode": "exact"} else knobs))
+        return real(texts, options)
 
-    engine.search_batch = recording
+    engine.query_batch = recording
     app = create_app(engine, batch_window_ms=400)  # a wide window: every request below arrives inside it
     p2 = {"mode": "pruned", "n_candidates": 2, "n_refine": 0}
     requests = [  # (text, k, options, include_prune_stats)
@@ -183,8 +185,8 @@ def test_batching_never_mixes_search_options(corpus):
         ("yellow", 2, p2, False),
         ("magenta", 2, {**p2, "n_candidates": 4}, False),
         ("cyan", 3, p2, False),  # same options, other k: a pruned search's defaults follow k
-        ("red blue", 2, p2, True),  # stats asked: searched alone, even with identical options
-        ("green yellow", 2, p2, True),
+        ("red blue", 4, p2, True),  # stats asked: batched like any request, each gets its own stats
+        ("green yellow", 4, p2, True),
     ]
 
     async def go():
@@ -196,19 +198,20 @@ def test_batching_never_mixes_search_options(corpus):
             ))
 
     responses = asyncio.run(go())
+    calls = list(calls)  # the engine calls the requests made (the checks below search again)
     searched_with = {t: (k, opts) for texts, k, opts in calls for t in texts}
     for (text, k, opts, stats), r in zip(requests, responses, strict=True):
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["mode"] == opts.get("mode", "exact")
         assert searched_with[text][1] == opts, (text, calls)  # the engine call had this request's options
-        assert _pairs(body["hits"]) == _engine_pairs(real([text], k=k, **opts)[0])
+        assert _pairs(body["hits"]) == _engine_pairs(real([text], SearchOptions(k=k, **opts))[0].hits)
         assert (body["prune_stats"] is not None) == stats
         if stats:
-            assert body["prune_stats"]["queries"] == 1 and body["prune_stats"]["candidates"] == 2
+            assert body["prune_stats"]["queries"] == 1 and body["prune_stats"]["candidates"] == 4
     groups = sorted(sorted(texts) for texts, _, _ in calls)
-    assert groups == [  # requests with equal options still share an engine call
-        ["blue", "red"], ["cyan"], ["green", "yellow"], ["green yellow"], ["magenta"], ["red blue"]
+    assert groups == [  # requests with equal options (and, pruned, equal k) share an engine call
+        ["blue", "red"], ["cyan"], ["green", "yellow"], ["green yellow", "red blue"], ["magenta"]
     ], calls
 
 

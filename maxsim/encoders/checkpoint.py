@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from maxsim.errors import MissingWeightsError
+
 # Files an encoder needs: config, weights, tokenizer and processor files. Remote code (*.py) is never fetched.
 CHECKPOINT_FILES = (
     "*.json",
@@ -44,10 +46,6 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
             raise ValueError(f"unknown dtype {dtype!r}; expected e.g. 'bfloat16', 'float16' or 'float32'")
         return getattr(torch, name)
     return dtype
-
-
-class MissingWeightsError(FileNotFoundError):
-    """The checkpoint is not available locally and cannot be downloaded."""
 
 
 def _truthy(value: str | None) -> bool:

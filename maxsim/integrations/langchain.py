@@ -37,9 +37,10 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     ) from e
 from pydantic import ConfigDict, Field, field_validator
 
+from maxsim.engine import Engine
 from maxsim.integrations.hits import check_k, hit_metadata, hit_text
 from maxsim.integrations.serial import serialize_encoder
-from maxsim.search_options import check_search_options
+from maxsim.search.options import check_search_options
 from maxsim.types import Hit
 
 # Hits searched ahead for a batch: {(query, k, videos, time_range, options): hits}, seen by the batch's
@@ -83,8 +84,6 @@ class MaxSimRetriever(BaseRetriever):
     @classmethod
     def from_index(cls, path: str | os.PathLike, encoder: Any = None, **kwargs: Any) -> MaxSimRetriever:
         """Open the index at ``path`` (it must exist) and wrap it; ``kwargs`` are the retriever's fields."""
-        from maxsim.engine import Engine
-
         return cls(engine=Engine(path, encoder=encoder, create=False), **kwargs)
 
     def _options(

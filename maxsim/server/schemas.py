@@ -15,7 +15,7 @@ from pydantic import (
     field_validator,
 )
 
-from maxsim.search_options import MAX_CANDIDATES, MAX_NPROBE, MAX_REFINE
+from maxsim.search.options import MAX_CANDIDATES, MAX_NPROBE, MAX_REFINE
 
 # Upper bounds the app enforces; create_app() may lower or raise them per server.
 MAX_TEXT_CHARS = 2000
