@@ -5,7 +5,9 @@ Packets are read, not decoded: each packet of a text subtitle stream is one cue,
 and duration the cue's span, its payload parsed here per codec (so the result does not depend on the
 PyAV version's subtitle decoder API). Markup is stripped as for sidecar files (:mod:`.cues`). A packet
 without a duration ends where the next cue starts, or :data:`DEFAULT_CUE_SECONDS` later for the last
-one (capped at the stream's end when known). Bitmap subtitles (DVD, PGS, DVB) have no text and are
+one (capped at the stream's end when known). Cues are put on the video's time line (see
+:mod:`~maxsim.transcripts.media`): one that starts before the first video frame starts at 0, one that
+ends before it is dropped. Bitmap subtitles (DVD, PGS, DVB) have no text and are
 listed with ``text=False``; they are never chosen. Reading a stream reads through the file's packets
 (I/O, no decoding).
 """
@@ -198,6 +200,8 @@ def _spans(raw: list[tuple[float, float | None, str, str | None]], stream_end: f
                 end = min(end, stream_end)
         else:
             end = start + dur
+        if end < 0.0 or (end == 0.0 and start < 0.0):
+            continue  # shown only before the first video frame
         start = max(start, 0.0)
         cues.append(Cue(start, max(end, start), text, speaker))
     return cues
