@@ -188,7 +188,8 @@ Dialogue: 0,0:00:05.00,bad,Default,,0,0,0,,broken
 def test_ass_dialogue_lines_override_tags_and_speakers():
     with pytest.warns(SubtitleWarning, match="skipped 1 bad cue"):
         cues = parse_ass(ASS)
-    assert cues == [Cue(1.0, 2.5, "Hello world again"), Cue(3.0, 4.0, "the fat bunny crawls out, of his hole", "Bob")]
+    assert cues == [Cue(1.0, 2.5, "Hello world again"),
+                    Cue(3.0, 4.0, "the fat bunny crawls out, of his hole", "Bob")]
 
 
 def test_ssa_with_its_own_format_line():

@@ -1,4 +1,5 @@
-"""Subtitle streams inside MP4 and Matroska files, written by the test with PyAV, read back with their cue times."""
+"""Subtitle streams inside MP4 and Matroska files, written by the test with PyAV, read back with their
+cue times; audio decoded on the same time line."""
 
 from __future__ import annotations
 
@@ -104,11 +105,13 @@ def test_files_without_subtitles_and_errors(tmp_path):
 
 
 def test_payload_formats():
-    assert payload_text("mov_text", b"\x00\x05hello" + b"\x00\x00\x00\x0cstyl\x00\x00\x00\x00") == ("hello", None)
+    style_box = b"\x00\x00\x00\x0cstyl\x00\x00\x00\x00"
+    assert payload_text("mov_text", b"\x00\x05hello" + style_box) == ("hello", None)
     assert payload_text("mov_text", b"") == ("", None)
     # MP4 WebVTT: vttc boxes with a payl box; vtte is an empty gap
     payl = b"<v Bo>hi there"
-    vttc = (8 + 8 + len(payl)).to_bytes(4, "big") + b"vttc" + (8 + len(payl)).to_bytes(4, "big") + b"payl" + payl
+    inner = (8 + len(payl)).to_bytes(4, "big") + b"payl" + payl
+    vttc = (8 + len(inner)).to_bytes(4, "big") + b"vttc" + inner
     assert payload_text("webvtt", vttc) == ("hi there", "Bo")
     assert payload_text("webvtt", b"\x00\x00\x00\x08vtte") == ("", None)
     assert payload_text("ass", b"Dialogue: 0,0:00:01.00,0:00:02.00,Default,Al,0,0,0,,old {\\b1}style") == (

@@ -1,4 +1,5 @@
-"""Sidecar subtitle files: discovery by name, which one wins, and the fingerprint that makes a video changed."""
+"""Sidecar subtitle files: discovery by name, which one wins, and the fingerprint that makes a video
+changed."""
 
 from __future__ import annotations
 
