@@ -29,18 +29,19 @@ SHIMS = {
 
 # group of a module -> groups it may import (its own included)
 CORE = {"core"}
+STAGES = {"media", "encoders", "index", "transcripts"}  # the L1 stages ingest composes
 ALLOWED = {
     "core": CORE,
     "media": CORE | {"media"},
     "encoders": CORE | {"encoders"},
     "index": CORE | {"index"},
     "testing": CORE | {"testing"},
+    "transcripts": CORE | {"encoders", "transcripts"},
     "search": CORE | {"index", "search"},
-    "ingest": CORE | {"media", "encoders", "index", "ingest"},
-    "distributed": CORE | {"media", "encoders", "index", "search", "ingest", "distributed"},
-    "engine": CORE | {"media", "encoders", "index", "search", "ingest", "distributed", "engine"},
-    "frontends": CORE | {"media", "encoders", "index", "search", "ingest", "distributed", "engine", "testing",
-                         "frontends"},
+    "ingest": CORE | STAGES | {"ingest"},
+    "distributed": CORE | STAGES | {"search", "ingest", "distributed"},
+    "engine": CORE | STAGES | {"search", "ingest", "distributed", "engine"},
+    "frontends": CORE | STAGES | {"search", "ingest", "distributed", "engine", "testing", "frontends"},
 }
 
 # (module, imported maxsim module) pairs that are imported inside a function on purpose, and why
@@ -60,7 +61,8 @@ def group(mod: str) -> str:
         return "ingest"
     if mod == "maxsim.engine":
         return "engine"
-    if len(parts) > 1 and parts[1] in ("media", "encoders", "index", "testing", "search", "distributed"):
+    if len(parts) > 1 and parts[1] in ("media", "encoders", "index", "testing", "transcripts", "search",
+                                       "distributed"):
         return parts[1]
     if len(parts) > 1 and parts[1] == "bench":
         return "bench"
