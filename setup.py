@@ -12,7 +12,7 @@ compile_args = ["-O3", "-std=c11", "-fno-strict-aliasing"] if sys.platform != "w
 link_args = ["-pthread"] if sys.platform != "win32" else []
 # One file per instruction family; each function carries its own target attributes, so no -m flag is
 # global and the module runs on any x86-64 (the path is chosen per call from cpuid).
-SOURCES = ["maxsim_cpu", "features", "kern_portable", "kern_avx2", "kern_avx512", "kern_amx"]
+SOURCES = ["maxsim_cpu", "driver", "features", "kern_portable", "kern_avx2", "kern_avx512", "kern_amx"]
 HEADERS = ["maxsim_cpu.h", "simd_avx512.h", "tile_avx2.inc", "tile_avx512.inc"]
 
 setup(

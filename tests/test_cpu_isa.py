@@ -6,8 +6,12 @@ test_kernels.py (backends "cpu-<path>"); the residual and bag kernels per path i
 """
 
 import os
+import platform
+import shutil
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +158,38 @@ def test_query_chunk_tails_on_every_path(name, storage, monkeypatch):
         assert torch.equal(torch.isneginf(got), torch.isneginf(want))
         err = float((got[fin] - want[fin]).abs().max())
         assert err <= tol * n_tok + 1e-5, (n_tok, err)
+
+
+def _c_compiler() -> str | None:
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(cc) or shutil.which("cc") or shutil.which("gcc")
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the SIMD paths are x86-64")
+def test_kernel_selftest_in_c_with_avxvnni_emulated(tmp_path):
+    """tests/csrc/kernel_selftest.c built with the kernel sources: every path this CPU runs, plus the
+    AVX-VNNI kernel on an exact AVX2 emulation of vpdpbusd (test builds only), so its packing, offsets and
+    tiles are checked on CPUs without AVX-VNNI (the real instruction runs in the tests above where the CPU
+    has it)."""
+    cc = _c_compiler()
+    if cc is None:
+        pytest.skip("no C compiler")
+    root = Path(__file__).resolve().parents[1]
+    csrc = root / "kernels" / "csrc"
+    sources = [str(p) for p in sorted(csrc.glob("*.c")) if p.name != "maxsim_cpu.c"]  # all but the module
+    exe = tmp_path / "kernel_selftest"
+    cmd = [cc, "-O2", "-std=c11", "-fno-strict-aliasing", "-pthread", "-DMAXSIM_EMULATE_AVXVNNI",
+           f"-I{csrc}", str(root / "tests" / "csrc" / "kernel_selftest.c"), *sources, "-o", str(exe), "-lm"]
+    build = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    run = subprocess.run([str(exe), *ALL_PATHS], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in run.stdout.splitlines())
+    usable = cpu.usable_paths()
+    for name in ALL_PATHS:
+        if name == "avxvnni" and "avx2" in usable:
+            assert lines[name] == "(emulated) ok"
+        elif name in usable:
+            assert lines[name] == "ok", name
+        else:
+            assert lines[name].startswith("skip"), name

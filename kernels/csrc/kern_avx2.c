@@ -104,12 +104,26 @@ __attribute__((target(T2))) static const char *rows_i8(const job_t *jb, int64_t 
     return w->rows;
 }
 
+#ifdef MAXSIM_EMULATE_AVXVNNI
+/* Test builds only (tests/csrc/kernel_selftest.c): vpdpbusd emulated exactly with AVX2 (bytes widened to
+ * 16 bits, vpmaddwd), so the AVX-VNNI kernel's packing, offsets and tiles run on CPUs without AVX-VNNI. */
+#undef T2_VNNI
+#define T2_VNNI T2
+__attribute__((target(T2), always_inline)) static inline __m256i dpbusd256(__m256i acc, __m256i b, __m256i q) {
+    const __m256i lo = _mm256_set1_epi16(0xff);
+    const __m256i b_even = _mm256_and_si256(b, lo), b_odd = _mm256_srli_epi16(b, 8);
+    const __m256i q_even = _mm256_srai_epi16(_mm256_slli_epi16(q, 8), 8), q_odd = _mm256_srai_epi16(q, 8);
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(b_even, q_even));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(b_odd, q_odd));
+}
+#else
 /* acc += b (unsigned bytes) . q (signed bytes) in the VEX encoding (AVX-VNNI: no AVX-512 needed). In asm
  * because gcc (12) copies the intrinsic's accumulator to a fresh register and spills the tile. */
 __attribute__((target(T2_VNNI), always_inline)) static inline __m256i dpbusd256(__m256i acc, __m256i b, __m256i q) {
     __asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(b), "x"(q));
     return acc;
 }
+#endif
 
 #define TILE tile_f32
 #define SEG seg_avx2

@@ -120,6 +120,13 @@ void bag_avx2(const float *sims, int64_t nq_tok, const void *codes, int code16, 
 void bag_avx512(const float *sims, int64_t nq_tok, const void *codes, int code16, const int64_t *start,
                 const int64_t *len, int64_t i0, int64_t i1, float *out, float *best);
 
+/* The driver (driver.c): which kernel scores storage `kind` on instruction path `level`; score a job whose
+ * pointers, sizes, k and kernel (path) are set (0, or 1 when out of memory); centroid-bag scores. */
+int kernel_for(int level, int kind);
+int maxsim_execute(job_t *jb, int nthreads);
+int maxsim_bags(int level, const float *sims, int64_t nq_tok, const void *codes, int code16, const int64_t *start,
+                const int64_t *len, int64_t n, float *out, int nthreads);
+
 /* CPU features (features.c). */
 enum {
     F_AVX2 = 1 << 0, F_FMA = 1 << 1, F_F16C = 1 << 2, F_AVXVNNI = 1 << 3, F_AVX512F = 1 << 4,
