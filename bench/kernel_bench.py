@@ -85,11 +85,43 @@ def _machine() -> dict[str, Any]:
             m["loadavg_at_start"] = f.read().split()[:3]
     except OSError:
         pass
+    m["cpu_id"] = _cpu_id()
     try:
         m["cpu_kernel"] = kcpu.info()
     except (RuntimeError, ValueError) as e:  # MAXSIM_CPU_ISA names a path this CPU cannot run
         m["cpu_kernel"] = {"extension": kcpu.available(), "error": str(e)}
     return m
+
+
+def _cpu_id() -> dict[str, str]:
+    """Vendor, family, model and stepping from /proc/cpuinfo (virtual machines often hide the model name:
+    "AMD EPYC" alone does not say Zen 3 or Zen 4)."""
+    keys = {"vendor_id": "vendor", "cpu family": "family", "model": "model", "stepping": "stepping"}
+    out: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in keys and keys[key.strip()] not in out:
+                    out[keys[key.strip()]] = value.strip()
+                if not line.strip() and out:
+                    break
+    except OSError:
+        pass
+    return out
+
+
+def _slug(result: dict) -> str:
+    """``<device>-<cpu or gpu name>[-f<family>m<model>]-<date>``, for result file names."""
+    m = result["machine"]
+    name = (m.get("gpu") or {}).get("name") or m.get("cpu") or "unknown"
+    cid = m.get("cpu_id") or {}
+    if not m.get("gpu") and cid.get("family"):
+        name += f" f{cid['family']}m{cid['model']}"
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower())
+    while "--" in slug:
+        slug = slug.replace("--", "-")
+    return f"{'gpu' if result['device'].startswith('cuda') else 'cpu'}-{slug.strip('-')}-{result['date']}"
 
 
 def _time_copy(n: int, device) -> list[float]:
@@ -236,7 +268,9 @@ def _markdown(result: dict) -> str:
     m = result["machine"]
     v = m.get("versions", {})
     gpu = (m.get("gpu") or {}).get("name")
-    lines.append(f"Machine: {gpu or m.get('cpu', '?')}; {m.get('cpu_count')} CPUs; load at start "
+    cid = m.get("cpu_id") or {}
+    ident = f" ({cid.get('vendor')} family {cid.get('family')} model {cid.get('model')})" if cid else ""
+    lines.append(f"Machine: {gpu or m.get('cpu', '?')}{'' if gpu else ident}; {m.get('cpu_count')} CPUs; load at start "
                  f"{' '.join(m.get('loadavg_at_start', []))}; versions: "
                  + ", ".join(f"{a} {b}" for a, b in v.items()))  # fmt: skip
     c = result.get("ceilings") or {}
@@ -275,7 +309,7 @@ def measure(config: dict) -> dict:
 
 
 def run(config: dict, out_dir) -> dict:
-    """:func:`measure` with ``config["threads"]`` torch threads; write ``<device>-<date>.json`` and
+    """:func:`measure` with ``config["threads"]`` torch threads; write ``<device>-<model>-<date>.json`` and
     ``.md`` to out_dir (the standalone entry point; ``maxsim-bench kernel`` records :func:`measure`)."""
     from maxsim.bench.timing import torch_threads
 
@@ -283,7 +317,7 @@ def run(config: dict, out_dir) -> dict:
         result = measure(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{'gpu' if result['device'].startswith('cuda') else 'cpu'}-{result['date']}"
+    stem = _slug(result)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / f"{stem}.md").write_text(_markdown(result))
     return result
