@@ -269,8 +269,9 @@ def _markdown(result: dict) -> str:
     v = m.get("versions", {})
     gpu = (m.get("gpu") or {}).get("name")
     cid = m.get("cpu_id") or {}
-    ident = f" ({cid.get('vendor')} family {cid.get('family')} model {cid.get('model')})" if cid else ""
-    lines.append(f"Machine: {gpu or m.get('cpu', '?')}{'' if gpu else ident}; {m.get('cpu_count')} CPUs; load at start "
+    ident = f" ({cid.get('vendor')} family {cid.get('family')} model {cid.get('model')})"
+    ident = "" if gpu or not cid else ident
+    lines.append(f"Machine: {gpu or m.get('cpu', '?')}{ident}; {m.get('cpu_count')} CPUs; load at start "
                  f"{' '.join(m.get('loadavg_at_start', []))}; versions: "
                  + ", ".join(f"{a} {b}" for a, b in v.items()))  # fmt: skip
     c = result.get("ceilings") or {}
