@@ -1,20 +1,47 @@
 /* The portable path: plain C, no target attributes (the compiler's baseline vectorisation only). The only
  * path on non-x86 CPUs and with compilers too old for the SIMD paths; MAXSIM_CPU_ISA=portable forces it. */
+#include <pthread.h>
+
 #include "maxsim_cpu.h"
 
 #define GR 4 /* segment rows per block */
 
-/* Rows j .. j + nr - 1 widened to float (times nothing: scales are applied to the products). */
-static void widen_rows(const job_t *jb, int64_t j, int nr, float *rows) {
+static float g_fp8[256]; /* every e4m3 code as float, built once */
+static pthread_once_t g_fp8_once = PTHREAD_ONCE_INIT;
+
+static void build_fp8(void) {
+    for (int b = 0; b < 256; b++) g_fp8[b] = fp8_to_f32((uint8_t)b);
+}
+
+/* Row `row` widened to float, one loop per storage kind (fp8 through a 256-entry table). */
+static void widen_row(const job_t *jb, int64_t row, float *dst) {
     const int d = jb->dim;
+    const int64_t o = row * d;
+    switch (jb->kind) {
+    case K_RES: decode_res_row(jb, row, dst); break;
+    case K_F32: memcpy(dst, (const float *)jb->d + o, sizeof(float) * d); break;
+    case K_BF16:
+        for (int k = 0; k < d; k++) dst[k] = bf16_to_f32(((const uint16_t *)jb->d)[o + k]);
+        break;
+    case K_F16:
+        for (int k = 0; k < d; k++) dst[k] = f16_to_f32(((const uint16_t *)jb->d)[o + k]);
+        break;
+    case K_I8:
+        for (int k = 0; k < d; k++) dst[k] = (float)((const int8_t *)jb->d)[o + k];
+        break;
+    default:
+        pthread_once(&g_fp8_once, build_fp8);
+        for (int k = 0; k < d; k++) dst[k] = g_fp8[((const uint8_t *)jb->d)[o + k]];
+    }
+}
+
+/* Rows j .. j + nr - 1 widened to float, zero rows after them (scales are applied to the products). */
+static void widen_rows(const job_t *jb, int64_t j, int nr, float *rows) {
     for (int r = 0; r < GR; r++) {
-        float *row = rows + (int64_t)r * d;
-        if (r >= nr)
-            memset(row, 0, sizeof(float) * d);
-        else if (jb->kind == K_RES)
-            decode_res_row(jb, j + r, row);
+        if (r < nr)
+            widen_row(jb, j + r, rows + (int64_t)r * jb->dim);
         else
-            for (int k = 0; k < d; k++) row[k] = load_as_float(jb->kind, jb->d, (j + r) * d + k);
+            memset(rows + (int64_t)r * jb->dim, 0, sizeof(float) * jb->dim);
     }
 }
 
