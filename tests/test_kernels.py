@@ -411,12 +411,13 @@ from maxsim.kernels import triton_maxsim as tm
 
 fn = tm._maxsim_kernel
 names = list(inspect.signature(fn.fn).parameters)
-for d_type, q_type, scale, topk, dim, block_q, n_qchunk in json.loads(sys.argv[1]):
+for d_type, q_type, scale, topk, dim, block_q, n_qchunk, mask in json.loads(sys.argv[1]):
     sig = {"q_ptr": q_type, "tok_qid_ptr": "*i32", "grp_ptr": "*i32", "d_ptr": d_type, "d_off_ptr": "*i64",
-           "scale_ptr": "*fp32", "out_ptr": "*fp32", "cand_s_ptr": "*fp32", "cand_i_ptr": "*i64",
+           "scale_ptr": "*fp32", "mask_ptr": "*i8", "out_ptr": "*fp32", "cand_s_ptr": "*fp32",
+           "cand_i_ptr": "*i64",
            "n_d": "i32", "segs_per_prog": "i32", "n_seg_progs": "i32", "T_BUCKET": "i32", "DTYPE_ID": "i32"}
-    const = dict(DIM=dim, SCALE=scale, TOPK=topk, QG=tm.MAX_QUERIES_PER_GROUP, BLOCK_Q=block_q,
-                 N_QCHUNK_MAX=n_qchunk, IEEE=d_type == "*fp32", DOT_F32=False, BLOCK_T=64, BLOCK_D=128)
+    const = dict(DIM=dim, SCALE=scale, MASK=bool(mask), TOPK=topk, QG=tm.MAX_QUERIES_PER_GROUP,
+                 BLOCK_Q=block_q, N_QCHUNK_MAX=n_qchunk, IEEE=d_type == "*fp32", DOT_F32=False, BLOCK_T=64, BLOCK_D=128)
     sig.update(dict.fromkeys(const, "constexpr"))
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in const.items()})
     out = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8, "num_stages": 3})
@@ -435,8 +436,9 @@ def test_triton_kernel_compiles_for_hopper():
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    cases = [["*bf16", "*bf16", 0, 0, 128, 32, 1], ["*fp8e4nv", "*bf16", 2, 16, 320, 64, 2],
-             ["*i8", "*bf16", 1, 8, 48, 128, 1], ["*fp32", "*fp32", 0, 4, 128, 16, 3]]  # fmt: skip
+    cases = [["*bf16", "*bf16", 0, 0, 128, 32, 1, 0], ["*fp8e4nv", "*bf16", 2, 16, 320, 64, 2, 1],
+             ["*i8", "*bf16", 1, 8, 48, 128, 1, 1], ["*fp32", "*fp32", 0, 4, 128, 16, 3, 0],
+             ["*fp16", "*fp16", 0, 0, 128, 64, 1, 1]]  # fmt: skip
     res = subprocess.run([sys.executable, "-c", _AOT, json.dumps(cases)], env=env, capture_output=True,
                          text=True, timeout=300)  # fmt: skip
     if res.returncode != 0 and "ptxas" in res.stderr and "not found" in res.stderr.lower():
