@@ -214,6 +214,7 @@ class Engine:
         commit_every: int | None = None,
         ray: bool = False,
         ray_workers: int = 2,
+        isolate: bool = True,
     ) -> IngestReport:
         """Add videos (files or folders searched recursively; one path or several) in one commit.
 
@@ -230,6 +231,10 @@ class Engine:
         version is committed after every N ingested videos (a long ingest that is interrupted then keeps
         what it committed; ``report.version`` is the last version committed).
 
+        Each video is decoded in a worker process (``isolate=True``, the default): a native decoder that
+        crashes or hangs on a file fails that file, and the rest of the call still commits.
+        ``isolate=False`` decodes in this process (no worker to start; a crash then ends the process).
+
         With ``ray=True`` decoding, segmentation and frame sampling run as a Ray Data pipeline and
         encoding in a pool of ``ray_workers`` actors (one GPU each when the cluster has GPUs); this
         process writes the part and commits, exactly as without Ray (see :mod:`maxsim.distributed`).
@@ -244,7 +249,7 @@ class Engine:
                 worker_encoder(enc, self.encoder_load_args()), seg, self.sampler, dim, enc.name,
                 batch_size=self.batch_size, num_workers=ray_workers)
         else:
-            video_encoder = LocalVideoEncoder(enc, self.sampler, dim, self.batch_size)
+            video_encoder = LocalVideoEncoder(enc, self.sampler, dim, self.batch_size, isolate=isolate)
         made: list[Snapshot] = []
         ingester = Ingester(self.store, settings_key(seg, self.sampler, enc), video_encoder,
                             lock_timeout=self.lock_timeout,

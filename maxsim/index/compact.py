@@ -74,12 +74,13 @@ def compact(
     dropped = 0
     try:
         with clear_write_errors(store.root, base.version):
-            chunks = [c for c in snap.chunks if c.part in chosen_set]
-            for ch in tqdm(chunks, desc="compact", unit="batch", disable=not progress):
+            chunks = [(c, ch) for c, ch in enumerate(snap.chunks) if ch.part in chosen_set]
+            for c, ch in tqdm(chunks, desc="compact", unit="batch", disable=not progress):
                 ok = snap.live[ch.rows]
                 dropped += int((~ok).sum())
                 if not ok.any():
                     continue
+                snap.verify_chunks([c])  # never copy damaged bytes into a part with fresh checksums
                 sel = np.flatnonzero(ok)
                 rows = snap.table.take(pa.array(ch.rows[sel]))
                 off = ch.offsets.numpy()
