@@ -39,6 +39,8 @@ from maxsim.search.prune.build import update_prune_index
 from maxsim.search.prune.files import PruneSidecar, read_prune_manifest
 from maxsim.types import Encoder, Hit, video_key
 
+CREATE_WAIT_S = 10.0  # how long creating an index waits for another process that holds its lock
+
 
 class Engine:
     """A video moment index: ingest videos, then search them with text.
@@ -114,8 +116,9 @@ class Engine:
                 self._spec = DEFAULT_ENCODER
                 self._encoder = load_encoder(DEFAULT_ENCODER)
                 self._encoder_source = "the default for a new index"
-            try:
-                Store.create(self.path, encoder_record(self._encoder, self._spec), self._encoder.dim, dtype)
+            try:  # a process creating it at the same time holds the lock for milliseconds: wait for it
+                Store.create(self.path, encoder_record(self._encoder, self._spec), self._encoder.dim, dtype,
+                             wait=max(float(lock_timeout), CREATE_WAIT_S))
             except FileExistsError:  # another process created it meanwhile
                 pass
             manifest = self.store.manifest()

@@ -11,6 +11,7 @@ from maxsim.cli.common import fmt_bytes
 from maxsim.encoders.spec import reduction_of
 from maxsim.index.store import Store
 from maxsim.search.prune.files import prune_summary
+from maxsim.specs import plural
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -34,6 +35,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "tokens": int(sum(p["n_tokens"] for p in man.parts)),
         "deleted_segments": man.n_deleted,
         "parts": len(man.parts),
+        "parts_with_checksums": sum(1 for p in man.parts if p.get("checksums")),
         "bytes_on_disk": size,
         "prune_index": prune_summary(args.index, [p["id"] for p in man.parts]),
         "history": man.history,
@@ -44,6 +46,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     for key in ("path", "format_version", "version", "latest_version", "versions_kept", "dim", "dtype",
                 "videos", "segments", "tokens", "deleted_segments", "parts", "bytes_on_disk"):
         print(f"{key:>17}: {info[key]}")
+    n_sums = info["parts_with_checksums"]
+    unsummed = "" if n_sums == len(man.parts) else (
+        f" ({len(man.parts) - n_sums} written by an older maxsim without; `maxsim compact --full` adds them)")
+    print(f"{'checksums':>17}: {n_sums} of {plural(len(man.parts), 'part')}{unsummed}; "
+          f"`maxsim verify {args.index}` reads every byte")
     print(f"{'encoder':>17}: {json.dumps(man.encoder)}")
     if reduction is None:
         print(f"{'token reduction':>17}: none")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,13 +172,46 @@ def check_fields(data: dict[str, Any], path: Path) -> None:
 
 
 
+def damage_without_manifest(root: Path) -> str | None:
+    """Why the folder ``root``, which has no manifest.json, holds a damaged index rather than none (None:
+    it holds no index). An index whose manifest.json went missing still has its parts and the copies of
+    its versions in manifests/; a create that was killed leaves at most the copy of version 0."""
+    copies = [v for v in version_files(root) if v > 0]
+    pdir = root / PARTS
+    try:
+        parts = sum(1 for n in os.listdir(pdir) if PART_FILE.match(n)) if pdir.is_dir() else 0
+    except OSError:
+        parts = 0
+    if not copies and not parts:
+        return None
+    has = ", ".join(x for x in (
+        f"{len(copies)} version {'copy' if len(copies) == 1 else 'copies'} in {MANIFESTS}/" if copies else "",
+        f"{parts} part files in {PARTS}/" if parts else "") if x)
+    if copies:
+        newest = version_path(root, copies[-1])
+        fix = (f"run `maxsim repair {root}` to restore the newest usable version (it shows what it will do; "
+               f"--yes applies it), or copy {newest} to {root / MANIFEST}")
+    else:
+        fix = (f"there is no copy of a version to restore it from: move {root / PARTS} away (or delete "
+               "it) to start a new index in this folder")
+    return (f"{root}: {MANIFEST} is missing but the index's files are still there ({has}): the index is "
+            f"damaged, not absent, and nothing was changed. To recover, {fix}")
+
+
 def read_manifest(root: str | Path, version: int | None = None) -> Manifest:
-    """The committed manifest of the index at ``root`` (the latest, or a retained ``version``)."""
+    """The committed manifest of the index at ``root`` (the latest, or a retained ``version``).
+
+    A folder without manifest.json is no index (:class:`IndexNotFoundError`) unless the index's other
+    files are there: then it is a damaged index (:class:`IndexFormatError` saying how to restore it),
+    never to be taken for an empty folder and overwritten."""
     root = Path(root)
     path = root / MANIFEST
     if not path.is_file():
         if not root.exists():
             raise IndexNotFoundError(f"no index at {root} (the folder does not exist)")
+        damage = damage_without_manifest(root)
+        if damage is not None:
+            raise IndexFormatError(damage)
         raise IndexNotFoundError(f"no index at {root} ({MANIFEST} is missing)")
     try:
         try:
@@ -189,8 +223,9 @@ def read_manifest(root: str | Path, version: int | None = None) -> Manifest:
         if kept:
             newest = version_path(root, kept[-1])
             raise IndexFormatError(
-                f"{e}. Copies of the last committed versions are kept in {root / MANIFESTS}: to recover, "
-                f"copy the newest one over it (cp {newest} {path})"
+                f"{e}. Copies of the last committed versions are kept in {root / MANIFESTS}: to recover, run "
+                f"`maxsim repair {root}` (it restores the newest usable one after showing what it will do) "
+                f"or copy the newest one over it (cp {newest} {path})"
             ) from e
         raise
     if version is None or version == latest.version:
