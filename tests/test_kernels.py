@@ -417,7 +417,8 @@ for d_type, q_type, scale, topk, dim, block_q, n_qchunk, mask in json.loads(sys.
            "cand_i_ptr": "*i64",
            "n_d": "i32", "segs_per_prog": "i32", "n_seg_progs": "i32", "T_BUCKET": "i32", "DTYPE_ID": "i32"}
     const = dict(DIM=dim, SCALE=scale, MASK=bool(mask), TOPK=topk, QG=tm.MAX_QUERIES_PER_GROUP,
-                 BLOCK_Q=block_q, N_QCHUNK_MAX=n_qchunk, IEEE=d_type == "*fp32", DOT_F32=False, BLOCK_T=64, BLOCK_D=128)
+                 BLOCK_Q=block_q, N_QCHUNK_MAX=n_qchunk, IEEE=d_type == "*fp32", DOT_F32=False, BLOCK_T=64,
+                 BLOCK_D=128)
     sig.update(dict.fromkeys(const, "constexpr"))
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in const.items()})
     out = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8, "num_stages": 3})
