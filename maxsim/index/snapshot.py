@@ -7,6 +7,7 @@ mappings of the parts both share. A snapshot never changes the manifest it is gi
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -100,6 +101,7 @@ class Snapshot:
         # chunks whose token bytes were not checked against their checksums yet (see verify_rows)
         self._unverified = {c for c, ch in enumerate(self.chunks)
                             if ch.check is not None and not ch.check[0].verified}
+        self._verify_lock = threading.Lock()
 
     def _load_part(self, part: dict[str, Any]) -> _LoadedPart:
         """Map a part's files. With checksums: the sizes of both files, the whole segment table and the
@@ -227,17 +229,26 @@ class Snapshot:
         """Check the token bytes of these chunks (indices into :attr:`chunks`; None: all) against the
         checksums written at commit, each at most once per process: :class:`IndexFormatError` naming the
         file when they differ. Chunks of parts written without checksums pass unchecked."""
-        todo = self._unverified if chunks is None else self._unverified.intersection(chunks)
-        for c in sorted(todo):
+        with self._verify_lock:
+            todo = sorted(self._unverified if chunks is None else self._unverified.intersection(chunks))
+        for c in todo:
             ch = self.chunks[c]
             if ch.check is not None:
-                ch.check[0].verify(ch.check[1])
-            self._unverified.discard(c)
+                ch.check[0].verify(ch.check[1])  # each range once per process (shared by snapshots)
+            with self._verify_lock:
+                self._unverified.discard(c)
 
     def verify_rows(self, rows: np.ndarray) -> None:
-        """:meth:`verify_chunks` for the chunks holding these table rows (what a search scores)."""
-        if self._unverified:
-            self.verify_chunks(np.unique(self.row_chunk[np.asarray(rows, dtype=np.int64)]).tolist())
+        """:meth:`verify_chunks` for the chunks holding these table rows (what a search scores). Once
+        everything used was checked this costs a set lookup, or a min and max over ``rows``."""
+        if not self._unverified or len(rows) == 0:
+            return
+        cs = self.row_chunk[np.asarray(rows, dtype=np.int64)]
+        lo, hi = int(cs.min()), int(cs.max())
+        with self._verify_lock:
+            pending = [c for c in self._unverified if lo <= c <= hi]
+        if pending:
+            self.verify_chunks([lo] if lo == hi else np.unique(cs).tolist())
 
     @property
     def verified(self) -> bool:

@@ -127,7 +127,10 @@ def warm_up() -> None:
     with _lock:
         if _idle:
             return
-    child = _Child()
+    try:
+        child = _Child()
+    except OSError:  # reported when a file needs one (isolated_clips)
+        return
     _give_back(child)
 
 
@@ -171,12 +174,14 @@ def isolated_clips(
            "read_ahead": max(1, int(read_ahead)), "crash": os.environ.get(CRASH_ENV, "")}
     try:
         data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as e:  # a user's segmenter or sampler that cannot travel: decode here
-        logger.warning("%s cannot be sent to a decode worker (%s: %s); decoding in this process, without "
-                       "protection against a crashing decoder", type(segmenter).__name__, type(e).__name__, e)
+        child = _borrow()
+    except Exception as e:  # a user's segmenter or sampler that cannot travel, or no process to be had
+        what = (f"{type(segmenter).__name__} cannot be sent to a decode worker" if not isinstance(e, OSError)
+                else "no decode worker process can be started")
+        logger.warning("%s (%s: %s); decoding in this process, without protection against a crashing "
+                       "decoder", what, type(e).__name__, e)
         yield from iter_clips(spath, segmenter, sampler, prefetch=prefetch)
         return
-    child = _borrow()
     finished = False
     try:
         try:
