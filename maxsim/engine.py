@@ -32,6 +32,7 @@ from maxsim.ingest import (
     expand_paths,
     settings_key,
 )
+from maxsim.kernels import triton_available
 from maxsim.media.frames import FrameSampler
 from maxsim.media.segment import Segmenter, load_segmenter
 from maxsim.search import Searcher, SearchOptions, SearchResult, default_candidates, default_refine
@@ -67,6 +68,15 @@ class Engine:
     next ingest re-encodes each video it is given instead of skipping it (the settings are part of each
     video's settings key); videos not re-ingested keep their old vectors.
 
+    Where searches run: ``device="auto"`` (default) scores on the first CUDA device when torch sees one
+    and Triton imports, else on the CPU; ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` name one. On a GPU the
+    index's tokens are placed on the device once (uploaded per part, reused across versions) up to
+    ``device_memory`` (bytes, or a fraction of the GPU's memory; default: what leaves 20% free), the rest
+    streamed from the memory maps at each search; ``devices=["cuda:0", "cuda:1"]`` spreads the parts over
+    several GPUs. ``search_backend`` forces a MaxSim kernel backend (``"triton"``, ``"cpu"``, ``"torch"``):
+    on the CPU, ``"triton"`` (under ``TRITON_INTERPRET=1``) or ``"torch"`` runs the device path on CPU
+    tensors. See :mod:`maxsim.search.corpus`.
+
     Token reduction at ingest: a spec followed by ``+pool(factor=2,dedup=0.95,window=1024)`` (see
     :func:`maxsim.encoders.spec.split_pool_spec`), or a :class:`~maxsim.encoders.PooledEncoder` built on a
     spec (``PooledEncoder("colqwen3", factor=2)``). The index records the full spec, so ``Engine(path)``
@@ -87,8 +97,16 @@ class Engine:
         create: bool = True,
         version: int | None = None,
         lock_timeout: float = 0.0,
+        device: str | None = "auto",
+        search_backend: str | None = None,
+        device_memory: int | float | None = None,
+        devices: list[str] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.search_device = search_device(device)
+        self.search_backend = search_backend
+        self.device_memory = device_memory
+        self.devices = None if devices is None else list(devices)
         dtype = storage_dtype(dtype)
         self._pinned = version
         self.lock_timeout = lock_timeout
@@ -124,13 +142,17 @@ class Engine:
             manifest = self.store.manifest()
         if self._encoder is not None:
             check_encoder(manifest.encoder, manifest.dim, self._encoder, self.path)
-        self._searcher = Searcher(self.store.snapshot(version))
+        self._searcher = self._new_searcher(self.store.snapshot(version), None)
 
     # -- state ---------------------------------------------------------------------------------------
+    def _new_searcher(self, snapshot: Snapshot, previous: Searcher | None) -> Searcher:
+        return Searcher(snapshot, self.search_device, self.search_backend, previous,
+                        budget=self.device_memory, devices=self.devices)
+
     def _open(self, snapshot: Snapshot) -> None:
         """Search ``snapshot``'s version from now on (placement reused for the parts it shares)."""
         if snapshot is not self._searcher.snapshot:
-            self._searcher = Searcher(snapshot, previous=self._searcher)
+            self._searcher = self._new_searcher(snapshot, self._searcher)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -451,6 +473,14 @@ class Engine:
         update_prune_index(snap, n_centroids=p.get("n_centroids"), iters=p.get("iters", 4),
                            seed=p.get("seed", 0), progress=progress, nbits=p.get("nbits", 2))
         return snap
+
+
+def search_device(device: str | None) -> str:
+    """The device searches run on: ``"auto"`` (or None) is the first CUDA device when torch sees one and
+    Triton imports, else the CPU; anything else is taken as named (checked when the corpus is placed)."""
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() and triton_available() else "cpu"
+    return str(device)
 
 
 def _options(options: SearchOptions | None, kwargs: dict[str, Any]) -> SearchOptions:

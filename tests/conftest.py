@@ -6,7 +6,9 @@ import os
 
 # Triton kernels run on CPU tensors in the interpreter (CI has no GPU): set before anything imports triton,
 # so the device search path (backend "triton" on CPU tensors) runs in every test that asks for it.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+# bench/gpu_run.sh runs the device tests on a real GPU (MAXSIM_TEST_DEVICE=cuda), compiled.
+if os.environ.get("MAXSIM_TEST_DEVICE", "cpu") == "cpu":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402

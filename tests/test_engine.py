@@ -213,13 +213,13 @@ def test_cli_search_asks_for_no_thumbnails(engine, monkeypatch, capsys):
     from maxsim import cli
 
     asked = []
-    real = Engine.search
+    real = Engine.query
 
-    def search(self, *a, **kw):
+    def query(self, *a, **kw):
         asked.append(kw.get("thumbnails", True))
         return real(self, *a, **kw)
 
-    monkeypatch.setattr(Engine, "search", search)
+    monkeypatch.setattr(Engine, "query", query)
     for extra in ([], ["--json"]):
         args = ["search", str(engine.path), "blue", "-k", "2", "--encoder", "tests.color_encoder:ColorEncoder"
                 ]

@@ -47,6 +47,7 @@ ALLOWED = {
 # (module, imported maxsim module) pairs that are imported inside a function on purpose, and why
 LAZY_OK = {
     ("maxsim.kernels", "maxsim.kernels.triton_maxsim"): "Triton is optional (Linux only; absent on macOS)",
+    ("maxsim.kernels.prepared", "maxsim.kernels.triton_maxsim"): "Triton is optional (Linux only)",
     ("maxsim.server", "maxsim.server.app"): "create_app needs FastAPI, the optional serve extra",
     ("maxsim.cli.serve", "maxsim.server"): "maxsim serve needs FastAPI and uvicorn, the optional serve extra",
 }

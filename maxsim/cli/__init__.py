@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from maxsim.cli.common import UNSET, pool_arg
+from maxsim.cli.common import UNSET, add_device_args, pool_arg
 from maxsim.cli.info import cmd_info
 from maxsim.cli.ingest import PRESETS, cmd_ingest
 from maxsim.cli.maintenance import cmd_compact, cmd_delete, cmd_prune
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="segments scored from residual codes with --pruned, the candidates being the best "
                     "of them (default: 10%% of the index, at least 1000 x k; 0: no residual stage)")
     se.add_argument("--nprobe", type=int, default=8, help="centroids probed per query token (default 8)")
+    add_device_args(se)
     se.set_defaults(func=cmd_search)
 
     pr = sub.add_parser("prune", help="build the centroid index that `search --pruned` uses (kept up to date "
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "indexes on a busy machine)")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     sv.add_argument("-q", "--quiet", action="store_true", help="no access log")
+    add_device_args(sv)
     sv.set_defaults(func=cmd_serve)
 
     inf = sub.add_parser("info", help="show an index's encoder, size, versions and history")

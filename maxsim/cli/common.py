@@ -31,10 +31,51 @@ def encoder_arg(args: argparse.Namespace) -> str | None:
     return with_index_reduction(enc, None if enc is None else recorded_encoder_name(args.index))
 
 
+def device_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``--device``, ``--backend`` and ``--device-memory`` as :class:`~maxsim.Engine` keyword arguments."""
+    out: dict[str, Any] = {}
+    if getattr(args, "device", None) is not None:
+        out["device"] = args.device
+    if getattr(args, "backend", None) is not None:
+        out["search_backend"] = args.backend
+    if getattr(args, "device_memory", None) is not None:
+        out["device_memory"] = args.device_memory
+    return out
+
+
+def device_memory_arg(text: str) -> int | float:
+    """``--device-memory``: bytes (``12e9``, ``8GiB``) or a fraction of the GPU (``0.5``)."""
+    t = text.strip().lower()
+    units = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+    try:
+        for unit, mult in units.items():
+            if t.endswith(unit):
+                return int(float(t[: -len(unit)]) * mult)
+        v = float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not bytes (e.g. 8GiB, 12e9) or a fraction of the GPU's memory (e.g. 0.5)") from None
+    return v if 0 < v <= 1 else int(v)
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """The search-device flags of ``maxsim search`` and ``maxsim serve``."""
+    p.add_argument("--device", metavar="DEV",
+                   help="where searches run: auto (default: the first CUDA device when torch sees one and "
+                   "Triton imports, else the CPU), cpu, cuda, cuda:N")
+    p.add_argument("--backend", choices=["triton", "cpu", "torch"],
+                   help="force a MaxSim kernel backend (default: Triton on a GPU, the compiled kernel on the "
+                   "CPU)")
+    p.add_argument("--device-memory", type=device_memory_arg, metavar="BYTES|FRACTION",
+                   help="how much of the GPU the index's tokens may take (8GiB, 12e9 or 0.6; default: what "
+                   "leaves 20%% of the GPU free); the rest is streamed at each search")
+
+
 def open_engine(args: argparse.Namespace, create: bool, **kwargs: Any) -> Engine:
-    """The engine of ``args.index`` with ``--encoder`` (if given) as :func:`encoder_arg` wraps it."""
+    """The engine of ``args.index`` with ``--encoder`` (if given) as :func:`encoder_arg` wraps it, on the
+    search device the flags name."""
     return Engine(args.index, encoder=encoder_arg(args), create=create,
-                  dtype=getattr(args, "dtype", "float16"), **kwargs)
+                  dtype=getattr(args, "dtype", "float16"), **{**device_kwargs(args), **kwargs})
 
 
 UNSET = object()

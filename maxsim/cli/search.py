@@ -19,8 +19,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         options = {"mode": "pruned", "n_candidates": args.candidates, "nprobe": args.nprobe,
                    "n_refine": args.refine}
     # neither output prints the JPEG bytes: do not read them
-    hits = engine.search(args.text, k=args.k, videos=args.video or None, time_range=time_range,
-                         thumbnails=False, **options)
+    result = engine.query(args.text, k=args.k, videos=args.video or None, time_range=time_range,
+                          thumbnails=False, **options)
+    hits = result.hits
     ms = (time.perf_counter() - t0) * 1000
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=1))
@@ -32,5 +33,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     for i, h in enumerate(hits, 1):
         span = f"{h.start:8.2f}-{h.end:<8.2f}"
         print(f"{i:3d}  {fmt_num(h.score):>8}  {h.video:<{width}}  {span}  best {h.best_time:.2f}")
-    print(f"({plural(len(engine), 'segment')} searched in {ms:.1f} ms)")
+    where = "" if result.stats.backend == "cpu" else f" on {result.stats.device} ({result.stats.backend})"
+    print(f"({plural(len(engine), 'segment')} searched in {ms:.1f} ms{where})")
     return 0

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from maxsim.cli.common import encoder_arg
+from maxsim.cli.common import device_kwargs, encoder_arg
 from maxsim.engine import Engine
 from maxsim.media.frames import FrameSampler
 from maxsim.search.options import check_search_options
@@ -46,6 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         create=False,
         segmenter=args.segmenter,
         sampler=FrameSampler(fps=args.fps, max_frames=args.max_frames),
+        **device_kwargs(args),
     )
     if args.pruned and not (read_prune_manifest(engine.path) or {}).get("parts"):
         print(f"warning: {args.index} has no prune index: pruned searches score every segment until you run "

@@ -26,7 +26,7 @@ class _Shard:
                  backend: str | None = None) -> None:
         full = Store(path).snapshot(version)
         sub = full.with_parts(part_ids)
-        if device is None:
+        if device is None:  # the GPU Ray gave this actor, when it has one
             device = "cuda" if torch.cuda.is_available() and ray_module().get_gpu_ids() else "cpu"
         self.searcher = Searcher(sub, device=device, backend=backend)
         # shard row -> row of the full version's table
@@ -71,8 +71,9 @@ class ShardedSearch:
     :meth:`search_batch` and :meth:`search_vectors` take the arguments of the engine's methods
     (``mode="pruned"`` included) and return the same hits; :meth:`query_vectors` returns
     :class:`~maxsim.search.SearchResult` objects whose statistics sum the shards'. Queries are encoded
-    here, once. Each shard scores on the GPU Ray gave it (``gpus_per_shard``; default one per shard when
-    the cluster has GPUs), else on the CPU.
+    here, once. Each shard places its parts on the GPU Ray gave it (``gpus_per_shard``; default one per
+    shard when the cluster has GPUs) and searches them there, else on the CPU; the engine's
+    ``search_backend`` is the shards' too.
     """
 
     def __init__(self, engine: Any, n_shards: int = 2, gpus_per_shard: float | None = None) -> None:
@@ -88,7 +89,8 @@ class ShardedSearch:
         gpus = gpus_per_worker() if gpus_per_shard is None else gpus_per_shard
         actor = ray.remote(num_cpus=1, num_gpus=gpus)(_Shard)
         self._hits = Searcher(self.snapshot)  # builds the hits from the merged rows
-        self.shards = [actor.remote(str(engine.path), self.version, g) for g in groups]
+        backend = getattr(engine, "search_backend", None)
+        self.shards = [actor.remote(str(engine.path), self.version, g, None, backend) for g in groups]
 
     def search(self, text: str, k: int = 10, videos=None, time_range=None, thumbnails: bool = True,
                **options: Any) -> list[Hit]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -260,6 +260,11 @@ class Health(BaseModel):
     )
     search_defaults: SearchDefaults
     max_k: int = Field(description="the largest k a search may ask for (`maxsim serve --max-k`)")
+    search: dict[str, Any] = Field(
+        default_factory=dict,
+        description="where searches run: kernel `backend`, `device`, and the index's placement (`path`: "
+        "mapped, resident, resident+stream or stream; parts resident and streamed, bytes, budget)",
+    )
 
 
 class ErrorOut(BaseModel):

@@ -52,6 +52,7 @@ class PartIndex:
     token_codes: np.ndarray | None = None  # (n_tokens,) int16/int32: each token's centroid
     residuals: np.ndarray | None = None  # (n_tokens, codec.bytes_per_token) uint8
     codec: ResidualCodec | None = None
+    source: str = ""  # the centroids file it was read from: unique per build, a key for caches
 
     @property
     def has_residuals(self) -> bool:
@@ -183,7 +184,7 @@ def load_part_index(root: Path, part_id: str, entry: dict[str, Any], dim: int) -
         )
     check_ids(d / entry["bag_codes"], bag_codes, c.shape[0], part_id)
     idx = PartIndex(part_id, torch.from_numpy(np.asarray(c, dtype=np.float32)), off, rows, bag_off,
-                    bag_codes, n_seg)
+                    bag_codes, n_seg, source=str(entry["centroids"]))
     if "residuals" in a:
         try:
             codec = ResidualCodec.from_arrays(a["codec"], int(entry["nbits"]), dim)

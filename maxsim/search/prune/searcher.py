@@ -127,6 +127,10 @@ class PrunedSearcher:
         if snap.chunks and snap.chunks[0].scales is not None:
             self._elem += 4 / self._dim  # one float32 scale per token row
 
+    def searched_bytes(self, rows: np.ndarray) -> int:
+        """Token bytes (scales included) an exact scoring of the rows marked in ``rows`` reads."""
+        return int(int(self._counts[rows].sum()) * self._dim * self._elem)
+
     @property
     def covered(self) -> bool:
         """True when every part has a prune index."""
@@ -326,7 +330,7 @@ class PrunedSearcher:
         if n_refine is not None and n_refine < 0:
             raise ValueError(f"n_refine must be a number of segments (>= 0) or None, got {n_refine}")
         n_q = q_off.numel() - 1
-        live_bytes = int(int(self._counts[allowed].sum()) * self._dim * self._elem)
+        live_bytes = self.searched_bytes(allowed)
         ex = PruneStats()
         s_ex, r_ex = self._exhaustive(q, q_off, allowed, k, ex)
         out_s = torch.full((n_q, k), float("-inf"))

@@ -37,6 +37,7 @@ def router(state: ServerState, app: FastAPI, max_k: int, defaults: dict[str, Any
                 mode=default_mode, **{key: defaults.get(key) for key in PRUNED_KEYS}
             ),
             max_k=max_k,
+            search={"backend": engine.searcher.backend, **engine.searcher.corpus.stats()},
         )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
