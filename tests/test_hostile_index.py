@@ -311,3 +311,20 @@ def test_search_requests_are_checked_on_every_front_end(tmp_path, videos, capsys
                                                                      "n_candidates")):
         assert main(["search", str(idx), "red", "--encoder", ENC, *argv]) == 2
         assert what in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device_memory", [None, 1], ids=["resident", "streamed"])
+def test_the_device_path_never_scores_damaged_bytes(tmp_path, videos, device_memory):
+    """A placed corpus (CPU tensors stand for the GPU here) is checked before its groups are scored."""
+    idx = _index(tmp_path, videos)
+    part = read_manifest(idx).parts[1]
+    (end, _), _footer = part["checksums"]["tokens"]
+    eng = Engine(idx, encoder=ColorEncoder(), device="cpu", search_backend="torch",
+                 device_memory=device_memory)
+    assert eng.searcher.placed
+    _flip(idx / part["tokens"], end // 2)  # after placement: the copy came from the damaged bytes
+    with pytest.raises(IndexFormatError, match="do not match the checksum"):
+        eng.search("red", k=3)
+    with pytest.raises(IndexFormatError, match="do not match the checksum"):
+        eng.search("red", k=3, mode="pruned")
+    assert len(eng.search("red", k=8, videos=[str(videos[0])])) == 2  # a filter that spares the part

@@ -88,7 +88,9 @@ def placed_topk(corpus: Corpus, q: torch.Tensor, q_off: torch.Tensor, allowed: n
         ok = allowed[rows]
         if not ok.any():
             continue
-        corpus.snapshot.verify_rows(rows)  # the bytes the group was placed from match their checksums
+        # the batches holding the segments scored match their checksums (masked ones are skipped on the
+        # device, so a damaged batch spared by the filters does not stop the search)
+        corpus.snapshot.verify_rows(rows[ok])
         rows_dev = on_dev.get(dev)
         if rows_dev is None:
             rows_dev = on_dev[dev] = torch.from_numpy(rows).to(dev)
