@@ -18,7 +18,7 @@ def _engine(args: argparse.Namespace, create: bool):
     from maxsim.engine import Engine
 
     return Engine(args.index, encoder=_encoder_arg(args), create=create,
-                  dtype=getattr(args, "dtype", "float16"))
+                  dtype=getattr(args, "dtype", "float16"), reranker=getattr(args, "reranker", None))
 
 
 def _recorded_reduction(index: str | os.PathLike) -> tuple[str, dict] | None:
@@ -152,7 +152,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     max_frames = preset["max_frames"] if args.max_frames is None else args.max_frames
     segmenter = f"fixed:{args.fixed}" if args.fixed is not None else ("scenes" if args.scenes else None)
     engine = _engine(args, create=True)
-    engine.sampler = FrameSampler(fps=fps, max_frames=max_frames)
+    engine.sampler = FrameSampler(fps=fps, max_frames=max_frames, max_side=args.max_side)
     if args.ray:
         from maxsim import distributed
 
@@ -175,6 +175,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         options = {"mode": "pruned", "n_candidates": args.candidates, "nprobe": args.nprobe,
                    "n_refine": args.refine}
     # neither output prints the JPEG bytes: do not read them
+    if args.rerank:
+        options["rerank"] = args.rerank
     hits = engine.search(args.text, k=args.k, videos=args.video or None, time_range=time_range,
                          thumbnails=False, **options)
     ms = (time.perf_counter() - t0) * 1000
@@ -187,7 +189,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     width = max(len(h.video) for h in hits)
     for i, h in enumerate(hits, 1):
         span = f"{h.start:8.2f}-{h.end:<8.2f}"
-        print(f"{i:3d}  {h.score:8.3f}  {h.video:<{width}}  {span}  best {h.best_time:.2f}")
+        reranked = "rerank" in h.scores and "maxsim" in h.scores
+        first = f"  (maxsim {h.scores['maxsim']:.3f})" if reranked else ""
+        print(f"{i:3d}  {h.score:8.3f}  {h.video:<{width}}  {span}  best {h.best_time:.2f}{first}")
     print(f"({len(engine)} segments searched in {ms:.1f} ms)")
     return 0
 
@@ -275,7 +279,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print("error: --candidates, --refine and --nprobe set the defaults of pruned search: add --pruned",
               file=sys.stderr)
         return 2
-    search_options = {"mode": "pruned", **knobs} if args.pruned else None
+    search_options = {"mode": "pruned", **knobs} if args.pruned else {}
+    if args.rerank:
+        search_options["rerank"] = args.rerank
     try:  # before the model is loaded
         check_search_options(search_options, "maxsim serve")
     except ValueError as e:
@@ -294,7 +300,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         encoder=_encoder_arg(args),
         create=False,
         segmenter=args.segmenter,
-        sampler=FrameSampler(fps=args.fps, max_frames=args.max_frames),
+        sampler=FrameSampler(fps=args.fps, max_frames=args.max_frames, max_side=args.max_side),
+        reranker=args.reranker,
     )
     if args.pruned and not (read_prune_manifest(engine.path) or {}).get("parts"):
         print(f"warning: {args.index} has no prune index: pruned searches score every segment until you run "
@@ -395,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         enc_help += " (required to create an index; an existing index records its own)"
 
+    rr_help = ("reranker for --rerank: a registered name, name:<checkpoint> (a hub id or folder), or "
+               "package.module:attr (default: qwen3-vl-reranker, i.e. Qwen/Qwen3-VL-Reranker-2B)")
+
     ing = sub.add_parser("ingest", help="add videos (files or folders) to an index")
     ing.add_argument("index", help="index folder (created if missing)")
     ing.add_argument("videos", nargs="+", help="video files or folders")
@@ -406,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="encoder and sampling for the machine: 'cpu' = colqwen3-cpu, 1 fps, 4 frames")
     ing.add_argument("--fps", type=float, help="frames sampled per second (default 2; preset cpu: 1)")
     ing.add_argument("--max-frames", type=int, help="frames per segment at most (default 16; preset cpu: 4)")
+    ing.add_argument("--max-side", type=int, metavar="PIXELS",
+                     help="longest side of the sampled frames (default: the size the encoder wants, e.g. "
+                     "ColQwen3's visual-token budget spread over --max-frames; 448 for encoders that say "
+                     "none)")
     ing.add_argument("--pool-factor", type=_pool_factor, metavar="F",
                      help="token reduction: pool each segment's tokens to 1/F of them (Ward clustering; "
                      'needs SciPy: pip install "maxsim[scale]"). New index only: an existing one keeps its '
@@ -444,6 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="segments scored from residual codes with --pruned, the candidates being the best "
                     "of them (default: 10%% of the index, at least 1000 k; 0: no residual stage)")
     se.add_argument("--nprobe", type=int, default=8, help="centroids probed per query token (default 8)")
+    se.add_argument("--rerank", type=int, default=0, metavar="N",
+                    help="re-score the best N hits (at least -k) with the reranker, which decodes their "
+                    "frames again from the videos (default 0: off)")
+    se.add_argument("--reranker", metavar="SPEC", help=rr_help)
     se.set_defaults(func=_cmd_search)
 
     pr = sub.add_parser("prune", help="build the centroid index that `search --pruned` uses (kept up to date "
@@ -480,6 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--fps", type=float, default=2.0,
                     help="frames sampled per second for POST /ingest (default 2)")
     sv.add_argument("--max-frames", type=int, default=16, help="frames per segment at most for POST /ingest")
+    sv.add_argument("--max-side", type=int, metavar="PIXELS",
+                    help="longest side of sampled frames for POST /ingest (default: the encoder's size)")
+    sv.add_argument("--rerank", type=int, metavar="N",
+                    help="searches that do not set \"rerank\" re-score the best N hits with the reranker "
+                    "(default: off)")
+    sv.add_argument("--reranker", metavar="SPEC", help=rr_help)
     sv.add_argument("--max-queue", type=int, default=256,
                     help="searches waiting beyond which new ones get 503 + Retry-After (default 256)")
     sv.add_argument("--max-body-bytes", type=int, default=1 << 20,

@@ -225,7 +225,8 @@ class RayVideoEncoder:
             # CPUs: the encoder actors hold theirs for the whole ingest, so leave at least one to decode
             cpus = float(ray.cluster_resources().get("CPU", 1))
             actor_cpus = max(0.1, min(1.0, (cpus - 1) / num_workers))
-            ds = ds.flat_map(_ClipRows(segmenter, engine.sampler), num_cpus=min(1.0, max(0.1, cpus - 1)))
+            rows = _ClipRows(segmenter, engine.frame_sampler)
+            ds = ds.flat_map(rows, num_cpus=min(1.0, max(0.1, cpus - 1)))
             ds = ds.map_batches(
                 _EncodeBatch, fn_constructor_kwargs=actor_kwargs, batch_size=engine.batch_size,
                 batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=num_workers),

@@ -22,6 +22,7 @@ from maxsim import kernels
 from maxsim.encoders import DEFAULT_ENCODER, load_encoder
 from maxsim.frames import FrameSampler, iter_clips
 from maxsim.pooling import PooledEncoder
+from maxsim.rerank import Reranker, load_reranker, rerank_hits
 from maxsim.segment import Segmenter, load_segmenter
 from maxsim.store import (
     KEEP_VERSIONS,
@@ -204,6 +205,11 @@ class Engine:
     (``PooledEncoder("colqwen3", factor=2)``). The index records the full spec, so ``Engine(path)`` reopens
     it with the same reduction, and an encoder with other reduction settings is refused (its name differs).
     A PooledEncoder wrapping an encoder object has no spec to record: reopen that index with ``encoder=``.
+
+    Frames are sampled at the size the encoder wants (its ``frame_size``; e.g. ColQwen3's token budget)
+    unless the sampler sets ``max_side``. ``reranker`` (a spec or an object, see
+    :func:`maxsim.rerank.load_reranker`; default ``"qwen3-vl-reranker"``, loaded on first use) re-scores
+    the top hits of ``search(..., rerank=N)``.
     """
 
     last_prune_stats: Any = None  # what the last pruned search read (maxsim.candidates.PruneStats)
@@ -220,8 +226,11 @@ class Engine:
         create: bool = True,
         version: int | None = None,
         lock_timeout: float = 0.0,
+        reranker: Reranker | str | None = None,
     ) -> None:
         self.path = Path(path)
+        self._reranker_spec = reranker
+        self._reranker: Reranker | None = None
         dtype = storage_dtype(dtype)
         self._pinned = version
         self.lock_timeout = lock_timeout
@@ -304,6 +313,19 @@ class Engine:
             self._encoder, self._spec = enc, spec
         return self._encoder
 
+    @property
+    def reranker(self) -> Reranker:
+        """The reranker of ``search(..., rerank=N)``, loaded on first use (see the class docstring)."""
+        if self._reranker is None:
+            self._reranker = load_reranker(self._reranker_spec)
+        return self._reranker
+
+    @property
+    def frame_sampler(self) -> FrameSampler:
+        """The sampler ingest uses: :attr:`sampler` with its frames sized for the encoder (unless the
+        sampler sets ``max_side``)."""
+        return self.sampler.for_encoder(self.encoder)
+
     def _encoder_load_args(self) -> tuple[str, dict[str, Any]] | None:
         """The spec and :func:`~maxsim.encoders.load_encoder` kwargs that load this engine's encoder again
         in another process (a Ray worker): the spec it was loaded from (given, or the index's record),
@@ -324,7 +346,7 @@ class Engine:
         """What a video's vectors depend on besides its content: a video indexed under another key is
         re-encoded by the next ingest (e.g. after opening the index with another frame sampler or with
         encoder settings that change the vectors, such as a visual token budget)."""
-        key: dict[str, Any] = {"segmenter": segmenter.name, "sampler": self.sampler.name,
+        key: dict[str, Any] = {"segmenter": segmenter.name, "sampler": self.frame_sampler.name,
                                "encoder": self.encoder.name}
         enc_settings = _vector_settings(getattr(self.encoder, "settings", None) or {})
         if enc_settings:
@@ -506,7 +528,7 @@ class Engine:
                 )
             batch.clear()
 
-        clips = iter_clips(video, seg, self.sampler)
+        clips = iter_clips(video, seg, self.frame_sampler)
         try:
             for item in clips:
                 batch.append(item)
@@ -635,11 +657,16 @@ class Engine:
         videos: Sequence[str] | None = None,
         time_range: tuple[float, float] | None = None,
         thumbnails: bool = True,
+        rerank: int = 0,
         **options: Any,
     ) -> list[Hit]:
         """The k segments that best match ``text``, best first.
 
         ``thumbnails=False`` leaves ``Hit.thumbnail`` None (the JPEG bytes are then never read).
+        ``rerank=N`` re-scores the best N hits (at least k) with :attr:`reranker` (their frames decoded
+        again from the videos, by the frame times the index keeps) and returns the best k of those by the
+        rerank score; each hit's ``scores`` holds ``"maxsim"`` and ``"rerank"``, ``score`` the rerank one.
+        A video file that is gone raises :class:`~maxsim.rerank.RerankError` naming it.
         ``mode="exact"`` (default) scores every segment. ``mode="pruned"`` scores exactly only
         ``n_candidates`` segments, the best of ``n_refine`` scored from the prune index's residual codes,
         themselves picked with its token centroids (see :meth:`build_prune_index`; ``nprobe`` centroids
@@ -647,7 +674,7 @@ class Engine:
         scored exhaustively, so a pruned search is never wrong, only slower, before it is built.
         """
         return self.search_batch([text], k=k, videos=videos, time_range=time_range, thumbnails=thumbnails,
-                                 **options)[0]
+                                 rerank=rerank, **options)[0]
 
     def search_batch(
         self,
@@ -656,15 +683,23 @@ class Engine:
         videos: Sequence[str] | None = None,
         time_range: tuple[float, float] | None = None,
         thumbnails: bool = True,
+        rerank: int = 0,
         **options: Any,
     ) -> list[list[Hit]]:
-        """:meth:`search` for several texts at once (one pass over the index)."""
+        """:meth:`search` for several texts at once (one pass over the index; each text re-ranked on its
+        own)."""
         if isinstance(texts, str):
             raise TypeError("search_batch takes a list of texts; use search() for one")
+        if isinstance(rerank, bool) or not isinstance(rerank, int) or rerank < 0:
+            raise ValueError(f"rerank must be a non-negative integer (hits re-scored), got {rerank!r}")
         if not texts:
             return []
-        return self.search_vectors(self.encoder.encode_texts(list(texts)), k, videos, time_range,
-                                   thumbnails=thumbnails, **options)
+        results = self.search_vectors(self.encoder.encode_texts(list(texts)), max(k, rerank), videos,
+                                      time_range, thumbnails=thumbnails, **options)
+        if not rerank:
+            return results
+        reranker = self.reranker
+        return [rerank_hits(text, hits, reranker, k=k) for text, hits in zip(texts, results, strict=True)]
 
     def search_vectors(
         self,
@@ -831,6 +866,8 @@ class Engine:
                     segment_id=int(snap.segment_ids[r]),
                     best_time=_best_time(q, snap.segment_tokens(r), times, start, end),
                     thumbnail=t.column("thumbnail")[r].as_py() if thumbnails else None,
+                    scores={"maxsim": float(s)},
+                    frame_times=tuple(float(x) for x in times),
                 )
             )
         return hits

@@ -12,11 +12,13 @@ import cv2
 import numpy as np
 
 from maxsim.segment import Segmenter, load_segmenter
-from maxsim.types import Clip, Segment
+from maxsim.types import Clip, FrameSize, Segment
 from maxsim.video import VideoError, iter_frames
 
 THUMBNAIL_SIDE = 320
 THUMBNAIL_QUALITY = 85
+# Longest side of the kept frames when neither the user (max_side) nor the encoder (frame_size) says.
+DEFAULT_MAX_SIDE = 448
 
 
 def _resize_max_side(img: np.ndarray, max_side: int) -> np.ndarray:
@@ -27,6 +29,34 @@ def _resize_max_side(img: np.ndarray, max_side: int) -> np.ndarray:
     s = max_side / side
     size = (max(1, round(w * s)), max(1, round(h * s)))
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+
+def scale_frame(img: np.ndarray, max_side: int | None = None, size: FrameSize | None = None) -> np.ndarray:
+    """``img`` scaled down (never up, aspect kept): to a longest side of at most ``max_side`` when given,
+    else within ``size`` (see :class:`~maxsim.types.FrameSize`), else to :data:`DEFAULT_MAX_SIDE`."""
+    if max_side is not None or size is None:
+        return _resize_max_side(img, DEFAULT_MAX_SIDE if max_side is None else int(max_side))
+    h, w = img.shape[:2]
+    s = size.scale(h, w)
+    if s >= 1.0:
+        return img
+    new = (max(1, round(w * s)), max(1, round(h * s)))
+    return cv2.resize(img, new, interpolation=cv2.INTER_AREA)
+
+
+def encoder_frame_size(encoder: object, n_frames: int) -> FrameSize | None:
+    """What ``encoder.frame_size(n_frames)`` says (None when it has no such method or no preference).
+    Raises TypeError naming the encoder when it returns something else than a FrameSize or None."""
+    method = getattr(encoder, "frame_size", None)
+    if method is None:
+        return None
+    size = method(int(n_frames))
+    if size is not None and not isinstance(size, FrameSize):
+        raise TypeError(
+            f"encoder {getattr(encoder, 'name', type(encoder).__name__)!r}: frame_size() returned "
+            f"{type(size).__name__}; expected maxsim.types.FrameSize or None"
+        )
+    return size
 
 
 def jpeg_thumbnail(
@@ -42,37 +72,64 @@ def jpeg_thumbnail(
 
 class FrameSampler:
     """Keeps frames at ``fps`` (times on the grid ``k / fps``: the first decoded frame at or after each
-    grid time), resized so that the longest side is at most ``max_side`` and converted to RGB uint8.
+    grid time), scaled down and converted to RGB uint8.
+
+    Frame size: ``max_side`` (pixels of the longest side) when the user sets it; otherwise the size the
+    encoder wants (``frame_size``, a :class:`~maxsim.types.FrameSize`, set by :meth:`for_encoder` from
+    the encoder's ``frame_size(max_frames)``: ColQwen3 from its visual-token budget, SigLIP/CLIP from
+    their processor); otherwise a longest side of :data:`DEFAULT_MAX_SIDE`. Frames are never upscaled.
 
     Feed it every decoded frame in time order with :meth:`feed`; :meth:`clips` then gives each segment
-    its sampled frames, at most ``max_frames`` (evenly subsampled). Memory: only the sampled frames at
-    ``max_side`` are kept (about ``duration * fps * max_side**2 * 3 * 9/16`` bytes for 16:9 video).
-    A sampler holds the state of one video; :meth:`fresh` gives an empty one with the same settings.
+    its sampled frames, at most ``max_frames`` (evenly subsampled). Memory: only the sampled frames of
+    the open segments are kept, at their kept size (``max_side=448``: about 0.34 MB a 16:9 frame; ColQwen3's
+    default budget over 16 frames: about 2 MB). A sampler holds the state of one video; :meth:`fresh`
+    gives an empty one with the same settings.
     """
 
-    def __init__(self, fps: float = 2.0, max_frames: int = 16, max_side: int = 448):
-        fps, max_frames, max_side = float(fps), int(max_frames), int(max_side)
+    def __init__(self, fps: float = 2.0, max_frames: int = 16, max_side: int | None = None,
+                 frame_size: FrameSize | None = None):
+        fps, max_frames = float(fps), int(max_frames)
         if not math.isfinite(fps) or fps <= 0:
             raise ValueError(f"FrameSampler: fps must be a positive number, got {fps!r}")
         if max_frames < 1:
             raise ValueError(f"FrameSampler: max_frames must be at least 1, got {max_frames!r}")
-        if max_side < 16:
-            raise ValueError(f"FrameSampler: max_side must be at least 16 pixels, got {max_side!r}")
+        if max_side is not None:
+            max_side = int(max_side)
+            if max_side < 16:
+                raise ValueError(f"FrameSampler: max_side must be at least 16 pixels, got {max_side!r}")
+        if frame_size is not None and not isinstance(frame_size, FrameSize):
+            raise TypeError(f"FrameSampler: frame_size must be a FrameSize or None, got {frame_size!r}")
         self.fps = fps
         self.max_frames = max_frames
         self.max_side = max_side
+        self.frame_size = frame_size
         self.reset()
 
     @property
     def name(self) -> str:
-        return f"frames(fps={self.fps:g}, max_frames={self.max_frames}, max_side={self.max_side})"
+        head = f"frames(fps={self.fps:g}, max_frames={self.max_frames}"
+        if self.max_side is None and self.frame_size is not None:
+            return f"{head}, size={self.frame_size.describe()})"
+        return f"{head}, max_side={DEFAULT_MAX_SIDE if self.max_side is None else self.max_side})"
 
     def __repr__(self) -> str:
-        return f"FrameSampler(fps={self.fps!r}, max_frames={self.max_frames!r}, max_side={self.max_side!r})"
+        extra = "" if self.frame_size is None else f", frame_size={self.frame_size!r}"
+        return (f"FrameSampler(fps={self.fps!r}, max_frames={self.max_frames!r}, "
+                f"max_side={self.max_side!r}{extra})")
 
     def fresh(self) -> FrameSampler:
         """An empty sampler with the same settings."""
-        return type(self)(fps=self.fps, max_frames=self.max_frames, max_side=self.max_side)
+        return type(self)(fps=self.fps, max_frames=self.max_frames, max_side=self.max_side,
+                          frame_size=self.frame_size)
+
+    def for_encoder(self, encoder: object) -> FrameSampler:
+        """An empty sampler with these settings whose frames are sized for ``encoder``: its
+        ``frame_size(max_frames)`` when it has one and no ``max_side`` was set (``max_side`` wins)."""
+        if self.max_side is not None:
+            return self.fresh()
+        size = encoder_frame_size(encoder, self.max_frames)
+        return type(self)(fps=self.fps, max_frames=self.max_frames, max_side=None,
+                          frame_size=size if size is not None else self.frame_size)
 
     def reset(self) -> None:
         """Forget every frame fed so far."""
@@ -96,7 +153,7 @@ class FrameSampler:
         if slot <= self._slot:
             return
         self._slot = slot
-        small = _resize_max_side(frame_bgr, self.max_side)
+        small = scale_frame(frame_bgr, self.max_side, self.frame_size)
         self._frames.append(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
         self._times.append(float(t))
 
@@ -203,4 +260,5 @@ def iter_clips(
         yield sampler.clip(spath, segments[i], last=(i == n - 1))
 
 
-__all__ = ["FrameSampler", "iter_clips", "jpeg_thumbnail"]
+__all__ = ["DEFAULT_MAX_SIDE", "FrameSampler", "encoder_frame_size", "iter_clips", "jpeg_thumbnail",
+           "scale_frame"]

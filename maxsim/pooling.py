@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from maxsim.types import Clip, Encoder
+from maxsim.types import Clip, Encoder, FrameSize
 
 
 def _frame_bounds(n_tokens: int, n_frames: int) -> np.ndarray:
@@ -285,6 +285,11 @@ class PooledEncoder:
         if inner:
             out["inner"] = inner
         return out
+
+    def frame_size(self, n_frames: int) -> FrameSize | None:
+        """The frame size the inner encoder wants (None when it has no preference)."""
+        method = getattr(self.inner, "frame_size", None)
+        return None if method is None else method(n_frames)
 
     def encode_texts(self, texts: Sequence[str]) -> list[torch.Tensor]:
         return self.inner.encode_texts(texts)

@@ -1,7 +1,8 @@
-"""Search options beyond k and the filters: exact or pruned search, and the pruned search's knobs.
+"""Search options beyond k and the filters: exact or pruned search, the pruned search's knobs, and how many
+of the best hits a reranker re-scores.
 
 The names are those of :meth:`maxsim.Engine.search`'s keyword options (``mode``, ``n_candidates``,
-``n_refine``, ``nprobe``); the HTTP service and the RAG retrievers check what they are given with
+``n_refine``, ``nprobe``, ``rerank``); the HTTP service and the RAG retrievers check what they are given with
 :func:`check_search_options` before it reaches the engine, so a typo is refused up front instead of
 surfacing as a TypeError deep in a search (or, for a knob without ``mode="pruned"``, silently ignored).
 """
@@ -14,14 +15,16 @@ from typing import Any
 
 MODES = ("exact", "pruned")
 PRUNED_KEYS = ("n_candidates", "n_refine", "nprobe")
-OPTION_KEYS = ("mode", *PRUNED_KEYS)
+OPTION_KEYS = ("mode", *PRUNED_KEYS, "rerank")
 
 # Bounds of the pruned search's knobs. Values past the index size only make a pruned search as slow as
 # an exact one; the upper bounds refuse nonsense (a mistyped 1e12) rather than any real index.
 MAX_CANDIDATES = 100_000_000
 MAX_REFINE = 1_000_000_000
 MAX_NPROBE = 65_536
-BOUNDS = {"n_candidates": (1, MAX_CANDIDATES), "n_refine": (0, MAX_REFINE), "nprobe": (1, MAX_NPROBE)}
+MAX_RERANK = 1000  # a vision-language reranker takes about a second a hit on a GPU
+BOUNDS = {"n_candidates": (1, MAX_CANDIDATES), "n_refine": (0, MAX_REFINE), "nprobe": (1, MAX_NPROBE),
+          "rerank": (0, MAX_RERANK)}
 
 
 def check_search_options(options: Mapping[str, Any] | None, what: str = "search_options") -> dict[str, Any]:
@@ -29,8 +32,10 @@ def check_search_options(options: Mapping[str, Any] | None, what: str = "search_
 
     Keys must be among :data:`OPTION_KEYS`; ``mode`` is ``"exact"`` or ``"pruned"``; ``n_candidates``
     (>= 1), ``n_refine`` (>= 0; 0 skips the residual stage) and ``nprobe`` (>= 1) are integers within
-    :data:`BOUNDS`, and only allowed with ``mode="pruned"``. A None value means "the engine's default"
-    and is dropped. Raises TypeError (not a mapping) or ValueError naming ``what`` and the offending key.
+    :data:`BOUNDS`, and only allowed with ``mode="pruned"``; ``rerank`` (0 to :data:`MAX_RERANK`: the best
+    hits re-scored by the engine's reranker, 0 none) goes with either mode. A None value means "the
+    engine's default" and is dropped. Raises TypeError (not a mapping) or ValueError naming ``what`` and
+    the offending key.
     """
     if options is None:
         return {}
@@ -48,7 +53,7 @@ def check_search_options(options: Mapping[str, Any] | None, what: str = "search_
         if mode not in MODES:
             raise ValueError(f"{what}: mode must be 'exact' or 'pruned', got {mode!r}")
         out["mode"] = mode
-    for key in PRUNED_KEYS:
+    for key in (*PRUNED_KEYS, "rerank"):
         value = options.get(key)
         if value is None:
             continue

@@ -28,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maxsim.integrations.hits import hit_metadata
+from maxsim.rerank import RerankError
 from maxsim.search_options import PRUNED_KEYS, check_search_options
 from maxsim.server import schemas as S
 from maxsim.server.batcher import Overloaded, SearchBatcher
@@ -201,6 +202,7 @@ def create_app(
     """
     defaults = check_search_options(search_options, "create_app(search_options=)")
     default_mode = defaults.pop("mode", "exact")
+    default_rerank = defaults.pop("rerank", 0)
     engine = _open_engine(engine_or_path, encoder)
     if not 1 <= max_k <= S.MAX_K:
         raise ValueError(f"max_k must be in 1..{S.MAX_K}, got {max_k}")
@@ -214,6 +216,8 @@ def create_app(
     state = ServerState(engine, refresh_interval_s, batch_window_ms, max_batch, max_queue)
     if warm:
         state.serial_encoder()  # the model is loaded once, here; errors surface at startup
+        if default_rerank:
+            _ = engine.reranker  # so is the reranker when searches re-rank by default
     if root is not None:
         state.jobs = IngestJobs(state.ingest_file)
 
@@ -284,6 +288,8 @@ def create_app(
         """The mode a request runs in and the options for the engine: the request's, else the server's."""
         given = {key: getattr(req, key) for key in PRUNED_KEYS if getattr(req, key) is not None}
         mode = req.mode or default_mode
+        rerank = default_rerank if req.rerank is None else req.rerank
+        extra = {"rerank": rerank} if rerank else {}
         if mode == "exact":
             if given and req.mode == "exact":
                 raise HTTPException(400, f"{', '.join(given)} only apply to mode 'pruned', not 'exact'")
@@ -293,8 +299,8 @@ def create_app(
                     f"{', '.join(given)} only apply to pruned search, and this server searches exactly by "
                     'default: add "mode": "pruned"',
                 )
-            return mode, {}
-        return mode, {"mode": "pruned", **defaults, **given}
+            return mode, extra
+        return mode, {"mode": "pruned", **defaults, **given, **extra}
 
     @api.post(
         "/search",
@@ -302,6 +308,7 @@ def create_app(
         response_model_exclude_none=False,
         responses={
             404: {"model": S.ErrorOut, "description": "a video in `videos` is not in the index"},
+            409: {"model": S.ErrorOut, "description": "re-ranking needs a video file that is gone"},
             503: {
                 "model": S.ErrorOut,
                 "description": "too many searches are waiting: retry after the `Retry-After` seconds",
@@ -347,6 +354,8 @@ def create_app(
                 results = await state.batcher.search(texts, req.k, videos, req.time_range, options)
         except Overloaded as e:
             raise HTTPException(503, str(e), {"Retry-After": str(e.retry_after_s)}) from e
+        except RerankError as e:  # the index lists a video whose file is gone: the server's state
+            raise HTTPException(409, str(e)) from e
         except ValueError as e:
             raise HTTPException(400, str(e)) from e
         took = (time.perf_counter() - t0) * 1000
@@ -480,7 +489,7 @@ def create_app(
             batching=S.Batching(**state.batcher.stats.to_dict()),
             prune_index=state.has_prune_index(),
             search_defaults=S.SearchDefaults(
-                mode=default_mode, **{key: defaults.get(key) for key in PRUNED_KEYS}
+                mode=default_mode, rerank=default_rerank, **{key: defaults.get(key) for key in PRUNED_KEYS}
             ),
         )
 
