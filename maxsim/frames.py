@@ -40,7 +40,8 @@ def scale_frame(img: np.ndarray, max_side: int | None = None, size: FrameSize | 
     s = size.scale(h, w)
     if s >= 1.0:
         return img
-    new = (max(1, round(w * s)), max(1, round(h * s)))
+    # rounded down, so the result stays within the limits (the 1e-6 absorbs float error on exact sides)
+    new = (max(1, math.floor(w * s + 1e-6)), max(1, math.floor(h * s + 1e-6)))
     return cv2.resize(img, new, interpolation=cv2.INTER_AREA)
 
 

@@ -6,10 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from maxsim.frames import FrameSampler, iter_clips, jpeg_thumbnail
+from maxsim.encoders.color import ColorHistogramEncoder
+from maxsim.frames import FrameSampler, iter_clips, jpeg_thumbnail, scale_frame
 from maxsim.segment import FixedSegmenter, SceneSegmenter
 from maxsim.synthetic import COLORS
-from maxsim.types import Clip, Segment
+from maxsim.types import Clip, FrameSize, Segment
 from maxsim.video import VideoError, iter_frames
 
 
@@ -187,3 +188,82 @@ def test_abandoned_iteration_stops_the_decoder(scenes_video):
         if t.name.startswith("decode "):
             t.join(timeout=5)
     assert decoders() == before
+
+
+# -- frames sized to the encoder -------------------------------------------------------------------------
+class _Sized:
+    """An encoder stub that wants frames of at most 768 pixels (and says how many frames it was asked)."""
+
+    name, dim = "sized", 4
+
+    def __init__(self, size=None):
+        self.size = FrameSize(max_pixels=768) if size is None else size
+        self.asked: list[int] = []
+
+    def frame_size(self, n_frames):
+        self.asked.append(n_frames)
+        return self.size
+
+
+def test_sampler_follows_the_encoder_frame_size(scenes_video):
+    enc = _Sized()
+    s = FrameSampler(fps=2.0, max_frames=6).for_encoder(enc)
+    assert enc.asked == [6] and s.frame_size == FrameSize(max_pixels=768)
+    assert s.name == "frames(fps=2, max_frames=6, size=max_pixels=768)"
+    for t, f in iter_frames(scenes_video.path):
+        s.feed(t, f)
+    clip, thumb = s.clip(scenes_video.path, Segment(0.0, 2.0))
+    h, w = clip.frames.shape[1:3]
+    assert (h, w) == (22, 33) and h * w <= 768  # 96x64 scaled by sqrt(768 / 6144), aspect kept
+    assert _jpeg(thumb).shape[:2] == (22, 33)
+    assert s.fresh().frame_size == s.frame_size  # iter_clips' fresh copy keeps it
+    # the user's max_side wins over the encoder; no preference keeps the 448 default
+    assert FrameSampler(max_side=48).for_encoder(enc).frame_size is None
+    plain = FrameSampler().for_encoder(object())
+    assert plain.frame_size is None and plain.name == "frames(fps=2, max_frames=16, max_side=448)"
+    short = FrameSampler().for_encoder(_Sized(FrameSize(short_side=32)))
+    assert short.name.endswith("size=short_side=32)")
+    frame = np.zeros((1080, 1920, 3), np.uint8)
+    assert scale_frame(frame, None, FrameSize(short_side=224)).shape == (224, 398, 3)
+    assert scale_frame(frame, 448, FrameSize(short_side=224)).shape == (252, 448, 3)  # max_side wins
+    small = frame[:100, :100]
+    assert scale_frame(small, None, FrameSize(short_side=224)).shape == (100, 100, 3)  # never upscaled
+
+
+def test_bad_frame_sizes_are_refused():
+    class Wrong:
+        name = "wrong"
+
+        def frame_size(self, n):
+            return 448
+
+    with pytest.raises(TypeError, match="'wrong': frame_size\\(\\) returned int"):
+        FrameSampler().for_encoder(Wrong())
+    with pytest.raises(ValueError, match="max_pixels must be a positive integer"):
+        FrameSize(max_pixels=0)
+    with pytest.raises(TypeError, match="frame_size must be a FrameSize"):
+        FrameSampler(frame_size=448)
+
+
+def test_pooled_encoder_forwards_the_frame_size():
+    from maxsim.pooling import PooledEncoder
+
+    assert PooledEncoder(_Sized(), factor=2).frame_size(8) == FrameSize(max_pixels=768)
+    assert PooledEncoder(ColorHistogramEncoder(), factor=2).frame_size(8) is None
+
+
+def test_engine_samples_at_the_encoder_size_and_keys_it(tmp_path, scenes_video):
+    from maxsim import Engine
+
+    class SizedColour(ColorHistogramEncoder):
+        def frame_size(self, n_frames):
+            return FrameSize(max_pixels=768)
+
+    eng = Engine(tmp_path / "idx", encoder=SizedColour(), segmenter="fixed:5")
+    assert eng.frame_sampler.name == "frames(fps=2, max_frames=16, size=max_pixels=768)"
+    assert eng.ingest([scenes_video.path], progress=False).ok
+    (entry,) = eng.manifest.videos.values()
+    assert "size=max_pixels=768" in entry["settings"]
+    eng.sampler = FrameSampler(max_side=48)  # the user's size: a new settings key, so re-encoded
+    report = eng.ingest([scenes_video.path], progress=False)
+    assert report.ingested and "max_side=48" in next(iter(eng.manifest.videos.values()))["settings"]
