@@ -22,7 +22,7 @@ from maxsim import kernels
 from maxsim.encoders import DEFAULT_ENCODER, load_encoder
 from maxsim.frames import FrameSampler, iter_clips
 from maxsim.pooling import PooledEncoder
-from maxsim.rerank import Reranker, load_reranker, rerank_hits
+from maxsim.rerank import DEFAULT_RERANKER, Reranker, RerankError, load_reranker, rerank_hits
 from maxsim.segment import Segmenter, load_segmenter
 from maxsim.store import (
     KEEP_VERSIONS,
@@ -315,9 +315,15 @@ class Engine:
 
     @property
     def reranker(self) -> Reranker:
-        """The reranker of ``search(..., rerank=N)``, loaded on first use (see the class docstring)."""
+        """The reranker of ``search(..., rerank=N)``, loaded on first use (see the class docstring); one
+        whose weights or code cannot be had raises :class:`~maxsim.rerank.RerankError` saying why."""
         if self._reranker is None:
-            self._reranker = load_reranker(self._reranker_spec)
+            try:
+                self._reranker = load_reranker(self._reranker_spec)
+            except (OSError, ImportError) as e:  # MissingWeightsError is an OSError
+                spec = self._reranker_spec if isinstance(self._reranker_spec, str) else DEFAULT_RERANKER
+                raise RerankError(f"re-ranking is not available: reranker {spec!r} cannot be loaded "
+                                  f"({e})") from e
         return self._reranker
 
     @property

@@ -224,3 +224,10 @@ def test_qwen3_vl_reranker_through_the_engine(index, tiny_qwen3vl_dir):
     assert len(hits) == 3 and eng.reranker.name.startswith("qwen3-vl-reranker:")
     assert all(0.0 <= h.score <= 1.0 and h.score == h.scores["rerank"] for h in hits)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_a_reranker_that_cannot_be_loaded_is_a_clear_error(index, tmp_path):
+    eng = Engine(index, encoder=ColorEncoder(), reranker=f"qwen3-vl-reranker:{tmp_path / 'absent'}")
+    with pytest.raises(RerankError, match="not available: reranker 'qwen3-vl-reranker:.*absent"):
+        eng.search("red", rerank=2)
+    assert eng.search("red", k=1)  # searching without rerank is unaffected

@@ -65,7 +65,7 @@ _ERRORS = {
         "model": S.ErrorOut,
         "description": "a value the schema cannot express is wrong: k above this server's max_k, "
         "a time_range whose end is before its start, pruning options (n_candidates, n_refine, nprobe) "
-        "for an exact search",
+        "for an exact search, `rerank` asked of a server whose reranker cannot be loaded",
     },
     401: {"model": S.ErrorOut, "description": "missing or wrong API key"},
     413: {"model": S.ErrorOut, "description": "request body too large"},
@@ -354,8 +354,8 @@ def create_app(
                 results = await state.batcher.search(texts, req.k, videos, req.time_range, options)
         except Overloaded as e:
             raise HTTPException(503, str(e), {"Retry-After": str(e.retry_after_s)}) from e
-        except RerankError as e:  # the index lists a video whose file is gone: the server's state
-            raise HTTPException(409, str(e)) from e
+        except RerankError as e:  # a video file that is gone (409), or no reranker to be had (400)
+            raise HTTPException(409 if e.video else 400, str(e)) from e
         except ValueError as e:
             raise HTTPException(400, str(e)) from e
         took = (time.perf_counter() - t0) * 1000
