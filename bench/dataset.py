@@ -20,8 +20,8 @@ from maxsim.bench.metrics import GroundTruth
 from maxsim.bench.report import Column, Run, Table
 from tqdm import tqdm
 
-from maxsim.encoders.color import PALETTE
-from maxsim.synthetic import cut_times, random_scenes, write_video
+from maxsim.testing.color import PALETTE
+from maxsim.testing.synthetic import cut_times, random_scenes, write_video
 
 GROUND_TRUTH = "ground_truth.jsonl"
 VIDEOS = "videos"

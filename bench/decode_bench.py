@@ -25,7 +25,7 @@ SUMMARY = 0
 
 def bench_video(cfg: dict[str, Any], folder: Path) -> Path:
     """The configured ``video``, or a synthetic one written into ``folder``."""
-    from maxsim.synthetic import random_scenes, write_video
+    from maxsim.testing.synthetic import random_scenes, write_video
 
     if cfg.get("video"):
         path = Path(cfg["video"])
@@ -39,9 +39,9 @@ def bench_video(cfg: dict[str, Any], folder: Path) -> Path:
 
 
 def run(rec: Run) -> None:
-    from maxsim.frames import FrameSampler, iter_clips
-    from maxsim.segment import load_segmenter
-    from maxsim.video import iter_frames
+    from maxsim.media import FrameSampler, iter_clips
+    from maxsim.media.segment import load_segmenter
+    from maxsim.media.video import iter_frames
 
     cfg = rec.config
     prefetch = [int(p) for p in cfg["prefetch"]]

@@ -230,7 +230,7 @@ def measure(enc, cfg: dict[str, Any]) -> dict[str, Any]:
     clips = make_clips(
         int(cfg["n_clips"]), int(cfg["frames_per_clip"]), (h, w), float(cfg["clip_seconds"]), int(cfg["seed"])
     )
-    prepared = [enc._prepare(c) for c in clips]
+    prepared = [enc.prepare(c) for c in clips]
     vis = [int(p["grid"].prod()) // (enc.merge * enc.merge) for p in prepared]
     seq = [len(p["ids"]) for p in prepared]
     groups = [int(p["grid"][0]) for p in prepared]
@@ -247,7 +247,7 @@ def measure(enc, cfg: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("encoded token counts differ from the prepared ones")
     t = time.perf_counter()
     for c in clips:
-        enc._prepare(c)
+        enc.prepare(c)
     prep_s = (time.perf_counter() - t) / len(clips)
     queries = [f"a person in a red jacket opens door number {i}" for i in range(int(cfg["queries"]))]
     enc.encode_texts(queries[:4])

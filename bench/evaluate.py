@@ -16,9 +16,11 @@ from typing import Any
 
 from maxsim.bench.config import ConfigError, build
 from maxsim.bench.groundtruth import check_coverage, load_ground_truth, load_predictions, prediction_record
-from maxsim.bench.metrics import GroundTruth, Prediction, evaluate, percentiles
+from maxsim.bench.metrics import GroundTruth, Prediction, evaluate
 from maxsim.bench.report import Column, Run, Table
 from tqdm import tqdm
+
+from maxsim.summary import percentiles
 
 SUMMARY = [0, 1]
 PREDICTIONS = "predictions.jsonl"
@@ -88,7 +90,7 @@ def _search(
 ) -> tuple[dict[str, list[Prediction]], list[float]]:
     from maxsim.encoders import load_encoder
     from maxsim.engine import Engine
-    from maxsim.frames import FrameSampler
+    from maxsim.media import FrameSampler
 
     folder = Path(cfg["videos"]).expanduser() if cfg.get("videos") else gt_path.parent / "videos"
     if not folder.is_dir():
@@ -102,8 +104,8 @@ def _search(
         print(f"warning: {msg}; their queries count as misses")
     rec.put("missing_videos", missing)
 
-    from maxsim.segment import load_segmenter
-    from maxsim.store import IndexError_
+    from maxsim.errors import IndexError_
+    from maxsim.media.segment import load_segmenter
 
     encoder = build(
         f"encoder {cfg['encoder']!r}", load_encoder, cfg["encoder"], **dict(cfg.get("encoder_kwargs") or {})
@@ -168,7 +170,8 @@ def _search(
 
 def _duration(path: Path) -> float:
     """Container duration of a video (0 when it cannot be probed; the ingest reports why)."""
-    from maxsim.video import VideoError, probe
+    from maxsim.errors import VideoError
+    from maxsim.media.video import probe
 
     try:
         return probe(path).duration

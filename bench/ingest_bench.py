@@ -37,7 +37,7 @@ STAGE_LABELS = {
 def synthetic_videos(folder: Path, spec: dict[str, Any], seed: int = 0) -> list[Path]:
     """Colour-scene videos (see :mod:`maxsim.synthetic`) of ``spec["seconds"]`` each, scenes of random
     length within ``spec["scene_seconds"]``."""
-    from maxsim.synthetic import random_scenes, write_video
+    from maxsim.testing.synthetic import random_scenes, write_video
 
     rng = np.random.default_rng(seed)
     out = []
@@ -50,7 +50,7 @@ def synthetic_videos(folder: Path, spec: dict[str, Any], seed: int = 0) -> list[
 
 
 def video_paths(cfg: dict[str, Any], folder: Path) -> list[Path]:
-    from maxsim.engine import expand_paths
+    from maxsim.ingest import expand_paths
 
     if cfg.get("videos"):
         paths = [Path(p) for p in expand_paths(cfg["videos"])]
@@ -68,7 +68,7 @@ class _Timed:
     """Stands in for ``target``: attributes are the target's, and every method call adds its seconds to
     ``totals[stage]``, is counted in ``calls`` and leaves its positional arguments in ``last_args``.
     Methods named in ``wrap`` return their result wrapped the same way, sharing the counts (a segmenter's
-    ``start()`` run, a sampler's ``fresh()`` copy)."""
+    ``start()`` run, a sampler's ``start()`` run)."""
 
     def __init__(self, target: Any, stage: str, totals: dict[str, float], wrap: tuple[str, ...] = (),
                  calls: dict[str, int] | None = None, last_args: dict[str, tuple] | None = None):  # fmt: skip
@@ -114,9 +114,9 @@ def measure_video(
     Clips are encoded in batches of ``batch_size`` as they arrive and their records added to one store
     part, committed once the video is done, as :meth:`maxsim.engine.Engine.ingest` does.
     """
-    from maxsim.frames import iter_clips
-    from maxsim.store import SegmentRecord
-    from maxsim.video import content_hash
+    from maxsim.index import SegmentRecord
+    from maxsim.media import iter_clips
+    from maxsim.media.video import content_hash
 
     t: dict[str, float] = dict.fromkeys(STAGES, 0.0)
     t0 = time.perf_counter()
@@ -124,7 +124,7 @@ def measure_video(
     t["hash"] = time.perf_counter() - t0
 
     seg = _Timed(segmenter, "segment", t, wrap=("start",))
-    sam = _Timed(sampler, "sample", t, wrap=("fresh",))
+    sam = _Timed(sampler, "sample", t, wrap=("start",))
     n_segments = n_sampled = n_tokens = 0
     batch: list[tuple[Any, bytes]] = []
     in_clips = 0.0  # seconds inside iter_clips: decoding plus the proxied segmenter and sampler
@@ -186,9 +186,9 @@ def measure_video(
 def run(rec: Run) -> None:
     from maxsim.encoders import load_encoder
     from maxsim.engine import Engine
-    from maxsim.frames import FrameSampler
-    from maxsim.segment import load_segmenter
-    from maxsim.store import Store
+    from maxsim.index import Store
+    from maxsim.media import FrameSampler
+    from maxsim.media.segment import load_segmenter
 
     cfg = rec.config
     paths = video_paths(cfg, rec.dir / "videos")

@@ -6,16 +6,18 @@ bench/kernel_bench.py [--device cpu|cuda] [--out DIR]`` runs it directly). Two p
 - **shapes**: ``maxsim_scores`` / ``maxsim_topk`` through the device's default backend on each configured
   shape x storage dtype, with a padded torch einsum baseline on the same data. Inputs smaller than the
   rotation budget are replicated and rotated so a timing never reads a cache-warm copy.
-- **cpu compare** (CPU only): numpy float32 MaxSim (matmul + reshape-max + sum) against torch, maxsim-cpu
-  (when installed) and the compiled kernel on fp32 / bf16 / int8 storage, all in one subprocess whose
-  thread count is pinned (OMP/OPENBLAS/MKL/RAYON env set before numpy is imported, torch.set_num_threads).
-  Methods are interleaved round by round so that load from other processes hits them alike; medians are
-  reported. Storage conversion happens once, outside the timing.
+- **cpu compare** (CPU only, :mod:`maxsim.bench.cpu_compare`): every instruction path of the compiled kernel
+  on every storage dtype, each next to its ceiling (a large square torch matmul of the kernel's compute type,
+  measured in the same rounds), with numpy float32 MaxSim (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset, its
+  BLAS kernel reported by threadpoolctl), torch and maxsim-cpu (when installed) on the same data, all in one
+  subprocess whose thread count is pinned. Methods are interleaved round by round so that load from other
+  processes hits them alike; medians are reported, and the issue's targets checked.
 
 Config keys (all optional): ``device`` (auto|cpu|cuda), ``threads``, ``shapes`` (list of {name,
 n_queries, q_tokens, n_docs, doc_tokens, dim}), ``dtypes`` (float32, float16, bfloat16, int8,
 float8_e4m3fn), ``ops`` (scores, topk), ``k``, ``repeats``, ``warmup``, ``copy_mb``, ``matmul_n``,
-``rotate_mb``, ``compare`` (false, or {n_docs, doc_tokens, dim, q_tokens, threads, rounds}).
+``rotate_mb``, ``compare`` (false, or overrides of :data:`maxsim.bench.cpu_compare.COMPARE`: n_docs,
+doc_tokens, dim, q_tokens, threads, rounds, matmul_n, paths, dtypes).
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ import argparse
 import datetime as _dt
 import json
 import math
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from maxsim.bench import cpu_compare
 
 GPU_SHAPES = [
     {"name": "single", "n_queries": 1, "q_tokens": 32, "n_docs": 10000, "doc_tokens": 300, "dim": 128},
@@ -43,7 +45,6 @@ CPU_SHAPES = [
     {"name": "video", "n_queries": 1, "q_tokens": 32, "n_docs": 200, "doc_tokens": 1280, "dim": 320},
     {"name": "multi", "n_queries": 128, "q_tokens": 32, "n_docs": 128, "doc_tokens": 300, "dim": 128},
 ]
-COMPARE = {"n_docs": 3000, "doc_tokens": 300, "dim": 128, "q_tokens": 32, "threads": 2, "rounds": 7}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -84,8 +85,43 @@ def _machine() -> dict[str, Any]:
             m["loadavg_at_start"] = f.read().split()[:3]
     except OSError:
         pass
-    m["cpu_kernel"] = {"extension": kcpu.available(), "amx": kcpu.amx()}
+    m["cpu_id"] = _cpu_id()
+    try:
+        m["cpu_kernel"] = kcpu.info()
+    except (RuntimeError, ValueError) as e:  # MAXSIM_CPU_ISA names a path this CPU cannot run
+        m["cpu_kernel"] = {"extension": kcpu.available(), "error": str(e)}
     return m
+
+
+def _cpu_id() -> dict[str, str]:
+    """Vendor, family, model and stepping from /proc/cpuinfo (virtual machines often hide the model name:
+    "AMD EPYC" alone does not say Zen 3 or Zen 4)."""
+    keys = {"vendor_id": "vendor", "cpu family": "family", "model": "model", "stepping": "stepping"}
+    out: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in keys and keys[key.strip()] not in out:
+                    out[keys[key.strip()]] = value.strip()
+                if not line.strip() and out:
+                    break
+    except OSError:
+        pass
+    return out
+
+
+def _slug(result: dict) -> str:
+    """``<device>-<cpu or gpu name>[-f<family>m<model>]-<date>``, for result file names."""
+    m = result["machine"]
+    name = (m.get("gpu") or {}).get("name") or m.get("cpu") or "unknown"
+    cid = m.get("cpu_id") or {}
+    if not m.get("gpu") and cid.get("family"):
+        name += f" f{cid['family']}m{cid['model']}"
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower())
+    while "--" in slug:
+        slug = slug.replace("--", "-")
+    return f"{'gpu' if result['device'].startswith('cuda') else 'cpu'}-{slug.strip('-')}-{result['date']}"
 
 
 def _time_copy(n: int, device) -> list[float]:
@@ -223,117 +259,6 @@ def run_shapes(config: dict, device) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------------
-# CPU comparison (runs in a subprocess with pinned threads)
-# ------------------------------------------------------------------------------------------------------
-
-
-def _cpu_compare_worker(cfg: dict) -> dict:
-    """Runs inside the pinned subprocess: numpy / torch / maxsim-cpu / our kernel on the same data."""
-    import numpy as np
-    import torch
-    from maxsim.kernels import cpu as kcpu
-    from maxsim.kernels import quantize
-    from maxsim.kernels.validate import check
-
-    threads = int(cfg["threads"])
-    torch.set_num_threads(threads)
-    n_d, t, dim, qt = int(cfg["n_docs"]), int(cfg["doc_tokens"]), int(cfg["dim"]), int(cfg["q_tokens"])
-    rounds = int(cfg["rounds"])
-    rng = np.random.default_rng(0)
-    d = rng.standard_normal((n_d * t, dim), dtype=np.float32)
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    q = rng.standard_normal((qt, dim), dtype=np.float32)
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    dt_, qt_ = torch.from_numpy(d), torch.from_numpy(q)
-    do = torch.arange(n_d + 1, dtype=torch.int64) * t
-    qo = torch.tensor([0, qt])
-    block = max(1, (1 << 22) // (qt * t))  # segments per numpy/torch block: a ~16 MB similarity matrix
-
-    def numpy_fp32():
-        out = np.empty(n_d, np.float32)
-        for i in range(0, n_d, block):
-            j = min(n_d, i + block)
-            s = q @ d[i * t : j * t].T
-            out[i:j] = s.reshape(qt, j - i, t).max(2).sum(0)
-        return out
-
-    def torch_blocks(dd, qq):
-        def f():
-            out = torch.empty(n_d)
-            for i in range(0, n_d, block):
-                j = min(n_d, i + block)
-                s = qq @ dd[i * t : j * t].T
-                out[i:j] = s.reshape(qt, j - i, t).amax(2).float().sum(0)
-            return out
-
-        return f
-
-    methods: dict[str, Any] = {"numpy_fp32": (numpy_fp32, d.nbytes)}
-    methods["torch_fp32"] = (torch_blocks(dt_, qt_), d.nbytes)
-    d_bf16 = dt_.to(torch.bfloat16)
-    methods["torch_bf16"] = (torch_blocks(d_bf16, qt_.to(torch.bfloat16)), d_bf16.numel() * 2)
-    try:
-        import maxsim_cpu  # mixedbread's package, when installed
-
-        d3 = d.reshape(n_d, t, dim)
-        methods["maxsim_cpu_fp32"] = (lambda: maxsim_cpu.maxsim_scores(q, d3), d.nbytes)
-    except ImportError:
-        pass
-    for storage in ("fp32", "bf16", "int8", "fp8"):
-        name = f"ours_{storage}"
-        data, scale = quantize(dt_, storage, "token")
-        p = check(qt_, qo, data, do, scale)
-        nbytes = data.numel() * data.element_size() + (0 if scale is None else scale.numel() * 4)
-        methods[name] = (lambda p=p: kcpu.scores(p), nbytes)
-    # Agreement with numpy (the ratios mean nothing if the answers differ).
-    ref = numpy_fp32()
-    agree = {}
-    for name, (fn, _) in methods.items():
-        got = fn()
-        got = got.numpy() if hasattr(got, "numpy") else np.asarray(got)
-        agree[name] = float(np.abs(got.reshape(-1) - ref).max() / np.abs(ref).max())
-    for fn, _ in methods.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(rounds):
-        for name, (fn, _) in methods.items():
-            t0 = _now()
-            fn()
-            times[name].append(_now() - t0)
-    flops = 2.0 * qt * n_d * t * dim
-    base = statistics.median(times["numpy_fp32"])
-    rows = []
-    for name, (_, nbytes) in methods.items():
-        med = statistics.median(times[name])
-        rows.append({
-            "method": name, "ms": med * 1e3, "min_ms": min(times[name]) * 1e3, "segments_per_s": n_d / med,
-            "GBps": nbytes / med / 1e9, "TFLOPs": flops / med / 1e12, "x_numpy": base / med,
-            "max_rel_diff_vs_numpy": agree[name],
-        })  # fmt: skip
-    ceil = ceilings("cpu", copy_mb=512, matmul_n=2048)
-    return {
-        "config": cfg, "rows": rows, "ceilings": ceil, "cpu_paths": {s: kcpu.path(getattr(torch, s))
-            for s in ("float32", "bfloat16", "int8", "float8_e4m3fn")},
-        "torch_threads": torch.get_num_threads(),
-        "fp32_ceiling_segments_per_s": ceil["matmul_fp32_TFLOPs"] * 1e12 / flops * n_d,
-        "bf16_ceiling_segments_per_s": ceil["matmul_bf16_TFLOPs"] * 1e12 / flops * n_d,
-    }  # fmt: skip
-
-
-def run_cpu_compare(cfg: dict) -> dict:
-    """Run the CPU comparison in a subprocess with every thread pool pinned to cfg['threads']."""
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS",
-                "NUMEXPR_NUM_THREADS"):  # fmt: skip
-        env[var] = str(cfg["threads"])
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--cpu-compare-worker", json.dumps(cfg)]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise RuntimeError(f"CPU comparison subprocess failed ({res.returncode}):\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-# ------------------------------------------------------------------------------------------------------
 # Entry point
 # ------------------------------------------------------------------------------------------------------
 
@@ -343,31 +268,17 @@ def _markdown(result: dict) -> str:
     m = result["machine"]
     v = m.get("versions", {})
     gpu = (m.get("gpu") or {}).get("name")
-    lines.append(f"Machine: {gpu or m.get('cpu', '?')}; {m.get('cpu_count')} CPUs; load at start "
+    cid = m.get("cpu_id") or {}
+    ident = f" ({cid.get('vendor')} family {cid.get('family')} model {cid.get('model')})"
+    ident = "" if gpu or not cid else ident
+    lines.append(f"Machine: {gpu or m.get('cpu', '?')}{ident}; {m.get('cpu_count')} CPUs; load at start "
                  f"{' '.join(m.get('loadavg_at_start', []))}; versions: "
                  + ", ".join(f"{a} {b}" for a, b in v.items()))  # fmt: skip
     c = result.get("ceilings") or {}
     if c:
         lines += ["", "Ceilings (same run): " + ", ".join(f"{a} {b:.3g}" for a, b in c.items())]
-    cmp_ = result.get("cpu_compare")
-    if cmp_:
-        cc = cmp_["config"]
-        lines += ["", f"## CPU: 1 query x {cc['q_tokens']} tokens vs {cc['n_docs']} segments x "
-                      f"{cc['doc_tokens']} tokens x {cc['dim']} dims, {cc['threads']} threads (median of "
-                      f"{cc['rounds']} interleaved rounds)", "",
-                  "| method | ms | segments/s | GB/s | TFLOP/s | x numpy fp32 | max rel diff vs numpy |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
-        for r in cmp_["rows"]:
-            lines.append(f"| {r['method']} | {r['ms']:.1f} | {r['segments_per_s']:.0f} | {r['GBps']:.2f} | "
-                         f"{r['TFLOPs']:.3f} | {r['x_numpy']:.2f} | "
-                         f"{r['max_rel_diff_vs_numpy']:.1e} |")  # fmt: skip
-        cl = cmp_["ceilings"]
-        lines += ["", f"Worker ceilings ({cc['threads']} threads): copy {cl['copy_GBps']:.1f} GB/s, "
-                      f"fp32 matmul {cl['matmul_fp32_TFLOPs']:.3f} TFLOP/s "
-                      f"(= {cmp_['fp32_ceiling_segments_per_s']:.0f} segments/s), "
-                      f"bf16 matmul {cl['matmul_bf16_TFLOPs']:.3f} TFLOP/s "
-                      f"(= {cmp_['bf16_ceiling_segments_per_s']:.0f} segments/s). Kernel paths: "
-                      + ", ".join(f"{a}: {b}" for a, b in cmp_["cpu_paths"].items())]  # fmt: skip
+    if result.get("cpu_compare"):
+        lines += cpu_compare.markdown(result["cpu_compare"])
     if result.get("shapes"):
         lines += ["", "## Shapes (public API, default backend)", "",
                   "| shape | dtype | method | ms | GB/s | TFLOP/s |",
@@ -391,10 +302,7 @@ def measure(config: dict) -> dict:
     result["ceilings"] = ceilings(device, int(config.get("copy_mb", 1024)), int(config.get("matmul_n", 4096)))
     compare = config.get("compare", device.type == "cpu" and int(config.get("repeats", 5)) >= 5)
     if compare and device.type == "cpu":
-        cfg = dict(COMPARE)
-        if isinstance(compare, dict):
-            cfg.update(compare)
-        result["cpu_compare"] = run_cpu_compare(cfg)
+        result["cpu_compare"] = cpu_compare.run(compare if isinstance(compare, dict) else {})
     if config.get("shapes", True) is not False:
         result["shapes"] = run_shapes(config if isinstance(config.get("shapes"), list) else
                                       {**config, "shapes": None}, device)  # fmt: skip
@@ -402,7 +310,7 @@ def measure(config: dict) -> dict:
 
 
 def run(config: dict, out_dir) -> dict:
-    """:func:`measure` with ``config["threads"]`` torch threads; write ``<device>-<date>.json`` and
+    """:func:`measure` with ``config["threads"]`` torch threads; write ``<device>-<model>-<date>.json`` and
     ``.md`` to out_dir (the standalone entry point; ``maxsim-bench kernel`` records :func:`measure`)."""
     from maxsim.bench.timing import torch_threads
 
@@ -410,7 +318,7 @@ def run(config: dict, out_dir) -> dict:
         result = measure(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{'gpu' if result['device'].startswith('cuda') else 'cpu'}-{result['date']}"
+    stem = _slug(result)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / f"{stem}.md").write_text(_markdown(result))
     return result
@@ -423,11 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-shapes", action="store_true", help="only the ceilings and the CPU comparison")
     ap.add_argument("--compare", default=None, help="JSON overrides for the CPU comparison, or 'off'")
-    ap.add_argument("--cpu-compare-worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    if a.cpu_compare_worker:
-        print(json.dumps(_cpu_compare_worker(json.loads(a.cpu_compare_worker))))
-        return 0
     cfg: dict[str, Any] = {"device": a.device, "threads": a.threads}
     if a.no_shapes:
         cfg["shapes"] = False

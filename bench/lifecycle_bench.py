@@ -29,7 +29,7 @@ _POOL = 4096  # distinct token rows the synthetic segments are cut from
 
 def build_index(root: Path, cfg: dict[str, Any], videos: int) -> tuple[Any, int, float]:
     """Write the synthetic index into ``root``; returns the store, its segment count and the seconds taken."""
-    from maxsim.store import SegmentRecord, Store
+    from maxsim.index import SegmentRecord, Store
 
     dim, tokens, per_video = int(cfg["dim"]), int(cfg["tokens_per_segment"]), int(cfg["segments_per_video"])
     parts = max(1, min(int(cfg["parts"]), videos))
@@ -57,7 +57,7 @@ def build_index(root: Path, cfg: dict[str, Any], videos: int) -> tuple[Any, int,
 
 def measure(cfg: dict[str, Any], videos: int, work_dir: str | None) -> dict[str, Any]:
     """Build an index of ``videos`` videos and time snapshot opening, deletes and a full compaction."""
-    from maxsim.store import Snapshot
+    from maxsim.index import Snapshot
 
     deletes = int(cfg["deletes"])
     if not 1 <= deletes <= videos:

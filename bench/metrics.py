@@ -117,16 +117,6 @@ def average_precision(preds: Sequence[Prediction], gt: GroundTruth, threshold: f
     return float(np.sum((mrec[steps] - mrec[steps - 1]) * mprec[steps]))
 
 
-def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> dict[str, float]:
-    """``{"p50": ..., "p95": ..., "p99": ..., "mean": ...}`` of ``values`` (linear interpolation)."""
-    if len(values) == 0:
-        return {f"p{q:g}": float("nan") for q in qs} | {"mean": float("nan")}
-    a = np.asarray(values, dtype=np.float64)
-    out = {f"p{q:g}": float(np.percentile(a, q)) for q in qs}
-    out["mean"] = float(a.mean())
-    return out
-
-
 def evaluate(
     predictions: Mapping[str, Sequence[Prediction]],
     ground_truth: Sequence[GroundTruth],

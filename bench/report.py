@@ -179,7 +179,8 @@ class Run:
                 files = [str(p.name) for p in plots(self.results, self.dir)]
             except ImportError as e:
                 print(
-                    f"warning: no plots ({e}); install matplotlib (pip install 'maxsim[bench]')", file=stream
+                    f"warning: no plots ({e}); install matplotlib (pip install -e '.[bench]' in the maxsim "
+                    "checkout)", file=stream
                 )
             except Exception as e:  # a plot must never lose the measurements
                 print(f"warning: plotting failed: {type(e).__name__}: {e}", file=stream)

@@ -29,14 +29,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from maxsim.bench.metrics import percentiles
 from tqdm.auto import tqdm
 
 from maxsim import kernels
-from maxsim.candidates import PrunedSearcher, update_prune_index
-from maxsim.pooling import reduce_tokens
-from maxsim.store import SegmentRecord, Store
-from maxsim.synthetic_tokens import CorpusSpec, SyntheticCorpus
+from maxsim.encoders.reduce import reduce_tokens
+from maxsim.index import SegmentRecord, Store
+from maxsim.search.prune.build import update_prune_index
+from maxsim.search.prune.searcher import PrunedSearcher
+from maxsim.summary import percentiles
+from maxsim.testing.tokens import CorpusSpec, SyntheticCorpus
 
 # storage per hour is reported for 10 s segments (360 per hour) at the benchmark's dim and at a
 # ColQwen-like dim of 320, in float16
@@ -141,7 +142,7 @@ def bench_pruning(cfg: dict[str, Any], work: Path, progress: bool = True) -> dic
         for q, (_, er) in zip(bar, exact, strict=True):
             qo = torch.tensor([0, q.shape[0]])
             t = time.perf_counter()
-            s, r, st = searcher.search(q, qo, snap.live, k, **setting)
+            s, r, (st,) = searcher.search(q, qo, snap.live, k, **setting)
             times.append(time.perf_counter() - t)
             want = set(er[0].tolist())
             recall.append(len(want & set(r[0].tolist())) / k)
@@ -238,7 +239,7 @@ def bench_ray(cfg: dict[str, Any], work: Path, progress: bool = True) -> dict[st
 
     from maxsim import distributed
     from maxsim.engine import Engine
-    from maxsim.synthetic import COLORS, write_video
+    from maxsim.testing.synthetic import COLORS, write_video
 
     vids = work / "ray-videos"
     shutil.rmtree(vids, ignore_errors=True)
@@ -268,8 +269,9 @@ def bench_ray(cfg: dict[str, Any], work: Path, progress: bool = True) -> dict[st
     slow = cfg.get("slow_encoder_s", 0.1)
     enc = SlowColorEncoder(slow)
     videos = [str(p.resolve()) for p in sorted(vids.glob("*.mp4"))]
-    from maxsim.distributed import RayVideoEncoder
-    from maxsim.segment import load_segmenter
+    from maxsim.distributed import RayVideoEncoder, worker_encoder
+    from maxsim.ingest import LocalVideoEncoder
+    from maxsim.media.segment import load_segmenter
 
     seg = load_segmenter("fixed:2")
     for workers in [None] + list(cfg["workers"]):
@@ -277,10 +279,13 @@ def bench_ray(cfg: dict[str, Any], work: Path, progress: bool = True) -> dict[st
         t0 = time.perf_counter()
         first, n = None, 0
         if workers is None:
-            gen = (r for v in videos for r in eng._encode_video(v, "", "", seg))
+            pipe = LocalVideoEncoder(eng.encoder, eng.sampler, eng.manifest.dim, eng.batch_size)
         else:
-            pipe = RayVideoEncoder(eng, videos, seg, "", num_workers=workers)
-            gen = (r for v in videos for r in pipe(v, "", "", seg))
+            pipe = RayVideoEncoder(worker_encoder(eng.encoder, eng.encoder_load_args()), seg, eng.sampler,
+                                   eng.manifest.dim, eng.encoder.name, batch_size=eng.batch_size,
+                                   num_workers=workers)
+            pipe.plan(videos)
+        gen = (r for v in videos for r in pipe(v, "", "", seg))
         for _ in gen:
             n += 1
             if first is None:
@@ -298,7 +303,7 @@ def bench_ray(cfg: dict[str, Any], work: Path, progress: bool = True) -> dict[st
         return [h.to_dict() for h in e.search(w, k=10)]
 
     for eng in engines.values():
-        a, b = ref._snapshot, eng._snapshot
+        a, b = ref.snapshot, eng.snapshot
         for col in ("segment_id", "video", "start", "end", "frame_times", "token_count"):
             same_index &= a.table.column(col).to_pylist() == b.table.column(col).to_pylist()
         same_index &= all(torch.equal(a.segment_tokens(i), b.segment_tokens(i))

@@ -92,8 +92,8 @@ def check_settings(section: str, settings: Any, func: Any, skip: int, example: s
 
 def check_config(cfg: dict[str, Any], sections: list[str]) -> None:
     """Refuse a section that lacks required keys or has malformed settings, before anything is measured."""
-    from maxsim.candidates import PrunedSearcher
-    from maxsim.pooling import reduce_tokens
+    from maxsim.encoders.reduce import reduce_tokens
+    from maxsim.search.prune.searcher import PrunedSearcher
 
     for section in sections:
         missing = [k for k in _REQUIRED[section] if k not in cfg[section]]
@@ -108,11 +108,13 @@ def check_config(cfg: dict[str, Any], sections: list[str]) -> None:
         settings = cfg["pooling"]["settings"]
         check_settings("pooling", settings, reduce_tokens, 2, "{dedup = 0.95, factor = 2}")
         if any(s.get("factor", 1) != 1 for s in settings) and importlib.util.find_spec("scipy") is None:
-            raise ConfigError("pooling settings with factor > 1 need SciPy: pip install 'maxsim[scale]'")
+            raise ConfigError("pooling settings with factor > 1 need SciPy: pip install -e '.[scale]' in the "
+                              "maxsim checkout")
     if "ray" in sections:
         if importlib.util.find_spec("ray") is None:
             raise ConfigError(
-                "the ray section needs Ray: pip install 'maxsim[ray]', or leave the section out "
+                "the ray section needs Ray: pip install -e '.[ray]' in the maxsim checkout, or leave the "
+                "section out "
                 '(--set \'only=["pruning", "pooling"]\')'
             )
         workers = cfg["ray"]["workers"]

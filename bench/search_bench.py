@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from maxsim.bench.config import ConfigError
 from maxsim.bench.corpus import make_corpus, make_queries, storage_dtype
-from maxsim.bench.metrics import percentiles
 from maxsim.bench.report import Column, Run, Table
 from maxsim.bench.timing import resolve_device, time_calls, torch_threads
 from tqdm import tqdm
+
+from maxsim.summary import percentiles
 
 SUMMARY = 0
 
@@ -206,7 +207,7 @@ def _engine_mode(timer: _Timer, corpus, sizes: list[int], root: Path) -> None:
     so segment ids follow corpus order and hits map back to corpus indices.
     """
     from maxsim.engine import Engine
-    from maxsim.store import SegmentRecord, Store
+    from maxsim.index import SegmentRecord, Store
 
     dim = int(timer.cfg["dim"])
     store = Store.create(root, {"name": "synthetic", "dim": dim}, dim, timer.cfg["dtype"])

@@ -27,7 +27,7 @@ def run(rec: Run) -> None:
     try:
         from maxsim.server import loadtest
     except ImportError as e:
-        need = 'pip install "maxsim[serve]"'
+        need = 'pip install -e ".[serve]" in the maxsim checkout'
         raise ConfigError(f"the serve benchmark needs the serve extra: {need} ({e})") from e
     cfg = {k: v for k, v in rec.config.items() if k not in _NOT_LOADTEST}
     try:

@@ -16,48 +16,19 @@ their dequantisation scales, either one per token row (shape ``(total_tokens,)``
 
 from __future__ import annotations
 
-import os
-
 import torch
 from maxsim.kernels import cpu as _cpu
 from maxsim.kernels import reference as _reference
+from maxsim.kernels.backends import BACKENDS, resolve_backend, triton_available
+from maxsim.kernels.prepared import Docs, Queries, prepare_docs
 from maxsim.kernels.quantize import quantize
 from maxsim.kernels.reference import merge_topk
-from maxsim.kernels.validate import Problem, check, check_k
+from maxsim.kernels.validate import Problem, check, check_k, check_mask
 
-__all__ = ["BACKENDS", "maxsim_scores", "maxsim_topk", "merge_topk", "quantize", "resolve_backend"]
-
-BACKENDS = ("triton", "cpu", "torch")
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def resolve_backend(backend: str | None, device: torch.device) -> str:
-    """The backend that runs tensors on ``device`` when ``backend`` (None means the default) is asked for."""
-    if backend is None:
-        if device.type == "cuda":
-            return "triton" if _triton_available() else "torch"
-        return "cpu" if device.type == "cpu" else "torch"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)} or None, got {backend!r}")
-    if backend == "cpu" and device.type != "cpu":
-        raise ValueError(f"backend 'cpu' needs CPU tensors, got tensors on {device}")
-    if backend == "triton" and device.type != "cuda" and not (device.type == "cpu" and _interpreting()):
-        raise ValueError(
-            f"backend 'triton' needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1 set before triton "
-            f"is imported), got tensors on {device}"
-        )
-    return backend
-
-
-def _triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+__all__ = [
+    "BACKENDS", "Docs", "Queries", "maxsim_scores", "maxsim_topk", "merge_topk", "prepare_docs", "quantize",
+    "resolve_backend", "triton_available",
+]
 
 
 def _triton():
@@ -66,12 +37,15 @@ def _triton():
     return triton_maxsim
 
 
-def _scores(p: Problem, backend: str) -> torch.Tensor:
+def _scores(p: Problem, backend: str, mask: torch.Tensor | None) -> torch.Tensor:
     if backend == "triton":
-        return _triton().scores(p)
+        tm = _triton()
+        plan = tm.plan_queries(p.q, p.q_offsets, p.d.dtype)
+        return tm.scores_planned(plan, p.d, p.d_offsets.to(p.d.device), p.n_d, p.d_scale, p.scale_per, mask)
     if backend == "cpu":
-        return _cpu.scores(p)
-    return _reference.scores(p)
+        out = _cpu.scores(p)
+        return out if mask is None else out.masked_fill_(~mask.bool()[None, :], float("-inf"))
+    return _reference.scores(p, mask)
 
 
 def maxsim_scores(
@@ -82,10 +56,12 @@ def maxsim_scores(
     *,
     backend: str | None = None,
     d_scale: torch.Tensor | None = None,
+    d_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """MaxSim score of every query against every segment: float32 ``(n_queries, n_docs)``."""
+    """MaxSim score of every query against every segment: float32 ``(n_queries, n_docs)``. Segments whose
+    ``d_mask`` entry is 0 (bool or int8 per segment, on ``d``'s device) score ``-inf`` unscored."""
     p = check(q, q_offsets, d, d_offsets, d_scale)
-    return _scores(p, resolve_backend(backend, p.d.device))
+    return _scores(p, resolve_backend(backend, p.d.device), check_mask(d_mask, p.n_d, p.d.device))
 
 
 def maxsim_topk(
@@ -97,18 +73,16 @@ def maxsim_topk(
     *,
     backend: str | None = None,
     d_scale: torch.Tensor | None = None,
+    d_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The k best segments per query: ``(scores[n_queries, k] float32, indices[n_queries, k] int64)``.
 
     Best first; ties keep the lower segment index first. Where fewer than k segments exist the tail is
     filled with score ``-inf`` and index ``-1``. The Triton and CPU backends select inside the scoring pass
     (no ``(n_queries, n_docs)`` matrix) and the Triton path does not synchronise with the host after launch.
+    Segments whose ``d_mask`` entry is 0 never appear (Triton skips them in the pass).
     """
     k = check_k(k)
     p = check(q, q_offsets, d, d_offsets, d_scale)
-    backend = resolve_backend(backend, p.d.device)
-    if backend == "triton":
-        return _triton().topk(p, k)
-    if backend == "cpu":
-        return _cpu.topk(p, k)
-    return _reference.topk(p, k)
+    queries = Queries(p.q, p.q_offsets, resolve_backend(backend, p.d.device))
+    return queries.topk(Docs(p.d, p.d_offsets, p.d_offsets.to(p.d.device), p.d_scale, p.scale_per), k, d_mask)

@@ -1,27 +1,39 @@
-"""The "cpu" MaxSim backend: the compiled fused kernel (kernels/csrc/maxsim_cpu.c) behind a torch wrapper.
+"""The "cpu" MaxSim backend: the compiled fused kernel (kernels/csrc/) behind a torch wrapper.
 
-Paths, chosen at run time from the CPU's features: AMX tiles (int8 / bf16 segments on Sapphire Rapids and
-later), an AVX-512 float32 register-blocked kernel (any storage dtype; rows widened in registers), or
-portable C (cloned by the compiler for AVX2 and baseline x86-64, and the only path on other CPUs).
-``MAXSIM_CPU_ISA=generic`` disables AMX and ``MAXSIM_CPU_NO_AVX512=1`` the AVX-512 kernel.
+Instruction paths, chosen per call from the CPU's features (cpuid), best first:
+
+==============  ==============================================================================================
+``amx``         AMX tiles: int8 segments on TDPBSSD, bf16 and fp8 on TDPBF16PS (Sapphire Rapids and later)
+``avx512bf16``  bf16 and fp8 segments on ``vdpbf16ps``, int8 on ``vpdpbusd`` (AVX-512 BF16 + VNNI: Zen 4+,
+                Cooper Lake)
+``avx512vnni``  int8 segments on ``vpdpbusd`` (AVX-512 VNNI: Ice Lake, Cascade Lake)
+``avx512``      float32 FMA on AVX-512 for every storage dtype (Skylake-SP)
+``avxvnni``     int8 on the VEX ``vpdpbusd`` (AVX-VNNI, AVX2-class CPUs such as Alder Lake), else as avx2
+``avx2``        float32 FMA on AVX2 for every storage dtype (any x86-64 CPU of the last decade)
+``portable``    plain C (other CPUs, old compilers)
+==============  ==============================================================================================
+
+A path also runs what the paths below it run for the dtypes it does not speed up (fp32 and fp16 segments
+take the float32 FMA kernel of the best vector width). ``MAXSIM_CPU_ISA=<path>`` forces one (``auto``, the
+default, takes the best); asking for a path this CPU cannot run raises a RuntimeError naming what it lacks.
+:func:`info` tells which path is in force and which kernel scores each storage dtype.
 
 Per storage dtype of the segments:
 
 - int8: queries are quantised on the fly to int8 with one scale per token (see
-  :func:`~maxsim.kernels.quantize.quantize_queries_int8`); products run on AMX int8 (TDPBSSD) where the
-  CPU has it, else the float kernels on the same int8 values (exact integer products in float32, so every
-  path gives the same scores up to summation order). The query rounding costs up to ~4e-4 per query token
-  on unit-norm vectors (~1e-3 of a 32-token score).
-- bf16: queries are rounded to bf16 (~1e-4 per query token); products run on AMX bf16 (TDPBF16PS), else
-  the float kernels; float32 accumulation either way.
-- fp8 (e4m3): widened to bf16 (exactly) in the kernel, one block of rows at a time, then as bf16; the
-  widening costs a few vector ops per 32 values, so on a CPU int8 storage is faster and more accurate.
-- fp16 and float32: the generic blocked kernel with float32 queries (fp16 rows are widened exactly in the
-  kernel; exact up to summation order).
+  :func:`~maxsim.kernels.quantize.quantize_queries_int8`); the VNNI and AMX kernels multiply the int8 values
+  with exact int32 sums, the float kernels the same values in float32 (exact integer products), so every
+  path gives the same scores up to summation order. The query rounding costs up to ~4e-4 per query token on
+  unit-norm vectors (~1e-3 of a 32-token score).
+- bf16: queries are rounded to bf16 (~1e-4 per query token); products on AMX or ``vdpbf16ps`` where the CPU
+  has them, else the float kernels; float32 accumulation either way.
+- fp8 (e4m3): widened to bf16 (exactly) in the kernel, a block of rows at a time, then as bf16.
+- fp16 and float32: the float32 kernels with float32 queries (fp16 rows widened exactly in the kernel).
 
 Residual-coded segments (:func:`residual_scores`, the refine stage of pruned search) go through the same
 float kernels, each row widened from its centroid and its packed residual bytes; :func:`bag_scores` sums,
-over query tokens, the best centroid similarity in each segment's bag of centroids.
+over query tokens, the best centroid similarity in each segment's bag of centroids. Both follow the same
+path choice.
 
 Top-k runs inside the kernel (a sorted list per thread and query, merged here), so the
 ``(n_queries, n_segments)`` score matrix is never materialised. Without the compiled extension (no compiler
@@ -32,19 +44,26 @@ at install time, a non-x86 wheel), the backend runs the plain torch path of kern
 from __future__ import annotations
 
 import os
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
 from maxsim.kernels import reference
 from maxsim.kernels.quantize import quantize_queries_int8
-from maxsim.kernels.validate import FP8, Problem, check_offsets, new_output
+from maxsim.kernels.validate import FP8, Problem, check, check_offsets, new_output
 
 try:
     from maxsim.kernels import _maxsim_cpu as _ext
 except ImportError:  # built without a C compiler: the torch path below stands in
     _ext = None
 
+# The instruction paths in the order of the C enum (kernels/csrc/maxsim_cpu.h), lowest first.
+PATHS = ("portable", "avx2", "avxvnni", "avx512", "avx512vnni", "avx512bf16", "amx")
+ISA_ENV = "MAXSIM_CPU_ISA"
 _SCALE = {None: 0, "token": 1, "segment": 2}
+_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16",
+                torch.int8: "int8", FP8: "float8_e4m3fn"}  # fmt: skip
 # Rows of segments converted (fp16, fp8) or handed to the kernel per call.
 CHUNK_ROWS = 1 << 21
 # Below this many multiply-adds a call runs on one thread (thread start-up would dominate).
@@ -56,26 +75,74 @@ def available() -> bool:
     return _ext is not None
 
 
+@lru_cache(maxsize=1)
+def _features() -> dict[str, Any]:
+    return _ext.features()
+
+
+def usable_paths() -> list[str]:
+    """The instruction paths this CPU and build can run, best first (empty without the extension)."""
+    if _ext is None:
+        return []
+    return [name for name in reversed(PATHS) if _features()["paths"][name]["usable"]]
+
+
+def resolve_isa(isa: str | None = None) -> str:
+    """The instruction path a call runs: ``isa`` if given, else ``MAXSIM_CPU_ISA``, else (``auto`` or unset)
+    the best this CPU runs. A path this CPU or build cannot run is a RuntimeError saying what it lacks;
+    an unknown name is a ValueError."""
+    source = "isa" if isa is not None else ISA_ENV
+    name = (isa if isa is not None else os.environ.get(ISA_ENV, "")).strip().lower()
+    if name not in ("", "auto") and name not in PATHS:
+        raise ValueError(f"{source}={name!r} is not a CPU kernel path: expected auto or one of "
+                         f"{', '.join(reversed(PATHS))}")
+    if _ext is None:
+        if name in ("", "auto"):
+            return "torch"
+        raise RuntimeError(f"{source}={name}: the compiled CPU kernel is not installed (no C compiler at "
+                           "install time), so only the torch fallback runs")
+    if name in ("", "auto"):
+        return usable_paths()[0]
+    rec = _features()["paths"][name]
+    if not rec["built"]:
+        raise RuntimeError(f"{source}={name}: this build of the CPU kernel has no {name} path (it was "
+                           "compiled without SIMD support: gcc >= 11 or clang >= 12 on x86-64 is needed)")
+    if not rec["usable"]:
+        raise RuntimeError(f"{source}={name}: this CPU cannot run the {name} path: it lacks "
+                           f"{', '.join(rec['missing'])}")
+    return name
+
+
+def info(isa: str | None = None) -> dict[str, Any]:
+    """What the CPU backend runs here: ``isa`` (the path in force: ``MAXSIM_CPU_ISA`` or the best usable,
+    "torch" without the extension), ``forced`` (the variable's value, or None), ``paths`` (the kernel that
+    scores each storage dtype, plus ``residual`` and ``bag`` for the pruned-search kernels), ``usable``
+    (paths this CPU runs, best first), ``unusable`` (every other path with the CPU features it lacks) and
+    ``features`` (the CPU features the paths need)."""
+    forced = os.environ.get(ISA_ENV, "").strip().lower() or None
+    level = resolve_isa(isa)
+    names = (*_DTYPE_NAMES.values(), "residual", "bag")
+    if _ext is None:
+        return {"extension": False, "isa": "torch", "forced": forced, "paths": dict.fromkeys(names, "torch"),
+                "usable": [], "unusable": {}, "features": {}}  # fmt: skip
+    f = _features()
+    return {
+        "extension": True, "isa": level, "forced": forced, "paths": _ext.kernels(PATHS.index(level)),
+        "usable": usable_paths(),
+        "unusable": {n: r["missing"] or ["a SIMD build"] for n, r in f["paths"].items() if not r["usable"]},
+        "features": dict(f["features"]),
+    }  # fmt: skip
+
+
 def amx() -> bool:
     """Whether the AMX int8/bf16 paths are usable on this CPU (and the extension is installed)."""
-    return _ext is not None and bool(_ext.isa()["amx"])
+    return "amx" in usable_paths()
 
 
-def path(dtype: torch.dtype) -> str:
-    """Which implementation scores segments of ``dtype`` here: "amx", "avx512", "generic" or "torch"."""
-    if _ext is None:
-        return "torch"
-    if dtype in (torch.int8, torch.bfloat16, FP8) and _isa_for(dtype) == 1:
-        return "amx"
-    if _ext.isa()["avx512"] and os.environ.get("MAXSIM_CPU_NO_AVX512", "0") in ("", "0"):
-        return "avx512"
-    return "generic"
-
-
-def _isa_for(dtype: torch.dtype) -> int:
-    if os.environ.get("MAXSIM_CPU_ISA", "auto").lower() == "generic":
-        return 0
-    return 1 if dtype in (torch.int8, torch.bfloat16, FP8) and amx() else 0
+def path(dtype: torch.dtype, isa: str | None = None) -> str:
+    """Which kernel scores segments of ``dtype`` here: one of :data:`PATHS`, or "torch" without the
+    extension."""
+    return info(isa)["paths"][_DTYPE_NAMES[dtype]]
 
 
 def _threads(macs: int) -> int:
@@ -102,7 +169,8 @@ def _prepare_queries(p: Problem, kind: int) -> tuple[torch.Tensor, torch.Tensor 
     return p.q.to(torch.bfloat16 if kind in (1, 4) else torch.float32).contiguous(), None
 
 
-def _run_chunk(p: Problem, i: int, j: int, qk, qscale, kind: int, isa: int, k: int, out: torch.Tensor | None):
+def _run_chunk(p: Problem, i: int, j: int, qk, qscale, kind: int, level: int, k: int,
+               out: torch.Tensor | None):
     """Score segments i..j-1 into out[:, i:j] (k == 0) or return their per-thread top-k lists."""
     lo, hi = int(p.d_offsets[i]), int(p.d_offsets[j])
     d = p.d[lo:hi].contiguous()
@@ -127,7 +195,7 @@ def _run_chunk(p: Problem, i: int, j: int, qk, qscale, kind: int, isa: int, k: i
     _ext.run(
         kind, qkind, p.dim, qk.data_ptr(), ptr(qscale), qk.shape[0], q_off.data_ptr(), n_q,
         d.data_ptr(), d_off.data_ptr(), n_d, d.shape[0], ptr(scale), _SCALE[p.scale_per],
-        ptr(tile), k, ptr(top_s), ptr(top_i), nth, isa,
+        ptr(tile), k, ptr(top_s), ptr(top_i), nth, level,
     )  # fmt: skip
     if not k:
         out[:, i:j] = tile
@@ -148,21 +216,23 @@ def _kind(dtype: torch.dtype) -> int:
     return 2
 
 
-def scores(p: Problem, isa: int | None = None) -> torch.Tensor:
-    """MaxSim scores ``(n_queries, n_docs)`` of a validated problem on CPU tensors."""
+def scores(p: Problem, isa: str | None = None) -> torch.Tensor:
+    """MaxSim scores ``(n_queries, n_docs)`` of a validated problem on CPU tensors, on instruction path
+    ``isa`` (None: ``MAXSIM_CPU_ISA`` or the best this CPU runs; see :func:`resolve_isa`)."""
+    level = resolve_isa(isa)
     if _ext is None:
         return reference.scores(p)
     kind = _kind(p.d.dtype)
-    isa = _isa_for(p.d.dtype) if isa is None else isa
     qk, qscale = _prepare_queries(p, kind)
     out = new_output((p.n_q, p.n_d), torch.float32, "cpu")
     for i, j in _chunks(p):
-        _run_chunk(p, i, j, qk, qscale, kind, isa, 0, out)
+        _run_chunk(p, i, j, qk, qscale, kind, PATHS.index(level), 0, out)
     return out
 
 
-def topk(p: Problem, k: int, isa: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best segments per query (best first, ties by lower index, -inf / -1 tail)."""
+def topk(p: Problem, k: int, isa: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best segments per query (best first, ties by lower index, -inf / -1 tail), on path ``isa``."""
+    level = resolve_isa(isa)
     if _ext is None:
         return reference.topk(p, k)
     empty_s = torch.full((p.n_q, k), float("-inf"), dtype=torch.float32)
@@ -173,11 +243,10 @@ def topk(p: Problem, k: int, isa: int | None = None) -> tuple[torch.Tensor, torc
         s = scores(p, isa)
         return reference.merge_topk(s, torch.arange(p.n_d).expand(p.n_q, -1), k)
     kind = _kind(p.d.dtype)
-    isa = _isa_for(p.d.dtype) if isa is None else isa
     qk, qscale = _prepare_queries(p, kind)
     best_s, best_i = empty_s, empty_i
     for i, j in _chunks(p):
-        s, idx = _run_chunk(p, i, j, qk, qscale, kind, isa, k, None)
+        s, idx = _run_chunk(p, i, j, qk, qscale, kind, PATHS.index(level), k, None)
         best_s, best_i = reference.merge_topk(torch.cat([best_s, s], 1), torch.cat([best_i, idx], 1), k)
     return best_s, best_i
 
@@ -200,6 +269,7 @@ def residual_scores(
     lengths: np.ndarray,
     k: int = 0,
     check_codes: bool = True,
+    isa: str | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """MaxSim of queries against segments stored as residual codes (:mod:`maxsim.residuals`).
 
@@ -212,8 +282,10 @@ def residual_scores(
     memory-mapped ones included, or tensors); ``table`` float32 ``(256, per_byte)``; ``starts``,
     ``lengths`` int64 ``(n_d,)``. Returns scores ``(n_q, n_d)`` float32, or with ``k > 0`` the top k
     ``(scores, segment indices)`` (best first, ties by lower index, -inf / -1 tail). ``check_codes=False``
-    skips the scan of ``codes`` for ids out of range, for callers that checked them once.
+    skips the scan of ``codes`` for ids out of range, for callers that checked them once. ``isa``: the
+    instruction path (see :func:`resolve_isa`).
     """
+    level = resolve_isa(isa)
     codes = np.ascontiguousarray(np.asarray(codes))
     res = np.ascontiguousarray(np.asarray(residuals))
     starts = np.ascontiguousarray(np.asarray(starts, dtype=np.int64))
@@ -251,8 +323,6 @@ def residual_scores(
         rows = concat_ranges(starts, lengths)
         x = cents[torch.from_numpy(codes[rows].astype(np.int64))] \
             + table[torch.from_numpy(res[rows].astype(np.int64))].reshape(rows.size, -1)[:, :dim]
-        from maxsim.kernels.validate import check
-
         p = check(q, q_off, x, d_off)
         return reference.topk(p, k) if k else reference.scores(p)
     nth = _threads(q.shape[0] * int(d_off[-1]) * dim)
@@ -268,6 +338,7 @@ def residual_scores(
         dim, q.data_ptr(), q.shape[0], q_off.data_ptr(), n_q, codes.ctypes.data, int(codes.dtype == np.int16),
         res.shape[1], res.ctypes.data, res.shape[0], table.shape[1], cents.data_ptr(), table.data_ptr(),
         starts.ctypes.data, d_off.data_ptr(), n_d, ptr(out), k, ptr(top_s), ptr(top_i), nth,
+        PATHS.index(level),
     )  # fmt: skip
     if not k:
         return out
@@ -277,14 +348,16 @@ def residual_scores(
 
 
 def bag_scores(sims: torch.Tensor, codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
-               check_codes: bool = True) -> torch.Tensor:
+               check_codes: bool = True, isa: str | None = None) -> torch.Tensor:
     """``sum_t max_{c in bag i} sims[t, c]`` for every bag ``i = codes[starts[i] : starts[i] + lengths[i]]``.
 
     ``sims`` float ``(n_q_tok, n_centroids)`` (query tokens x centroids); ``codes`` int16/int32 centroid
     ids (numpy, memory-mapped arrays included); ``starts``, ``lengths`` int64 ``(n,)``. An empty bag
     scores -inf. Returns float32 ``(n,)``. ``check_codes=False`` skips the scan of ``codes`` for ids out
-    of range, for callers that checked them once (an out-of-range id would read out of bounds).
+    of range, for callers that checked them once (an out-of-range id would read out of bounds). ``isa``:
+    the instruction path (see :func:`resolve_isa`).
     """
+    level = resolve_isa(isa)
     codes = np.ascontiguousarray(np.asarray(codes))
     starts = np.ascontiguousarray(np.asarray(starts, dtype=np.int64))
     lengths = np.ascontiguousarray(np.asarray(lengths, dtype=np.int64))
@@ -308,5 +381,5 @@ def bag_scores(sims: torch.Tensor, codes: np.ndarray, starts: np.ndarray, length
         return best.sum(1)
     nth = _threads(int(lengths.sum()) * st.shape[1] * 16)  # a lookup costs about 16 multiply-adds
     _ext.bag_scores(st.data_ptr(), st.shape[1], codes.ctypes.data, int(codes.dtype == np.int16),
-                    starts.ctypes.data, lengths.ctypes.data, n, out.data_ptr(), nth)
+                    starts.ctypes.data, lengths.ctypes.data, n, out.data_ptr(), nth, PATHS.index(level))
     return out

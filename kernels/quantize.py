@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 from maxsim.kernels.validate import FP8, check_offsets
 
@@ -94,10 +95,12 @@ def quantize_queries_int8(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token symmetric int8 query quantisation for the int8 CPU kernel: ``(q_int8, scale float32)``.
 
     The rounding error per element is at most half a step (``absmax / 254``); on unit-norm 128-d queries it
-    moves a MaxSim score by ~2e-3 relative (see tests/test_kernels.py for the tolerances used).
+    moves a MaxSim score by ~2e-3 relative (see tests/test_kernels.py for the tolerances used). Computed in
+    numpy (float32, round half to even, as torch would): a query is a few KB, and torch's intra-op threads
+    woken for it cost milliseconds per call and keep spinning on the cores the kernel's threads need.
     """
-    x = q.detach().float()
-    amax = _row_absmax(x)
-    scale = torch.where(amax > 0, amax / INT8_MAX, torch.ones_like(amax))
-    data = (x / scale[:, None]).round_().clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
-    return data.contiguous(), scale.contiguous()
+    x = q.detach().to("cpu", torch.float32).contiguous().numpy()
+    amax = np.abs(x).max(axis=1) if x.shape[0] else np.zeros(0, np.float32)
+    scale = np.where(amax > 0, amax / np.float32(INT8_MAX), np.float32(1)).astype(np.float32)
+    data = np.clip(np.rint(x / scale[:, None]), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return torch.from_numpy(data), torch.from_numpy(scale)

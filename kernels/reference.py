@@ -77,21 +77,26 @@ def _block(p: Problem, i: int, j: int):
     return p.d[lo:hi], d_ids, scale
 
 
-def scores(p: Problem) -> torch.Tensor:
-    """MaxSim scores of a validated problem: float32 ``(n_queries, n_docs)``."""
+def scores(p: Problem, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MaxSim scores of a validated problem: float32 ``(n_queries, n_docs)``; segments left out by
+    ``mask`` (bool or int8 per segment, 0 = out) score ``-inf``."""
     n_q, qf, q_ids, do, rows = _prepare(p)
     n_d = p.n_d
     out = new_output((n_q, n_d), torch.float32, p.q.device)
     for i, j in _blocks(do, rows):
         d, d_ids, scale = _block(p, i, j)
         out[:, i:j] = _scores_block(qf, q_ids, n_q, d, d_ids, j - i, scale)
+    if mask is not None:
+        out.masked_fill_(~mask.to(device=out.device, dtype=torch.bool)[None, :], float("-inf"))
     return out
 
 
-def topk(p: Problem, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best segments per query of a validated problem (see :func:`maxsim.kernels.maxsim_topk`)."""
+def topk(p: Problem, k: int, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best segments per query of a validated problem (see :func:`maxsim.kernels.maxsim_topk`);
+    segments left out by ``mask`` (0 = out) never appear."""
     n_q, qf, q_ids, do, rows = _prepare(p)
     dev = p.q.device
+    keep = None if mask is None else mask.to(device=dev, dtype=torch.bool)
     best_s = torch.full((n_q, k), float("-inf"), dtype=torch.float32, device=dev)
     best_i = torch.full((n_q, k), -1, dtype=torch.int64, device=dev)
     if k == 0:
@@ -100,6 +105,9 @@ def topk(p: Problem, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         d, d_ids, scale = _block(p, i, j)
         s = _scores_block(qf, q_ids, n_q, d, d_ids, j - i, scale)
         idx = torch.arange(i, j, device=dev).expand(n_q, -1)
+        if keep is not None:
+            s = torch.where(keep[i:j][None, :], s, float("-inf"))
+            idx = torch.where(keep[i:j][None, :], idx, -1)
         best_s, best_i = merge_topk(torch.cat([best_s, s], 1), torch.cat([best_i, idx], 1), k)
     return best_s, best_i
 

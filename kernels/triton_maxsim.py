@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -55,6 +56,7 @@ def _maxsim_kernel(
     d_ptr,  # (rows, DIM) storage dtype
     d_off_ptr,  # (n_d + 1,) int64
     scale_ptr,  # (rows,) or (n_d,) float32, or a dummy
+    mask_ptr,  # (n_d,) int8: 0 = the segment is left out (deleted, filtered), when MASK
     out_ptr,  # (n_q, n_d) float32 scores when TOPK == 0
     cand_s_ptr,  # (n_q, n_seg_progs, TOPK) float32 when TOPK > 0
     cand_i_ptr,  # (n_q, n_seg_progs, TOPK) int64
@@ -65,6 +67,7 @@ def _maxsim_kernel(
     DTYPE_ID,  # autotune key only
     DIM: tl.constexpr,
     SCALE: tl.constexpr,
+    MASK: tl.constexpr,
     TOPK: tl.constexpr,
     QG: tl.constexpr,
     BLOCK_Q: tl.constexpr,
@@ -109,6 +112,9 @@ def _maxsim_kernel(
     for seg in range(s_lo, s_hi):
         r0 = tl.load(d_off_ptr + seg)
         r1 = tl.load(d_off_ptr + seg + 1)
+        if MASK:
+            keep = tl.load(mask_ptr + seg) != 0
+            r1 = tl.where(keep, r1, r0)  # a left-out segment reads no token
         qsum = tl.zeros((QG,), tl.float32)
         for qc in range(0, n_qchunks):
             tok = t0 + qc * BLOCK_Q + offs_q
@@ -165,10 +171,14 @@ def _maxsim_kernel(
             key = tl.where(top_v == minv[:, None], tl.where(top_i < 0, big + slots[None, :], top_i), -1)
             sel = tl.max(key, axis=1)
             ins = (qsum > minv) | ((qsum == minv) & (sel >= (1 << 62)))
+            if MASK:
+                ins = ins & keep  # a left-out segment never takes a place
             upd = (key == sel[:, None]) & ins[:, None]
             top_v = tl.where(upd, qsum[:, None], top_v)
             top_i = tl.where(upd, tl.zeros((QG, TOPK), tl.int64) + seg, top_i)
         else:
+            if MASK:
+                qsum = tl.where(keep, qsum, neg_inf)
             tl.store(out_ptr + (q0 + qidx).to(tl.int64) * n_d + seg, qsum, mask=qidx < nqg)
 
     if TOPK > 0:
@@ -198,7 +208,7 @@ def _prune(configs, named_args, **kwargs):
 
 _tuned = triton.autotune(
     configs=_configs(),
-    key=["DIM", "DTYPE_ID", "T_BUCKET", "BLOCK_Q", "TOPK", "SCALE"],
+    key=["DIM", "DTYPE_ID", "T_BUCKET", "BLOCK_Q", "TOPK", "SCALE", "MASK"],
     prune_configs_by={"early_config_prune": _prune},
 )(_maxsim_kernel)
 
@@ -256,20 +266,50 @@ def _n_programs_target(device: torch.device) -> int:
     return 4
 
 
-def _launch(p: Problem, topk: int):
-    dev = p.d.device
-    n_q, n_d = p.n_q, p.n_d
-    block_q = _block_q(p.q_offsets)
-    table, tok_qid, n_qchunks = _groups(p.q_offsets, block_q)
-    n_groups = table.shape[0]
-    qc = p.q.to(_compute_dtype(p.d.dtype)).contiguous()
+@dataclass(frozen=True)
+class QueryPlan:
+    """Queries packed for the kernel once, for any number of launches over segments of one storage dtype:
+    the stacked tokens in the compute dtype and the group table, on the device."""
+
+    q: torch.Tensor  # (nq_tok, dim) compute dtype, on the device
+    table: torch.Tensor  # (n_groups, 4) int32, on the device
+    tok_qid: torch.Tensor  # (nq_tok,) int32, on the device
+    n_q: int
+    block_q: int
+    n_qchunks: int
+
+    @property
+    def n_groups(self) -> int:
+        return self.table.shape[0]
+
+
+def plan_queries(q: torch.Tensor, q_offsets: torch.Tensor, storage_dtype: torch.dtype) -> QueryPlan:
+    """Pack validated queries (``q_offsets`` on the host) for segments stored as ``storage_dtype``; the
+    small tables go to the device through pinned memory without waiting for it."""
+    dev = q.device
+    block_q = _block_q(q_offsets)
+    table, tok_qid, n_qchunks = _groups(q_offsets, block_q)
+    if dev.type == "cuda":
+        table, tok_qid = table.pin_memory(), tok_qid.pin_memory()
+    qc = q.to(_compute_dtype(storage_dtype)).contiguous()
+    return QueryPlan(qc, table.to(dev, non_blocking=True), tok_qid.to(dev, non_blocking=True),
+                     q_offsets.numel() - 1, block_q, n_qchunks)
+
+
+def launch(plan: QueryPlan, d: torch.Tensor, d_off: torch.Tensor, n_d: int, d_scale: torch.Tensor | None,
+           scale_per: str | None, topk: int, mask: torch.Tensor | None = None, mean_len: float | None = None):
+    """One kernel launch: scores ``(n_q, n_d)`` (``topk == 0``) or the candidate lists of the fused top-k
+    ``(n_q, n_programs * topk')``. ``d_off`` (int64) and ``mask`` (int8, 0 = left out) are on the device:
+    nothing here waits for the device."""
+    dev = d.device
+    n_q, n_groups = plan.n_q, plan.n_groups
     seg_progs = max(1, min(n_d, math.ceil(_n_programs_target(dev) / max(1, n_groups))))
     segs_per_prog = max(1, math.ceil(n_d / seg_progs))
     seg_progs = max(1, math.ceil(n_d / segs_per_prog))
-    d_off = p.d_offsets.to(dev, non_blocking=True)
-    table, tok_qid = table.to(dev, non_blocking=True), tok_qid.to(dev, non_blocking=True)
-    scale = p.d_scale if p.d_scale is not None else torch.ones(1, dtype=torch.float32, device=dev)
-    mean_len = p.d.shape[0] / max(1, n_d)
+    scale = d_scale if d_scale is not None else torch.ones(1, dtype=torch.float32, device=dev)
+    mask_arg = mask if mask is not None else torch.ones(1, dtype=torch.int8, device=dev)
+    if mean_len is None:
+        mean_len = d.shape[0] / max(1, n_d)
     t_bucket = 0 if mean_len <= 64 else 1 if mean_len <= 512 else 2
     kp = triton.next_power_of_2(topk) if topk else 0
     if topk:
@@ -280,11 +320,12 @@ def _launch(p: Problem, topk: int):
         out = new_output((n_q, n_d), torch.float32, dev)
         cand_s = out
         cand_i = torch.empty(1, dtype=torch.int64, device=dev)
-    args = (qc, tok_qid, table, p.d, d_off, scale, out, cand_s, cand_i, n_d, segs_per_prog, seg_progs,
-            t_bucket, _DTYPE_ID[p.d.dtype])  # fmt: skip
+    args = (plan.q, plan.tok_qid, plan.table, d, d_off, scale, mask_arg, out, cand_s, cand_i, n_d,
+            segs_per_prog, seg_progs, t_bucket, _DTYPE_ID[d.dtype])  # fmt: skip
     meta = dict(
-        DIM=p.dim, SCALE=_SCALE[p.scale_per], TOPK=kp, QG=MAX_QUERIES_PER_GROUP, BLOCK_Q=block_q,
-        N_QCHUNK_MAX=n_qchunks, IEEE=p.d.dtype == torch.float32, DOT_F32=_interpreting(),
+        DIM=d.shape[1], SCALE=_SCALE[scale_per], MASK=mask is not None, TOPK=kp, QG=MAX_QUERIES_PER_GROUP,
+        BLOCK_Q=plan.block_q, N_QCHUNK_MAX=plan.n_qchunks, IEEE=d.dtype == torch.float32,
+        DOT_F32=_interpreting(),
     )  # fmt: skip
     grid = (n_groups, seg_progs)
     if dev.type == "cuda" and os.environ.get("MAXSIM_TRITON_AUTOTUNE", "1") != "0":
@@ -297,24 +338,44 @@ def _launch(p: Problem, topk: int):
     return out
 
 
+def scores_planned(plan: QueryPlan, d: torch.Tensor, d_off: torch.Tensor, n_d: int,
+                   d_scale: torch.Tensor | None = None, scale_per: str | None = None,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MaxSim scores ``(n_q, n_d)`` of planned queries (left-out segments score ``-inf``)."""
+    if plan.n_q == 0 or n_d == 0:
+        return torch.empty((plan.n_q, n_d), dtype=torch.float32, device=d.device)
+    return launch(plan, d, d_off, n_d, d_scale, scale_per, 0, mask)
+
+
+def topk_planned(plan: QueryPlan, d: torch.Tensor, d_off: torch.Tensor, n_d: int, k: int,
+                 d_scale: torch.Tensor | None = None, scale_per: str | None = None,
+                 mask: torch.Tensor | None = None, mean_len: float | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best segments of planned queries with the top-k fused into the pass; left-out segments never
+    appear (their places stay ``-inf`` / ``-1``). No host synchronisation."""
+    dev = d.device
+    if k == 0 or plan.n_q == 0 or n_d == 0:
+        return (
+            torch.full((plan.n_q, k), float("-inf"), dtype=torch.float32, device=dev),
+            torch.full((plan.n_q, k), -1, dtype=torch.int64, device=dev),
+        )
+    if k > MAX_TOPK:
+        s = launch(plan, d, d_off, n_d, d_scale, scale_per, 0, mask)
+        idx = torch.arange(n_d, device=dev).expand(plan.n_q, -1)
+        if mask is not None:
+            idx = torch.where(mask.bool()[None, :], idx, -1)
+        return merge_topk(s, idx, k)
+    cand_s, cand_i = launch(plan, d, d_off, n_d, d_scale, scale_per, k, mask, mean_len)
+    return merge_topk(cand_s, cand_i, k)
+
+
 def scores(p: Problem) -> torch.Tensor:
     """MaxSim scores ``(n_queries, n_docs)`` of a validated problem with the Triton kernel."""
-    if p.n_q == 0 or p.n_d == 0:
-        return torch.empty((p.n_q, p.n_d), dtype=torch.float32, device=p.d.device)
-    return _launch(p, 0)
+    plan = plan_queries(p.q, p.q_offsets, p.d.dtype)
+    return scores_planned(plan, p.d, p.d_offsets.to(p.d.device), p.n_d, p.d_scale, p.scale_per)
 
 
 def topk(p: Problem, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The k best segments per query with the top-k fused into the scoring pass (k <= MAX_TOPK)."""
-    dev = p.d.device
-    if k == 0 or p.n_q == 0 or p.n_d == 0:
-        return (
-            torch.full((p.n_q, k), float("-inf"), dtype=torch.float32, device=dev),
-            torch.full((p.n_q, k), -1, dtype=torch.int64, device=dev),
-        )
-    if k > MAX_TOPK:
-        s = _launch(p, 0)
-        idx = torch.arange(p.n_d, device=dev).expand(p.n_q, -1)
-        return merge_topk(s, idx, k)
-    cand_s, cand_i = _launch(p, k)
-    return merge_topk(cand_s, cand_i, k)
+    plan = plan_queries(p.q, p.q_offsets, p.d.dtype)
+    return topk_planned(plan, p.d, p.d_offsets.to(p.d.device), p.n_d, k, p.d_scale, p.scale_per)

@@ -61,31 +61,30 @@ def check_offsets(name: str, rows: int, offsets: torch.Tensor) -> torch.Tensor:
     return o
 
 
-def check(
-    q: torch.Tensor,
-    q_offsets: torch.Tensor,
-    d: torch.Tensor,
-    d_offsets: torch.Tensor,
-    d_scale: torch.Tensor | None = None,
-) -> Problem:
-    """Validate a MaxSim call and return it normalised (contiguous tensors, host int64 offsets)."""
-    for name, x in (("q", q), ("d", d)):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.ndim != 2:
-            raise ValueError(f"{name} must be 2-D (total_tokens, dim), got shape {tuple(x.shape)}")
+def check_queries(q: torch.Tensor, q_offsets: torch.Tensor) -> torch.Tensor:
+    """Validate query tokens and their CSR offsets; return the offsets as a host int64 tensor."""
+    if not isinstance(q, torch.Tensor):
+        raise TypeError(f"q must be a torch.Tensor, got {type(q).__name__}")
+    if q.ndim != 2:
+        raise ValueError(f"q must be 2-D (total_tokens, dim), got shape {tuple(q.shape)}")
     if q.dtype not in QUERY_DTYPES:
         raise TypeError(f"q must be float32, float16 or bfloat16, got {q.dtype}")
+    if q.shape[1] < 1:
+        raise ValueError("dim must be >= 1")
+    return check_offsets("q", q.shape[0], q_offsets)
+
+
+def check_docs(d: torch.Tensor, d_offsets: torch.Tensor, d_scale: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor | None, str | None]:
+    """Validate segment tokens, their CSR offsets and scales; return ``(host int64 offsets, flat float32
+    scales or None, "token" | "segment" | None)``."""
+    if not isinstance(d, torch.Tensor):
+        raise TypeError(f"d must be a torch.Tensor, got {type(d).__name__}")
+    if d.ndim != 2:
+        raise ValueError(f"d must be 2-D (total_tokens, dim), got shape {tuple(d.shape)}")
     if d.dtype not in STORAGE_DTYPES:
         names = ", ".join(str(t).removeprefix("torch.") for t in STORAGE_DTYPES)
         raise TypeError(f"d must be one of {names}, got {d.dtype}")
-    if q.shape[1] != d.shape[1]:
-        raise ValueError(f"d has dim {d.shape[1]} but q has dim {q.shape[1]}")
-    if q.shape[1] < 1:
-        raise ValueError("dim must be >= 1")
-    if q.device != d.device:
-        raise ValueError(f"q is on {q.device} but d is on {d.device}; move both to one device")
-    qo = check_offsets("q", q.shape[0], q_offsets)
     do = check_offsets("d", d.shape[0], d_offsets)
     n_d = do.numel() - 1
     scale_per = None
@@ -106,7 +105,48 @@ def check(
                 f"segment), got {tuple(d_scale.shape)}"
             )
         d_scale = d_scale.detach().to(torch.float32).reshape(-1).contiguous()
+    return do, d_scale, scale_per
+
+
+def check(
+    q: torch.Tensor,
+    q_offsets: torch.Tensor,
+    d: torch.Tensor,
+    d_offsets: torch.Tensor,
+    d_scale: torch.Tensor | None = None,
+) -> Problem:
+    """Validate a MaxSim call and return it normalised (contiguous tensors, host int64 offsets)."""
+    for name, x in (("q", q), ("d", d)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (total_tokens, dim), got shape {tuple(x.shape)}")
+    qo = check_queries(q, q_offsets)
+    if d.dtype not in STORAGE_DTYPES:
+        names = ", ".join(str(t).removeprefix("torch.") for t in STORAGE_DTYPES)
+        raise TypeError(f"d must be one of {names}, got {d.dtype}")
+    if q.shape[1] != d.shape[1]:
+        raise ValueError(f"d has dim {d.shape[1]} but q has dim {q.shape[1]}")
+    if q.device != d.device:
+        raise ValueError(f"q is on {q.device} but d is on {d.device}; move both to one device")
+    do, d_scale, scale_per = check_docs(d, d_offsets, d_scale)
     return Problem(q.detach().contiguous(), qo, d.detach().contiguous(), do, d_scale, scale_per)
+
+
+def check_mask(mask: torch.Tensor | None, n_d: int, device: torch.device) -> torch.Tensor | None:
+    """Validate a per-segment mask (bool or int8/uint8, nonzero = the segment is searched); returned as
+    int8 on ``device`` (None stays None)."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"d_mask must be a torch.Tensor or None, got {type(mask).__name__}")
+    if mask.ndim != 1 or mask.shape[0] != n_d:
+        raise ValueError(f"d_mask must have shape ({n_d},) (one entry per segment), got {tuple(mask.shape)}")
+    if mask.dtype not in (torch.bool, torch.int8, torch.uint8):
+        raise TypeError(f"d_mask must be bool or int8, got {mask.dtype}")
+    if mask.device != device:
+        raise ValueError(f"d_mask is on {mask.device} but d is on {device}")
+    return mask.to(torch.int8).contiguous()
 
 
 def check_k(k: int) -> int:

@@ -4,27 +4,55 @@
 queries with ranked :class:`Hit` objects (video, start, end, score, best frame time, thumbnail).
 """
 
-from maxsim.encoders import load_encoder, register_encoder, registered_encoders
-from maxsim.engine import Engine, IngestReport
-from maxsim.frames import FrameSampler
-from maxsim.rerank import Reranker, RerankError, load_reranker, register_reranker, rerank_hits
-from maxsim.segment import FixedSegmenter, SceneSegmenter, Segmenter, load_segmenter
+from maxsim.encoders import PooledEncoder, load_encoder, register_encoder, registered_encoders
+from maxsim.engine import Engine
+from maxsim.errors import (
+    EncoderMismatchError,
+    EncoderOutputError,
+    IndexError_,
+    IndexFormatError,
+    IndexNotFoundError,
+    IndexWriteError,
+    LockedError,
+    MissingWeightsError,
+    RerankError,
+    VersionNotFoundError,
+    VideoError,
+)
+from maxsim.ingest import IngestReport
+from maxsim.media import FixedSegmenter, FrameSampler, SceneSegmenter, Segmenter, load_segmenter
+from maxsim.rerank import Reranker, load_reranker, register_reranker, rerank_hits
+from maxsim.search import SearchOptions, SearchResult, SearchStats
 from maxsim.types import Clip, Encoder, FrameSize, Hit, Segment
 
 __all__ = [
     "Clip",
     "Encoder",
+    "EncoderMismatchError",
+    "EncoderOutputError",
     "Engine",
     "FixedSegmenter",
     "FrameSampler",
     "FrameSize",
     "Hit",
+    "IndexError_",
+    "IndexFormatError",
+    "IndexNotFoundError",
+    "IndexWriteError",
     "IngestReport",
+    "LockedError",
+    "MissingWeightsError",
+    "PooledEncoder",
     "RerankError",
     "Reranker",
     "SceneSegmenter",
+    "SearchOptions",
+    "SearchResult",
+    "SearchStats",
     "Segment",
     "Segmenter",
+    "VersionNotFoundError",
+    "VideoError",
     "load_encoder",
     "load_reranker",
     "load_segmenter",

@@ -10,12 +10,16 @@ them, and returns the hits re-ordered by that score, each carrying both scores
 
 Registered rerankers (``load_reranker``): ``qwen3-vl-reranker`` (Qwen/Qwen3-VL-Reranker-2B by default,
 ``qwen3-vl-reranker:<id or folder>`` for another checkpoint, e.g. the 8B).
+
+A stage the engine composes after its search (:class:`RerankStage`): it decodes media and runs a model, so
+it lives beside ingest rather than inside :mod:`maxsim.search`, which only reads the index.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol, runtime_checkable
@@ -23,9 +27,13 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from maxsim.frames import encoder_frame_size, scale_frame
+from maxsim.encoders.record import encoder_frame_size
+from maxsim.errors import RerankError, VideoError
+from maxsim.media.frames import scale_frame
+from maxsim.media.video import frames_at
+from maxsim.search import SearchOptions, SearchResult
+from maxsim.specs import import_attr
 from maxsim.types import Clip, Hit
-from maxsim.video import VideoError, frames_at
 
 DEFAULT_RERANKER = "qwen3-vl-reranker"
 # Frames decoded per hit whose index entry keeps no frame times (hits from elsewhere).
@@ -42,15 +50,6 @@ class Reranker(Protocol):
     name: str
 
     def score(self, query: str, clips: Sequence[Clip]) -> list[float]: ...
-
-
-class RerankError(ValueError):
-    """Hits could not be re-ranked: a video file is gone or unreadable, or the reranker's scores are not
-    one finite number per clip."""
-
-    def __init__(self, message: str, video: str | None = None):
-        super().__init__(message)
-        self.video = video
 
 
 _RERANKERS: dict[str, str | Callable[..., Reranker]] = {
@@ -96,12 +95,7 @@ def load_reranker(spec: str | Reranker | None = None, **kwargs: Any) -> Reranker
             kwargs = {"id_or_path": checkpoint, **kwargs}
         return _check(factory(**kwargs), spec)
     if sep:
-        try:
-            obj: Any = importlib.import_module(name)
-            for part in checkpoint.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"reranker {spec!r}: cannot import it ({e})") from e
+        obj: Any = import_attr(spec, "reranker")
         if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "score")):
             obj = obj(**kwargs)
         return _check(obj, spec)
@@ -196,7 +190,52 @@ def rerank_hits(query: str, hits: Sequence[Hit], reranker: Reranker, k: int | No
     return ranked if k is None else ranked[:k]
 
 
+class RerankStage:
+    """The re-ranking an engine runs after its search when :class:`~maxsim.search.SearchOptions` asks for
+    it (``rerank=N``): the reranker (a spec or an object, see :func:`load_reranker`; None: the default),
+    loaded on first use, and each query's first-stage hits re-scored by it."""
+
+    def __init__(self, reranker: Reranker | str | None = None) -> None:
+        self.spec = reranker
+        self._reranker: Reranker | None = None if reranker is None or isinstance(reranker, str) else reranker
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the reranker is loaded (an object given counts as loaded)."""
+        return self._reranker is not None
+
+    @property
+    def reranker(self) -> Reranker:
+        """The reranker, loaded on first use; one whose weights or code cannot be had raises
+        :class:`RerankError` saying why."""
+        if self._reranker is None:
+            try:
+                self._reranker = load_reranker(self.spec)
+            except (OSError, ImportError) as e:  # MissingWeightsError is an OSError
+                spec = self.spec if isinstance(self.spec, str) else DEFAULT_RERANKER
+                raise RerankError(f"re-ranking is not available: reranker {spec!r} cannot be loaded "
+                                  f"({e})") from e
+        return self._reranker
+
+    def apply(self, texts: Sequence[str], results: Sequence[SearchResult], options: SearchOptions
+              ) -> list[SearchResult]:
+        """Each query's first-stage results (searched with ``options.first_stage()``) re-ranked, the best
+        ``options.k`` kept, with the re-ranking recorded in their stats; the results as they are when
+        ``options.rerank`` is 0."""
+        if not options.rerank:
+            return list(results)
+        reranker = self.reranker
+        out = []
+        for text, r in zip(texts, results, strict=True):
+            t0 = time.perf_counter()
+            hits = rerank_hits(text, r.hits, reranker, k=options.k)
+            stats = replace(r.stats, reranked=len(r.hits), reranker=str(getattr(reranker, "name", "?")),
+                            rerank_ms=(time.perf_counter() - t0) * 1000)
+            out.append(SearchResult(hits, stats))
+        return out
+
+
 __all__ = [
-    "DEFAULT_RERANKER", "Reranker", "RerankError", "hit_clips", "load_reranker", "register_reranker",
-    "registered_rerankers", "rerank_hits",
+    "DEFAULT_RERANKER", "RerankError", "RerankStage", "Reranker", "hit_clips", "load_reranker",
+    "register_reranker", "registered_rerankers", "rerank_hits",
 ]

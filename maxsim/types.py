@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -46,7 +48,13 @@ class FrameSize:
             s = min(s, self.short_side / min(height, width))
         return s
 
+    def to_dict(self) -> dict[str, int]:
+        """The limits that are set, as plain values (how an index records them)."""
+        return {k: v for k, v in (("max_pixels", self.max_pixels), ("short_side", self.short_side))
+                if v is not None}
+
     def describe(self) -> str:
+        """The limits as ``max_pixels=N,short_side=M`` (``any`` for none), as sampler names show them."""
         parts = []
         if self.max_pixels is not None:
             parts.append(f"max_pixels={self.max_pixels}")
@@ -57,13 +65,8 @@ class FrameSize:
 
 @runtime_checkable
 class Encoder(Protocol):
-    """Turns texts and clips into multi-vectors: one L2-normalised row per token.
-
-    Optional members an engine uses when present: ``settings`` (a dict recorded in the index),
-    ``revision`` (the hub commit of its weights), and ``frame_size(n_frames) -> FrameSize | None``: the
-    largest frames it can use when a clip has ``n_frames`` frames (a frame sampler without an explicit
-    ``max_side`` sizes the frames it keeps to it).
-    """
+    """Turns texts and clips into multi-vectors: one L2-normalised row per token (optional members:
+    :class:`EncoderExtras`)."""
 
     name: str  # recorded in the index
     dim: int
@@ -73,6 +76,26 @@ class Encoder(Protocol):
 
     def encode_clips(self, clips: Sequence[Clip]) -> list[torch.Tensor]:  # each (n_tokens, dim)
         ...
+
+
+class EncoderExtras(Protocol):
+    """Members an encoder may have beyond :class:`Encoder` (all optional; read through
+    :mod:`maxsim.encoders.record`):
+
+    - ``settings``: a dict of what it was loaded with; recorded in the index. Entries other than device,
+      dtype and batch sizes change the vectors, so a video indexed under other settings is re-encoded.
+    - ``revision``: the hub commit its weights were loaded at (pinned when the index reloads it).
+    - ``spec``: the spec string that loads it again (recorded, so ``Engine(path)`` reopens it).
+    - ``frame_size(n_frames) -> FrameSize | None``: the largest frames it can use when a clip has
+      ``n_frames`` frames; a frame sampler without an explicit ``max_side`` sizes the frames it keeps to
+      it (larger frames would only be shrunk again by the encoder's own processor).
+    """
+
+    settings: dict[str, Any]
+    revision: str | None
+    spec: str | None
+
+    def frame_size(self, n_frames: int) -> FrameSize | None: ...
 
 
 @dataclass(frozen=True)
@@ -85,6 +108,11 @@ class Segment:
     @property
     def duration(self) -> float:
         return self.end - self.start
+
+
+def video_key(path: str | os.PathLike) -> str:
+    """The key a video has in the index: its absolute path with symlinks resolved."""
+    return str(Path(path).resolve())
 
 
 def thumbnail_data_uri(jpeg: bytes | None) -> str | None:

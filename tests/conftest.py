@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
-import pytest
+# Triton kernels run on CPU tensors in the interpreter (CI has no GPU): set before anything imports triton,
+# so the device search path (backend "triton" on CPU tensors) runs in every test that asks for it.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from maxsim.synthetic import cut_times, write_video
-from tests.mp4 import retime_mp4
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from maxsim.testing.synthetic import cut_times, write_video  # noqa: E402
+from tests.mp4 import retime_mp4  # noqa: E402
 
 # CI has no network and must never download weights: everything touching transformers runs offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

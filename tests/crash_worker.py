@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-import maxsim.store as store_mod
+import maxsim.index.parts as parts_mod
 from maxsim.engine import Engine
 from tests.color_encoder import ColorEncoder
 
@@ -19,7 +19,7 @@ def run(index: str, op: str, args: list[str], crash_at: str | None, batch_bytes:
         os.environ["MAXSIM_CRASH_AT"] = crash_at
     else:
         os.environ.pop("MAXSIM_CRASH_AT", None)
-    store_mod._BATCH_BYTES = batch_bytes  # several record batches per part: flushes happen mid-ingest
+    parts_mod.BATCH_BYTES = batch_bytes  # several record batches per part: flushes happen mid-ingest
     eng = Engine(index, encoder=ColorEncoder(), segmenter="fixed:2")
     if op == "ingest":
         eng.ingest(args, progress=False)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from maxsim.encoders.color import PALETTE, ColorHistogramEncoder
+from maxsim.testing.color import PALETTE, ColorHistogramEncoder
 from maxsim.types import Clip, FrameSize
 
 

@@ -274,11 +274,11 @@ def test_ingest_stage_failure_closes_the_decoder(tmp_path, monkeypatch):
     from maxsim.bench.ingest_bench import measure_video
 
     from maxsim.encoders import load_encoder
-    from maxsim.frames import FrameSampler
-    from maxsim.segment import load_segmenter
-    from maxsim.store import Store
-    from maxsim.synthetic import write_video
-    from maxsim.video import DecodedFrames
+    from maxsim.index import Store
+    from maxsim.media import FrameSampler
+    from maxsim.media.segment import load_segmenter
+    from maxsim.media.video import DecodedFrames
+    from maxsim.testing.synthetic import write_video
 
     closed = []
     real_close = DecodedFrames.close

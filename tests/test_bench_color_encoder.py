@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from maxsim.encoders import load_encoder
-from maxsim.encoders.color import PALETTE, ColorHistogramEncoder
+from maxsim.testing.color import PALETTE, ColorHistogramEncoder
 from maxsim.types import Clip
 
 

@@ -161,7 +161,7 @@ def test_repo_presets_all_load():
 
 
 def test_random_scenes_fill_the_time_and_follow_the_colours():
-    from maxsim.synthetic import COLORS, random_scenes
+    from maxsim.testing.synthetic import COLORS, random_scenes
 
     scenes = random_scenes(3, seconds=30.0, scene_seconds=(2.0, 8.0))
     assert sum(s for s, _ in scenes) == pytest.approx(30.0)

@@ -10,10 +10,11 @@ from maxsim.bench.metrics import (
     evaluate,
     first_hit_rank,
     first_video_rank,
-    percentiles,
     recall_at_k,
     temporal_iou,
 )
+
+from maxsim.summary import percentiles
 
 
 def gt(qid="q", vid="a", windows=((10.0, 20.0),)):

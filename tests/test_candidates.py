@@ -8,19 +8,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from maxsim.kernels import merge_topk
 
 from maxsim import kernels
-from maxsim.candidates import (
-    PRUNE_DIR,
-    PrunedSearcher,
-    build_part_index,
-    merge_topk,
-    read_prune_manifest,
-    spherical_kmeans,
-    update_prune_index,
-)
-from maxsim.store import IndexFormatError, SegmentRecord, Store
-from maxsim.synthetic_tokens import CorpusSpec, SyntheticCorpus
+from maxsim.errors import IndexFormatError
+from maxsim.index import SegmentRecord, Store
+from maxsim.search.prune.build import build_part_index, update_prune_index
+from maxsim.search.prune.files import PRUNE_DIR, read_prune_manifest
+from maxsim.search.prune.kmeans import spherical_kmeans
+from maxsim.search.prune.searcher import PrunedSearcher
+from maxsim.testing.tokens import CorpusSpec, SyntheticCorpus
 
 SPEC = CorpusSpec(n_segments=1200, frames=4, tokens_per_frame=4, dim=32, n_concepts=256,
                   segments_per_video=30, seed=3)
@@ -60,6 +57,12 @@ def _queries(corpus: SyntheticCorpus, tokens: torch.Tensor, targets) -> tuple[to
     off = torch.zeros(len(qs) + 1, dtype=torch.int64)
     off[1:] = torch.cumsum(torch.tensor([x.shape[0] for x in qs]), 0)
     return torch.cat(qs), off
+
+
+def psearch(searcher, *args, **kwargs):
+    """A pruned search with its per-query statistics summed."""
+    s, r, stats = searcher.search(*args, **kwargs)
+    return s, r, sum(stats[1:], stats[0])
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +113,7 @@ def test_pruned_finds_exact_top1_and_exact_scores(tmp_path, corpus):
     es, er = _exact(snap, q, q_off, 10)
     ps = PrunedSearcher(snap)
     assert ps.covered
-    s, r, stats = ps.search(q, q_off, snap.live, 10, n_candidates=60, nprobe=4)
+    s, r, stats = psearch(ps, q, q_off, snap.live, 10, n_candidates=60, nprobe=4)
     assert stats.candidates == 60 * len(targets)  # the candidate path ran, not a full scan
     assert stats.fraction < 0.25
     assert torch.equal(r[:, 0], er[:, 0])
@@ -126,7 +129,7 @@ def test_pruned_finds_exact_top1_and_exact_scores(tmp_path, corpus):
     def recall(r):
         return np.mean([len(set(r[i].tolist()) & set(er[i].tolist())) / 10 for i in range(len(targets))])
 
-    _, r_wide, _ = ps.search(q, q_off, snap.live, 10, n_candidates=240, nprobe=8)
+    _, r_wide, _ = psearch(ps, q, q_off, snap.live, 10, n_candidates=240, nprobe=8)
     print("recall@10", recall(r), recall(r_wide))
     assert recall(r_wide) >= 0.97
     assert recall(r_wide) >= recall(r) >= 0.6
@@ -140,7 +143,7 @@ def test_enough_candidates_equals_exhaustive(tmp_path, corpus):
         update_prune_index(snap)
     q, q_off = _queries(c, tokens, [3, 150, 299])
     es, er = _exact(snap, q, q_off, 5)
-    s, r, _ = PrunedSearcher(snap).search(q, q_off, snap.live, 5, n_candidates=300, nprobe=2)
+    s, r, _ = psearch(PrunedSearcher(snap), q, q_off, snap.live, 5, n_candidates=300, nprobe=2)
     assert torch.equal(r, er)
     assert torch.allclose(s, es)
 
@@ -160,7 +163,7 @@ def test_incremental_parts_deletes_and_persistence(tmp_path, corpus):
     ps = PrunedSearcher(snap)
     assert not ps.covered
     s, r, stats = ps.search(q, q_off, snap.live, 5, n_candidates=40, nprobe=4)
-    assert stats.exhaustive_parts == 1
+    assert [st.exhaustive_parts for st in stats] == [1, 1, 1]  # each query scanned the one new part
     assert torch.equal(r[:, 0], er[:, 0])
     with store.writing():
         second = update_prune_index(snap)
@@ -178,7 +181,7 @@ def test_incremental_parts_deletes_and_persistence(tmp_path, corpus):
     snap = store.snapshot()
     es, er = _exact(snap, q, q_off, 5)
     ps = PrunedSearcher(snap)
-    s, r, _ = ps.search(q, q_off, snap.live, 5, n_candidates=40, nprobe=4)
+    s, r, _ = psearch(ps, q, q_off, snap.live, 5, n_candidates=40, nprobe=4)
     ids = {int(snap.segment_ids[int(x)]) for x in r.reshape(-1) if x >= 0}
     assert not ids & set(gone)
     assert torch.equal(r[1:, 0], er[1:, 0])
@@ -193,7 +196,7 @@ def test_incremental_parts_deletes_and_persistence(tmp_path, corpus):
     # a filter (allowed mask) is respected the same way
     allowed = snap.live.copy()
     allowed[:600] = False
-    s, r, _ = PrunedSearcher(snap).search(q, q_off, allowed, 5, n_candidates=40, nprobe=4)
+    s, r, _ = psearch(PrunedSearcher(snap), q, q_off, allowed, 5, n_candidates=40, nprobe=4)
     assert (r[r >= 0] >= 600).all()
 
 
@@ -226,16 +229,16 @@ def test_search_arguments_are_checked(tmp_path, corpus):
     q, q_off = _queries(c, tokens, [1])
     ps = PrunedSearcher(snap)
     with pytest.raises(ValueError, match="n_candidates"):
-        ps.search(q, q_off, snap.live, 10, n_candidates=5)
+        psearch(ps, q, q_off, snap.live, 10, n_candidates=5)
     with pytest.raises(ValueError, match="nprobe"):
-        ps.search(q, q_off, snap.live, 10, n_candidates=50, nprobe=0)
+        psearch(ps, q, q_off, snap.live, 10, n_candidates=50, nprobe=0)
 
 
 # -- through the engine and the CLI ------------------------------------------------------------------------
 def test_engine_pruned_mode_follows_ingest_delete_compact(tmp_path, capsys):
     from maxsim.cli import main
     from maxsim.engine import Engine
-    from maxsim.synthetic import write_video
+    from maxsim.testing.synthetic import write_video
 
     scenes = [[(2.0, "red"), (2.0, "blue")], [(2.0, "green"), (2.0, "yellow")],
               [(2.0, "white"), (2.0, "red")], [(2.0, "orange"), (2.0, "black")]]
@@ -251,15 +254,18 @@ def test_engine_pruned_mode_follows_ingest_delete_compact(tmp_path, capsys):
             pruned = [h.to_dict() for h in eng.search(w, k=2, mode="pruned", n_candidates=n_candidates)]
             assert pruned == exact, w
 
+    def exhaustive_parts() -> int:
+        return eng.query("red", k=2, mode="pruned", n_candidates=2).stats.prune.exhaustive_parts
+
     same()  # no prune index yet: every part is scanned
-    assert eng.last_prune_stats.exhaustive_parts == 1
+    assert exhaustive_parts() == 1
     assert len(eng.build_prune_index(progress=False)) == 1
     same()
-    assert eng.last_prune_stats.exhaustive_parts == 0
+    assert exhaustive_parts() == 0
     eng.ingest([tmp_path / "v2.mp4", tmp_path / "v3.mp4"], progress=False)  # the new part is indexed too
     assert set(read_prune_manifest(eng.path)["parts"]) == {p["id"] for p in eng.manifest.parts}
     same()
-    assert eng.last_prune_stats.exhaustive_parts == 0
+    assert exhaustive_parts() == 0
     eng.delete(tmp_path / "v2.mp4")
     same()
     hits = eng.search("white", k=8, mode="pruned", n_candidates=8)
@@ -307,12 +313,12 @@ def test_quantized_storage(tmp_path, corpus):
                                        d_scale=ch.scales)
             es.append(s[0])
             er.append(torch.from_numpy(ch.rows)[r[0]])
-        s, r, stats = PrunedSearcher(snap).search(q, q_off, snap.live, 5, n_candidates=100, nprobe=4)
+        s, r, stats = psearch(PrunedSearcher(snap), q, q_off, snap.live, 5, n_candidates=100, nprobe=4)
         assert stats.candidates == 300
         assert torch.equal(r[:, 0], torch.stack(er)[:, 0]), dtype
         assert torch.allclose(s[:, 0], torch.stack(es)[:, 0], atol=1e-5)
         # residual codes of dequantised tokens: the refine stage keeps the exact top hit
-        s, r, stats = PrunedSearcher(snap).search(q, q_off, snap.live, 5, n_candidates=20, nprobe=4,
+        s, r, stats = psearch(PrunedSearcher(snap), q, q_off, snap.live, 5, n_candidates=20, nprobe=4,
                                                   n_refine=200)
         assert stats.refined == 600 and stats.candidates == 60
         assert torch.equal(r[:, 0], torch.stack(er)[:, 0]), dtype
@@ -355,8 +361,8 @@ def test_refine_stage_improves_recall_and_stays_exact(tmp_path, corpus):
     def recall(r):
         return np.mean([len(set(r[i].tolist()) & set(er[i].tolist())) / 10 for i in range(len(targets))])
 
-    _, r_plain, st_plain = ps.search(q, q_off, snap.live, 10, n_candidates=100, nprobe=4)
-    s, r, st = ps.search(q, q_off, snap.live, 10, n_candidates=100, nprobe=4, n_refine=600)
+    _, r_plain, st_plain = psearch(ps, q, q_off, snap.live, 10, n_candidates=100, nprobe=4)
+    s, r, st = psearch(ps, q, q_off, snap.live, 10, n_candidates=100, nprobe=4, n_refine=600)
     assert st_plain.refined == 0 and st_plain.residual_bytes == 0
     assert st.refined == 600 * len(targets) and st.candidates == 100 * len(targets)
     assert st.residual_bytes == 600 * len(targets) * SPEC.tokens_per_segment * (SPEC.dim // 4 + 2)
@@ -369,16 +375,16 @@ def test_refine_stage_improves_recall_and_stays_exact(tmp_path, corpus):
         cs, cr = _exact(snap, qi, torch.tensor([0, qi.shape[0]]), 10, allowed)
         assert torch.equal(r[i], cr[0]) and torch.allclose(s[i], cs[0])
     # refining every segment: the probe widens until the lists hold them all
-    s, r, st = ps.search(q, q_off, snap.live, 10, n_candidates=200, nprobe=4, n_refine=SPEC.n_segments)
+    s, r, st = psearch(ps, q, q_off, snap.live, 10, n_candidates=200, nprobe=4, n_refine=SPEC.n_segments)
     assert st.refined == SPEC.n_segments * len(targets)
     assert recall(r) >= 0.97 and torch.equal(r[:, 0], er[:, 0])
     # deleted segments are never refined nor returned
     _delete(store, [int(snap.segment_ids[int(x)]) for x in er[:, 0]])
     snap = store.snapshot()
-    _, r, _ = PrunedSearcher(snap).search(q, q_off, snap.live, 10, n_candidates=30, nprobe=4, n_refine=600)
+    _, r, _ = psearch(PrunedSearcher(snap), q, q_off, snap.live, 10, n_candidates=30, nprobe=4, n_refine=600)
     assert snap.live[r[r >= 0].numpy()].all()
     with pytest.raises(ValueError, match="n_refine"):
-        ps.search(q, q_off, snap.live, 10, n_candidates=30, n_refine=-1)
+        psearch(ps, q, q_off, snap.live, 10, n_candidates=30, n_refine=-1)
 
 
 def test_index_without_residual_codes_and_rebuild(tmp_path, corpus):
@@ -393,7 +399,7 @@ def test_index_without_residual_codes_and_rebuild(tmp_path, corpus):
     path.write_text(json.dumps(data))
     q, q_off = _queries(c, tokens, [7, 300])
     es, er = _exact(store.snapshot(), q, q_off, 5)
-    s, r, st = PrunedSearcher(store.snapshot()).search(q, q_off, store.snapshot().live, 5, n_candidates=40,
+    s, r, st = psearch(PrunedSearcher(store.snapshot()), q, q_off, store.snapshot().live, 5, n_candidates=40,
                                                        n_refine=200)
     assert st.refined == 0 and torch.equal(r[:, 0], er[:, 0])  # no codes: bag scores pick the candidates
     with store.writing():
@@ -402,7 +408,7 @@ def test_index_without_residual_codes_and_rebuild(tmp_path, corpus):
     data = read_prune_manifest(store.root)
     assert data["format"] == 2 and data["parts"][pid]["nbits"] == 2
     assert len(list((store.root / PRUNE_DIR).glob("*.npy"))) == 9  # the old part's files were removed
-    s, r, st = PrunedSearcher(store.snapshot()).search(q, q_off, store.snapshot().live, 5, n_candidates=40,
+    s, r, st = psearch(PrunedSearcher(store.snapshot()), q, q_off, store.snapshot().live, 5, n_candidates=40,
                                                        n_refine=200)
     assert st.refined == 400 and torch.equal(r[:, 0], er[:, 0])
     # damaged residual files are reported, not read out of bounds
@@ -419,8 +425,8 @@ def test_index_without_residual_codes_and_rebuild(tmp_path, corpus):
 
 
 def test_build_device_is_checked(tmp_path, corpus):
-    from maxsim.candidates import build_device
     from maxsim.cli import main
+    from maxsim.search.prune.kmeans import build_device
 
     assert build_device(None) == torch.device("cpu") == build_device("cpu")
     with pytest.raises(ValueError, match="expected 'cpu' or a CUDA device"):

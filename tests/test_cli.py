@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from maxsim import cli
-from maxsim.synthetic import write_video
+from maxsim.testing.synthetic import write_video
 
 ENC = "tests.color_encoder:ColorEncoder"
 
@@ -26,7 +26,7 @@ def test_ingest_search_info(tmp_path, capsys, request):
     idx = tmp_path / "idx"
     code, out, err = run(capsys, "ingest", idx, vids, "--fixed", "2", "--encoder", ENC, "-q")
     assert code == 0, err
-    assert "ingested 2 file(s)" in out
+    assert "ingested 2 files" in out
 
     code, out, err = run(capsys, "search", idx, "cyan", "-k", "3", "--json")
     assert code == 0, err
@@ -69,7 +69,7 @@ def test_failures_set_the_exit_code(tmp_path, capsys):
     missing = tmp_path / "missing.mp4"
     code, out, _ = run(capsys, "ingest", tmp_path / "idx", good, bad, missing, "--encoder", ENC, "-q")
     assert code == 1
-    assert "bad.mp4" in out and "missing.mp4" in out and "ingested 1 file(s)" in out
+    assert "bad.mp4" in out and "missing.mp4" in out and "ingested 1 file" in out
 
 
 @pytest.mark.parametrize("command", ["search", "info"])

@@ -3,7 +3,7 @@
 import json
 
 from maxsim.cli import main
-from maxsim.synthetic import write_video
+from maxsim.testing.synthetic import write_video
 
 ENC = "tests.color_encoder:ColorEncoder"
 
@@ -18,7 +18,7 @@ def test_delete_compact_info(tmp_path, capsys):
 
     assert main(["delete", str(idx), "--prefix", str(vids / "cam1")]) == 0
     out = capsys.readouterr().out
-    assert "deleted 2 video(s); index version 2" in out and "v0.mp4 (2 segments)" in out
+    assert "deleted 2 videos; index version 2" in out and "v0.mp4 (2 segments)" in out
 
     assert main(["delete", str(idx), str(vids / "cam1" / "v0.mp4")]) == 1  # no longer there
     assert "not in the index" in capsys.readouterr().err

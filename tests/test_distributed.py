@@ -11,9 +11,9 @@ import torch
 ray = pytest.importorskip("ray", reason='Ray is an optional extra: pip install "maxsim[ray]"')
 
 from maxsim import distributed  # noqa: E402
-from maxsim.encoders.color import ColorHistogramEncoder  # noqa: E402
 from maxsim.engine import Engine  # noqa: E402
-from maxsim.synthetic import write_video  # noqa: E402
+from maxsim.testing.color import ColorHistogramEncoder  # noqa: E402
+from maxsim.testing.synthetic import write_video  # noqa: E402
 
 SCENES = [
     [(2.0, "red"), (2.0, "blue")],
@@ -41,7 +41,7 @@ def videos(tmp_path_factory):
 
 
 def _same_index(a: Engine, b: Engine) -> None:
-    sa, sb = a._snapshot, b._snapshot
+    sa, sb = a.snapshot, b.snapshot
     assert sa.table.num_rows == sb.table.num_rows > 0
     cols = ("segment_id", "video", "video_hash", "settings", "start", "end", "frame_times", "token_count")
     for col in cols:

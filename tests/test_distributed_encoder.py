@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from maxsim.distributed import RayVideoEncoder, _EncodeBatch, _Shard, worker_encoder
+from maxsim.distributed import RayVideoEncoder, worker_encoder
+from maxsim.distributed.ingest import _EncodeBatch
+from maxsim.distributed.search import _Shard
+from maxsim.encoders import PooledEncoder
 from maxsim.engine import Engine
-from maxsim.frames import iter_clips
-from maxsim.pooling import PooledEncoder
-from maxsim.store import EncoderMismatchError
-from maxsim.synthetic import write_video
+from maxsim.errors import EncoderMismatchError
+from maxsim.media import iter_clips
+from maxsim.search import SearchOptions, prepare_queries
+from maxsim.testing.synthetic import write_video
 from tests.color_encoder import ColorEncoder
 from tests.pinned_encoder import NEW, OLD, SPEC, PinnedHubEncoder
 
@@ -54,7 +57,7 @@ def _tokens(out: pd.DataFrame) -> list[torch.Tensor]:
 def test_workers_load_the_engines_spec_at_its_pinned_revision(tmp_path, video, hub):
     eng = Engine(tmp_path / "idx", encoder=SPEC, segmenter="fixed:1")
     hub.head = NEW  # the hub moved on after the engine loaded its encoder
-    kw = worker_encoder(eng)
+    kw = worker_encoder(eng.encoder, eng.encoder_load_args())
     assert kw["encoder"] == SPEC and kw["load_kwargs"] == {"revision": OLD}
     assert kw["expect"] == {"name": f"pinned-hub:org/model@{OLD}", "dim": eng.encoder.dim,
                             "settings": {"max_visual_tokens": 256}}  # device: each worker's own
@@ -81,7 +84,7 @@ def test_an_engine_reopened_from_its_record_sends_the_record_not_the_model(tmp_p
     Engine(tmp_path / "idx", encoder=SPEC)
     hub.head = NEW
     eng = Engine(tmp_path / "idx")  # no encoder given: the record's spec, at the record's commit
-    kw = worker_encoder(eng)
+    kw = worker_encoder(eng.encoder, eng.encoder_load_args())
     assert kw["encoder"] == SPEC and kw["load_kwargs"] == {"revision": OLD}
     assert eng.encoder.name.endswith("@" + OLD) and _EncodeBatch(**kw).mismatch == ""
 
@@ -91,7 +94,7 @@ def test_a_pooled_spec_pins_its_inner_revision(tmp_path, hub):
     for i, given in enumerate([pooled, PooledEncoder(SPEC, factor=2)]):
         eng = Engine(tmp_path / f"idx{i}", encoder=given)
         hub.head = NEW
-        kw = worker_encoder(eng)
+        kw = worker_encoder(eng.encoder, eng.encoder_load_args())
         assert kw["encoder"] == SPEC + "+pool(factor=2,dedup=0.95,window=1024)"
         assert kw["load_kwargs"] == {"revision": OLD}
         worker = _EncodeBatch(**kw)
@@ -103,7 +106,7 @@ def test_a_pooled_spec_pins_its_inner_revision(tmp_path, hub):
 def test_an_encoder_object_without_a_spec_is_sent_as_is(tmp_path):
     enc = ColorEncoder()
     eng = Engine(tmp_path / "idx", encoder=enc)
-    kw = worker_encoder(eng)
+    kw = worker_encoder(eng.encoder, eng.encoder_load_args())
     assert kw["encoder"] is enc and kw["load_kwargs"] == {}
     worker = _EncodeBatch(**pickle.loads(pickle.dumps(kw)))  # as an actor gets it
     assert worker.encoder.name == enc.name and worker.mismatch == ""
@@ -121,8 +124,9 @@ def test_a_mismatch_row_stops_the_ingest(tmp_path, video):
     """The driver side: a worker's ``encoder_mismatch`` row raises EncoderMismatchError (an index error,
     which the ingest does not take as one bad video), with the worker's reason."""
     eng = Engine(tmp_path / "idx", encoder=ColorEncoder())
-    enc = object.__new__(RayVideoEncoder)  # its pipeline replaced by the rows it would stream
-    enc.engine, enc.videos, enc._next = eng, [str(video)], 0
+    enc = RayVideoEncoder({"encoder": "color-test", "load_kwargs": {}, "expect": None}, eng.segmenter,
+                          eng.sampler, eng.manifest.dim, eng.encoder.name)
+    enc.videos = [str(video)]  # its pipeline replaced by the rows it would stream
     enc._stream = iter([{"video": str(video), "kind": "encoder_mismatch", "reason": "loaded X@b, not X@a"}])
     with pytest.raises(EncoderMismatchError, match="loaded X@b, not X@a"):
         list(enc(str(video), "digest", "settings", None))
@@ -133,11 +137,11 @@ def test_shards_search_without_loading_an_encoder(tmp_path, video, hub):
     eng.ingest(video, progress=False)
     hub.loads.clear()
     shard = _Shard(str(eng.path), eng.version, [p["id"] for p in eng.manifest.parts])
-    q, q_off = eng._queries(eng.encoder.encode_texts(["blue"]))
-    s, r = shard.search(q, q_off, 2, None, None, {})
-    want_s, want_r = eng._search_rows(eng._snapshot, q, q_off, 2, None, None)
+    q, q_off = prepare_queries(eng.encoder.encode_texts(["blue"]), eng.manifest.dim)
+    s, r, _ = shard.search(q, q_off, SearchOptions(k=2))
+    want_s, want_r, _ = eng.searcher.rows(q, q_off, SearchOptions(k=2))
     assert torch.equal(s, want_s) and torch.equal(r, want_r)
-    assert shard.engine._encoder is None and hub.loads == []  # queries come encoded from the caller
+    assert hub.loads == []  # a shard loads no encoder: queries come encoded from the caller
 
 
 def test_a_video_failing_midway_does_not_fail_the_next():
@@ -145,18 +149,14 @@ def test_a_video_failing_midway_does_not_fail_the_next():
     import numpy as np
 
     from maxsim.distributed import RayVideoEncoder
-    from maxsim.engine import EncoderOutputError
+    from maxsim.errors import EncoderOutputError
 
     def row(video, kind, reason=""):
         return {"video": video, "kind": kind, "reason": reason, "start": 0.0, "end": 1.0, "timestamps": [0.5],
                 "thumbnail": b"", "n_tokens": 2, "dim": 3, "tokens": np.ones((2, 3), np.float32).tobytes()}
 
-    class Engine:
-        def _check_vectors(self, vec, what):
-            return vec
-
-    pipe = RayVideoEncoder.__new__(RayVideoEncoder)
-    pipe.engine, pipe.videos, pipe._next, pipe._unfinished = Engine(), ["A", "B", "C"], 0, None
+    pipe = RayVideoEncoder({"encoder": "color-test", "load_kwargs": {}, "expect": None}, None, None, 3, "enc")
+    pipe.videos = ["A", "B", "C"]  # the pipeline replaced by the rows it would stream
     pipe._stream = iter([row("A", "encoder_error", "NaN"), row("A", "clip"), row("A", "end"),
                          row("B", "clip"), row("B", "clip"), row("B", "end"),
                          row("C", "clip"), row("C", "end")])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from maxsim.encoders import load_encoder
+from maxsim.encoders import encoder_family, load_encoder, name_family
 from maxsim.encoders.clip import ClipFrameEncoder, processor_frame_size
 from maxsim.types import Clip, FrameSize
 
@@ -42,7 +42,9 @@ def family(request, tiny_frame_model_dirs):
 def test_dispatched_by_model_type(family):
     name, folder, enc = family
     assert isinstance(enc, ClipFrameEncoder) and enc.model_type == name
-    assert enc.name.startswith(f"{name}:{folder.name}@sha256-") and enc.dim == DIMS[name]
+    family = "clip" if name == "clip" else "siglip"  # SigLIP 2 loads through (and is named by) "siglip"
+    assert enc.name.startswith(f"{family}:{folder.name}@sha256-") and enc.dim == DIMS[name]
+    assert encoder_family(str(folder)) == name_family(enc.name) == family  # compared before loading
     s = enc.settings
     assert s["family"] == name and s["dtype"] == "float32" and s["vectors"] == "one per frame"
     json.dumps(s)

@@ -79,7 +79,7 @@ def test_clip_shapes_norms_and_token_count(tiny_colqwen3):
 def test_prompt_matches_published_video_format(tiny_colqwen3):
     enc = tiny_colqwen3
     clip = make_clip(4, 64, 96, start=10.0)
-    prep = enc._prepare(clip)
+    prep = enc.prepare(clip)
     pads = "<|video_pad|>" * 6
     text = (
         "<|im_start|>user\n"
@@ -97,7 +97,7 @@ def test_same_features_and_markers_as_native_processor(tiny_colqwen3):
 
     enc = tiny_colqwen3
     clip = make_clip(6, 80, 120, start=7.0, step=0.4)
-    prep = enc._prepare(clip)
+    prep = enc.prepare(clip)
     native = Qwen3VLProcessor(
         tokenizer=enc.tokenizer, video_processor=enc.video_processor, image_processor=Qwen2VLImageProcessor()
     )
@@ -189,7 +189,7 @@ def test_matches_native_qwen3vl_reference(tiny_colqwen3, tiny_colqwen3_dir):
     ref = Qwen3VLForConditionalGeneration(enc.model.config).eval()
     ref.load_state_dict({k[len("vlm."):]: v for k, v in sd.items() if k.startswith("vlm.")}, strict=True)
     clip = make_clip(4, 64, 96)
-    prep = enc._prepare(clip)
+    prep = enc.prepare(clip)
     ids = torch.tensor([prep["ids"]])
     with torch.inference_mode():
         hidden = ref.model(
@@ -286,7 +286,7 @@ def test_missing_weights_offline_names_the_remedy(tmp_path, monkeypatch):
     with pytest.raises(MissingWeightsError) as err:
         ColQwen3Encoder.from_pretrained("TomoroAI/tomoro-colqwen3-embed-4b", cache_dir=str(tmp_path))
     msg = str(err.value)
-    assert "huggingface-cli download TomoroAI/tomoro-colqwen3-embed-4b" in msg
+    assert "hf download TomoroAI/tomoro-colqwen3-embed-4b" in msg
     assert "HF_HUB_OFFLINE is set" in msg and "local folder" in msg
     with pytest.raises(MissingWeightsError, match="neither an existing local folder"):
         ColQwen3Encoder.from_pretrained(str(tmp_path / "no-such-folder"))
@@ -348,7 +348,7 @@ def test_prompts_from_processor_config(tmp_path, tiny_colqwen3_dir, tiny_colqwen
     n_text = len(enc.tokenizer("Query: a red scene", add_special_tokens=False)["input_ids"])
     (q,) = enc.encode_texts(["a red scene"])
     assert len(q) == n_text + 10
-    prep = enc._prepare(make_clip(2, 32, 32, start=0.0))
+    prep = enc.prepare(make_clip(2, 32, 32, start=0.0))
     assert enc.tokenizer.decode(prep["ids"]).endswith("<|vision_end|>Find the moment.<|im_end|><|endoftext|>")
 
 
@@ -420,15 +420,16 @@ def test_default_device_names():
 def test_1080p_frames_sized_to_the_encoder_fill_the_token_budget(tiny_colqwen3):
     """16 frames of a 1080p clip: a 448 px cap gave 896 visual tokens; sized to the encoder's frame_size
     they fill (nearly all of) the 5,120-token budget, as the checkpoint's own pipeline does."""
-    from maxsim.frames import FrameSampler
+    from maxsim.ingest import sized_sampler
+    from maxsim.media.frames import FrameSampler
     from maxsim.types import Segment
 
     enc = tiny_colqwen3
     assert enc.frame_size(16).max_pixels == 640 * 32 * 32  # 5,120 tokens over 8 frame pairs
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
-    sized = FrameSampler(fps=2.0, max_frames=16).for_encoder(enc)
-    capped = FrameSampler(fps=2.0, max_frames=16, max_side=448)
+    sized = sized_sampler(FrameSampler(fps=2.0, max_frames=16), enc).start()
+    capped = FrameSampler(fps=2.0, max_frames=16, max_side=448).start()
     for i in range(16):
         sized.feed(i * 0.5, frame)
         capped.feed(i * 0.5, frame)

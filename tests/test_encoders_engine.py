@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from maxsim import Clip, Engine
-from maxsim.segment import FixedSegmenter
-from maxsim.store import EncoderMismatchError
-from maxsim.synthetic import COLORS, write_video
+from maxsim.errors import EncoderMismatchError
+from maxsim.media.segment import FixedSegmenter
+from maxsim.testing.synthetic import COLORS, write_video
 
 A_SCENES = [(4.0, "red"), (4.0, "blue")]
 B_SCENES = [(2.0, "green"), (4.0, "red")]
@@ -76,7 +76,7 @@ def test_engine_from_folder_spec(tmp_path, videos, tiny_colqwen3_dir):
 
 def test_cli_cpu_preset_with_a_local_checkpoint(tmp_path, videos, tiny_colqwen3_dir):
     from maxsim.cli import main
-    from maxsim.store import read_manifest
+    from maxsim.index import read_manifest
 
     idx = tmp_path / "cpu-index"
     code = main(["ingest", str(idx), str(videos["a"]), "--preset", "cpu", "--encoder", str(tiny_colqwen3_dir),
@@ -88,4 +88,4 @@ def test_cli_cpu_preset_with_a_local_checkpoint(tmp_path, videos, tiny_colqwen3_
     eng = Engine(idx)  # reopens with the recorded spec: the same preset and checkpoint
     hits = eng.search("red", k=1)
     assert hits and len(hits[0].to_dict()) >= 6
-    assert max(len(t) for t in eng._snapshot.table.column("frame_times").to_pylist()) <= 4
+    assert max(len(t) for t in eng.snapshot.table.column("frame_times").to_pylist()) <= 4

@@ -6,9 +6,9 @@ import torch
 
 from maxsim import Engine
 from maxsim.encoders.checkpoint import MissingWeightsError
-from maxsim.segment import FixedSegmenter, SceneSegmenter
-from maxsim.store import EncoderMismatchError, IndexNotFoundError
-from maxsim.synthetic import write_video
+from maxsim.errors import EncoderMismatchError, IndexNotFoundError
+from maxsim.media.segment import FixedSegmenter, SceneSegmenter
+from maxsim.testing.synthetic import write_video
 from tests.color_encoder import ColorEncoder
 
 A_SCENES = [(4.0, "red"), (4.0, "blue"), (4.0, "green")]
@@ -72,7 +72,7 @@ def test_search_batch_filters_and_len(engine, videos):
 def test_scores_equal_exact_maxsim(engine):
     q = ColorEncoder().encode_texts(["red green"])[0]
     hits = engine.search_vectors([q], k=len(engine))
-    snap = engine._snapshot
+    snap = engine.snapshot
     by_id = {int(s): r for r, s in enumerate(snap.segment_ids)}
     for h in hits[0]:
         d = snap.segment_tokens(by_id[h.segment_id]).double()
@@ -120,7 +120,7 @@ def test_empty_and_missing_index(tmp_path):
     with pytest.raises(IndexNotFoundError, match="no index at"):
         Engine(tmp_path / "missing", create=False)
     # No encoder given: the default (colqwen3, the 4B checkpoint) is loaded, and CI has no weights offline.
-    with pytest.raises(MissingWeightsError, match="huggingface-cli download"):
+    with pytest.raises(MissingWeightsError, match="hf download"):
         Engine(tmp_path / "missing2")
 
 
@@ -195,14 +195,14 @@ def test_an_encoder_exception_fails_only_that_video(tmp_path, videos):
 def test_search_without_thumbnails_does_not_read_them(engine, monkeypatch):
     with_thumbs = engine.search("blue", k=3)
     assert all(h.thumbnail[:2] == b"\xff\xd8" for h in with_thumbs)
-    table = engine._snapshot.table
+    table = engine.snapshot.table
 
     class NoThumbnails:
         def column(self, name):
             assert name != "thumbnail", "thumbnails=False must not read the thumbnail column"
             return table.column(name)
 
-    monkeypatch.setattr(engine._snapshot, "table", NoThumbnails())
+    monkeypatch.setattr(engine.snapshot, "table", NoThumbnails())
     hits = engine.search("blue", k=3, thumbnails=False)
     assert [(h.video, h.start, h.score) for h in hits] == [(h.video, h.start, h.score) for h in with_thumbs]
     assert all(h.thumbnail is None for h in hits)

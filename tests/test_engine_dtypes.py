@@ -5,8 +5,8 @@ import torch
 
 from maxsim import Engine, kernels
 from maxsim.cli import main
-from maxsim.store import storage_dtype
-from maxsim.synthetic import write_video
+from maxsim.index import storage_dtype
+from maxsim.testing.synthetic import write_video
 from tests.color_encoder import ColorEncoder
 
 # max |score - float32 score| relative to the largest float32 score. kernels/quantize.py measures 1.7e-3
@@ -49,7 +49,7 @@ def reference(tmp_path_factory, videos):
 @pytest.mark.parametrize("dtype", ["int8", "float8_e4m3fn"])
 def test_quantised_index_scores_like_float32(tmp_path, videos, reference, dtype, monkeypatch, capsys):
     eng = build(tmp_path / "idx", dtype, videos)
-    ch = eng._snapshot.chunks[0]
+    ch = eng.snapshot.chunks[0]
     assert ch.tokens.dtype == {"int8": torch.int8, "float8_e4m3fn": torch.float8_e4m3fn}[dtype]
     assert ch.scales.dtype == torch.float32 and ch.scales.shape == (ch.tokens.shape[0],)
 
@@ -87,13 +87,13 @@ def test_quantised_index_scores_like_float32(tmp_path, videos, reference, dtype,
     assert reopened.manifest.dtype == dtype and by_key(reopened) == got
 
     # compaction carries bytes and scales unchanged
-    before = {int(reopened._snapshot.segment_ids[r]): reopened._snapshot.segment_data(r)
-              for r in range(len(reopened._snapshot.segment_ids))}
+    before = {int(reopened.snapshot.segment_ids[r]): reopened.snapshot.segment_data(r)
+              for r in range(len(reopened.snapshot.segment_ids))}
     before = {i: (d.clone(), s.clone()) for i, (d, s) in before.items()}
     eng.delete(videos[1])
     rep = eng.compact(full=True)
     assert rep.segments_dropped == 6 and len(eng.manifest.parts) == 1
-    snap = eng._snapshot
+    snap = eng.snapshot
     for r in range(len(snap.segment_ids)):
         d, s = snap.segment_data(r)
         want_d, want_s = before[int(snap.segment_ids[r])]

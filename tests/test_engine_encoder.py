@@ -3,9 +3,10 @@
 import pytest
 
 from maxsim import Engine
-from maxsim.encoders import _REGISTRY, _hub_model_type, register_encoder
-from maxsim.store import EncoderMismatchError
-from maxsim.synthetic import write_video
+from maxsim.encoders import register_encoder, unregister_encoder
+from maxsim.encoders.registry import hub_model_type
+from maxsim.errors import EncoderMismatchError
+from maxsim.testing.synthetic import write_video
 from tests.color_encoder import ColorEncoder
 
 OLD, NEW = "a" * 40, "b" * 40
@@ -29,7 +30,7 @@ def hub_encoder():
     register_encoder("hub-color", HubEncoder)
     HubEncoder.hub_head, HubEncoder.loads = OLD, []
     yield
-    del _REGISTRY["hub-color"]
+    unregister_encoder("hub-color")
 
 
 @pytest.fixture(scope="module")
@@ -82,4 +83,4 @@ def test_hub_model_type_honours_every_offline_switch(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    assert _hub_model_type("org/model") is None and seen == [True]
+    assert hub_model_type("org/model") is None and seen == [True]

@@ -13,11 +13,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import maxsim.store as store_mod
+import maxsim.index.files as files_mod
+import maxsim.index.parts as parts_mod
 from maxsim import Engine
-from maxsim.store import Manifest, Store, VersionNotFoundError
-from maxsim.synthetic import write_video
-from maxsim.video import content_hash
+from maxsim.errors import VersionNotFoundError
+from maxsim.index import Manifest, Store
+from maxsim.media.video import content_hash
+from maxsim.testing.synthetic import write_video
 from tests import crash_worker
 from tests.color_encoder import ColorEncoder
 
@@ -94,7 +96,7 @@ class RecordingEncoder(ColorEncoder):
 
 
 def test_ingest_streams_segments_to_disk(tmp_path, pool, monkeypatch):
-    monkeypatch.setattr(store_mod, "_BATCH_BYTES", 1000)
+    monkeypatch.setattr(parts_mod, "BATCH_BYTES", 1000)
     long = write_video(tmp_path / "long.mp4", [(3.0, c) for c in ("red", "blue", "green", "cyan")] * 3)
     enc = RecordingEncoder(tmp_path / "idx")
     eng = Engine(tmp_path / "idx", encoder=enc, segmenter="fixed:1", batch_size=2)
@@ -105,7 +107,7 @@ def test_ingest_streams_segments_to_disk(tmp_path, pool, monkeypatch):
 
 
 def test_a_video_failing_midway_leaves_nothing_visible(tmp_path, pool, monkeypatch):
-    monkeypatch.setattr(store_mod, "_BATCH_BYTES", 600)  # its first rows are flushed before it fails
+    monkeypatch.setattr(parts_mod, "BATCH_BYTES", 600)  # its first rows are flushed before it fails
     lib = tmp_path / "lib"
     lib.mkdir()
     a, b, c = (place(lib, pool, n, 0) for n in "abc")
@@ -152,9 +154,9 @@ def test_versions_pin_and_refresh(tmp_path, pool):
     writer.ingest([place(lib, pool, "b", 0)], progress=False)
     assert len(reader) == 2 and reader.version == 1  # an open engine searches the version it opened
     assert len(reader.search_vectors(ColorEncoder().encode_texts(["red"]), k=50)[0]) == 2
-    ptr = reader._snapshot.chunks[0].tokens.data_ptr()
+    ptr = reader.snapshot.chunks[0].tokens.data_ptr()
     assert reader.refresh() == 2 and len(reader) == 5
-    assert reader._snapshot.chunks[0].tokens.data_ptr() == ptr  # the unchanged part was not mapped again
+    assert reader.snapshot.chunks[0].tokens.data_ptr() == ptr  # the unchanged part was not mapped again
     old = Engine(tmp_path / "idx", version=1)
     assert len(old) == 2 and old.versions() == [0, 1, 2]
     with pytest.raises(PermissionError, match="read-only at version 1"):
@@ -209,7 +211,7 @@ def test_incremental_equals_rebuild(tmp_path_factory, pool, ops):
 
 # -- readers during writes ------------------------------------------------------------------------------
 def test_readers_see_only_whole_versions_while_a_writer_ingests_and_compacts(tmp_path, pool, monkeypatch):
-    monkeypatch.setattr(store_mod, "_BATCH_BYTES", 800)
+    monkeypatch.setattr(parts_mod, "BATCH_BYTES", 800)
     lib = tmp_path / "lib"
     lib.mkdir()
     writer = new_engine(tmp_path / "idx")
@@ -232,7 +234,7 @@ def test_readers_see_only_whole_versions_while_a_writer_ingests_and_compacts(tmp
             errors.append(e)
 
     def record() -> None:
-        snap = writer._snapshot
+        snap = writer.snapshot
         vids = snap.table.column("video").to_pylist()
         states[writer.version] = {(vids[r], float(snap.starts[r])) for r in np.flatnonzero(snap.live)}
 
@@ -293,7 +295,7 @@ def reference(tmp_path_factory, pool):
     """Tokens of every segment of every variant, from a clean index: {content hash: {start: tokens}}."""
     eng = new_engine(tmp_path_factory.mktemp("ref") / "idx")
     eng.ingest(list(pool.values()), progress=False)
-    snap = eng._snapshot
+    snap = eng.snapshot
     hashes = snap.table.column("video_hash").to_pylist()
     out: dict[str, dict[float, torch.Tensor]] = {}
     for row in range(snap.table.num_rows):
@@ -306,7 +308,7 @@ def check_index(path, reference, allowed_states):
     eng = Engine(path, encoder=ColorEncoder())
     state = {v: e["hash"] for v, e in eng.manifest.videos.items()}
     assert state in allowed_states, f"state {state} is none of {allowed_states}"
-    snap = eng._snapshot
+    snap = eng.snapshot
     vids = snap.table.column("video").to_pylist()
     hashes = snap.table.column("video_hash").to_pylist()
     rows: dict[str, dict[float, torch.Tensor]] = {}
@@ -401,14 +403,14 @@ def test_sigkill_at_20_points_leaves_the_last_committed_version(tmp_path, pool, 
 def test_disk_full_during_ingest_is_a_clear_error_and_changes_nothing(tmp_path, pool, monkeypatch):
     import errno
 
-    from maxsim.store import IndexWriteError
+    from maxsim.errors import IndexWriteError
 
     lib = tmp_path / "lib"
     lib.mkdir()
     eng = new_engine(tmp_path / "idx")
     eng.ingest([place(lib, pool, "a", 0)], progress=False)
     parts_before = sorted((tmp_path / "idx" / "parts").iterdir())
-    real = store_mod._open_sink
+    real = files_mod.open_sink
 
     class Full:
         def __init__(self, f):
@@ -420,12 +422,12 @@ def test_disk_full_during_ingest_is_a_clear_error_and_changes_nothing(tmp_path, 
         def __getattr__(self, name):
             return getattr(self.f, name)
 
-    monkeypatch.setattr(store_mod, "_BATCH_BYTES", 500)
-    monkeypatch.setattr(store_mod, "_open_sink", lambda p: Full(real(p)))
+    monkeypatch.setattr(parts_mod, "BATCH_BYTES", 500)
+    monkeypatch.setattr(files_mod, "open_sink", lambda p: Full(real(p)))
     msg = r"no space left on device\); the index is unchanged at version 1"
     with pytest.raises(IndexWriteError, match=msg):
         eng.ingest([place(lib, pool, "b", 0), place(lib, pool, "c", 0)], progress=False)
-    monkeypatch.setattr(store_mod, "_open_sink", real)
+    monkeypatch.setattr(files_mod, "open_sink", real)
     assert eng.version == 1 and Engine(tmp_path / "idx").version == 1
     assert sorted((tmp_path / "idx" / "parts").iterdir()) == parts_before  # the failed part was removed
     assert eng.ingest([lib / "b.mp4"], progress=False).version == 2
@@ -456,7 +458,7 @@ def test_commit_every_keeps_what_was_committed_when_killed(tmp_path, pool):
 
 
 def test_a_second_writer_fails_at_once_or_waits(tmp_path, pool):
-    from maxsim.store import LockedError
+    from maxsim.errors import LockedError
 
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -484,11 +486,11 @@ def test_a_second_writer_fails_at_once_or_waits(tmp_path, pool):
 
 def test_ingest_streams_from_decoding_to_disk(tmp_path, monkeypatch):
     """Clips reach the encoder, and vectors the part file, while the video is still being decoded."""
-    import maxsim.frames as frames_mod
+    import maxsim.media.clips as clips_mod
 
-    monkeypatch.setattr(store_mod, "_BATCH_BYTES", 1000)
+    monkeypatch.setattr(parts_mod, "BATCH_BYTES", 1000)
     video = write_video(tmp_path / "long.mp4", [(5.0, c) for c in ("red", "blue", "green", "cyan")] * 3)
-    real, decoded = frames_mod.iter_frames, [0]
+    real, decoded = clips_mod.iter_frames, [0]
 
     class Counting:
         def __init__(self, it):
@@ -510,7 +512,7 @@ def test_ingest_streams_from_decoding_to_disk(tmp_path, monkeypatch):
         def __exit__(self, *exc):
             return self.it.__exit__(*exc) if hasattr(self.it, "__exit__") else None
 
-    monkeypatch.setattr(frames_mod, "iter_frames", lambda *a, **k: Counting(real(*a, **k)))
+    monkeypatch.setattr(clips_mod, "iter_frames", lambda *a, **k: Counting(real(*a, **k)))
 
     class Probe(RecordingEncoder):
         def encode_clips(self, clips):

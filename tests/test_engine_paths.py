@@ -6,8 +6,9 @@ import shutil
 import pytest
 
 from maxsim import Engine
-from maxsim.engine import expand_paths, video_key
-from maxsim.synthetic import write_video
+from maxsim.ingest import expand_paths
+from maxsim.testing.synthetic import write_video
+from maxsim.types import video_key
 from tests.color_encoder import ColorEncoder
 
 
@@ -78,7 +79,7 @@ def test_a_path_that_cannot_be_resolved_is_reported(tmp_path, clip):
 def test_reingest_skips_unchanged_files_without_hashing(tmp_path, clip, monkeypatch):
     import json
 
-    import maxsim.engine as engine_mod
+    import maxsim.ingest as ingest_mod
 
     video = tmp_path / "v.mp4"
     shutil.copyfile(clip, video)
@@ -95,8 +96,8 @@ def test_reingest_skips_unchanged_files_without_hashing(tmp_path, clip, monkeypa
     assert (entry["size"], entry["mtime_ns"]) == (st.st_size, st.st_mtime_ns)
 
     hashed = []
-    real_hash = engine_mod.content_hash
-    monkeypatch.setattr(engine_mod, "content_hash", lambda p: hashed.append(p) or real_hash(p))
+    real_hash = ingest_mod.content_hash
+    monkeypatch.setattr(ingest_mod, "content_hash", lambda p: hashed.append(p) or real_hash(p))
     rep = eng.ingest(video, progress=False)
     assert rep.skipped and hashed == []  # same size and mtime: not read
 

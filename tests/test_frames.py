@@ -6,16 +6,20 @@ import cv2
 import numpy as np
 import pytest
 
-from maxsim.encoders.color import ColorHistogramEncoder
-from maxsim.frames import FrameSampler, iter_clips, jpeg_thumbnail, scale_frame
-from maxsim.segment import FixedSegmenter, SceneSegmenter
-from maxsim.synthetic import COLORS
+from maxsim.encoders import PooledEncoder
+from maxsim.encoders.record import encoder_frame_size
+from maxsim.errors import VideoError
+from maxsim.ingest import sized_sampler
+from maxsim.media import FrameSampler, SampleRun, iter_clips, jpeg_thumbnail, scale_frame
+from maxsim.media.segment import FixedSegmenter, SceneSegmenter
+from maxsim.media.video import iter_frames
+from maxsim.testing.color import ColorHistogramEncoder
+from maxsim.testing.synthetic import COLORS
 from maxsim.types import Clip, FrameSize, Segment
-from maxsim.video import VideoError, iter_frames
 
 
-def _fed(path, **kw) -> FrameSampler:
-    s = FrameSampler(**kw)
+def _fed(path, **kw) -> SampleRun:
+    s = FrameSampler(**kw).start()
     for t, f in iter_frames(path):
         s.feed(t, f)
     return s
@@ -34,7 +38,7 @@ def _colour(frames: np.ndarray) -> np.ndarray:
 
 def test_sampler_rate_size_and_rgb(scenes_video):
     s = _fed(scenes_video.path, fps=2.0)
-    assert s.name == "frames(fps=2, max_frames=16, max_side=448)"
+    assert s.recipe.name == "frames(fps=2, max_frames=16, max_side=448)"
     np.testing.assert_allclose(s.timestamps, np.arange(20) / 2.0, atol=1e-6)
     clip, _ = s.clip(scenes_video.path, Segment(0.0, 2.0))
     assert clip.frames.shape == (4, 64, 96, 3) and clip.frames.dtype == np.uint8  # never upscaled
@@ -91,7 +95,7 @@ def test_large_frames_and_thumbnail_size(make_video):
     path = make_video("wide.mp4", [(1.0, "orange"), (1.0, "blue")], fps=10, size=(640, 360))
     sampler = FrameSampler(fps=2.0, max_side=448)
     clips = list(iter_clips(path, "fixed:1", sampler))
-    assert sampler.n_frames == 0 and bool(sampler)  # the given sampler only supplies settings
+    assert sampler == FrameSampler(fps=2.0, max_side=448)  # a recipe: the run holds the frames
     assert [c.frames.shape for c, _ in clips] == [(2, 252, 448, 3)] * 2
     assert _jpeg(clips[0][1]).shape == (180, 320, 3)
     assert jpeg_thumbnail(np.zeros((10, 20, 3), np.uint8), side=8)[:2] == b"\xff\xd8"
@@ -115,7 +119,7 @@ def test_sampler_rejects_bad_settings():
         with pytest.raises(ValueError):
             FrameSampler(**kw)
     with pytest.raises(ValueError, match="no frame"):
-        FrameSampler().clip("x.mp4", Segment(0.0, 1.0))
+        FrameSampler().start().clip("x.mp4", Segment(0.0, 1.0))
 
 
 def test_variable_frame_rate_sampling(vfr_video):
@@ -136,8 +140,8 @@ def test_single_frame_video(make_video):
         _jpeg(thumb)
 
 
-class _PeakSampler(FrameSampler):
-    """Records the most frames it ever held (one instance per video via fresh())."""
+class _PeakRun(SampleRun):
+    """Records the most frames it ever held."""
 
     peaks: list[int] = []
 
@@ -147,8 +151,15 @@ class _PeakSampler(FrameSampler):
             self.peaks.append(self.n_frames)
 
 
+class _PeakSampler(FrameSampler):
+    """A recipe whose runs record their peak (one run per video)."""
+
+    def start(self) -> _PeakRun:
+        return _PeakRun(self)
+
+
 def _unstreamed(path, segmenter, sampler):
-    s, run = sampler.fresh(), segmenter.start()
+    s, run = sampler.start(), segmenter.start()
     frames = iter_frames(path)
     for t, f in frames:
         run.feed(t, f)
@@ -160,7 +171,7 @@ def _unstreamed(path, segmenter, sampler):
 # the frames since the last final cut, i.e. the 3 s green scene plus the detector's lag (not all 20)
 @pytest.mark.parametrize("segmenter, peak", [(FixedSegmenter(1.0), 4), (SceneSegmenter(min_seconds=0.5), 11)])
 def test_streaming_clips_equal_unstreamed_and_free_frames(scenes_video, segmenter, peak):
-    _PeakSampler.peaks = []
+    _PeakRun.peaks = []
     streamed = list(iter_clips(scenes_video.path, segmenter, _PeakSampler(fps=2.0)))
     reference = _unstreamed(scenes_video.path, segmenter, FrameSampler(fps=2.0))
     assert len(streamed) == len(reference)
@@ -168,7 +179,7 @@ def test_streaming_clips_equal_unstreamed_and_free_frames(scenes_video, segmente
         assert (a.start, a.end, a.video) == (b.start, b.end, b.video) and ta == tb
         np.testing.assert_array_equal(a.timestamps, b.timestamps)
         np.testing.assert_array_equal(a.frames, b.frames)
-    assert max(_PeakSampler.peaks) <= peak  # the whole video has 20 sampled frames
+    assert max(_PeakRun.peaks) <= peak  # the whole video has 20 sampled frames
 
 
 def test_abandoned_iteration_stops_the_decoder(scenes_video):
@@ -207,27 +218,44 @@ class _Sized:
 
 def test_sampler_follows_the_encoder_frame_size(scenes_video):
     enc = _Sized()
-    s = FrameSampler(fps=2.0, max_frames=6).for_encoder(enc)
-    assert enc.asked == [6] and s.frame_size == FrameSize(max_pixels=768)
-    assert s.name == "frames(fps=2, max_frames=6, size=max_pixels=768)"
+    recipe = sized_sampler(FrameSampler(fps=2.0, max_frames=6), enc)
+    assert enc.asked == [6] and recipe.frame_size == FrameSize(max_pixels=768)
+    assert recipe.name == "frames(fps=2, max_frames=6, size=max_pixels=768)"
+    run = recipe.start()
     for t, f in iter_frames(scenes_video.path):
-        s.feed(t, f)
-    clip, thumb = s.clip(scenes_video.path, Segment(0.0, 2.0))
+        run.feed(t, f)
+    clip, thumb = run.clip(scenes_video.path, Segment(0.0, 2.0))
     h, w = clip.frames.shape[1:3]
     assert (h, w) == (22, 33) and h * w <= 768  # 96x64 scaled by sqrt(768 / 6144), aspect kept
     assert _jpeg(thumb).shape[:2] == (22, 33)
-    assert s.fresh().frame_size == s.frame_size  # iter_clips' fresh copy keeps it
     # the user's max_side wins over the encoder; no preference keeps the 448 default
-    assert FrameSampler(max_side=48).for_encoder(enc).frame_size is None
-    plain = FrameSampler().for_encoder(object())
+    assert sized_sampler(FrameSampler(max_side=48), enc).frame_size is None
+    plain = sized_sampler(FrameSampler(), ColorHistogramEncoder())
     assert plain.frame_size is None and plain.name == "frames(fps=2, max_frames=16, max_side=448)"
-    short = FrameSampler().for_encoder(_Sized(FrameSize(short_side=32)))
+    short = FrameSampler().sized(FrameSize(short_side=32))
     assert short.name.endswith("size=short_side=32)")
     frame = np.zeros((1080, 1920, 3), np.uint8)
     assert scale_frame(frame, None, FrameSize(short_side=224)).shape == (224, 398, 3)
     assert scale_frame(frame, 448, FrameSize(short_side=224)).shape == (252, 448, 3)  # max_side wins
     small = frame[:100, :100]
     assert scale_frame(small, None, FrameSize(short_side=224)).shape == (100, 100, 3)  # never upscaled
+
+
+def test_recipe_records_and_replaces():
+    recipe = FrameSampler(fps=1.0, max_frames=4)
+    assert recipe.to_record() == {"fps": 1.0, "max_frames": 4, "max_side": None}
+    assert FrameSampler.from_record(recipe.to_record()) == recipe
+    sized = recipe.sized(FrameSize(max_pixels=768, short_side=20))
+    assert FrameSampler.from_record(sized.to_record()) == sized
+    # an index created before recipes were recorded: the default of that time
+    legacy = FrameSampler.from_record(None)
+    assert (legacy.fps, legacy.max_frames, legacy.max_side) == (2.0, 16, 448)
+    assert legacy.sized(FrameSize(max_pixels=768)) is legacy  # max_side wins over the encoder
+    assert recipe.replace(max_side=64).name == "frames(fps=1, max_frames=4, max_side=64)"
+    with pytest.raises(TypeError, match="unknown setting"):
+        recipe.replace(side=64)
+    with pytest.raises(ValueError, match="not a frame-sampling recipe"):
+        FrameSampler.from_record({"fps": 2.0})
 
 
 def test_bad_frame_sizes_are_refused():
@@ -238,7 +266,7 @@ def test_bad_frame_sizes_are_refused():
             return 448
 
     with pytest.raises(TypeError, match="'wrong': frame_size\\(\\) returned int"):
-        FrameSampler().for_encoder(Wrong())
+        encoder_frame_size(Wrong(), 16)
     with pytest.raises(ValueError, match="max_pixels must be a positive integer"):
         FrameSize(max_pixels=0)
     with pytest.raises(TypeError, match="frame_size must be a FrameSize"):
@@ -246,24 +274,5 @@ def test_bad_frame_sizes_are_refused():
 
 
 def test_pooled_encoder_forwards_the_frame_size():
-    from maxsim.pooling import PooledEncoder
-
     assert PooledEncoder(_Sized(), factor=2).frame_size(8) == FrameSize(max_pixels=768)
     assert PooledEncoder(ColorHistogramEncoder(), factor=2).frame_size(8) is None
-
-
-def test_engine_samples_at_the_encoder_size_and_keys_it(tmp_path, scenes_video):
-    from maxsim import Engine
-
-    class SizedColour(ColorHistogramEncoder):
-        def frame_size(self, n_frames):
-            return FrameSize(max_pixels=768)
-
-    eng = Engine(tmp_path / "idx", encoder=SizedColour(), segmenter="fixed:5")
-    assert eng.frame_sampler.name == "frames(fps=2, max_frames=16, size=max_pixels=768)"
-    assert eng.ingest([scenes_video.path], progress=False).ok
-    (entry,) = eng.manifest.videos.values()
-    assert "size=max_pixels=768" in entry["settings"]
-    eng.sampler = FrameSampler(max_side=48)  # the user's size: a new settings key, so re-encoded
-    report = eng.ingest([scenes_video.path], progress=False)
-    assert report.ingested and "max_side=48" in next(iter(eng.manifest.videos.values()))["settings"]

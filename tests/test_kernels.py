@@ -4,6 +4,10 @@ Inputs are fresh random ragged batches; outputs are poisoned (MAXSIM_DEBUG_POISO
 element a kernel forgets to write fails. Tolerances are per query token, by the arithmetic of each path:
 float32 products (fp32 / fp16 storage on cpu and torch), bf16-rounded queries (triton with 16-bit, int8 or
 fp8 storage; cpu with bf16 / fp8 storage) and int8-quantised queries (cpu with int8 storage).
+
+The CPU backend runs once on the path this CPU picks ("cpu") and once per instruction path forced with
+MAXSIM_CPU_ISA ("cpu-<path>": amx, avx512bf16, avx512vnni, avx512, avxvnni, avx2, portable); a path this CPU
+cannot run is skipped with what it lacks (test_cpu_isa.py checks that forcing one is refused).
 """
 
 import os
@@ -73,25 +77,40 @@ def path_kind(backend, storage):
     return "bf16q"
 
 
+# Every CPU instruction path, forced in turn: backend "cpu-<path>" runs backend="cpu" under MAXSIM_CPU_ISA.
+PATH_BACKENDS = [f"cpu-{name}" for name in reversed(cpu.PATHS)]
+
+
+def require_path(name):
+    """Skip unless this CPU and build can run instruction path ``name`` (the reason says what it lacks)."""
+    if not cpu.available():
+        pytest.skip("the compiled CPU kernel is not built")
+    why = cpu.info("auto")["unusable"].get(name)
+    if why:
+        pytest.skip(f"this CPU cannot run the {name} path: it lacks {', '.join(why)}")
+
+
 @pytest.fixture(autouse=True)
-def _portable(request, monkeypatch):
-    """Tests parametrised with backend "cpu-portable" run the plain-C path (no AMX, no AVX-512)."""
-    if "cpu-portable" in request.node.name:
-        monkeypatch.setenv("MAXSIM_CPU_NO_AVX512", "1")
+def _forced_path(request, monkeypatch):
+    """Tests parametrised with backend "cpu-<path>" run with MAXSIM_CPU_ISA=<path>."""
+    backend = getattr(request.node, "callspec", None) and request.node.callspec.params.get("backend")
+    if isinstance(backend, str) and backend.startswith("cpu-"):
+        require_path(backend[4:])
+        monkeypatch.setenv("MAXSIM_CPU_ISA", backend[4:])
+
+
+def _backend(backend):
+    return "cpu" if backend.startswith("cpu-") else backend
 
 
 def run_scores(backend, q, qo, data, do, scale):
     args = (torch.tensor(q, dtype=torch.float32), torch.tensor(qo), data, torch.tensor(do))
-    if backend in ("cpu-generic", "cpu-portable"):
-        return cpu.scores(check(*args, scale), isa=0)
-    return maxsim_scores(*args, backend=backend, d_scale=scale)
+    return maxsim_scores(*args, backend=_backend(backend), d_scale=scale)
 
 
 def run_topk(backend, q, qo, data, do, scale, k):
     args = (torch.tensor(q, dtype=torch.float32), torch.tensor(qo), data, torch.tensor(do))
-    if backend in ("cpu-generic", "cpu-portable"):
-        return cpu.topk(check(*args, scale), k, isa=0)
-    return maxsim_topk(*args, k, backend=backend, d_scale=scale)
+    return maxsim_topk(*args, k, backend=_backend(backend), d_scale=scale)
 
 
 def assert_scores(got, want, qo, kind):
@@ -106,13 +125,15 @@ def assert_scores(got, want, qo, kind):
     assert (err <= np.broadcast_to(tol, want.shape)[fin]).all(), f"max error {err.max():.3g}"
 
 
-CPU_BACKENDS = ["torch", "cpu", "cpu-generic", "cpu-portable"]
+CPU_BACKENDS = ["torch", "cpu", *PATH_BACKENDS]
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-@pytest.mark.parametrize("dim", [48, 128, 320])
+@pytest.mark.parametrize("dim", [37, 48, 128, 320])
 @pytest.mark.parametrize("storage", STORAGE)
 def test_cpu_and_torch_match_float64(backend, dim, storage):
+    """Odd dims (not a multiple of 2, 4, 16 or 32: every vector tail), 1-token and empty segments, segment
+    lengths that end on every row-block size, queries of 0 to 45 tokens spanning several chunks."""
     rng = np.random.default_rng(dim + len(storage))
     q, qo = ragged(rng, [1, 7, 32, 0, 45], dim)
     lens = rng.integers(0, 70, size=100)
@@ -250,16 +271,19 @@ def test_topk_ties_and_tail(backend, storage):
         np.testing.assert_allclose(np.sort(s[row].numpy())[::-1], np.sort(want[row])[::-1], atol=tol)
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpu", "cpu-generic", "cpu-portable", "triton"])
-def test_thousands_of_segments(backend, monkeypatch):
+@pytest.mark.parametrize("backend", ["torch", "cpu", *PATH_BACKENDS, "triton"])
+@pytest.mark.parametrize("storage", ["int8-token", "bf16"])
+def test_thousands_of_segments(backend, storage, monkeypatch):
+    if backend == "triton" and storage == "bf16":
+        pytest.skip("one triton run (fp8) is enough: the interpreter is slow")
     rng = np.random.default_rng(9)
     n = 3000 if backend != "triton" else 80
     q, qo = ragged(rng, [32, 8, 32], 128)
     d, do = ragged(rng, rng.integers(0, 31, size=n), 128)
-    if backend == "cpu":  # also walk the chunked path and the per-thread top-k merge
+    if backend.startswith("cpu"):  # also walk the chunked path and the per-thread top-k merge
         monkeypatch.setattr(cpu, "CHUNK_ROWS", 5000)
         torch.set_num_threads(2)
-    storage = "int8-token" if backend != "triton" else "fp8-segment"
+    storage = storage if backend != "triton" else "fp8-segment"
     data, scale, deq = store(d, do, storage)
     want = slow(q, qo, deq, do)
     got = run_scores(backend, q, qo, data, do, scale)
@@ -269,18 +293,21 @@ def test_thousands_of_segments(backend, monkeypatch):
     assert_topk_consistent(s, i, got, 10, TOL_PER_TOKEN[kind] * 32)
 
 
-def test_cpu_paths_agree_on_int8(monkeypatch):
-    """Same integer products on AMX, AVX-512 and plain C: only float summation order may differ."""
+@pytest.mark.parametrize("storage", ["int8-segment", "int8-token"])
+def test_cpu_paths_agree_on_int8(storage):
+    """Same integer products on every path (AMX, VNNI, float32 FMA, plain C): exact int32 sums or exact
+    float32 sums of integer products, so only the order of the float work after them may differ."""
+    if not cpu.available():
+        pytest.skip("the compiled CPU kernel is not built")
     rng = np.random.default_rng(11)
     q, qo = ragged(rng, [32, 3, 70], 128)
     d, do = ragged(rng, rng.integers(0, 50, size=200), 128)
-    data, scale, _ = store(d, do, "int8-segment")
-    a = run_scores("cpu", q, qo, data, do, scale)
-    b = run_scores("cpu-generic", q, qo, data, do, scale)
-    monkeypatch.setenv("MAXSIM_CPU_NO_AVX512", "1")
-    c = run_scores("cpu-generic", q, qo, data, do, scale)
-    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
+    data, scale, _ = store(d, do, storage)
+    p = check(torch.tensor(q, dtype=torch.float32), torch.tensor(qo), data, torch.tensor(do), scale)
+    got = {name: cpu.scores(p, isa=name) for name in cpu.usable_paths()}
+    assert len(got) >= 1
+    for name, s in got.items():
+        torch.testing.assert_close(s, got["portable"], rtol=1e-5, atol=1e-5, msg=name)
 
 
 def test_cpu_falls_back_to_torch_without_the_extension(monkeypatch):
@@ -296,7 +323,7 @@ def test_cpu_falls_back_to_torch_without_the_extension(monkeypatch):
 
 def test_default_backend_on_cpu_tensors_is_the_cpu_kernel():
     assert K.resolve_backend(None, torch.device("cpu")) == "cpu"
-    assert cpu.path(torch.float32) in ("avx512", "generic", "torch")
+    assert cpu.path(torch.float32) in (*cpu.PATHS, "torch")
 
 
 @pytest.mark.parametrize(("storage", "bound"), [("bf16", 1e-3), ("fp16", 1.5e-4), ("int8-token", 4e-3),
@@ -384,12 +411,14 @@ from maxsim.kernels import triton_maxsim as tm
 
 fn = tm._maxsim_kernel
 names = list(inspect.signature(fn.fn).parameters)
-for d_type, q_type, scale, topk, dim, block_q, n_qchunk in json.loads(sys.argv[1]):
+for d_type, q_type, scale, topk, dim, block_q, n_qchunk, mask in json.loads(sys.argv[1]):
     sig = {"q_ptr": q_type, "tok_qid_ptr": "*i32", "grp_ptr": "*i32", "d_ptr": d_type, "d_off_ptr": "*i64",
-           "scale_ptr": "*fp32", "out_ptr": "*fp32", "cand_s_ptr": "*fp32", "cand_i_ptr": "*i64",
+           "scale_ptr": "*fp32", "mask_ptr": "*i8", "out_ptr": "*fp32", "cand_s_ptr": "*fp32",
+           "cand_i_ptr": "*i64",
            "n_d": "i32", "segs_per_prog": "i32", "n_seg_progs": "i32", "T_BUCKET": "i32", "DTYPE_ID": "i32"}
-    const = dict(DIM=dim, SCALE=scale, TOPK=topk, QG=tm.MAX_QUERIES_PER_GROUP, BLOCK_Q=block_q,
-                 N_QCHUNK_MAX=n_qchunk, IEEE=d_type == "*fp32", DOT_F32=False, BLOCK_T=64, BLOCK_D=128)
+    const = dict(DIM=dim, SCALE=scale, MASK=bool(mask), TOPK=topk, QG=tm.MAX_QUERIES_PER_GROUP,
+                 BLOCK_Q=block_q, N_QCHUNK_MAX=n_qchunk, IEEE=d_type == "*fp32", DOT_F32=False, BLOCK_T=64,
+                 BLOCK_D=128)
     sig.update(dict.fromkeys(const, "constexpr"))
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in const.items()})
     out = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8, "num_stages": 3})
@@ -408,8 +437,9 @@ def test_triton_kernel_compiles_for_hopper():
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    cases = [["*bf16", "*bf16", 0, 0, 128, 32, 1], ["*fp8e4nv", "*bf16", 2, 16, 320, 64, 2],
-             ["*i8", "*bf16", 1, 8, 48, 128, 1], ["*fp32", "*fp32", 0, 4, 128, 16, 3]]  # fmt: skip
+    cases = [["*bf16", "*bf16", 0, 0, 128, 32, 1, 0], ["*fp8e4nv", "*bf16", 2, 16, 320, 64, 2, 1],
+             ["*i8", "*bf16", 1, 8, 48, 128, 1, 1], ["*fp32", "*fp32", 0, 4, 128, 16, 3, 0],
+             ["*fp16", "*fp16", 0, 0, 128, 64, 1, 1]]  # fmt: skip
     res = subprocess.run([sys.executable, "-c", _AOT, json.dumps(cases)], env=env, capture_output=True,
                          text=True, timeout=300)  # fmt: skip
     if res.returncode != 0 and "ptxas" in res.stderr and "not found" in res.stderr.lower():
@@ -418,7 +448,7 @@ def test_triton_kernel_compiles_for_hopper():
     assert res.stdout.count("compiled") == len(cases)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "cpu-generic", "cpu-portable"])
+@pytest.mark.parametrize("backend", ["cpu", *PATH_BACKENDS])
 def test_cpu_fp8_widening_is_exact_for_every_code(backend):
     """All 254 finite e4m3 codes (subnormals included) come out of the kernel bit-exact."""
     codes = torch.arange(256, dtype=torch.uint8)

@@ -18,15 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from maxsim.kernels import maxsim_topk
 
-import maxsim.store as store_mod
-from maxsim.store import (
-    IndexFormatError,
-    IndexWriteError,
-    LockedError,
-    SegmentRecord,
-    Store,
-    VersionNotFoundError,
-)
+import maxsim.index.files as files_mod
+import maxsim.index.parts as parts_mod
+import maxsim.index.snapshot as snapshot_mod
+from maxsim.errors import IndexFormatError, IndexWriteError, LockedError, VersionNotFoundError
+from maxsim.index import SegmentRecord, Store
+from maxsim.index.format import FORMAT_VERSION
 
 DIM = 8
 
@@ -104,8 +101,8 @@ def test_delete_reads_no_part_file(store, monkeypatch):
     def no_reading(*a, **k):
         raise AssertionError("a delete must not open segment or token files")
 
-    monkeypatch.setattr(store_mod, "_open_ipc", no_reading)
-    monkeypatch.setattr(store_mod.pa, "memory_map", no_reading)
+    monkeypatch.setattr(snapshot_mod, "open_ipc", no_reading)
+    monkeypatch.setattr(files_mod.pa, "memory_map", no_reading)
     man = delete(store, ["/v/a"])
     monkeypatch.undo()
     # one tombstone range for the 40 segments of the video: the manifest does not grow with its rows
@@ -127,7 +124,7 @@ def test_replace_in_one_commit(store):
 
 
 def test_compaction_merges_drops_and_keeps_old_readers_working(store, monkeypatch):
-    monkeypatch.setattr(store_mod, "_BATCH_BYTES", 300)  # several record batches per part
+    monkeypatch.setattr(parts_mod, "BATCH_BYTES", 300)  # several record batches per part
     for i in range(5):
         ingest(store, {f"/v/{i}": recs(f"/v/{i}", 6, i)})
     delete(store, ["/v/1", "/v/3"])
@@ -194,7 +191,7 @@ def test_dead_writer_leftovers_are_cleaned_on_next_writer_open(store, caplog):
 def test_lock_held_by_a_killed_writer_is_released(store):
     code = textwrap.dedent(f"""
         import os, signal, sys
-        from maxsim.store import Store
+        from maxsim.index import Store
         with Store({str(store.root)!r}).writing():
             print("locked", flush=True)
             sys.stdin.readline()
@@ -240,19 +237,19 @@ class FullDisk:
 
 def bytes_written(tmp_path, monkeypatch):
     """Bytes the write of test_disk_full takes when the disk has room, and the manifest's share."""
-    monkeypatch.setattr(store_mod, "_BATCH_BYTES", 400)
+    monkeypatch.setattr(parts_mod, "BATCH_BYTES", 400)
     store = Store.create(tmp_path / "probe", {"name": "enc"}, DIM)
     ingest(store, {"/v/a": recs("/v/a", 3, 1)})
-    real, sizes = store_mod._open_sink, []
+    real, sizes = files_mod.open_sink, []
 
     class Counting(FullDisk):
         def write(self, b):
             sizes.append(memoryview(b).nbytes)
             return self.f.write(b)
 
-    monkeypatch.setattr(store_mod, "_open_sink", lambda path: Counting(real(path), None))
+    monkeypatch.setattr(files_mod, "open_sink", lambda path: Counting(real(path), None))
     ingest(store, {"/v/b": recs("/v/b", 60, 2)})
-    monkeypatch.setattr(store_mod, "_open_sink", real)
+    monkeypatch.setattr(files_mod, "open_sink", real)
     return sum(sizes), len((store.root / "manifest.json").read_bytes())
 
 
@@ -268,14 +265,14 @@ def test_disk_full_leaves_the_committed_index_intact(store, tmp_path, monkeypatc
     ingest(store, {"/v/a": recs("/v/a", 3, 1)})
     before = live_rows(store.snapshot())
     files_before = part_files(store.root)
-    real, left = store_mod._open_sink, [budget]  # one budget for all files: the disk's free space
-    monkeypatch.setattr(store_mod, "_open_sink", lambda path: FullDisk(real(path), left))
+    real, left = files_mod.open_sink, [budget]  # one budget for all files: the disk's free space
+    monkeypatch.setattr(files_mod, "open_sink", lambda path: FullDisk(real(path), left))
     with pytest.raises(IndexWriteError) as info:
         ingest(store, {"/v/b": recs("/v/b", 60, 2)})
     e = info.value
     assert "no space left on device" in str(e) and "unchanged at version 1" in str(e)
     assert e.errno == errno.ENOSPC and str(store.root) in str(e)
-    monkeypatch.setattr(store_mod, "_open_sink", real)
+    monkeypatch.setattr(files_mod, "open_sink", real)
     # the failure hit where it was meant to: the new version's file exists only when the manifest failed
     assert (store.root / "manifests" / "v000000002.json").exists() == (where == "manifest")
     if where in ("version file", "manifest"):  # after the new part was written in full
@@ -316,7 +313,7 @@ def test_commit_needs_writes_to_be_serialised(store):
 
 
 def test_rows_of_a_failed_video_stay_dead_after_partial_compaction(store, monkeypatch):
-    monkeypatch.setattr(store_mod, "_BATCH_BYTES", 1)  # every add is flushed, as on a long video
+    monkeypatch.setattr(parts_mod, "BATCH_BYTES", 1)  # every add is flushed, as on a long video
     ingest_then_fail(store, "/v/a", recs("/v/a", 20, 1), [])
     ingest(store, {"/v/c": recs("/v/c", 1, 3)})
     ingest(store, {"/v/d": recs("/v/d", 1, 4)})
@@ -389,7 +386,7 @@ def scores_by_key(snap, q):
 def test_incremental_equals_rebuild_store_level(tmp_path_factory, ops):
     root = tmp_path_factory.mktemp("inc")
     store = Store.create(root / "idx", {"name": "enc"}, DIM)
-    store_mod._BATCH_BYTES, saved = 200, store_mod._BATCH_BYTES
+    parts_mod.BATCH_BYTES, saved = 200, parts_mod.BATCH_BYTES
     try:
         model: dict[str, int] = {}  # video -> content variant
         for op, video, arg in ops:
@@ -424,7 +421,7 @@ def test_incremental_equals_rebuild_store_level(tmp_path_factory, ops):
         assert sorted(store.manifest().videos) == sorted(model)
         assert store.manifest().n_segments == sum(2 + a for a in model.values())
     finally:
-        store_mod._BATCH_BYTES = saved
+        parts_mod.BATCH_BYTES = saved
 
 
 # -- memory ---------------------------------------------------------------------------------------------
@@ -446,7 +443,7 @@ def test_open_and_search_do_not_load_the_index_into_ram(tmp_path):
     assert size > 256 << 20
     code = textwrap.dedent(f"""
         import torch
-        from maxsim.store import Store
+        from maxsim.index import Store
         from maxsim.kernels import maxsim_topk
 
         def anon():
@@ -491,7 +488,7 @@ def test_a_reader_racing_garbage_collection_retries_on_the_new_version(store, mo
     with store.writing():
         store.compact(full=True, keep_versions=1)  # the files of version 1 are gone
     with pytest.raises(IndexFormatError, match="missing"):
-        store_mod.Snapshot(store.root, stale)
+        snapshot_mod.Snapshot(store.root, stale)
     real, calls = Store.manifest, []
 
     def first_stale(self, version=None):
@@ -515,7 +512,7 @@ def test_an_index_without_a_catalog_still_opens_and_deletes(store):
     assert len(snap) == 4 and snap.manifest.videos["/v/a"]["segments"] == 2
     man = delete(store, ["/v/a"])
     assert sorted(man.videos) == ["/v/b"] and len(store.snapshot()) == 2
-    assert man.format_version == store_mod.FORMAT_VERSION and man.deleted == [[0, 3]]
+    assert man.format_version == FORMAT_VERSION and man.deleted == [[0, 3]]
 
 
 def test_a_damaged_manifest_names_the_copy_to_recover_from(store):

@@ -9,9 +9,10 @@ import pytest
 import torch
 from maxsim.kernels import maxsim_scores
 
-from maxsim.pooling import PooledEncoder, drop_duplicate_tokens, pool_tokens, reduce_tokens
-from maxsim.store import EncoderMismatchError
-from maxsim.synthetic_tokens import CorpusSpec, SyntheticCorpus
+from maxsim.encoders import PooledEncoder
+from maxsim.encoders.reduce import drop_duplicate_tokens, pool_tokens, reduce_tokens
+from maxsim.errors import EncoderMismatchError
+from maxsim.testing.tokens import CorpusSpec, SyntheticCorpus
 from tests.color_encoder import ColorEncoder
 
 
@@ -86,7 +87,7 @@ def test_reduction_keeps_search_agreement_on_synthetic_segments():
 
 def test_pooled_encoder_names_settings_and_reduces_clips(tmp_path):
     from maxsim.engine import Engine
-    from maxsim.synthetic import write_video
+    from maxsim.testing.synthetic import write_video
 
     write_video(tmp_path / "a.mp4", [(2.0, "red"), (2.0, "blue")], fps=10)
     write_video(tmp_path / "b.mp4", [(2.0, "green"), (2.0, "yellow")], fps=10)

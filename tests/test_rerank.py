@@ -9,13 +9,14 @@ import shutil
 import numpy as np
 import pytest
 
-from maxsim import Engine, cli
-from maxsim.frames import scale_frame
-from maxsim.rerank import RerankError, hit_clips, load_reranker, rerank_hits
-from maxsim.segment import FixedSegmenter
-from maxsim.synthetic import write_video
+from maxsim import Engine, SearchOptions, cli
+from maxsim.errors import RerankError
+from maxsim.media.frames import scale_frame
+from maxsim.media.segment import FixedSegmenter
+from maxsim.media.video import frames_at, iter_frames
+from maxsim.rerank import hit_clips, load_reranker, rerank_hits
+from maxsim.testing.synthetic import write_video
 from maxsim.types import FrameSize, Hit
-from maxsim.video import frames_at, iter_frames
 from tests.color_encoder import ColorEncoder
 from tests.rerank_judge import ColourJudge, WrongCount
 
@@ -104,11 +105,27 @@ def test_rerank_fewer_than_k_still_reranks_k(index):
     assert len(hits) == 4 and all("rerank" in h.scores for h in hits)
     plain = engine(index).search("red", k=2, rerank=0)
     assert all(h.scores == {"maxsim": h.score} for h in plain)
-    with pytest.raises(ValueError, match="rerank must be a non-negative integer"):
+    with pytest.raises(ValueError, match="rerank must be an integer from 0 to 1000"):
         engine(index).search("red", rerank=-1)
     batch = engine(index).search_batch(["red", "blue"], k=2, rerank=4)
     assert [set(spans(b)) for b in batch] == [{("a.mp4", 0.0), ("a.mp4", 2.0)},
                                               {("a.mp4", 4.0), ("a.mp4", 6.0)}]
+
+
+def test_query_records_the_rerank_and_vectors_cannot_rerank(index):
+    judge = ColourJudge()
+    eng = engine(index, judge)
+    (r,) = eng.query_batch(["red"], SearchOptions(k=2, rerank=5))
+    assert len(r.hits) == 2 and r.stats.reranked == 5 and r.stats.reranker == judge.name
+    assert r.stats.rerank_ms is not None and r.stats.rerank_ms >= 0
+    assert r.stats.to_dict()["rerank"]["hits"] == 5
+    plain = eng.query("red", k=2)
+    assert plain.stats.reranked == 0 and "rerank" not in plain.stats.to_dict()
+    assert SearchOptions(k=3, rerank=10).first_stage() == SearchOptions(k=10)
+    assert SearchOptions(k=30, rerank=10).first_stage() == SearchOptions(k=30)
+    with pytest.raises(ValueError, match="rerank needs the query text"):
+        eng.search_vectors(eng.encoder.encode_texts(["red"]), k=2, rerank=4)
+    assert len(judge.seen) == 1  # the vector search never reached the reranker
 
 
 def test_pruned_search_reranks_too(tmp_path, index):
@@ -191,6 +208,7 @@ def test_http_rerank(tmp_path):
         assert all(set(h["scores"]) == {"maxsim", "rerank"} and h["score"] == h["scores"]["rerank"]
                    for h in hits)
         plain = c.post("/search", json={"text": "red", "k": 2, "rerank": 0}).json()["hits"]
+        assert c.post("/search", json={"text": "red", "k": 2, "rerank": 0}).status_code == 200
         assert all(set(h["scores"]) == {"maxsim"} for h in plain)
         r = c.post("/search", json={"texts": ["red", "blue"], "k": 1, "mode": "pruned", "rerank": 2})
         assert r.status_code == 200 and all("rerank" in hs[0]["scores"] for hs in r.json()["results"])
@@ -231,3 +249,48 @@ def test_a_reranker_that_cannot_be_loaded_is_a_clear_error(index, tmp_path):
     with pytest.raises(RerankError, match="not available: reranker 'qwen3-vl-reranker:.*absent"):
         eng.search("red", rerank=2)
     assert eng.search("red", k=1)  # searching without rerank is unaffected
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    from fastapi.testclient import TestClient
+
+    from maxsim.server import create_app
+
+    with TestClient(create_app(eng)) as c:
+        r = c.post("/search", json={"text": "red", "k": 1, "rerank": 2})
+        assert r.status_code == 400 and "not available" in r.json()["detail"]
+        assert c.post("/search", json={"text": "red", "k": 1}).status_code == 200
+
+
+def test_serve_rerank_and_sampling_flags(monkeypatch, tmp_path):
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    from tests.serve_data import make_corpus
+
+    corpus = make_corpus(tmp_path)
+    started = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.setdefault("app", app))
+    code = cli.main(["serve", str(corpus.index), "--encoder", "tests.color_encoder:ColorEncoder", "--rerank",
+                     "3", "--reranker", JUDGE, "--max-side", "64", "-q"])
+    assert code == 0
+    state = started["app"].state.maxsim
+    assert isinstance(state.engine.reranker, ColourJudge)  # loaded at startup: searches re-rank by default
+    assert state.engine.sampler.max_side == 64 and state.engine.sampler.fps == 2.0  # the index's, resized
+    with TestClient(started["app"]) as c:
+        assert c.get("/healthz").json()["search_defaults"]["rerank"] == 3
+        hits = c.post("/search", json={"text": "red", "k": 2}).json()["hits"]
+        assert all("rerank" in h["scores"] for h in hits)
+    code = cli.main(["serve", str(corpus.index), "--encoder", "tests.color_encoder:ColorEncoder", "--rerank",
+                     "5000", "-q"])
+    assert code == 2
+
+
+def test_batcher_groups_reranked_requests_by_the_hits_re_scored():
+    from maxsim.server.batcher import _Pending
+
+    def key(**kw):
+        return _Pending(["t"], SearchOptions(**kw), None).group()
+
+    assert key(k=3) == key(k=7)  # exact: any k shares a call
+    assert key(k=3, rerank=10) == key(k=10, rerank=10) != key(k=3)  # k up to rerank: the same pool
+    assert key(k=12, rerank=10) != key(k=13, rerank=10)  # beyond it, k is the pool

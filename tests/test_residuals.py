@@ -8,7 +8,24 @@ import torch
 from maxsim.kernels import cpu, reference
 from maxsim.kernels.validate import check
 
-from maxsim.residuals import ResidualCodec
+from maxsim.search.prune.residuals import ResidualCodec
+
+# The compiled kernels on every instruction path (forced with MAXSIM_CPU_ISA), then the torch fallback.
+IMPLS = [*reversed(cpu.PATHS), "torch-fallback"]
+
+
+def _use(impl: str, monkeypatch) -> None:
+    """Run the kernels of ``impl``: a forced instruction path (skipped where this CPU lacks it) or torch."""
+    if impl == "torch-fallback":
+        monkeypatch.setattr(cpu, "_ext", None)
+        monkeypatch.delenv("MAXSIM_CPU_ISA", raising=False)
+        return
+    if not cpu.available():
+        pytest.skip("compiled CPU kernel not built")
+    why = cpu.info("auto")["unusable"].get(impl)
+    if why:
+        pytest.skip(f"this CPU cannot run the {impl} path: it lacks {', '.join(why)}")
+    monkeypatch.setenv("MAXSIM_CPU_ISA", impl)
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -73,14 +90,11 @@ def _segments(n_rows: int, seed: int = 1):
     return starts.astype(np.int64), lens.astype(np.int64)
 
 
-@pytest.mark.parametrize("ext", [True, False], ids=["compiled", "torch-fallback"])
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize(("dim", "nbits", "code_dtype"), [
     (64, 2, np.int16), (40, 2, np.int32), (33, 4, np.int16), (24, 1, np.int32), (16, 8, np.int16)])
-def test_residual_scores_match_reference_on_decoded_rows(monkeypatch, ext, dim, nbits, code_dtype):
-    if ext and not cpu.available():
-        pytest.skip("compiled CPU kernel not built")
-    if not ext:
-        monkeypatch.setattr(cpu, "_ext", None)
+def test_residual_scores_match_reference_on_decoded_rows(monkeypatch, impl, dim, nbits, code_dtype):
+    _use(impl, monkeypatch)
     cents, codes, x, codec, packed = _coded(dim, nbits)
     decoded = cents[codes] + codec.decode(packed)
     starts, lens = _segments(x.shape[0])
@@ -136,14 +150,13 @@ def test_residual_scores_refuse_out_of_range_input():
     assert cpu.residual_scores(*args, np.zeros(0, np.int64), np.zeros(0, np.int64)).shape == (1, 0)
 
 
-@pytest.mark.parametrize("ext", [True, False], ids=["compiled", "torch-fallback"])
-def test_bag_scores(monkeypatch, ext):
-    if ext and not cpu.available():
-        pytest.skip("compiled CPU kernel not built")
-    if not ext:
-        monkeypatch.setattr(cpu, "_ext", None)
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("n_tok", [37, 5, 64, 130])
+def test_bag_scores(monkeypatch, impl, n_tok):
+    """Query token counts below, at and across the vector widths (8, 16, 32, 64 lanes) of every path."""
+    _use(impl, monkeypatch)
     g = torch.Generator().manual_seed(0)
-    sims = torch.randn(37, 300, generator=g)  # query tokens x centroids
+    sims = torch.randn(n_tok, 300, generator=g)  # query tokens x centroids
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 300, 2000).astype(np.int32)
     starts, lens = rng.integers(0, 1980, 50), rng.integers(0, 20, 50)
@@ -154,7 +167,8 @@ def test_bag_scores(monkeypatch, ext):
             assert got[i] == float("-inf")
             continue
         bag = torch.from_numpy(codes[starts[i]:starts[i] + lens[i]].astype(np.int64))
-        assert float(got[i]) == pytest.approx(float(sims[:, bag].max(1).values.sum()), abs=1e-4)
+        want = float(sims[:, bag].max(1).values.double().sum())
+        assert float(got[i]) == pytest.approx(want, rel=1e-6, abs=1e-4)
     assert torch.equal(cpu.bag_scores(sims, codes.astype(np.int16), starts, lens), got)
     with pytest.raises(ValueError, match="below 300"):
         cpu.bag_scores(sims, np.array([0, 300], dtype=np.int32), np.array([0]), np.array([2]))

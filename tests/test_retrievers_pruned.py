@@ -30,6 +30,7 @@ class Spy:
     def __init__(self, engine) -> None:
         self.engine = engine
         self.calls: list[tuple[str, dict]] = []
+        self.results: list = []  # the SearchResult of each single search, what it read included
 
     @property
     def encoder(self):
@@ -37,7 +38,9 @@ class Spy:
 
     def search(self, text, **kw):
         self.calls.append(("search", kw))
-        return self.engine.search(text, **kw)
+        result = self.engine.query(text, **kw)
+        self.results.append(result)
+        return result.hits
 
     def search_batch(self, texts, **kw):
         self.calls.append(("search_batch", kw))
@@ -62,7 +65,7 @@ def test_langchain_passes_search_options(corpus):
     r = LCRetriever(engine=spy, k=2, search_options=PRUNED, include_thumbnail=False)
     docs = r.invoke("blue")
     assert _doc_pairs(docs) == _pairs(engine.search("blue", k=2, **PRUNED))
-    assert engine.last_prune_stats.candidates == 2  # pruned ran: n_candidates 1, raised to k
+    assert spy.results[0].stats.prune.candidates == 2  # pruned ran: n_candidates 1, raised to k
     assert docs[0].metadata["video_name"] == "a.webm" and docs[0].metadata["start"] == 4.0
     exact = r.invoke("blue", search_options={"mode": "exact"})  # a call's options replace the defaults
     assert _doc_pairs(exact) == _pairs(engine.search("blue", k=2))
@@ -87,7 +90,7 @@ def test_langchain_refuses_bad_search_options_early(corpus):
     engine = corpus.engine()
     with pytest.raises(ValueError, match="unknown search option.*'candidates'"):
         LCRetriever(engine=engine, search_options={"mode": "pruned", "candidates": 10})
-    with pytest.raises(ValueError, match="n_candidates only apply to pruned search"):
+    with pytest.raises(ValueError, match="n_candidates only applies to pruned search"):
         LCRetriever(engine=engine, search_options={"n_candidates": 10})
     with pytest.raises(ValueError, match="n_refine must be an integer from 0"):
         LCRetriever(engine=engine, search_options={"mode": "pruned", "n_refine": -1})
@@ -105,7 +108,7 @@ def test_llamaindex_passes_search_options(corpus):
     assert [(n.node.metadata["segment_id"], round(n.score, 5)) for n in nodes] == _pairs(
         engine.search("blue", k=2, **PRUNED)
     )
-    assert engine.last_prune_stats.candidates == 2
+    assert spy.results[0].stats.prune.candidates == 2
     asyncio.run(r.aretrieve("green"))
     r.search_options = {"mode": "exact"}
     r.retrieve("green")

@@ -146,9 +146,9 @@ def test_missing_optional_packages_are_named(tmp_path, monkeypatch, capsys):
     missing = ("ray", "scipy")
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n in missing else real(n, *a))
     assert cli.main(["scale", "--out", str(tmp_path / "a"), "--set", "only=ray"]) == 2
-    assert "pip install 'maxsim[ray]'" in capsys.readouterr().err
+    assert "pip install -e '.[ray]'" in capsys.readouterr().err
     assert cli.main(["scale", "--out", str(tmp_path / "b"), "--set", "only=pooling"]) == 2
-    assert "pip install 'maxsim[scale]'" in capsys.readouterr().err
+    assert "pip install -e '.[scale]'" in capsys.readouterr().err
 
 
 def test_ray_table_and_same_hits_line():

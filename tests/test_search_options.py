@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maxsim.search_options import MAX_CANDIDATES, check_search_options
+from maxsim.search.options import MAX_CANDIDATES, check_search_options
 
 
 def test_valid_options_are_copied_with_nones_dropped():
@@ -29,7 +29,7 @@ def test_valid_options_are_copied_with_nones_dropped():
         ({"mode": "pruned", "n_candidates": True}, "n_candidates must be an integer"),
         ({"mode": "pruned", "n_refine": -1}, "n_refine must be an integer from 0"),
         ({"mode": "pruned", "nprobe": "8"}, "nprobe must be an integer from 1"),
-        ({"nprobe": 8}, "nprobe only apply to pruned search"),
+        ({"nprobe": 8}, "nprobe only applies to pruned search"),
         ({"mode": "exact", "n_candidates": 8}, "got mode 'exact'"),
     ],
 )

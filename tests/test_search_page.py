@@ -157,3 +157,48 @@ def test_page_with_an_api_key(browser, tmp_path):
             )
         finally:
             pg.close()
+
+
+def test_any_k_in_the_url_is_taken(browser, base_url):
+    pg = browser.new_page()
+    try:
+        pg.set_default_timeout(20_000)
+        pg.goto(base_url + "/#q=red&k=6")
+        pg.wait_for_selector(".hit")
+        assert pg.locator(".hit").count() == 6
+        assert pg.eval_on_selector("#k", "s => s.value") == "6"
+        assert pg.locator(".error").count() == 0
+        pg.goto("about:blank")
+        pg.goto(base_url + "/#q=red&k=100000")  # above the server's max_k: clamped to it
+        pg.wait_for_selector(".hit")
+        assert pg.eval_on_selector("#k", "s => s.value") == "100"
+        assert pg.locator(".error").count() == 0
+    finally:
+        pg.close()
+
+
+def test_a_video_the_browser_cannot_play_says_so(browser, tmp_path):
+    import cv2
+    import numpy as np
+
+    from maxsim import Engine
+
+    path = tmp_path / "old.mp4"  # MPEG-4 Part 2, which Chromium cannot decode
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
+    for _ in range(20):
+        w.write(np.full((64, 96, 3), (20, 30, 220), np.uint8))  # red (BGR)
+    w.release()
+    engine = Engine(tmp_path / "idx", encoder="color-test")
+    engine.ingest([path], progress=False)
+    with live_server(create_app(engine)) as url:
+        pg = browser.new_page()
+        try:
+            pg.set_default_timeout(20_000)
+            pg.goto(url + "/#q=red")
+            pg.wait_for_selector(".hit")
+            pg.locator(".hit").first.click()
+            pg.wait_for_selector(".player-error")
+            text = pg.inner_text(".player-error")
+            assert "Cannot play old.mp4" in text and "H.264" in text
+        finally:
+            pg.close()

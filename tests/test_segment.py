@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maxsim.segment import (
+from maxsim.media.segment import (
     FixedSegmenter,
     SceneSegmenter,
     Segmenter,
@@ -305,7 +305,7 @@ def cut_streams(draw):
 def test_streamed_segments_equal_the_whole_normalisation(case):
     """Segments released while cuts arrive (each at most ``lag`` late, in time order) are a growing prefix
     of the final list, and that list equals normalize_segments on all cuts."""
-    from maxsim.segment import _CutStream
+    from maxsim.media.scenes import _CutStream
 
     cuts, duration, min_s, max_s, lag, delays = case
     stream = _CutStream(min_s, max_s, lag)

@@ -52,11 +52,15 @@ def test_serialize_encoder_installs_one_wrapper_per_engine(tmp_path):
 
 def test_an_engine_that_ignores_the_slot_is_an_error():
     class Odd:
-        _encoder = None
+        encoder_loaded = False
 
         @property
         def encoder(self):
             return TrackingEncoder(delay_s=0.0)  # a new one every time: the wrapper would be bypassed
+
+        @encoder.setter
+        def encoder(self, value):
+            pass  # ignored
 
     with pytest.raises(RuntimeError, match="cannot be serialised"):
         serialize_encoder(Odd())

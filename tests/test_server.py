@@ -214,14 +214,14 @@ def test_ingest_disabled_without_root(client, corpus):
 def test_concurrent_searches_are_batched(corpus):
     engine = corpus.engine()
     calls = []
-    real = engine.search_batch
+    real = engine.query_batch
 
-    def counting(texts, k=10, videos=None, time_range=None):
+    def counting(texts, options=None, **kw):
         calls.append(len(texts))
         time.sleep(0.02)  # a busy engine: requests pile up behind the running batch
-        return real(texts, k=k, videos=videos, time_range=time_range)
+        return real(texts, options, **kw)
 
-    engine.search_batch = counting
+    engine.query_batch = counting
     app = create_app(engine, batch_window_ms=20)
     words = ["red", "blue", "green", "yellow"] * 8
 
@@ -239,7 +239,7 @@ def test_concurrent_searches_are_batched(corpus):
     for i, (w, r) in enumerate(zip(words, rs, strict=True)):
         hits = r.json()["hits"]
         assert len(hits) == 1 + i % 3
-        want = real([w], k=1 + i % 3)[0]
+        want = real([w], k=1 + i % 3)[0].hits
         assert [h["segment_id"] for h in hits] == [e.segment_id for e in want]
     assert health["batching"]["requests"] == len(words) and health["batching"]["largest_batch"] > 1
 
@@ -352,14 +352,14 @@ def test_delete_while_another_writer_holds_the_index_is_409(tmp_path):
 
 def test_a_failing_engine_call_fails_its_requests_only(corpus):
     engine = corpus.engine()
-    real = engine.search_batch
+    real = engine.query_batch
 
-    def flaky(texts, k=10, videos=None, time_range=None):
+    def flaky(texts, options=None, **kw):
         if "boom" in texts:
             raise RuntimeError("engine exploded")
-        return real(texts, k=k, videos=videos, time_range=time_range)
+        return real(texts, options, **kw)
 
-    engine.search_batch = flaky
+    engine.query_batch = flaky
     with TestClient(create_app(engine), raise_server_exceptions=False) as c:
         assert c.post("/search", json={"text": "boom"}).status_code == 500
         assert c.post("/search", json={"text": "red"}).status_code == 200  # the batcher goes on

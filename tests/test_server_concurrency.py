@@ -16,11 +16,12 @@ import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from maxsim.engine import Engine  # noqa: E402
+from maxsim.index import read_manifest  # noqa: E402
+from maxsim.search import SearchOptions, SearchResult, SearchStats  # noqa: E402
 from maxsim.server import catalog as catalog_mod  # noqa: E402
 from maxsim.server import create_app  # noqa: E402
 from maxsim.server.batcher import Overloaded, SearchBatcher  # noqa: E402
 from maxsim.server.catalog import Catalog, video_id  # noqa: E402
-from maxsim.store import read_manifest  # noqa: E402
 from maxsim.types import Hit  # noqa: E402
 from tests.serve_data import TrackingEncoder, make_corpus  # noqa: E402
 
@@ -30,26 +31,27 @@ def corpus(tmp_path_factory):
     return make_corpus(tmp_path_factory.mktemp("conc"))
 
 
-def _fake_hits(texts, k):
-    return [[Hit(t, float(i), float(i + 1), 1.0, i, 0.5) for i in range(k)] for t in texts]
+def _fake_results(texts, options):
+    hits = [[Hit(t, float(i), float(i + 1), 1.0, i, 0.5) for i in range(options.k)] for t in texts]
+    return [SearchResult(h, SearchStats()) for h in hits]
 
 
 # -- the batcher: a hard cap on texts per engine call, and a bounded queue ------------------------------
 def test_batches_never_exceed_max_texts():
     calls: list[int] = []
 
-    def search_batch(texts, k, videos, time_range):
+    def search_batch(texts, options):
         calls.append(len(texts))
         time.sleep(0.01)  # busy: requests pile up behind the running batch
-        return _fake_hits(texts, k)
+        return _fake_results(texts, options)
 
     async def go():
         b = SearchBatcher(search_batch, ThreadPoolExecutor(1), max_texts=8, window_ms=20)
         sizes = [3, 3, 3, 5, 1, 8, 2, 7, 3, 3, 4, 4, 6, 1, 1, 2] * 2
         reqs = [[f"q{i}-{j}" for j in range(n)] for i, n in enumerate(sizes)]
-        results = await asyncio.gather(*(b.search(r, 1) for r in reqs))
+        results = await asyncio.gather(*(b.search(r, SearchOptions(k=1)) for r in reqs))
         with pytest.raises(ValueError, match="9 texts is more than this server's limit of 8"):
-            await b.search([f"x{j}" for j in range(9)], 1)
+            await b.search([f"x{j}" for j in range(9)], SearchOptions(k=1))
         await b.close()
         return reqs, results
 
@@ -57,27 +59,28 @@ def test_batches_never_exceed_max_texts():
     assert calls and max(calls) <= 8, calls  # a 3+3+3 batch (9 texts) was possible before the cap
     assert sum(calls) == sum(len(r) for r in reqs) and len(calls) < len(reqs)
     for texts, res in zip(reqs, results, strict=True):  # each request still gets its own hits
-        assert [h[0].video for h in res] == texts
+        assert [r.hits[0].video for r in res] == texts
 
 
 def test_a_full_queue_is_refused_at_once_and_the_rest_are_answered():
     entered, release = threading.Event(), threading.Event()
 
-    def search_batch(texts, k, videos, time_range):
+    def search_batch(texts, options):
         entered.set()
         release.wait(10)
-        return _fake_hits(texts, k)
+        return _fake_results(texts, options)
 
     async def go():
         b = SearchBatcher(search_batch, ThreadPoolExecutor(1), max_texts=4, window_ms=0, max_queue=2)
-        first = asyncio.ensure_future(b.search(["a"], 1))
+        one = SearchOptions(k=1)
+        first = asyncio.ensure_future(b.search(["a"], one))
         while not entered.is_set():  # the engine holds the first request: the next ones wait in the queue
             await asyncio.sleep(0.005)
-        waiting = [asyncio.ensure_future(b.search([t], 1)) for t in ("b", "c")]
+        waiting = [asyncio.ensure_future(b.search([t], one)) for t in ("b", "c")]
         await asyncio.sleep(0.02)
         t0 = time.monotonic()
         with pytest.raises(Overloaded) as err:
-            await b.search(["d"], 1)
+            await b.search(["d"], one)
         refused_in = time.monotonic() - t0
         release.set()
         answers = await asyncio.gather(first, *waiting)
@@ -86,21 +89,21 @@ def test_a_full_queue_is_refused_at_once_and_the_rest_are_answered():
 
     err, refused_in, answers, stats = asyncio.run(go())
     assert refused_in < 0.5 and err.retry_after_s >= 1 and "2 searches are already waiting" in str(err)
-    assert [a[0][0].video for a in answers] == ["a", "b", "c"]
+    assert [a[0].hits[0].video for a in answers] == ["a", "b", "c"]
     assert stats["rejected"] == 1 and stats["requests"] == 3
 
 
 def test_overload_is_a_503_with_retry_after(corpus):
     engine = corpus.engine()
     entered, release = threading.Event(), threading.Event()
-    real = engine.search_batch
+    real = engine.query_batch
 
-    def blocking(texts, k=10, videos=None, time_range=None):
+    def blocking(texts, options=None, **kw):
         entered.set()
         release.wait(10)
-        return real(texts, k=k, videos=videos, time_range=time_range)
+        return real(texts, options, **kw)
 
-    engine.search_batch = blocking
+    engine.query_batch = blocking
     app = create_app(engine, max_queue=1, batch_window_ms=0)
 
     async def go():
@@ -134,7 +137,7 @@ def test_catalog_reuses_the_engines_snapshot_once_per_version(corpus, monkeypatc
     cat = Catalog(engine)
     for _ in range(3):
         assert {e.name for e in cat.videos()} == {"a.webm", "b.webm"}
-    assert len(builds) == 1 and builds[0] is engine._snapshot  # no second mapping of the index
+    assert len(builds) == 1 and builds[0] is engine.snapshot  # no second mapping of the index
     a = cat.by_path(corpus.videos["a.webm"])
     assert (a.segments, a.indexed_until, a.id) == (3, 12.0, video_id(corpus.videos["a.webm"]))
     assert cat.thumbnail(0)[:3] == b"\xff\xd8\xff"

@@ -13,6 +13,7 @@ import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from maxsim import cli  # noqa: E402
+from maxsim.search import SearchOptions  # noqa: E402
 from maxsim.server import create_app  # noqa: E402
 from tests.serve_data import make_corpus  # noqa: E402
 
@@ -117,7 +118,7 @@ def test_bad_search_options_are_a_422(client, extra, what, form):
 def test_pruning_knobs_for_an_exact_search_are_a_400(client, form):
     body = {"text": "red"} if form == "single" else {"texts": ["red", "blue"]}
     r = client.post("/search", json={**body, "mode": "exact", "n_candidates": 100})
-    assert r.status_code == 400 and "n_candidates only apply to mode 'pruned', not 'exact'" in r.text
+    assert r.status_code == 400 and "n_candidates only applies to mode 'pruned', not 'exact'" in r.text
     r = client.post("/search", json={**body, "mode": "exact", "nprobe": 4, "n_refine": 0})
     assert r.status_code == 400 and "n_refine, nprobe only apply" in r.text
     # without "mode" on a server whose default is exact
@@ -161,20 +162,21 @@ def test_server_default_mode_and_request_overrides(corpus):
         assert c.post("/search", json={"text": "green", "nprobe": 2}).json()["mode"] == "pruned"
     with pytest.raises(ValueError, match="unknown search option"):
         create_app(corpus.engine(), search_options={"mode": "pruned", "candidates": 2})
-    with pytest.raises(ValueError, match="only apply to pruned search"):
+    with pytest.raises(ValueError, match="only applies to pruned search"):
         create_app(corpus.engine(), search_options={"n_candidates": 2})
 
 
 def test_batching_never_mixes_search_options(corpus):
     engine = corpus.engine()
     calls: list[tuple[list[str], int, dict]] = []
-    real = engine.search_batch
+    real = engine.query_batch
 
-    def recording(texts, k=10, videos=None, time_range=None, **options):
-        calls.append((list(texts), k, options))
-        return real(texts, k=k, videos=videos, time_range=time_range, **options)
+    def recording(texts, options):
+        knobs = options.knobs()
+        calls.append((list(texts), options.k, {} if knobs == {"mode": "exact"} else knobs))
+        return real(texts, options)
 
-    engine.search_batch = recording
+    engine.query_batch = recording
     app = create_app(engine, batch_window_ms=400)  # a wide window: every request below arrives inside it
     p2 = {"mode": "pruned", "n_candidates": 2, "n_refine": 0}
     requests = [  # (text, k, options, include_prune_stats)
@@ -184,8 +186,8 @@ def test_batching_never_mixes_search_options(corpus):
         ("yellow", 2, p2, False),
         ("magenta", 2, {**p2, "n_candidates": 4}, False),
         ("cyan", 3, p2, False),  # same options, other k: a pruned search's defaults follow k
-        ("red blue", 2, p2, True),  # stats asked: searched alone, even with identical options
-        ("green yellow", 2, p2, True),
+        ("red blue", 4, p2, True),  # stats asked: batched like any request, each gets its own stats
+        ("green yellow", 4, p2, True),
     ]
 
     async def go():
@@ -197,19 +199,20 @@ def test_batching_never_mixes_search_options(corpus):
             ))
 
     responses = asyncio.run(go())
+    calls = list(calls)  # the engine calls the requests made (the checks below search again)
     searched_with = {t: (k, opts) for texts, k, opts in calls for t in texts}
     for (text, k, opts, stats), r in zip(requests, responses, strict=True):
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["mode"] == opts.get("mode", "exact")
         assert searched_with[text][1] == opts, (text, calls)  # the engine call had this request's options
-        assert _pairs(body["hits"]) == _engine_pairs(real([text], k=k, **opts)[0])
+        assert _pairs(body["hits"]) == _engine_pairs(real([text], SearchOptions(k=k, **opts))[0].hits)
         assert (body["prune_stats"] is not None) == stats
         if stats:
-            assert body["prune_stats"]["queries"] == 1 and body["prune_stats"]["candidates"] == 2
+            assert body["prune_stats"]["queries"] == 1 and body["prune_stats"]["candidates"] == 4
     groups = sorted(sorted(texts) for texts, _, _ in calls)
-    assert groups == [  # requests with equal options still share an engine call
-        ["blue", "red"], ["cyan"], ["green", "yellow"], ["green yellow"], ["magenta"], ["red blue"]
+    assert groups == [  # requests with equal options (and, pruned, equal k) share an engine call
+        ["blue", "red"], ["cyan"], ["green", "yellow"], ["green yellow", "red blue"], ["magenta"]
     ], calls
 
 

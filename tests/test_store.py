@@ -7,15 +7,9 @@ import pyarrow as pa
 import pytest
 import torch
 
-from maxsim.store import (
-    FORMAT_VERSION,
-    IndexFormatError,
-    IndexNotFoundError,
-    LockedError,
-    SegmentRecord,
-    Store,
-    read_manifest,
-)
+from maxsim.errors import IndexFormatError, IndexNotFoundError, LockedError
+from maxsim.index import SegmentRecord, Store, read_manifest
+from maxsim.index.format import FORMAT_VERSION
 
 
 def records(rng, n, dim, video="/v/a.mp4"):
@@ -37,9 +31,9 @@ def write(store, recs, first_id=0):
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
 def test_round_trip_after_reopen(tmp_path, dtype, monkeypatch):
-    import maxsim.store as st
+    import maxsim.index.parts as parts_mod
 
-    monkeypatch.setattr(st, "_BATCH_BYTES", 200)  # several record batches per part
+    monkeypatch.setattr(parts_mod, "BATCH_BYTES", 200)  # several record batches per part
     rng = np.random.default_rng(0)
     store = Store.create(tmp_path / "idx", {"name": "enc"}, 12, dtype)
     recs = records(rng, 30, 12)

@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from maxsim.synthetic import COLORS
-from maxsim.video import VideoError, VideoInfo, content_hash, iter_frames, probe
+from maxsim.errors import VideoError
+from maxsim.media.video import VideoInfo, content_hash, iter_frames, probe
+from maxsim.testing.synthetic import COLORS
 from tests.mp4 import faststart
 
 

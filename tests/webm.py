@@ -8,7 +8,7 @@ from pathlib import Path
 
 import cv2
 
-from maxsim.synthetic import write_video
+from maxsim.testing.synthetic import write_video
 
 
 def write_webm(

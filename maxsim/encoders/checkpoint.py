@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from maxsim.errors import MissingWeightsError
+
 # Files an encoder needs: config, weights, tokenizer and processor files. Remote code (*.py) is never fetched.
 CHECKPOINT_FILES = (
     "*.json",
@@ -74,10 +76,6 @@ def resolve_cpu_dtype(dtype: torch.dtype | str | None, device: torch.device) -> 
     return resolve_dtype(dtype, device)
 
 
-class MissingWeightsError(FileNotFoundError):
-    """The checkpoint is not available locally and cannot be downloaded."""
-
-
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -124,10 +122,11 @@ def resolve_checkpoint(
     except ImportError as e:  # pragma: no cover - huggingface_hub comes with transformers
         raise MissingWeightsError(f"loading {spec!r} from the hub needs huggingface_hub: {e}") from e
     remedy = (
-        f"download it on a machine with network access with `huggingface-cli download {spec}"
+        f"fetch them with `hf download {spec}"
         + (f" --revision {revision}" if revision else "")
-        + "` (or `hf download ...`) into the Hugging Face cache, or pass a local folder holding "
-        "config.json, the *.safetensors weights and the tokenizer/processor files"
+        + "` (huggingface_hub's command) on a machine with network access into the Hugging Face cache, "
+        "or pass a local folder holding config.json, the *.safetensors weights and the tokenizer/processor "
+        "files"
     )
     try:
         folder = snapshot_download(
@@ -148,8 +147,8 @@ def resolve_checkpoint(
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as e:
         raise MissingWeightsError(
             f"cannot access {spec!r}" + (f" at revision {revision!r}" if revision else "")
-            + f" on the Hugging Face hub ({type(e).__name__}); check the id, log in with `huggingface-cli "
-            f"login` for gated or private models, or pass a local folder"
+            + f" on the Hugging Face hub ({type(e).__name__}); check the id, log in with `hf auth login` "
+            "for gated or private models, or pass a local folder"
         ) from e
     except HfHubHTTPError as e:
         raise MissingWeightsError(f"downloading {spec!r} failed ({e}); {remedy}") from e

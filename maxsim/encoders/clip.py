@@ -133,7 +133,10 @@ class ClipFrameEncoder:
         image_processor = AutoImageProcessor.from_pretrained(str(ckpt.folder), local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(str(ckpt.folder), local_files_only=True)
         label = ckpt.name.partition(":")[2]  # "<id or folder name>@<revision>"
-        return cls(model, image_processor, tokenizer, f"{mt}:{label}", mt, batch_frames, text_batch_size,
+        # named by the registered entry that loads the family (SigLIP and SigLIP 2: "siglip"), so that an
+        # index's recorded name and a spec are compared by family before any weight loads
+        family = "clip" if mt == "clip" else "siglip"
+        return cls(model, image_processor, tokenizer, f"{family}:{label}", mt, batch_frames, text_batch_size,
                    revision=ckpt.revision)
 
     # -- settings -----------------------------------------------------------------------------------

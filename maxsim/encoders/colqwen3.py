@@ -29,38 +29,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from maxsim.encoders.checkpoint import open_checkpoint
-from maxsim.encoders.common import clip_frames, pad_batch, token_budget_batches
-from maxsim.encoders.qwen3vl import (
+from maxsim.encoders.colqwen3_model import (  # noqa: F401  (re-exported: the model family's names)
+    IGNORED_KEYS,
+    KEY_MAP,
+    MODEL_TYPES,
     CheckpointKeyError,
+    ColQwen3Model,
     backbone_config,
-    fast_patch_embed,
-    group_count,
-    load_mapped,
-    map_keys,
-    read_config,
+    load_colqwen3_model,
+    map_checkpoint_keys,
 )
+from maxsim.encoders.common import clip_frames, pad_batch, token_budget_batches
+from maxsim.encoders.qwen3vl import group_count
 from maxsim.types import Clip, FrameSize
-
-__all__ = [
-    "CheckpointKeyError", "ColQwen3Encoder", "ColQwen3Model", "ColQwen3Settings", "backbone_config",
-    "load", "load_colqwen3_model", "load_cpu", "map_checkpoint_keys",
-]
-
-# Published checkpoint prefix -> prefix in ColQwen3Model. The remote code keeps a whole
-# Qwen3VLForConditionalGeneration under ``vlm``; we keep only its Qwen3VLModel (``vlm.model``).
-KEY_MAP: tuple[tuple[str, str], ...] = (
-    ("vlm.model.visual.", "vlm.visual."),
-    ("vlm.model.language_model.", "vlm.language_model."),
-    ("embedding_proj_layer.", "embedding_proj_layer."),
-)
-# Checkpoint tensors that exist but are not used by a retrieval encoder.
-IGNORED_KEYS: frozenset[str] = frozenset({"vlm.lm_head.weight"})
-LAYOUT = "ColQwen3 (vlm.model.visual.*, vlm.model.language_model.*, embedding_proj_layer.*)"
-# Config ``model_type`` values of checkpoints in this layout.
-MODEL_TYPES: tuple[str, ...] = ("colqwen3",)
 
 DEFAULT_MAX_VISUAL_TOKENS = 5120  # the model card's recommended ceiling per video
 QUERY_AUGMENTATION = 10  # <|endoftext|> tokens appended to every query
@@ -92,57 +75,6 @@ class ColQwen3Settings:
     batch_tokens: int = 16384  # padded sequence positions per forward pass (clips)
     text_batch_size: int = 64
     absolute_timestamps: bool = False  # timestamp markers from the video start instead of the clip start
-
-
-def map_checkpoint_keys(checkpoint_keys: Sequence[str], model_keys: Sequence[str]) -> dict[str, str]:
-    """Map published checkpoint keys to model keys; raise :class:`CheckpointKeyError` listing every
-    missing or unexpected key."""
-    return map_keys(checkpoint_keys, model_keys, KEY_MAP, IGNORED_KEYS, LAYOUT)
-
-
-class ColQwen3Model(nn.Module):
-    """Qwen3-VL (vision tower + language model) and the projection to the embedding dimension."""
-
-    def __init__(self, config, embed_dim: int):
-        super().__init__()
-        from transformers import Qwen3VLModel
-
-        self.config = config
-        self.vlm = Qwen3VLModel(config)
-        self.embedding_proj_layer = nn.Linear(config.text_config.hidden_size, embed_dim)
-        fast_patch_embed(self.vlm.visual)
-
-    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
-        """(batch, seq, embed_dim) float32 rows, L2-normalised; padded positions are zero."""
-        self.vlm.rope_deltas = None  # the native model caches M-RoPE deltas for generation; we never decode
-        out = self.vlm(**inputs, use_cache=False, return_dict=True)
-        hidden = out.last_hidden_state
-        proj = self.embedding_proj_layer
-        emb = proj(hidden.to(proj.weight.device, proj.weight.dtype)).float()
-        emb = emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        return emb * inputs["attention_mask"].to(emb.device, emb.dtype).unsqueeze(-1)
-
-
-def load_colqwen3_model(
-    folder: Path,
-    device: torch.device,
-    dtype: torch.dtype,
-    device_map: str | dict[str, Any] | None = None,
-    attn_implementation: str | None = None,
-    max_memory: dict[Any, Any] | None = None,
-) -> ColQwen3Model:
-    """Build the model without allocating weights, then fill every weight from the checkpoint's
-    safetensors through :data:`KEY_MAP` (placing each tensor on its device as it is read)."""
-    from accelerate import init_empty_weights
-
-    cfg = read_config(folder)
-    embed_dim = cfg.get("embed_dim", cfg.get("embedding_dim"))
-    if not isinstance(embed_dim, int):
-        raise ValueError(f"{folder / 'config.json'} has no integer 'embed_dim' (the projection size)")
-    config = backbone_config(cfg, attn_implementation)
-    with init_empty_weights(include_buffers=False):
-        model = ColQwen3Model(config, embed_dim)
-    return load_mapped(model, folder, map_checkpoint_keys, device, dtype, device_map, max_memory)
 
 
 class ColQwen3Encoder:
@@ -313,8 +245,9 @@ class ColQwen3Encoder:
         return out
 
     # -- clips --------------------------------------------------------------------------------------
-    def _prepare(self, clip: Clip) -> dict[str, Any]:
-        """Video-processor features, prompt ids and per-token times of one clip."""
+    def prepare(self, clip: Clip) -> dict[str, Any]:
+        """Video-processor features, prompt ids and per-token times of one clip (public so that the encoder
+        benchmark can time pre-processing apart from the model)."""
         from transformers.video_utils import VideoMetadata
 
         frames, times = clip_frames(clip, self.frame_cap)
@@ -366,7 +299,7 @@ class ColQwen3Encoder:
         frame pair it comes from)."""
         from tqdm.auto import tqdm
 
-        prepared = [self._prepare(c) for c in clips]
+        prepared = [self.prepare(c) for c in clips]
         batches = token_budget_batches([len(p["ids"]) for p in prepared], self._settings.batch_tokens)
         results: list[tuple[torch.Tensor, np.ndarray] | None] = [None] * len(prepared)
         quiet = True if len(batches) < 2 else None  # None: show on a terminal only

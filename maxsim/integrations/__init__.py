@@ -3,6 +3,6 @@
 Each adapter lives in its own module and imports its framework only there, so ``import maxsim`` never
 needs LangChain or LlamaIndex:
 
-- :mod:`maxsim.integrations.langchain` (``pip install "maxsim[langchain]"``)
-- :mod:`maxsim.integrations.llamaindex` (``pip install "maxsim[llamaindex]"``)
+- :mod:`maxsim.integrations.langchain` (``pip install -e ".[langchain]"`` from a maxsim checkout)
+- :mod:`maxsim.integrations.llamaindex` (``pip install -e ".[llamaindex]"`` from a maxsim checkout)
 """

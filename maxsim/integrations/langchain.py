@@ -1,4 +1,4 @@
-"""A LangChain retriever over a maxsim index (``pip install "maxsim[langchain]"``).
+"""A LangChain retriever over a maxsim index (``pip install -e ".[langchain]"`` from a maxsim checkout).
 
     from maxsim.integrations.langchain import MaxSimRetriever
 
@@ -32,13 +32,15 @@ try:
     from langchain_core.runnables import RunnableConfig
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        'maxsim.integrations.langchain needs langchain-core: pip install "maxsim[langchain]"'
+        'maxsim.integrations.langchain needs langchain-core: pip install -e ".[langchain]" in the maxsim '
+        "checkout"
     ) from e
 from pydantic import ConfigDict, Field, field_validator
 
+from maxsim.engine import Engine
 from maxsim.integrations.hits import check_k, hit_metadata, hit_text
 from maxsim.integrations.serial import serialize_encoder
-from maxsim.search_options import check_search_options
+from maxsim.search.options import check_search_options
 from maxsim.types import Hit
 
 # Hits searched ahead for a batch: {(query, k, videos, time_range, options): hits}, seen by the batch's
@@ -84,8 +86,6 @@ class MaxSimRetriever(BaseRetriever):
     @classmethod
     def from_index(cls, path: str | os.PathLike, encoder: Any = None, **kwargs: Any) -> MaxSimRetriever:
         """Open the index at ``path`` (it must exist) and wrap it; ``kwargs`` are the retriever's fields."""
-        from maxsim.engine import Engine
-
         return cls(engine=Engine(path, encoder=encoder, create=False), **kwargs)
 
     def _options(

@@ -1,4 +1,4 @@
-"""A LlamaIndex retriever over a maxsim index (``pip install "maxsim[llamaindex]"``).
+"""A LlamaIndex retriever over a maxsim index (``pip install -e ".[llamaindex]"`` from a maxsim checkout).
 
     from maxsim.integrations.llamaindex import MaxSimRetriever
 
@@ -32,12 +32,14 @@ try:
     from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        'maxsim.integrations.llamaindex needs llama-index-core: pip install "maxsim[llamaindex]"'
+        'maxsim.integrations.llamaindex needs llama-index-core: pip install -e ".[llamaindex]" in the '
+        "maxsim checkout"
     ) from e
 
+from maxsim.engine import Engine
 from maxsim.integrations.hits import check_k, hit_metadata, hit_text
 from maxsim.integrations.serial import serialize_encoder
-from maxsim.search_options import check_search_options
+from maxsim.search.options import check_search_options
 from maxsim.types import Hit
 
 _HIDDEN_FROM_MODELS = ["thumbnail", "deep_link", "segment_id", "video"]
@@ -79,8 +81,6 @@ class MaxSimRetriever(BaseRetriever):
     @classmethod
     def from_index(cls, path: str | os.PathLike, encoder: Any = None, **kwargs: Any) -> MaxSimRetriever:
         """Open the index at ``path`` (it must exist) and wrap it; ``kwargs`` go to the constructor."""
-        from maxsim.engine import Engine
-
         return cls(Engine(path, encoder=encoder, create=False), **kwargs)
 
     def _node(self, hit: Hit) -> NodeWithScore:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-_MISSING = object()
 _INSTALL = threading.Lock()
 
 
@@ -51,21 +50,18 @@ class SerialEncoder:
 def serialize_encoder(engine: Any) -> SerialEncoder | None:
     """Make ``engine`` (a :class:`~maxsim.Engine`) call its encoder through a :class:`SerialEncoder`,
     loading the encoder first if it has not yet; returns the wrapper (the same one on every call).
-    Anything else with a ``search`` (no ``_encoder`` slot) is left alone: None."""
-    enc = getattr(engine, "_encoder", _MISSING)
-    if enc is _MISSING:
+    Anything else with a ``search`` (no settable ``encoder``) is left alone: None."""
+    if not hasattr(type(engine), "encoder") or not hasattr(engine, "encoder_loaded"):
         return None
-    if isinstance(enc, SerialEncoder):
-        return enc
     with _INSTALL:  # one wrapper (one lock) per engine, and one load of its model
         enc = engine.encoder
         if isinstance(enc, SerialEncoder):
             return enc
         wrapped = SerialEncoder(enc)
-        engine._encoder = wrapped  # the engine keeps its encoder there (see Engine.encoder)
+        engine.encoder = wrapped  # checked by the engine: the same name and dim as the index's
         if engine.encoder is not wrapped:
             raise RuntimeError(
-                f"{type(engine).__name__} does not use the encoder set in ._encoder: encoder calls "
-                "cannot be serialised between threads"
+                f"{type(engine).__name__} does not keep the encoder it is given: encoder calls cannot be "
+                "serialised between threads"
             )
         return wrapped

@@ -1,5 +1,5 @@
 """Groups search requests that arrive close together into one batched engine call (requests with the same
-filters and search options only)."""
+filters and search options only); each request gets its own hits and its own search statistics back."""
 
 from __future__ import annotations
 
@@ -7,37 +7,33 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from maxsim.types import Hit
+from maxsim.search import SearchOptions, SearchResult
 
-# search_batch(texts, k, videos, time_range, **options) -> hits per text; options only when a request has any
-SearchBatch = Callable[..., list[list[Hit]]]
+# query_batch(texts, options) -> one SearchResult (hits and statistics) per text
+SearchBatch = Callable[[list[str], SearchOptions], list[SearchResult]]
 
 
 @dataclass
 class _Pending:
     texts: list[str]
-    k: int
-    videos: tuple[str, ...] | None
-    time_range: tuple[float, float] | None
+    options: SearchOptions
     future: asyncio.Future
-    options: tuple[tuple[str, Any], ...] = ()
-    solo: bool = False  # searched on its own, with the search's stats handed back
 
-    def group(self) -> tuple:
-        """Requests with equal keys share one engine call. Search options change what is searched, and
-        a pruned search's default candidate counts follow k: with options, k is part of the key too."""
-        return (
-            self.videos,
-            self.time_range,
-            self.options,
-            self.k if self.options else None,
-            id(self) if self.solo else None,
-        )
+    def group(self) -> SearchOptions:
+        """Requests with equal keys share one engine call: the same filters and search options. An exact
+        search's hits do not depend on k beyond the first k, so exact requests of any k share a call (at
+        the largest k); a pruned search's default candidate counts follow k, so k is part of its key. A
+        re-ranked search re-scores max(k, rerank) hits: requests with k up to ``rerank`` share a call,
+        larger k are part of the key."""
+        opts = self.options
+        if opts.mode == "pruned" or opts.k > opts.rerank > 0:
+            return opts
+        return opts.replace(k=1)
 
 
 class Overloaded(RuntimeError):
@@ -77,13 +73,11 @@ class BatchStats:
 
 class SearchBatcher:
     """Collects searches for up to ``window_ms`` after the first arrives and runs each group with the same
-    filters as one ``search_batch(texts, k, videos, time_range)`` call on ``executor``, with the group's
-    largest k; each request gets its own first k hits back.
+    options as one ``search_batch(texts, options)`` call on ``executor`` (with the group's largest k);
+    each request gets back its own texts' results, cut to its own k, each with its own statistics.
 
-    Requests with search ``options`` (``mode``, ``n_candidates``, ... : keyword arguments passed on to
-    ``search_batch``) are grouped only with requests of the same options and the same k, so a request's
-    hits never depend on which others it was batched with. A request for stats (:meth:`search_with_stats`)
-    runs alone, and ``last_stats()`` is called on the executor right after its search.
+    Pruned requests are grouped only with requests of the same options and the same k, so a request's hits
+    never depend on which others it was batched with.
 
     ``max_texts`` is a hard cap on the texts of one engine call: a request that would take a batch past it
     starts the next batch, and a request with more texts than that is refused (ValueError). Requests are
@@ -100,14 +94,12 @@ class SearchBatcher:
         max_texts: int = 64,
         window_ms: float = 2.0,
         max_queue: int = 256,
-        last_stats: Callable[[], Any] | None = None,
     ) -> None:
         if max_texts < 1:
             raise ValueError(f"max_texts must be >= 1, got {max_texts}")
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
         self._search_batch = search_batch
-        self._last_stats = last_stats
         self._executor = executor
         self.max_texts = max_texts
         self.window_s = max(0.0, window_ms) / 1000.0
@@ -126,50 +118,19 @@ class SearchBatcher:
         assert self._queue is not None
         return self._queue
 
-    async def search(
-        self,
-        texts: Sequence[str],
-        k: int,
-        videos: Sequence[str] | None = None,
-        time_range: tuple[float, float] | None = None,
-        options: Mapping[str, Any] | None = None,
-    ) -> list[list[Hit]]:
-        """Hits for each of ``texts`` (best first, at most ``k`` each), batched with concurrent calls that
-        have the same filters and ``options``."""
-        hits, _ = await self._submit(texts, k, videos, time_range, options, solo=False)
-        return hits
-
-    async def search_with_stats(
-        self,
-        texts: Sequence[str],
-        k: int,
-        videos: Sequence[str] | None = None,
-        time_range: tuple[float, float] | None = None,
-        options: Mapping[str, Any] | None = None,
-    ) -> tuple[list[list[Hit]], Any]:
-        """:meth:`search` run on its own (one engine call for these texts only), and what ``last_stats()``
-        returned right after it (None without ``last_stats``)."""
-        return await self._submit(texts, k, videos, time_range, options, solo=True)
-
-    async def _submit(
-        self,
-        texts: Sequence[str],
-        k: int,
-        videos: Sequence[str] | None,
-        time_range: tuple[float, float] | None,
-        options: Mapping[str, Any] | None,
-        solo: bool,
-    ) -> tuple[list[list[Hit]], Any]:
+    async def search(self, texts: Sequence[str], options: SearchOptions) -> list[SearchResult]:
+        """The results of each of ``texts`` (hits best first, at most ``options.k``, and what its search
+        did), batched with concurrent calls that have the same options."""
         if not texts:
-            return [], None
+            return []
         if len(texts) > self.max_texts:
             raise ValueError(f"{len(texts)} texts is more than this server's limit of {self.max_texts}")
         queue = self._ensure_started()
         fut = asyncio.get_running_loop().create_future()
-        videos_key = None if videos is None else tuple(sorted(set(videos)))
-        opts = tuple(sorted((options or {}).items()))
+        if options.videos is not None:  # one key for the same set of videos in any order
+            options = options.replace(videos=tuple(sorted(set(options.videos))))
         try:
-            queue.put_nowait(_Pending(list(texts), int(k), videos_key, time_range, fut, opts, solo))
+            queue.put_nowait(_Pending(list(texts), options, fut))
         except asyncio.QueueFull:
             with self.stats._lock:
                 self.stats.rejected += 1
@@ -238,21 +199,11 @@ class SearchBatcher:
             if not p.future.done():  # a client that went away is not searched for
                 groups.setdefault(p.group(), []).append(p)
         for items in groups.values():
-            first = items[0]
             texts = [t for p in items for t in p.texts]
-            k = max(p.k for p in items)
+            options = items[0].options.replace(k=max(p.options.k for p in items))
             t0 = time.perf_counter()
             try:
-                results, extra = await loop.run_in_executor(
-                    self._executor,
-                    self._call,
-                    texts,
-                    k,
-                    None if first.videos is None else list(first.videos),
-                    first.time_range,
-                    dict(first.options),
-                    first.solo,
-                )
+                results = await loop.run_in_executor(self._executor, self._search_batch, texts, options)
             except Exception as e:  # handed to each waiting request
                 for p in items:
                     if not p.future.done():
@@ -267,21 +218,7 @@ class SearchBatcher:
                     self.stats.largest_batch = max(self.stats.largest_batch, len(texts))
             i = 0
             for p in items:
-                mine = [hits[: p.k] for hits in results[i : i + len(p.texts)]]
+                mine = [SearchResult(r.hits[: p.options.k], r.stats) for r in results[i : i + len(p.texts)]]
                 i += len(p.texts)
                 if not p.future.done():
-                    p.future.set_result((mine, extra))
-
-    def _call(
-        self,
-        texts: list[str],
-        k: int,
-        videos: list[str] | None,
-        time_range: tuple[float, float] | None,
-        options: dict[str, Any],
-        solo: bool,
-    ) -> tuple[list[list[Hit]], Any]:
-        """One engine call (on the executor), and the stats of a solo request read right after it."""
-        results = self._search_batch(texts, k, videos, time_range, **options)
-        extra = self._last_stats() if solo and self._last_stats is not None else None
-        return results, extra
+                    p.future.set_result(mine)

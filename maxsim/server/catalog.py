@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from maxsim.store import Snapshot
+from maxsim.index.snapshot import Snapshot
 
 _EXTRA_TYPES = {
     ".webm": "video/webm",
@@ -104,7 +104,7 @@ class Catalog:
         self._state: _State | None = None
 
     def _current(self) -> _State:
-        snap = self._engine._snapshot  # the engine's open version (one read: a consistent snapshot)
+        snap = self._engine.snapshot  # the engine's open version (one read: a consistent snapshot)
         state = self._state
         if state is not None and state.version == snap.version:
             return state

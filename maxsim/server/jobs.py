@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maxsim.engine import IngestReport, expand_paths
-from maxsim.store import LockedError
+from maxsim.errors import LockedError
+from maxsim.ingest import IngestReport, expand_paths
 
 
 class PathRefused(ValueError):
@@ -101,7 +101,7 @@ class IngestJobs:
     """Runs ingest jobs one after another on a background thread; remembers the last ``keep`` jobs.
 
     ``ingest(path)`` ingests one file in its own commit (the server's: ``engine.ingest([path])`` under its
-    version guard, see :meth:`maxsim.server.app.ServerState.ingest_file`), so progress is per file and each
+    version guard, see :meth:`maxsim.server.state.ServerState.ingest_file`), so progress is per file and each
     video becomes searchable as soon as it is done.
     """
 

@@ -30,7 +30,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from maxsim.bench.metrics import percentiles
+from maxsim.encoders import registered_encoders
+from maxsim.engine import Engine
+from maxsim.server.state import is_loopback
+from maxsim.summary import percentiles
+from maxsim.testing.synthetic import COLORS, write_video
 
 DEFAULTS: dict[str, Any] = {
     "clients": 32,  # concurrent clients, each with one request in flight
@@ -66,8 +70,6 @@ class LoadTestError(RuntimeError):
 
 def check_loopback(url: str) -> None:
     """Refuse any target that is not this machine's loopback interface."""
-    from maxsim.server.app import is_loopback
-
     if is_loopback(urlsplit(url).hostname or ""):
         return
     raise LoadTestError(
@@ -84,8 +86,6 @@ def free_port() -> int:
 
 def build_synthetic_index(path: Path, encoder: str, videos: int, seed: int = 0) -> Path:
     """Colour-scene videos under ``path/videos`` ingested into ``path/index`` with ``encoder``."""
-    from maxsim.engine import Engine
-    from maxsim.synthetic import COLORS, write_video
 
     rng = random.Random(seed)
     names = list(COLORS)
@@ -271,7 +271,6 @@ def run(config: dict[str, Any] | None, out_dir: str | os.PathLike) -> dict[str, 
 
 
 def _default_synthetic_encoder() -> str:
-    from maxsim.encoders import registered_encoders
 
     if "color-test" in registered_encoders():
         return "color-test"

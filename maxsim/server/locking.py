@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from maxsim.index.manifest import read_manifest
 from maxsim.integrations.serial import SerialEncoder, serialize_encoder
-from maxsim.store import read_manifest
 
 __all__ = ["Busy", "SerialEncoder", "VersionGuard", "serialize_encoder"]
 

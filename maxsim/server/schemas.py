@@ -15,7 +15,7 @@ from pydantic import (
     field_validator,
 )
 
-from maxsim.search_options import MAX_CANDIDATES, MAX_NPROBE, MAX_REFINE, MAX_RERANK
+from maxsim.search.options import MAX_CANDIDATES, MAX_NPROBE, MAX_REFINE, MAX_RERANK
 
 # Upper bounds the app enforces; create_app() may lower or raise them per server.
 MAX_TEXT_CHARS = 2000
@@ -57,14 +57,14 @@ class _SearchOptions(BaseModel):
         le=MAX_CANDIDATES,
         description="pruned search (as are `n_refine` and `nprobe`; for an exact search they are refused "
         "with 400): segments scored exactly (default: the server's, else 0.1% of the searched segments, at "
-        "least 100 k)",
+        "least 100 x k)",
     )
     n_refine: int | None = Field(
         default=None,
         ge=0,
         le=MAX_REFINE,
         description="pruned search: segments scored from residual codes, the candidates being the best of "
-        "them (default: the server's, else 10% of the searched segments, at least 1000 k; 0: no residual "
+        "them (default: the server's, else 10% of the searched segments, at least 1000 x k; 0: no residual "
         "stage)",
     )
     nprobe: int | None = Field(
@@ -273,6 +273,7 @@ class Health(BaseModel):
         "every segment"
     )
     search_defaults: SearchDefaults
+    max_k: int = Field(description="the largest k a search may ask for (`maxsim serve --max-k`)")
 
 
 class ErrorOut(BaseModel):

@@ -5,7 +5,7 @@
   const form = $("#search-form"), q = $("#q"), kSel = $("#k"), results = $("#results"), statusEl = $("#status");
   const viewer = $("#viewer"), player = $("#player"), timeline = $("#timeline"), segEl = $("#segment");
   const marksEl = $("#marks"), playhead = $("#playhead"), caption = $("#caption"), keyInput = $("#api-key");
-  let hits = [], current = null, videos = {}, authRequired = false, searchSeq = 0;
+  let hits = [], current = null, videos = {}, authRequired = false, searchSeq = 0, maxK = 100;
 
   const base = new URL(".", document.baseURI);  // works behind a path prefix too
   const url = (path) => new URL(path.replace(/^\//, ""), base).toString();
@@ -49,6 +49,7 @@
     try {
       const h = await api("/healthz");
       authRequired = h.auth_required;
+      if (h.max_k) maxK = h.max_k;
       keyInput.hidden = !authRequired;
       if (authRequired) keyInput.value = localStorage.getItem("maxsim-api-key") || "";
       statusEl.textContent = `${h.segments} segments in ${h.videos} videos · ${h.encoder}`;
@@ -159,6 +160,15 @@
     drawTimeline();
   }
 
+  // A file the browser cannot decode (e.g. MPEG-4 Part 2, or AVI) would leave the player stuck at 0:00.
+  player.addEventListener("error", () => {
+    if (!current) return;
+    const err = player.error, codes = { 1: "loading was aborted", 2: "a network error", 3: "the file could not be decoded", 4: "this browser cannot play this file's format or codec" };
+    const why = (err && codes[err.code]) || "an unknown error";
+    const box = el("div", "player-error", `Cannot play ${current.video_name}: ${why}. Browsers play H.264 or VP9/AV1 video (MP4 or WebM); open the file in a desktop player at ${clock(current.start)}, or re-encode it.`);
+    caption.querySelectorAll(".player-error").forEach((e) => e.remove());
+    caption.append(box);
+  });
   player.addEventListener("timeupdate", drawTimeline);
   player.addEventListener("durationchange", drawTimeline);
   timeline.addEventListener("click", (ev) => {
@@ -171,10 +181,22 @@
     if (text) search(text);
   });
 
+  // Any k in the URL (#k=6) is taken: whole numbers from 1 up to the server's max_k, added to the menu.
+  function setK(value) {
+    const k = Math.min(maxK, Math.max(1, Math.round(Number(value))));
+    if (!isFinite(k)) return;
+    if (![...kSel.options].some((o) => o.value === String(k))) {
+      const opt = el("option", null, String(k));
+      const after = [...kSel.options].find((o) => Number(o.value) > k);
+      kSel.insertBefore(opt, after || null);
+    }
+    kSel.value = String(k);
+  }
+
   const initial = location.hash.slice(1);  // read now: a search started before loadInfo ends rewrites it
   loadInfo().then(() => {
     const params = new URLSearchParams(initial);
-    if (params.get("k")) kSel.value = params.get("k");
+    if (params.get("k")) setK(params.get("k"));
     if (params.get("q")) { q.value = params.get("q"); search(q.value); }
   });
 })();

@@ -1,0 +1,40 @@
+"""``maxsim search``: search an index with text (optionally re-ranking the best hits) and print the hits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from maxsim.cli.common import open_engine
+from maxsim.specs import fmt_num, plural
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    engine = open_engine(args, create=False, reranker=args.reranker)
+    time_range = tuple(args.time_range) if args.time_range else None
+    t0 = time.perf_counter()
+    options = {}
+    if args.pruned:
+        options = {"mode": "pruned", "n_candidates": args.candidates, "nprobe": args.nprobe,
+                   "n_refine": args.refine}
+    if args.rerank:
+        options["rerank"] = args.rerank
+    # neither output prints the JPEG bytes: do not read them
+    hits = engine.search(args.text, k=args.k, videos=args.video or None, time_range=time_range,
+                         thumbnails=False, **options)
+    ms = (time.perf_counter() - t0) * 1000
+    if args.json:
+        print(json.dumps([h.to_dict() for h in hits], indent=1))
+        return 0
+    if not hits:
+        print(f"no hits ({plural(len(engine), 'segment')} searched)")
+        return 0
+    width = max(len(h.video) for h in hits)
+    for i, h in enumerate(hits, 1):
+        span = f"{h.start:8.2f}-{h.end:<8.2f}"
+        reranked = "rerank" in h.scores and "maxsim" in h.scores  # the first-stage score beside it
+        first = f"  (maxsim {fmt_num(h.scores['maxsim'])})" if reranked else ""
+        print(f"{i:3d}  {fmt_num(h.score):>8}  {h.video:<{width}}  {span}  best {h.best_time:.2f}{first}")
+    print(f"({plural(len(engine), 'segment')} searched in {ms:.1f} ms)")
+    return 0

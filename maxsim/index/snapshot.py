@@ -1,0 +1,225 @@
+"""Reading one committed version: segment metadata and memory-mapped tokens (:class:`Snapshot`).
+
+Opening maps the part files; only the small numeric columns (ids, times) are copied into memory (about 40
+bytes per segment). Parts are immutable, so a snapshot opened with an older one as ``previous`` reuses the
+mappings of the parts both share. A snapshot never changes the manifest it is given.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from maxsim.errors import IndexFormatError
+from maxsim.index.files import open_ipc
+from maxsim.index.format import (
+    DTYPES,
+    NP_DTYPES,
+    SCALED,
+    SEGMENT_SCHEMA,
+    column_numpy,
+    in_ranges,
+    merge_ranges,
+)
+from maxsim.index.manifest import Manifest, with_catalog
+
+
+@dataclass
+class Chunk:
+    """A contiguous run of segments of one part whose tokens are one memory-mapped matrix."""
+
+    tokens: torch.Tensor  # (n_tokens, dim), read-only view of the mapped file (in the storage dtype)
+    offsets: torch.Tensor  # (n_segments + 1,) int64
+    rows: np.ndarray  # row numbers of these segments in the snapshot's segment table
+    part: int = 0  # index of the part in the manifest
+    # int8 / fp8 indexes: float32 (n_tokens,) dequantisation scales, mapped (pass as d_scale); else None
+    scales: torch.Tensor | None = None
+
+
+# a part as mapped: its segment table, and per token batch (tokens, offsets, rows local to the part)
+_LoadedPart = tuple[pa.Table, list[tuple[torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor | None]]]
+
+
+class Snapshot:
+    """A read-only view of one committed version: segment metadata and memory-mapped tokens.
+
+    Opening maps the part files; only the small numeric columns (ids, times) are copied into memory
+    (about 40 bytes per segment). Token vectors and thumbnails stay in the mapped files.
+    """
+
+    def __init__(self, root: Path, manifest: Manifest, previous: Snapshot | None = None) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.chunks: list[Chunk] = []
+        tables = []
+        self.part_rows: list[tuple[int, int]] = []  # table row span of each part
+        # per part id: its mapped segment table and (tokens, local offsets, local rows) per batch; parts are
+        # immutable, so a snapshot opened after another reuses the mappings of the parts they share
+        self._parts: dict[str, _LoadedPart] = {}
+        reuse = previous._parts if previous is not None and previous.root == root else {}
+        row0 = 0
+        for p_i, part in enumerate(manifest.parts):
+            loaded = reuse.get(part["id"])
+            if loaded is None or loaded[0].num_rows != part["n_segments"]:
+                loaded = self._load_part(part)
+            self._parts[part["id"]] = loaded
+            seg, batches = loaded
+            for tokens, offsets, sel, scales in batches:
+                self.chunks.append(Chunk(tokens, offsets, sel + row0, p_i, scales))
+            tables.append(seg)
+            self.part_rows.append((row0, row0 + seg.num_rows))
+            row0 += seg.num_rows
+        # zero-copy: the table's chunks are the mapped record batches (thumbnails are never copied)
+        self.table = pa.concat_tables(tables) if tables else SEGMENT_SCHEMA.empty_table()
+        self.segment_ids = column_numpy(self.table, "segment_id")
+        self.starts = column_numpy(self.table, "start")
+        self.ends = column_numpy(self.table, "end")
+        # where each table row's tokens live: chunk number and position inside the chunk (read by the
+        # pruned search too)
+        self.row_chunk = np.full(self.table.num_rows, -1, dtype=np.int64)
+        self.row_local = np.zeros(self.table.num_rows, dtype=np.int64)
+        for c, ch in enumerate(self.chunks):
+            self.row_chunk[ch.rows] = c
+            self.row_local[ch.rows] = np.arange(ch.rows.size)
+        self.live = ~in_ranges(self.segment_ids, manifest.deleted)
+        # an index written before the catalog gets one built from the tables (the manifest given is unchanged)
+        self.manifest = with_catalog(manifest, self.table, self.live)
+
+    def _load_part(self, part: dict[str, Any]) -> _LoadedPart:
+        root, manifest = self.root, self.manifest
+        seg_path, tok_path = root / part["segments"], root / part["tokens"]
+        seg = open_ipc(seg_path, manifest.version).read_all()
+        if seg.schema.names != SEGMENT_SCHEMA.names:
+            raise IndexFormatError(f"{seg_path}: unexpected columns {seg.schema.names}")
+        if seg.num_rows != part["n_segments"]:
+            raise IndexFormatError(
+                f"{seg_path}: {seg.num_rows} segments, the manifest says {part['n_segments']}"
+            )
+        tok_reader = open_ipc(tok_path, manifest.version)
+        batch_ids = column_numpy(seg, "token_batch")
+        counts = column_numpy(seg, "token_count").astype(np.int64)
+        batches = []
+        for b in range(tok_reader.num_record_batches):
+            sel = np.flatnonzero(batch_ids == b)
+            if sel.size == 0:
+                continue
+            tokens, scales = self._tokens(tok_reader.get_batch(b), tok_path)
+            offsets = np.zeros(sel.size + 1, dtype=np.int64)
+            np.cumsum(counts[sel], out=offsets[1:])
+            if offsets[-1] != tokens.shape[0]:
+                raise IndexFormatError(
+                    f"{tok_path}: batch {b} has {tokens.shape[0]} token rows but its segments claim "
+                    f"{offsets[-1]}"
+                )
+            batches.append((tokens, torch.from_numpy(offsets), sel, scales))
+        return seg, batches
+
+    def _tokens(self, batch: pa.RecordBatch, path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A record batch's token matrix (and float32 scales for quantised dtypes), zero-copy views."""
+        scaled = self.manifest.dtype in SCALED
+        if batch.num_columns != (2 if scaled else 1):
+            raise IndexFormatError(
+                f"{path}: columns {batch.schema.names}, manifest says {self.manifest.dtype}"
+            )
+        col = batch.column(0)
+        dim = self.manifest.dim
+        if col.type.list_size != dim:
+            raise IndexFormatError(f"{path}: token dim {col.type.list_size}, manifest says {dim}")
+        values = col.values
+        np_dtype = NP_DTYPES[self.manifest.dtype]
+        width = np.dtype(np_dtype).itemsize
+        if values.type.bit_width != width * 8:
+            raise IndexFormatError(f"{path}: {values.type} tokens, manifest says {self.manifest.dtype}")
+        start = (values.offset + col.offset * dim) * width
+        arr = np.frombuffer(values.buffers()[1], dtype=np_dtype, count=len(col) * dim, offset=start)
+        scales = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # read-only memory map: never written
+            t = torch.from_numpy(arr.reshape(-1, dim))
+            if scaled:
+                sc = batch.column(1)
+                if sc.type != pa.float32() or sc.null_count:
+                    raise IndexFormatError(f"{path}: scale column of type {sc.type}; expected float32")
+                scales = torch.from_numpy(column_numpy(batch, batch.schema.names[1]))
+        if self.manifest.dtype in ("bfloat16", "float8_e4m3fn"):
+            t = t.view(DTYPES[self.manifest.dtype][1])
+        return t, scales
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+    @property
+    def catalog(self) -> dict[str, dict[str, Any]]:
+        """video path -> catalog entry (hash, settings, id ranges, counts) of this version."""
+        return self.manifest.videos or {}
+
+    def reuses(self, part_id: str) -> bool:
+        """Whether part ``part_id`` is mapped in this snapshot (so a later one opened with it as
+        ``previous`` shares the mapping)."""
+        return part_id in self._parts
+
+    def with_parts(self, part_ids: Sequence[str]) -> Snapshot:
+        """A snapshot of the same version restricted to some of its parts (mapped already, not again),
+        e.g. a shard of it; its table rows are renumbered from 0 in part order."""
+        wanted = set(part_ids)
+        man = self.manifest.copy()
+        man.parts = [p for p in self.manifest.parts if p["id"] in wanted]
+        return Snapshot(self.root, man, self)
+
+    def part_row_span(self, part_id: str) -> tuple[int, int]:
+        """The table rows ``[lo, hi)`` of part ``part_id``."""
+        for p, span in zip(self.manifest.parts, self.part_rows, strict=True):
+            if p["id"] == part_id:
+                return span
+        raise KeyError(f"part {part_id!r} is not in version {self.version} of {self.root}")
+
+    def __len__(self) -> int:
+        return int(self.live.sum())
+
+    def rows_of(self, videos: Iterable[str]) -> np.ndarray:
+        """Boolean mask of the live table rows of the given video paths (looked up in the catalog)."""
+        cat = self.manifest.videos or {}
+        ranges = merge_ranges(*(cat[v]["ranges"] for v in videos if v in cat))
+        return in_ranges(self.segment_ids, ranges) & self.live
+
+    def segment_tokens(self, row: int) -> torch.Tensor:
+        """Token vectors of the segment in table row ``row``: a view in the storage dtype, or for int8 /
+        fp8 indexes a float32 copy with the scales applied (see :meth:`segment_data` for the bytes)."""
+        data, scale = self.segment_data(row)
+        return data if scale is None else data.float() * scale[:, None]
+
+    def segment_data(self, row: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The stored token matrix of the segment in table row ``row`` and its scales (None unless int8 /
+        fp8): zero-copy views of the mapped file."""
+        ch = self.chunks[int(self.row_chunk[row])]
+        i = int(self.row_local[row])
+        lo, hi = int(ch.offsets[i]), int(ch.offsets[i + 1])
+        return ch.tokens[lo:hi], None if ch.scales is None else ch.scales[lo:hi]
+
+
+def tombstones_of_kept_parts(snap: Snapshot, deleted: Sequence[Sequence[int]], kept: Sequence[int]
+                              ) -> list[list[int]]:
+    """The tombstone ranges that still hide a stored row once only the parts ``kept`` (indices) remain.
+
+    Read from the ids the kept parts actually store (not from their recorded id span, which indexes
+    written before a rolled-back video's flushed rows were counted in it may get wrong).
+    """
+    if not deleted or not kept:
+        return []
+    mask = np.zeros(len(snap.segment_ids), dtype=bool)
+    for i in kept:
+        mask[slice(*snap.part_rows[i])] = True
+    dead_ids = snap.segment_ids[mask & ~snap.live]
+    if dead_ids.size == 0:
+        return []
+    r = np.asarray(deleted, dtype=np.int64)
+    hit = np.unique(np.searchsorted(r[:, 0], dead_ids, side="right") - 1)
+    return [[int(r[i, 0]), int(r[i, 1])] for i in hit]

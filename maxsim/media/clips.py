@@ -1,0 +1,78 @@
+"""The single decode pass: decode a video once, feed every frame to the segmenter's run and to the frame
+sampler's run, and hand out each segment's clip as soon as it is final."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from maxsim.errors import VideoError
+from maxsim.media.frames import FrameSampler
+from maxsim.media.segment import Segmenter, load_segmenter
+from maxsim.media.video import iter_frames
+from maxsim.types import Clip, Segment
+
+
+def iter_clips(
+    path: str | os.PathLike,
+    segmenter: Segmenter | str = "scenes",
+    sampler: FrameSampler | None = None,
+    prefetch: int = 8,
+) -> Iterator[tuple[Clip, bytes]]:
+    """Decode ``path`` once, segment it and yield ``(clip, jpeg_thumbnail)`` per segment in time order.
+
+    Every decoded frame feeds the segmenter's run (when it needs frames) and a run of the ``sampler`` recipe
+    (default ``FrameSampler()``). The video's duration is the
+    end of its last frame (its time plus its frame interval): the ``end`` of the last clip with the
+    built-in segmenters. ``prefetch`` frames are decoded ahead in a background thread (0: none).
+
+    Streaming: when the segmenter's run offers ``final_segments(t)`` (the built-in ones do: fixed spans
+    as soon as they are decoded, scenes once a cut with long enough scenes on both sides is found),
+    clips are yielded during decoding and their frames are freed, so memory holds the sampled frames
+    of the segments still open rather than of the whole video. The clips are the same either way.
+
+    Raises :class:`~maxsim.video.VideoError` for an unusable video at the first ``next()``, and for a
+    truncated one (that the file's structure does not reveal) when decoding stops, possibly after some
+    clips were yielded: consumers must not commit a video's clips before the iterator is exhausted.
+    """
+    segmenter = load_segmenter(segmenter)
+    sampler = (sampler if sampler is not None else FrameSampler()).start()
+    run = segmenter.start()
+    feed_segmenter = segmenter.needs_frames
+    final_segments = getattr(run, "final_segments", None)
+    spath = str(path)
+    emitted: list[Segment] = []
+    with iter_frames(spath, prefetch=prefetch) as frames:  # closed (decode thread stopped) if abandoned
+        for t, frame in frames:
+            if feed_segmenter:
+                run.feed(t, frame)
+            kept = sampler.n_frames
+            sampler.feed(t, frame)
+            if final_segments is not None and sampler.n_frames > kept:  # check at the sampling rate
+                final = final_segments(t)
+                while len(emitted) < len(final):
+                    seg = final[len(emitted)]
+                    item = sampler.clip(spath, seg)
+                    emitted.append(seg)
+                    sampler.discard_before(seg.end)
+                    yield item
+    segments = run.finish(frames.duration)
+    if not segments:
+        raise VideoError(spath, f"segmenter {segmenter.name} returned no segment")
+    for a, b in zip(segments[:-1], segments[1:], strict=True):
+        if not (a.start < a.end <= b.start + 1e-9) or not (b.start < b.end):
+            raise ValueError(
+                f"segmenter {segmenter.name} returned overlapping, empty or unordered segments for {spath}: "
+                f"{a} then {b}"
+            )
+    if segments[: len(emitted)] != emitted:
+        raise RuntimeError(
+            f"segmenter {segmenter.name} changed segments it had reported final for {spath} "
+            f"(final_segments must return a growing prefix of what finish returns)"
+        )
+    n = len(segments)
+    for i in range(len(emitted), n):
+        yield sampler.clip(spath, segments[i], last=(i == n - 1))
+
+
+__all__ = ["iter_clips"]

@@ -1,0 +1,290 @@
+"""The ``scenes`` segmenter: cuts found by a PySceneDetect 0.7 detector fed from the single decode pass,
+normalised (short scenes merged, long ones split) and released as soon as they are final."""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import inspect
+import logging
+import math
+import os
+from fractions import Fraction
+from typing import Any
+
+import cv2
+import numpy as np
+
+from maxsim.media.spans import (
+    EPS,
+    check_duration,
+    check_limits,
+    normalize_bounds,
+    run_segmenter,
+    to_segments,
+)
+from maxsim.media.video import FALLBACK_FPS
+from maxsim.types import Segment
+
+logger = logging.getLogger("maxsim.media.scenes")
+
+
+# Detector name -> (class name in scenedetect.detectors, our default keyword arguments). Defaults are the
+# best all-round settings measured for PySceneDetect 0.7 (AdaptiveDetector: threshold 3.5, window 3,
+# 0.6 s minimum scene length); min_scene_len is given in seconds (a float) so it is frame-rate independent.
+DETECTORS: dict[str, tuple[str, dict[str, Any]]] = {
+    "adaptive": ("AdaptiveDetector", {"adaptive_threshold": 3.5, "window_width": 3, "min_scene_len": 0.6}),
+    "content": ("ContentDetector", {"threshold": 27.0, "min_scene_len": 0.6}),
+    "histogram": ("HistogramDetector", {"threshold": 0.2, "min_scene_len": 0.6}),
+    "hash": ("HashDetector", {"threshold": 0.35, "min_scene_len": 0.6}),
+    "threshold": ("ThresholdDetector", {"threshold": 12.0, "min_scene_len": 0.6}),
+}
+
+
+def _bounded_lag_classes() -> tuple[type, ...]:
+    from scenedetect.detectors import AdaptiveDetector, ContentDetector, HashDetector, HistogramDetector
+
+    return (AdaptiveDetector, ContentDetector, HashDetector, HistogramDetector)
+
+
+DETECTION_WIDTH = 256  # frames wider than this are downscaled for detection, as SceneManager does
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if hasattr(v, "name") and hasattr(v, "value"):  # enums
+        return str(v.name)
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def _detector_settings(det: Any) -> dict[str, Any]:
+    """Constructor settings readable back from a detector instance (for its recorded name)."""
+    out = {}
+    try:
+        params = inspect.signature(type(det).__init__).parameters
+    except (TypeError, ValueError):
+        return out
+    for p in params:
+        if p == "self":
+            continue
+        for attr in (p, "_" + p):
+            v = getattr(det, attr, None)
+            if isinstance(v, (bool, int, float, str)) or (hasattr(v, "name") and hasattr(v, "value")):
+                out[p] = v
+                break
+    return out
+
+
+class _CutStream:
+    """Cut times arriving in time order -> the normalised segments, released as soon as they are final.
+
+    A cut whose raw neighbouring segments are both at least ``min_seconds`` long is a firewall: no merge
+    ever crosses it, so the segments before it are final and equal to those the whole cut list would
+    give (:func:`normalize_segments`). The segment after the newest cut is known to be long enough
+    once the decoder is ``min_seconds + lag_s`` past it (``lag_s``: how far behind the current frame a
+    detector may still place a cut; None: only a later cut proves it).
+    """
+
+    def __init__(self, min_seconds: float, max_seconds: float | None, lag_s: float | None):
+        self._min, self._max = check_limits(min_seconds, max_seconds)
+        self.lag_s = lag_s
+        self._fixed = 0.0  # time up to which segments are final
+        self._open: list[float] = []  # sorted cuts after _fixed
+        self.final: list[Segment] = []
+
+    def add(self, cut: float) -> None:
+        cut = float(cut)
+        if not math.isfinite(cut) or cut <= self._fixed + EPS:
+            if math.isfinite(cut) and cut > EPS:
+                logger.debug(
+                    "scene cut at %.3f s arrived after segments up to %.3f s were final", cut, self._fixed
+                )
+            return
+        i = bisect.bisect_left(self._open, cut)
+        if (i < len(self._open) and self._open[i] - cut <= EPS) or (
+            i > 0 and cut - self._open[i - 1] <= EPS
+        ):
+            return
+        self._open.insert(i, cut)
+
+    def advance(self, t: float) -> list[Segment]:
+        """Release what is final once the decoder has reached time ``t``; returns all final segments."""
+        seq = [self._fixed, *self._open]
+        floor = self._min - EPS
+        best = 0
+        for j in range(len(seq) - 1, 0, -1):
+            if seq[j] - seq[j - 1] < floor:
+                continue
+            if j + 1 < len(seq):
+                ok = seq[j + 1] - seq[j] >= floor
+            else:
+                ok = self.lag_s is not None and t - self.lag_s >= seq[j] + self._min
+            if ok:
+                best = j
+                break
+        if best:
+            self.final += to_segments(normalize_bounds(seq[: best + 1], self._min, self._max))
+            self._fixed = seq[best]
+            self._open = self._open[best:]
+        return self.final
+
+    def finish(self, duration: float) -> list[Segment]:
+        """All segments of ``[0, duration]``: the final ones, then the rest normalised."""
+        duration = check_duration(duration)
+        if duration <= self._fixed + EPS:
+            raise ValueError(
+                f"duration {duration} ends before segments already released (up to {self._fixed})"
+            )
+        rest = [self._fixed, *(c for c in self._open if c < duration - EPS), duration]
+        return self.final + to_segments(normalize_bounds(rest, self._min, self._max))
+
+
+class _SceneRun:
+    """Feeds a fresh detector the (downscaled) frames; times are exact microsecond timecodes."""
+
+    _BUFFER = 2  # frames held back to learn the frame rate the detector's timecodes carry
+
+    def __init__(self, detector: Any, width: int, min_seconds: float, max_seconds: float | None):
+        self._det = detector
+        self._width = width
+        self._pending: list[tuple[float, np.ndarray]] = []
+        self._rate: Fraction | None = None
+        self._cuts = _CutStream(min_seconds, max_seconds, None)
+        self._last_tc = None
+        self._last_t = -math.inf
+        # How far behind the current frame these detectors may still place a cut (in frames); other
+        # detectors (fades, user classes) only release segments once a later cut is found.
+        self._lag_frames = (
+            int(getattr(detector, "event_buffer_length", 0) or 0)
+            if isinstance(detector, _bounded_lag_classes())
+            else None
+        )
+
+    def _small(self, frame: np.ndarray) -> np.ndarray:
+        h, w = frame.shape[:2]
+        if w <= self._width:
+            return frame
+        f = w / self._width
+        size = (max(1, round(w / f)), max(1, round(h / f)))
+        return cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)  # as SceneManager does
+
+    def _timecode(self, t: float):
+        from scenedetect.common import FrameTimecode, Timecode
+
+        return FrameTimecode(
+            Timecode(pts=round(t * 1_000_000), time_base=Fraction(1, 1_000_000)), fps=self._rate
+        )
+
+    def _process(self, t: float, small: np.ndarray) -> None:
+        tc = self._timecode(t)
+        self._last_tc = tc
+        self._last_t = t
+        for cut in self._det.process_frame(tc, small):
+            self._cuts.add(float(cut.seconds))
+
+    def _flush(self, rate_hint: float | None = None) -> None:
+        if self._rate is None:
+            ts = [t for t, _ in self._pending]
+            dt = (ts[-1] - ts[0]) / (len(ts) - 1) if len(ts) > 1 else (rate_hint or 0.0)
+            fps = 1.0 / dt if dt > 0 else FALLBACK_FPS
+            self._rate = Fraction(fps).limit_denominator(1001)
+            if self._lag_frames is not None:
+                self._cuts.lag_s = (self._lag_frames + 2) / fps
+        for t, small in self._pending:
+            self._process(t, small)
+        self._pending = []
+
+    def feed(self, t: float, frame_bgr: np.ndarray) -> None:
+        small = self._small(frame_bgr)
+        if self._rate is None:
+            self._pending.append((float(t), small))
+            if len(self._pending) > self._BUFFER:
+                self._flush()
+            return
+        self._process(float(t), small)
+
+    def finish(self, duration: float) -> list[Segment]:
+        duration = check_duration(duration)
+        if self._pending:
+            last = self._pending[-1][0]
+            self._flush(rate_hint=duration - last if duration > last else None)
+        if self._last_tc is not None:
+            for cut in self._det.post_process(self._last_tc):
+                self._cuts.add(float(cut.seconds))
+        return self._cuts.finish(duration)
+
+    def final_segments(self, t: float) -> list[Segment]:
+        """The segments that can no longer change, given the frames fed so far."""
+        return self._cuts.advance(self._last_t) if self._rate is not None else []
+
+
+class SceneSegmenter:
+    """Segments at detected scene cuts (PySceneDetect 0.7 detectors fed from our single decode pass).
+
+    ``detector`` is one of ``"adaptive"`` (default), ``"content"``, ``"histogram"``, ``"hash"``,
+    ``"threshold"``, or a PySceneDetect ``SceneDetector`` instance (copied afresh for every video).
+    Extra keyword arguments go to the detector and override our defaults (see :data:`DETECTORS`).
+    Detected scenes are then normalised: shorter than ``min_seconds`` merge into a neighbour, longer
+    than ``max_seconds`` split evenly (``None``: no limit). A video without a cut is one segment.
+    Frames wider than ``detection_width`` pixels are downscaled before detection.
+    """
+
+    needs_frames = True
+
+    def __init__(
+        self,
+        detector: str | Any = "adaptive",
+        min_seconds: float = 1.0,
+        max_seconds: float | None = 20.0,
+        detection_width: int = DETECTION_WIDTH,
+        **detector_kwargs: Any,
+    ):
+        if isinstance(detector, str):
+            key = detector.lower()
+            if key not in DETECTORS:
+                raise ValueError(
+                    f"unknown scene detector {detector!r}; expected one of {sorted(DETECTORS)} or a "
+                    "scenedetect SceneDetector instance"
+                )
+            cls_name, defaults = DETECTORS[key]
+            self._kwargs = {**defaults, **detector_kwargs}
+            import scenedetect.detectors as sd
+
+            cls = getattr(sd, cls_name)
+            try:
+                self._template = cls(**self._kwargs)
+            except TypeError as e:
+                raise ValueError(f"invalid settings for the {key!r} scene detector: {e}") from e
+            self._label = key
+        else:
+            if detector_kwargs:
+                raise ValueError("detector keyword arguments apply only to a detector given by name")
+            if not hasattr(detector, "process_frame"):
+                raise TypeError(f"not a scene detector (no process_frame method): {detector!r}")
+            self._template = detector
+            self._kwargs = _detector_settings(detector)
+            self._label = type(detector).__name__
+        if int(detection_width) < 16:
+            raise ValueError(f"detection_width must be at least 16 pixels, got {detection_width!r}")
+        self.detection_width = int(detection_width)
+        self.min_seconds, self.max_seconds = check_limits(min_seconds, max_seconds)
+
+    @property
+    def name(self) -> str:
+        opts = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(self._kwargs.items()))
+        limits = f"min_seconds={self.min_seconds:g}, max_seconds={_fmt(self.max_seconds)}"
+        width = f"width={self.detection_width}"
+        return f"scenes({self._label}{', ' + opts if opts else ''}, {limits}, {width})"
+
+    def start(self) -> _SceneRun:
+        return _SceneRun(
+            copy.deepcopy(self._template), self.detection_width, self.min_seconds, self.max_seconds
+        )
+
+    def segment(self, path: str | os.PathLike) -> list[Segment]:
+        """Segment a video file (decodes it once)."""
+        return run_segmenter(self, path)
+
+    def __repr__(self) -> str:
+        return f"SceneSegmenter<{self.name}>"

@@ -1,0 +1,124 @@
+"""``POST /search``: one text or a batch of texts, exact or pruned, optionally re-ranked, with what the
+search read."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Request
+
+from maxsim.errors import RerankError
+from maxsim.integrations.hits import hit_metadata
+from maxsim.search import SearchOptions, sum_prune_stats
+from maxsim.search.options import PRUNED_KEYS
+from maxsim.server import schemas as S
+from maxsim.server.batcher import Overloaded
+from maxsim.server.catalog import video_id
+from maxsim.server.state import ServerState
+from maxsim.types import Hit
+
+
+def _apply(names: list[str]) -> str:
+    return "applies" if len(names) == 1 else "apply"
+
+
+def hit_out(h: Hit, prefix: str, thumbnails: bool) -> S.HitOut:
+    """A hit as the API returns it: the fields every front end shares, its video id and media URLs."""
+    md = hit_metadata(h, thumbnail=thumbnails, link=False)
+    vid = video_id(md["video"])
+    return S.HitOut(
+        **md,
+        video_id=vid,
+        thumbnail_url=f"{prefix}/segments/{h.segment_id}/thumbnail" if h.thumbnail else None,
+        video_url=f"{prefix}/videos/{vid}#t={h.start:.3f},{h.end:.3f}",
+    )
+
+
+def router(state: ServerState, api: APIRouter, max_k: int, defaults: dict[str, Any], default_mode: str,
+           default_rerank: int = 0) -> None:
+    """Add the search route to ``api``; ``defaults``/``default_mode``/``default_rerank``: the server's
+    search options (pruning knobs, mode, hits re-ranked)."""
+
+    def resolve_options(req: S.SearchRequest | S.BatchSearchRequest) -> tuple[str, dict[str, Any]]:
+        """The mode a request runs in and its other options: the request's, else the server's."""
+        given = {key: getattr(req, key) for key in PRUNED_KEYS if getattr(req, key) is not None}
+        rerank = {"rerank": default_rerank if req.rerank is None else req.rerank}
+        mode = req.mode or default_mode
+        if mode == "exact":
+            if given and req.mode == "exact":
+                raise HTTPException(
+                    400, f"{', '.join(given)} only {_apply(list(given))} to mode 'pruned', not 'exact'")
+            if given:
+                raise HTTPException(
+                    400,
+                    f"{', '.join(given)} only {_apply(list(given))} to pruned search, and this server "
+                    'searches exactly by default: add "mode": "pruned"',
+                )
+            return mode, rerank
+        return mode, {**defaults, **given, **rerank}
+
+    @api.post(
+        "/search",
+        response_model=S.SearchResponse | S.BatchSearchResponse,
+        response_model_exclude_none=False,
+        responses={
+            404: {"model": S.ErrorOut, "description": "a video in `videos` is not in the index"},
+            409: {"model": S.ErrorOut, "description": "re-ranking needs a video file that is gone"},
+            503: {
+                "model": S.ErrorOut,
+                "description": "too many searches are waiting: retry after the `Retry-After` seconds",
+            },
+        },
+        summary="Search the index with text (one query, or a batch with `texts`)",
+    )
+    async def search(
+        req: Annotated[
+            S.AnySearchRequest,
+            Body(title="Search", description="`text` for one query, or `texts` for a batch"),
+        ],
+        request: Request,
+    ) -> S.SearchResponse | S.BatchSearchResponse:
+        if req.k > max_k:
+            raise HTTPException(400, f"k={req.k} is more than this server's limit of {max_k}")
+        if req.time_range is not None and req.time_range[1] < req.time_range[0]:
+            raise HTTPException(
+                400, f"time_range end {req.time_range[1]} is before its start {req.time_range[0]}"
+            )
+        single = isinstance(req, S.SearchRequest)
+        texts = [req.text] if single else list(req.texts)
+        videos = None
+        if req.videos is not None:  # the catalog may need building for a new version: not on the loop
+            entries = await asyncio.to_thread(lambda: [(r, state.catalog.resolve(r)) for r in req.videos])
+            for ref, entry in entries:
+                if entry is None:
+                    raise HTTPException(
+                        404,
+                        f"unknown video {ref!r}: give an id from GET /videos or an indexed path",
+                    )
+            videos = [entry.path for _, entry in entries]
+        mode, knobs = resolve_options(req)
+        try:
+            options = SearchOptions(k=req.k, videos=videos, time_range=req.time_range, mode=mode, **knobs)
+        except (TypeError, ValueError) as e:
+            raise HTTPException(400, str(e)) from e
+        t0 = time.perf_counter()
+        try:
+            results = await state.batcher.search(texts, options)
+        except Overloaded as e:
+            raise HTTPException(503, str(e), {"Retry-After": str(e.retry_after_s)}) from e
+        except RerankError as e:  # a video file that is gone (409), or no reranker to be had (400)
+            raise HTTPException(409 if e.video else 400, str(e)) from e
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from e
+        took = (time.perf_counter() - t0) * 1000
+        prefix = request.scope.get("root_path", "")
+        out = [[hit_out(h, prefix, req.include_thumbnails) for h in r.hits] for r in results]
+        prune_stats = None
+        if req.include_prune_stats and mode == "pruned":
+            stats = sum_prune_stats(results)
+            prune_stats = None if stats is None else S.PruneStatsOut(**stats.to_dict())
+        if single:
+            return S.SearchResponse(hits=out[0], took_ms=took, mode=mode, prune_stats=prune_stats)
+        return S.BatchSearchResponse(results=out, took_ms=took, mode=mode, prune_stats=prune_stats)
