@@ -39,7 +39,9 @@ class Manifest:
     its segment ids as half-open ``[lo, hi)`` ranges), plus, when known, ``"size"`` and ``"mtime_ns"`` of
     the file when it was ingested (entries written before they were recorded lack them). ``deleted`` holds
     the half-open id ranges of segments that are no longer live but still sit in a part (until a
-    compaction drops them).
+    compaction drops them). ``sampler`` is the frame-sampling recipe the index was created with (see
+    :meth:`maxsim.media.frames.FrameSampler.to_record`); None for an index created before recipes were
+    recorded.
     """
 
     encoder: dict[str, Any]
@@ -52,6 +54,7 @@ class Manifest:
     videos: dict[str, dict[str, Any]] | None = field(default_factory=dict)
     deleted: list[list[int]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    sampler: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         # compact: the C encoder (json's indent= falls back to pure Python, ~20x slower on big catalogs)

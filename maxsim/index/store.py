@@ -88,15 +88,17 @@ class Store:
         self._writing = False
 
     @classmethod
-    def create(cls, root: str | Path, encoder: dict[str, Any], dim: int, dtype: str = "float16") -> Store:
-        """Create an empty index (version 0) at ``root``; the folder may exist but must hold no index."""
+    def create(cls, root: str | Path, encoder: dict[str, Any], dim: int, dtype: str = "float16",
+               sampler: dict[str, Any] | None = None) -> Store:
+        """Create an empty index (version 0) at ``root``; the folder may exist but must hold no index.
+        ``encoder`` and ``sampler`` (the frame-sampling recipe) are recorded as given."""
         dtype = storage_dtype(dtype)
         store = cls(root)
         store.root.mkdir(parents=True, exist_ok=True)
         with store.writing():
             if (store.root / MANIFEST).exists():
                 raise FileExistsError(f"an index already exists at {store.root}")
-            man = Manifest(encoder=encoder, dim=int(dim), dtype=dtype)
+            man = Manifest(encoder=encoder, dim=int(dim), dtype=dtype, sampler=sampler)
             man.history.append({"version": 0, "time": time.time(), "op": "create"})
             with clear_write_errors(store.root, None):
                 (store.root / MANIFESTS).mkdir(exist_ok=True)
