@@ -73,7 +73,7 @@ QWEN3VL_4B = {
 }
 
 
-def _tiny_models():
+def tiny_models():
     """The test suite's tiny-checkpoint builder (tests/tiny_models.py next to this folder)."""
     tests = Path(__file__).resolve().parent.parent / "tests"
     if not (tests / "tiny_models.py").is_file():
@@ -85,7 +85,10 @@ def _tiny_models():
     return tiny_models
 
 
-def _random_4b(cfg: dict[str, Any], device: torch.device, dtype: torch.dtype):
+def random_colqwen3(cfg: dict[str, Any], device: torch.device, dtype: torch.dtype):
+    """A ColQwen3 encoder of the 4B architecture (``cfg['arch_overrides']`` applied) with random weights
+    built on ``device`` in ``dtype``, with the settings of ``cfg`` (max_visual_tokens, max_frames,
+    batch_tokens)."""
     from transformers import Qwen3VLVideoProcessor
 
     from maxsim.encoders.colqwen3 import ColQwen3Encoder, ColQwen3Model, ColQwen3Settings, backbone_config
@@ -99,7 +102,7 @@ def _random_4b(cfg: dict[str, Any], device: torch.device, dtype: torch.dtype):
                 f"arch_overrides key {key!r}: expected text.<field> or vision.<field> of QWEN3VL_4B"
             )
         arch[section][field] = value
-    tm = _tiny_models()
+    tm = tiny_models()
     tok = tm.build_tokenizer()  # byte-level stand-in: throughput does not depend on the vocabulary
     ids = {t: tok.convert_tokens_to_ids(t) for t in tm.SPECIAL_TOKENS}
     arch.update(
@@ -136,9 +139,9 @@ def load_bench_encoder(cfg: dict[str, Any], work: Path):
     dtype = resolve_dtype(cfg["dtype"], device)
     model = cfg["model"]
     if model == "4b-random":
-        return _random_4b(cfg, device, dtype)
+        return random_colqwen3(cfg, device, dtype)
     if model == "tiny":
-        model = str(_tiny_models().build_tiny_colqwen3(work / "tiny-colqwen3"))
+        model = str(tiny_models().build_tiny_colqwen3(work / "tiny-colqwen3"))
     return ColQwen3Encoder.from_pretrained(
         model, device=device, dtype=dtype, max_visual_tokens=int(cfg["max_visual_tokens"]),
         max_frames=cfg["max_frames"], batch_tokens=int(cfg["batch_tokens"]),
@@ -163,9 +166,10 @@ def make_clips(n: int, frames: int, size: tuple[int, int], seconds: float, seed:
 
 
 def clip_flops(model, visual_tokens: int, seq_len: int, n_groups: int) -> float:
-    """Analytic FLOPs of one clip's forward pass through ``model`` (a ColQwen3Model, possibly on the meta
-    device): 2 x multiply-adds of every weight matrix for the inputs it sees (patches for the vision blocks,
-    merged tokens for the mergers, the whole prompt for the language model), plus attention (vision attention
+    """Analytic FLOPs of one clip's forward pass through ``model`` (a ColQwen3Model, or any module holding a
+    Qwen3-VL model as ``vlm`` such as the Qwen3-VL-Embedding one; possibly on the meta device): 2 x
+    multiply-adds of every weight matrix for the inputs it sees (patches for the vision blocks, merged
+    tokens for the mergers, the whole prompt for the language model), plus attention (vision attention
     within each frame pair, causal attention over the prompt)."""
     cfg = model.config
     vcfg, tcfg = cfg.vision_config, cfg.text_config
@@ -184,7 +188,8 @@ def clip_flops(model, visual_tokens: int, seq_len: int, n_groups: int) -> float:
     lm_params = count(lm) - lm.embed_tokens.weight.numel()
     attn_width = tcfg.num_attention_heads * tcfg.head_dim
     text = 2 * lm_params * seq_len + 2 * tcfg.num_hidden_layers * seq_len * seq_len * attn_width
-    proj = 2 * count(model.embedding_proj_layer) * seq_len
+    head = getattr(model, "embedding_proj_layer", None)
+    proj = 2 * count(head) * seq_len if head is not None else 0
     return float(vision + text + proj)
 
 

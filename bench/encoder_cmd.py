@@ -1,4 +1,5 @@
-"""``maxsim-bench encoder``: ColQwen3 encoder throughput against the per-clip visual-token budget.
+"""``maxsim-bench encoder``: ColQwen3 encoder throughput against the per-clip visual-token budget, or (a
+preset with a ``families`` table) every encoder family side by side at its real size with random weights.
 
 The measuring is :mod:`maxsim.bench.encoder_bench`'s: the model (``tiny``, ``4b-random`` or a checkpoint) is
 loaded once, then for each budget of ``token_budgets`` the same synthetic decoded clips go through
@@ -6,6 +7,10 @@ loaded once, then for each budget of ``token_budgets`` the same synthetic decode
 is one row: clips/s, visual tokens per clip, seconds per minute of video, queries/s, FLOPs per clip (of
 this model and of the 4B architecture) and, on a GPU, peak memory. A finished budget is saved at once, so an
 interrupted sweep keeps it.
+
+Families (:mod:`maxsim.bench.encoder_families`): one row per encoder family and setting (SigLIP 2, CLIP,
+ColQwen3-4B, Qwen3-VL-Embedding-2B, Qwen3-VL-Reranker-2B per hit): clips/s and seconds per minute of video
+measured on this machine, FLOPs per clip, and a FLOP-based GPU estimate.
 """
 
 from __future__ import annotations
@@ -15,14 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from maxsim.bench import encoder_bench
+from maxsim.bench import encoder_bench, encoder_families
 from maxsim.bench.config import ConfigError, build
 from maxsim.bench.report import Column, Run, Table
 from maxsim.bench.timing import torch_threads
 from tqdm import tqdm
 
 SUMMARY = 0
-_OWN = {"description", "token_budgets"}
+_OWN = {"description", "token_budgets", "families"}
 
 
 def bench_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -41,6 +46,10 @@ def bench_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(rec: Run) -> None:
+    families = rec.config.get("families") or {}
+    if families:
+        run_families(rec, families)
+        return
     cfg = bench_config(rec.config)
     budgets = list(rec.config["token_budgets"])
     with torch_threads(int(cfg["threads"])), tempfile.TemporaryDirectory(prefix="encoder-bench-") as tmp:
@@ -55,6 +64,49 @@ def run(rec: Run) -> None:
             rec.add("budgets", {"token_budget": int(budget), **r})
 
 
+def run_families(rec: Run, families: dict[str, Any]) -> None:
+    """The families comparison (see the module docstring); each row is saved as it is finished."""
+    cfg = build("encoder families config", encoder_families.check_config, dict(families))
+    with torch_threads(int(cfg["threads"])):
+        rec.put("families_setup", {"gpu_name": cfg["gpu_name"], "gpu_tflops": cfg["gpu_tflops"],
+                                   "gpu_utilisation": cfg["gpu_utilisation"],
+                                   "segment_seconds": cfg["segment_seconds"], "frame_size": cfg["frame_size"],
+                                   "rerank_hits": cfg["rerank_hits"]})
+        encoder_families.run_rows(cfg, on_row=lambda row: rec.add("families", row))
+
+
+def _family_tables(results: dict[str, Any]) -> list[Table]:
+    rows = results.get("families") or []
+    if not rows:
+        return []
+    setup = results.get("families_setup", {})
+    cols = [
+        Column("row", "encoder"),
+        Column("frames", "frames/segment"),
+        Column("tokens", "vectors or visual tokens/segment"),
+        Column("gflops", "GFLOP/segment", ",.0f"),
+        Column("dtype", "dtype"),
+        Column("clips_per_s", "segments/s", ".3g"),
+        Column("seconds_per_unit", "CPU s per unit", ",.1f"),
+        Column("unit", "unit"),
+        Column("achieved_tflops", "TFLOP/s", ".3g"),
+        Column("queries_per_s", "queries/s", ".3g"),
+        Column("gpu_seconds_per_unit", "GPU s per unit (est.)", ".3g"),
+        Column("measured", "measured"),
+        Column("load_avg_1m", "load avg"),
+    ]
+    gpu = (f"{setup.get('gpu_name', '?')} at {100 * setup.get('gpu_utilisation', 0):.0f}% of "
+           f"{setup.get('gpu_tflops', '?')} TFLOP/s")
+    return [Table(
+        "Encoder families at their real sizes (random weights)", cols, rows,
+        note=f"one segment = {setup.get('segment_seconds', '?')} s of video sampled as each row says, frames "
+        f"decoded at {setup.get('frame_size', '?')} then sized for the encoder (not timed); reranker rows: "
+        f"the unit is {setup.get('rerank_hits', '?')} re-ranked hits. Unmeasured rows: CPU time from the "
+        f"FLOPs at the achieved rate of the measured row of the same architecture. GPU: FLOPs / ({gpu}), an "
+        "estimate, not a measurement.",
+    )]
+
+
 def _row(r: dict[str, Any]) -> dict[str, Any]:
     return {
         **{k: v for k, v in r.items() if not isinstance(v, (dict, list))},
@@ -65,7 +117,7 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
 def tables(results: dict[str, Any]) -> list[Table]:
     rows = [_row(r) for r in results.get("budgets", [])]
     if not rows:
-        return []
+        return _family_tables(results)
     setup = results.get("setup", {})
     cols = [
         Column("token_budget", "token budget"),

@@ -9,7 +9,9 @@
 # tests on the GPU with the Triton kernel compiled (MAXSIM_TEST_DEVICE=cuda), then `maxsim-bench search`
 # with the gpu preset: the bare kernel, late-interaction-kernels and flash-maxsim when installed, and the
 # engine with its index resident and streamed, side by side in one run. Results land in $OUT (default
-# bench/out/gpu-<time>): tests.log, search.log, results.json, results.md and the plots.
+# bench/out/gpu-<time>): tests.log, search.log, results.json, results.md and the plots; results.json
+# records the GPU, driver, CUDA, torch and triton versions and the commit (commit it as
+# bench/results/<gpu>-<date>.json/.md).
 #
 # Environment: OUT, MAXSIM_GPU_PRESET (default gpu; smoke runs the same steps on a CPU in the Triton
 # interpreter), MAXSIM_GPU_TESTS=0 to skip the tests, MAXSIM_TEST_TIMEOUT and MAXSIM_BENCH_TIMEOUT
@@ -41,11 +43,12 @@ fi
 python3 - <<'EOF' | tee "$OUT/machine.txt"
 import platform, torch, triton
 from maxsim.kernels import BACKENDS, triton_available
+from maxsim.bench.machine import nvidia_driver
 print(f"python {platform.python_version()}, torch {torch.__version__}, triton {triton.__version__}")
 if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
     print(f"GPU {p.name}, {p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs, "
-          f"capability {p.major}.{p.minor}, CUDA {torch.version.cuda}")
+          f"capability {p.major}.{p.minor}, CUDA {torch.version.cuda}, driver {nvidia_driver()}")
 else:
     print("no GPU: the device path runs in the Triton interpreter on CPU tensors")
 print("kernel backends:", ", ".join(b for b in BACKENDS if b != "triton" or triton_available()))

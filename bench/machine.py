@@ -20,6 +20,8 @@ _PACKAGES = (
     "scenedetect-headless",
     "scenedetect",
     "matplotlib",
+    "late-interaction-kernels",
+    "flash-maxsim",
 )
 
 
@@ -58,8 +60,20 @@ def gpu_info() -> dict[str, Any] | None:
         "memory_gib": round(p.total_memory / 2**30, 1),
         "capability": f"{p.major}.{p.minor}",
         "count": torch.cuda.device_count(),
+        "sms": p.multi_processor_count,
         "cuda": torch.version.cuda,
+        "driver": nvidia_driver(),
     }
+
+
+def nvidia_driver() -> str | None:
+    """The NVIDIA driver's version as nvidia-smi reports it, or None where it cannot be asked."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.strip().splitlines()[0] if out.strip() else None
 
 
 def versions() -> dict[str, str]:

@@ -15,13 +15,15 @@ from maxsim.errors import (
     IndexWriteError,
     LockedError,
     MissingWeightsError,
+    RerankError,
     VersionNotFoundError,
     VideoError,
 )
 from maxsim.ingest import IngestReport
 from maxsim.media import FixedSegmenter, FrameSampler, SceneSegmenter, Segmenter, load_segmenter
+from maxsim.rerank import Reranker, load_reranker, register_reranker, rerank_hits
 from maxsim.search import SearchOptions, SearchResult, SearchStats
-from maxsim.types import Clip, Encoder, Hit, Segment
+from maxsim.types import Clip, Encoder, FrameSize, Hit, Segment
 
 __all__ = [
     "Clip",
@@ -31,6 +33,7 @@ __all__ = [
     "Engine",
     "FixedSegmenter",
     "FrameSampler",
+    "FrameSize",
     "Hit",
     "IndexError_",
     "IndexFormatError",
@@ -40,6 +43,8 @@ __all__ = [
     "LockedError",
     "MissingWeightsError",
     "PooledEncoder",
+    "RerankError",
+    "Reranker",
     "SceneSegmenter",
     "SearchOptions",
     "SearchResult",
@@ -49,8 +54,11 @@ __all__ = [
     "VersionNotFoundError",
     "VideoError",
     "load_encoder",
+    "load_reranker",
     "load_segmenter",
     "register_encoder",
+    "register_reranker",
     "registered_encoders",
+    "rerank_hits",
 ]
 __version__ = "0.1.0"

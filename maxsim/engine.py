@@ -2,8 +2,9 @@
 
 :class:`Engine` opens or creates an index (:mod:`maxsim.index`), loads the encoder it records or is given
 (:mod:`maxsim.encoders`), ingests through :class:`~maxsim.ingest.Ingester` (locally or over Ray), searches
-through a :class:`~maxsim.search.Searcher` of the version it has open, and keeps the prune index
-(:mod:`maxsim.search.prune`) up to date after every write.
+through a :class:`~maxsim.search.Searcher` of the version it has open, re-ranks what it found when asked
+(:class:`~maxsim.rerank.RerankStage`), and keeps the prune index (:mod:`maxsim.search.prune`) up to date
+after every write.
 """
 
 from __future__ import annotations
@@ -30,17 +31,24 @@ from maxsim.ingest import (
     IngestReport,
     LocalVideoEncoder,
     expand_paths,
+    recorded_sampler,
     settings_key,
+    sized_sampler,
 )
-from maxsim.kernels import triton_available
 from maxsim.media.frames import FrameSampler
 from maxsim.media.segment import Segmenter, load_segmenter
-from maxsim.search import Searcher, SearchOptions, SearchResult, default_candidates, default_refine
+from maxsim.rerank import Reranker, RerankStage
+from maxsim.search import (
+    Searcher,
+    SearchOptions,
+    SearchResult,
+    default_candidates,
+    default_refine,
+    search_device,
+)
 from maxsim.search.prune.build import update_prune_index
 from maxsim.search.prune.files import PruneSidecar, read_prune_manifest
 from maxsim.types import Encoder, Hit, video_key
-
-CREATE_WAIT_S = 10.0  # how long creating an index waits for another process that holds its lock
 
 
 class Engine:
@@ -83,6 +91,16 @@ class Engine:
     reopens it with the same reduction, and an encoder with other reduction settings is refused (its name
     differs). A PooledEncoder wrapping an encoder object has no spec to record: reopen that index with
     ``encoder=``.
+
+    ``sampler``: how frames are sampled at ingest (:class:`~maxsim.media.frames.FrameSampler`). A new index
+    records the recipe it is created with (default: 2 fps, 16 frames a segment, each frame sized to what
+    the encoder wants, e.g. ColQwen3's visual-token budget); ``Engine(path)`` reopens it with that recipe
+    (an index created before recipes were recorded: 2 fps, 16 frames, longest side 448), so that its videos
+    are skipped on re-ingest. A sampler given explicitly is used instead; a video sampled otherwise than
+    before is re-encoded by the next ingest.
+
+    ``reranker`` (a spec or an object, see :func:`maxsim.rerank.load_reranker`; default
+    ``"qwen3-vl-reranker"``, loaded on first use) re-scores the top hits of searches with ``rerank=N``.
     """
 
     def __init__(
@@ -101,6 +119,7 @@ class Engine:
         search_backend: str | None = None,
         device_memory: int | float | None = None,
         devices: list[str] | None = None,
+        reranker: Reranker | str | None = None,
     ) -> None:
         self.path = Path(path)
         self.search_device = search_device(device)
@@ -112,8 +131,8 @@ class Engine:
         self.lock_timeout = lock_timeout
         self.store = Store(self.path, sidecars=(PruneSidecar(),))
         self.segmenter = load_segmenter(segmenter)
-        self.sampler = sampler or FrameSampler()
         self.batch_size = batch_size
+        self.rerank_stage = RerankStage(reranker)
         self._spec = encoder if isinstance(encoder, str) else None
         try:
             manifest: Manifest | None = self.store.manifest(version)
@@ -134,12 +153,14 @@ class Engine:
                 self._spec = DEFAULT_ENCODER
                 self._encoder = load_encoder(DEFAULT_ENCODER)
                 self._encoder_source = "the default for a new index"
-            try:  # a process creating it at the same time holds the lock for milliseconds: wait for it
+            recipe = (sampler or FrameSampler()).to_record()
+            try:
                 Store.create(self.path, encoder_record(self._encoder, self._spec), self._encoder.dim, dtype,
-                             wait=max(float(lock_timeout), CREATE_WAIT_S))
+                             sampler=recipe, wait=lock_timeout)
             except FileExistsError:  # another process created it meanwhile
                 pass
             manifest = self.store.manifest()
+        self.sampler = sampler if sampler is not None else recorded_sampler(manifest, self.path)
         if self._encoder is not None:
             check_encoder(manifest.encoder, manifest.dim, self._encoder, self.path)
         self._searcher = self._new_searcher(self.store.snapshot(version), None)
@@ -226,6 +247,18 @@ class Engine:
         rev = encoder_revision(enc)
         return self._spec, ({"revision": rev} if rev else {})
 
+    @property
+    def frame_sampler(self) -> FrameSampler:
+        """The recipe ingest samples with: :attr:`sampler` with its frames sized for the encoder (unless
+        it sets ``max_side``)."""
+        return sized_sampler(self.sampler, self.encoder)
+
+    @property
+    def reranker(self) -> Reranker:
+        """The reranker of searches with ``rerank=N``, loaded on first use; one whose weights or code
+        cannot be had raises :class:`~maxsim.errors.RerankError` saying why."""
+        return self.rerank_stage.reranker
+
     def videos(self) -> list[str]:
         """Paths of the videos in the index, sorted."""
         return sorted(self.snapshot.catalog)
@@ -238,8 +271,7 @@ class Engine:
         progress: bool = True,
         commit_every: int | None = None,
         ray: bool = False,
-        ray_workers: int = 2,
-        isolate: bool = True,
+        ray_workers: int = 2, isolate: bool = True,
     ) -> IngestReport:
         """Add videos (files or folders searched recursively; one path or several) in one commit.
 
@@ -254,11 +286,8 @@ class Engine:
         whatever the video's length.
         Killed at any point, the index stays at its last committed version. With ``commit_every=N`` a
         version is committed after every N ingested videos (a long ingest that is interrupted then keeps
-        what it committed; ``report.version`` is the last version committed).
-
-        Each video is decoded in a worker process (``isolate=True``, the default): a native decoder that
-        crashes or hangs on a file fails that file, and the rest of the call still commits.
-        ``isolate=False`` decodes in this process (no worker to start; a crash then ends the process).
+        what it committed; ``report.version`` is the last version committed). ``isolate`` (default) decodes
+        each video in a worker process: a decoder crashing or hanging on a file fails that file only.
 
         With ``ray=True`` decoding, segmentation and frame sampling run as a Ray Data pipeline and
         encoding in a pool of ``ray_workers`` actors (one GPU each when the cluster has GPUs); this
@@ -266,17 +295,17 @@ class Engine:
         """
         self._writable("ingest")
         seg = self.segmenter if segmenter is None else load_segmenter(segmenter)
-        enc = self.encoder
+        enc, sampler = self.encoder, self.frame_sampler
         dim = int(self.manifest.dim)
         video_encoder: LocalVideoEncoder | RayVideoEncoder
         if ray:
             video_encoder = RayVideoEncoder(
-                worker_encoder(enc, self.encoder_load_args()), seg, self.sampler, dim, enc.name,
+                worker_encoder(enc, self.encoder_load_args()), seg, sampler, dim, enc.name,
                 batch_size=self.batch_size, num_workers=ray_workers)
         else:
-            video_encoder = LocalVideoEncoder(enc, self.sampler, dim, self.batch_size, isolate=isolate)
+            video_encoder = LocalVideoEncoder(enc, sampler, dim, self.batch_size, isolate=isolate)
         made: list[Snapshot] = []
-        ingester = Ingester(self.store, settings_key(seg, self.sampler, enc), video_encoder,
+        ingester = Ingester(self.store, settings_key(seg, sampler, enc), video_encoder,
                             lock_timeout=self.lock_timeout,
                             after_commit=lambda man: made.append(self._maintain_prune(progress, man)))
         report = IngestReport(encoder=enc.name, encoder_source=self._encoder_source)
@@ -398,8 +427,12 @@ class Engine:
         ``n_candidates`` segments, the best of ``n_refine`` scored from the prune index's residual codes,
         themselves picked with its token centroids (see :meth:`build_prune_index`; ``nprobe`` centroids
         per query token; ``n_refine=0`` skips the residual stage). Parts without a prune index are
-        scored exhaustively, so a pruned search is never wrong, only slower, before it is built. The
-        options are those of :class:`~maxsim.search.SearchOptions`, checked before anything is searched.
+        scored exhaustively, so a pruned search is never wrong, only slower, before it is built.
+        ``rerank=N`` then re-scores the best N hits (at least k) with :attr:`reranker` (their frames decoded
+        again from the videos) and keeps the best k by its score: ``hit.scores`` holds ``"maxsim"`` and
+        ``"rerank"``, ``hit.score`` the latter; a video file that is gone raises
+        :class:`~maxsim.errors.RerankError` naming it. The options are those of
+        :class:`~maxsim.search.SearchOptions`, checked before anything is searched.
         """
         return self.query(text, SearchOptions(k=k, videos=videos, time_range=time_range,
                                               thumbnails=thumbnails, **options)).hits
@@ -427,22 +460,27 @@ class Engine:
 
     def query_batch(self, texts: Sequence[str], options: SearchOptions | None = None, **kwargs: Any
                     ) -> list[SearchResult]:
-        """:meth:`query` for several texts at once (one pass over the index)."""
+        """:meth:`query` for several texts at once (one pass over the index; each re-ranked on its own)."""
         if isinstance(texts, str):
             raise TypeError("search_batch takes a list of texts; use search() for one")
-        opts = _options(options, kwargs)
+        opts = SearchOptions.of(options, **kwargs)
         texts = list(texts)
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
             raise TypeError(f"text {bad[0]} is a {type(texts[bad[0]]).__name__}, not a str")
         if not texts:
             return []
-        return self.query_vectors(self.encoder.encode_texts(texts), opts)
+        first = self._searcher.search(self.encoder.encode_texts(texts), opts.first_stage())
+        return self.rerank_stage.apply(texts, first, opts)
 
     def query_vectors(self, queries: Sequence[torch.Tensor], options: SearchOptions | None = None,
                       **kwargs: Any) -> list[SearchResult]:
-        """:meth:`query` with precomputed query multi-vectors, each ``(n_tokens, dim)``."""
-        return self._searcher.search(list(queries), _options(options, kwargs))
+        """:meth:`query` with precomputed query multi-vectors, each ``(n_tokens, dim)`` (no re-ranking:
+        the reranker needs the query text)."""
+        opts = SearchOptions.of(options, **kwargs)
+        if opts.rerank:
+            raise ValueError("rerank needs the query text: search with query() or search(), not by vectors")
+        return self._searcher.search(list(queries), opts)
 
     # -- pruning index -------------------------------------------------------------------------------
     def build_prune_index(
@@ -473,22 +511,6 @@ class Engine:
         update_prune_index(snap, n_centroids=p.get("n_centroids"), iters=p.get("iters", 4),
                            seed=p.get("seed", 0), progress=progress, nbits=p.get("nbits", 2))
         return snap
-
-
-def search_device(device: str | None) -> str:
-    """The device searches run on: ``"auto"`` (or None) is the first CUDA device when torch sees one and
-    Triton imports, else the CPU; anything else is taken as named (checked when the corpus is placed)."""
-    if device is None or device == "auto":
-        return "cuda" if torch.cuda.is_available() and triton_available() else "cpu"
-    return str(device)
-
-
-def _options(options: SearchOptions | None, kwargs: dict[str, Any]) -> SearchOptions:
-    if options is None:
-        return SearchOptions(**kwargs)
-    if not isinstance(options, SearchOptions):
-        raise TypeError(f"options must be a SearchOptions, got {type(options).__name__}")
-    return options.replace(**kwargs) if kwargs else options
 
 
 __all__ = [

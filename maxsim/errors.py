@@ -3,7 +3,7 @@
 Index errors derive from :class:`IndexError_` (named so as not to shadow the builtin ``IndexError``); a
 video that cannot be used is a :class:`VideoError` (its ingest fails, the others go on); an encoder that
 gives vectors the index cannot take is an :class:`EncoderOutputError`; weights that cannot be had are a
-:class:`MissingWeightsError`.
+:class:`MissingWeightsError`; hits that cannot be re-ranked are a :class:`RerankError`.
 """
 
 from __future__ import annotations
@@ -66,8 +66,20 @@ class MissingWeightsError(FileNotFoundError):
     """The checkpoint is not available locally and cannot be downloaded."""
 
 
+class RerankError(ValueError):
+    """Hits could not be re-ranked: a video file is gone or unreadable (``video`` names it), the reranker
+    cannot be loaded, or its scores are not one finite number per clip."""
+
+    def __init__(self, message: str, video: str | None = None):
+        super().__init__(message)
+        self.video = video
+
+    def __reduce__(self):  # keep it picklable (worker processes)
+        return (type(self), (self.args[0], self.video))
+
+
 __all__ = [
     "EncoderMismatchError", "EncoderOutputError", "IndexError_", "IndexFormatError", "IndexNotFoundError",
-    "IndexTooNewError", "IndexWriteError", "LockedError", "MissingWeightsError", "VersionNotFoundError",
-    "VideoError",
+    "IndexTooNewError", "IndexWriteError", "LockedError", "MissingWeightsError", "RerankError",
+    "VersionNotFoundError", "VideoError",
 ]

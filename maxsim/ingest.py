@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from maxsim.encoders.record import encoder_settings, vector_settings
-from maxsim.errors import EncoderOutputError, IndexError_, VideoError
+from maxsim.encoders.record import encoder_frame_size, encoder_settings, vector_settings
+from maxsim.errors import EncoderOutputError, IndexError_, IndexFormatError, VideoError
 from maxsim.index.manifest import Manifest
 from maxsim.index.parts import SegmentRecord
 from maxsim.index.store import Store
@@ -172,6 +172,21 @@ def failure_reason(e: Exception) -> str:
     if isinstance(e, EncoderOutputError):
         return str(e)
     return f"{type(e).__name__}: {e}"
+
+
+def recorded_sampler(manifest: Manifest, where: str | os.PathLike) -> FrameSampler:
+    """The frame-sampling recipe the index at ``where`` records (the old default when it records none,
+    see :meth:`~maxsim.media.frames.FrameSampler.from_record`); IndexFormatError for a damaged record."""
+    try:
+        return FrameSampler.from_record(manifest.sampler)
+    except ValueError as e:
+        raise IndexFormatError(f"{where}: the manifest's frame-sampling recipe is damaged: {e}") from None
+
+
+def sized_sampler(sampler: FrameSampler, encoder: Encoder) -> FrameSampler:
+    """The recipe an ingest samples with: ``sampler`` with its frames sized for ``encoder`` (the encoder's
+    ``frame_size`` for ``max_frames`` frames) unless the recipe sets ``max_side``."""
+    return sampler.sized(encoder_frame_size(encoder, sampler.max_frames))
 
 
 def settings_key(segmenter: Segmenter, sampler: FrameSampler, encoder: Encoder) -> str:

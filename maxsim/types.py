@@ -27,9 +27,49 @@ class Clip:
     timestamps: np.ndarray  # (n,) float seconds, one per frame
 
 
+@dataclass(frozen=True)
+class FrameSize:
+    """The largest frames an encoder can use: a frame is scaled down (never up, aspect kept) until it has
+    at most ``max_pixels`` pixels and its shorter side is at most ``short_side``; None: no limit of that
+    kind. Larger frames would only be shrunk again by the encoder's own processor."""
+
+    max_pixels: int | None = None
+    short_side: int | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("max_pixels", "short_side"):
+            v = getattr(self, key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"FrameSize.{key} must be a positive integer or None, got {v!r}")
+
+    def scale(self, height: int, width: int) -> float:
+        """The factor (<= 1) that brings a ``height`` x ``width`` frame within these limits."""
+        s = 1.0
+        if self.max_pixels is not None and height * width > self.max_pixels:
+            s = min(s, (self.max_pixels / (height * width)) ** 0.5)
+        if self.short_side is not None and min(height, width) > self.short_side:
+            s = min(s, self.short_side / min(height, width))
+        return s
+
+    def to_dict(self) -> dict[str, int]:
+        """The limits that are set, as plain values (how an index records them)."""
+        return {k: v for k, v in (("max_pixels", self.max_pixels), ("short_side", self.short_side))
+                if v is not None}
+
+    def describe(self) -> str:
+        """The limits as ``max_pixels=N,short_side=M`` (``any`` for none), as sampler names show them."""
+        parts = []
+        if self.max_pixels is not None:
+            parts.append(f"max_pixels={self.max_pixels}")
+        if self.short_side is not None:
+            parts.append(f"short_side={self.short_side}")
+        return ",".join(parts) or "any"
+
+
 @runtime_checkable
 class Encoder(Protocol):
-    """Turns texts and clips into multi-vectors: one L2-normalised row per token."""
+    """Turns texts and clips into multi-vectors: one L2-normalised row per token (optional members:
+    :class:`EncoderExtras`)."""
 
     name: str  # recorded in the index
     dim: int
@@ -49,11 +89,16 @@ class EncoderExtras(Protocol):
       dtype and batch sizes change the vectors, so a video indexed under other settings is re-encoded.
     - ``revision``: the hub commit its weights were loaded at (pinned when the index reloads it).
     - ``spec``: the spec string that loads it again (recorded, so ``Engine(path)`` reopens it).
+    - ``frame_size(n_frames) -> FrameSize | None``: the largest frames it can use when a clip has
+      ``n_frames`` frames; a frame sampler without an explicit ``max_side`` sizes the frames it keeps to
+      it (larger frames would only be shrunk again by the encoder's own processor).
     """
 
     settings: dict[str, Any]
     revision: str | None
     spec: str | None
+
+    def frame_size(self, n_frames: int) -> FrameSize | None: ...
 
 
 @dataclass(frozen=True)
@@ -114,6 +159,10 @@ class Hit:
     segment_id: int
     best_time: float  # frame time of the segment token that matched best
     thumbnail: bytes | None = field(default=None, repr=False)  # JPEG
+    # The score of each stage that ranked it, e.g. {"maxsim": 0.71, "rerank": 0.93}; ``score`` is the last.
+    scores: dict[str, float] = field(default_factory=dict)
+    # Times (s) of the frames sampled from the segment at ingest (what a reranker decodes again).
+    frame_times: tuple[float, ...] = field(default=(), repr=False)
 
     def to_dict(self, thumbnail: bool = False) -> dict[str, Any]:
         """The hit as plain JSON-serialisable values; with ``thumbnail`` the JPEG as a data URI (or None)."""
@@ -122,6 +171,7 @@ class Hit:
             "start": float(self.start),
             "end": float(self.end),
             "score": float(self.score),
+            "scores": {str(k): float(v) for k, v in self.scores.items()},
             "segment_id": int(self.segment_id),
             "best_time": float(self.best_time),
         }

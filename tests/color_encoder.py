@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from maxsim.testing.synthetic import COLORS
-from maxsim.types import Clip
+from maxsim.types import Clip, FrameSize
 
 _NAMES = list(COLORS)
 _PALETTE = np.array([COLORS[n] for n in _NAMES], dtype=np.float32)
@@ -52,3 +52,13 @@ class ColorEncoder:
 
 def make() -> ColorEncoder:
     return ColorEncoder()
+
+
+class SizedColorEncoder(ColorEncoder):
+    """:class:`ColorEncoder` that wants frames of at most 768 pixels (as ColQwen3 sizes them to its token
+    budget): frame sampling sized to the encoder, without a model."""
+
+    name = "test-color-sized"
+
+    def frame_size(self, n_frames: int) -> FrameSize:
+        return FrameSize(max_pixels=768)

@@ -99,3 +99,40 @@ def tiny_colqwen2(tiny_colqwen2_dir):
     from maxsim.encoders.colqwen2 import ColQwen2Encoder
 
     return ColQwen2Encoder.from_pretrained(str(tiny_colqwen2_dir), device="cpu", local_files_only=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3vl_dir(tmp_path_factory) -> Path:
+    """A tiny random native Qwen3-VL checkpoint (Qwen3-VL-Embedding / -Reranker layout, tied embeddings)."""
+    from tests.tiny_models import build_tiny_qwen3vl
+
+    return build_tiny_qwen3vl(tmp_path_factory.mktemp("tiny-qwen3vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3vl_untied_dir(tmp_path_factory) -> Path:
+    """The same layout with a separate ``lm_head.weight`` (untied embeddings), in two shards."""
+    from tests.tiny_models import build_tiny_qwen3vl
+
+    return build_tiny_qwen3vl(tmp_path_factory.mktemp("tiny-qwen3vl-untied"), seed=1, tie=False, shards=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3vl_embedding(tiny_qwen3vl_dir):
+    """The tiny Qwen3-VL-Embedding encoder loaded through the production loader (CPU, float32)."""
+    from maxsim.encoders.qwen3vl_embedding import Qwen3VLEmbeddingEncoder
+
+    return Qwen3VLEmbeddingEncoder.from_pretrained(str(tiny_qwen3vl_dir), device="cpu", local_files_only=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_frame_model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random CLIP, SigLIP (SigLIP 2 fixed-resolution layout) and SigLIP 2 NaFlex checkpoints."""
+    from tests.tiny_models import build_tiny_clip, build_tiny_siglip
+
+    root = tmp_path_factory.mktemp("tiny-frame-models")
+    return {
+        "clip": build_tiny_clip(root / "clip"),
+        "siglip": build_tiny_siglip(root / "siglip"),
+        "siglip2": build_tiny_siglip(root / "siglip2-naflex", naflex=True),
+    }

@@ -76,3 +76,16 @@ def test_failures_set_the_exit_code(tmp_path, capsys):
 def test_missing_index(tmp_path, capsys, command):
     code, _, err = run(capsys, command, tmp_path / "nope", *(["red"] if command == "search" else []))
     assert code == 2 and "no index at" in err
+
+
+def test_ingest_max_side_sets_the_frame_size(tmp_path, capsys):
+    from maxsim import Engine
+
+    video = write_video(tmp_path / "v.mp4", [(2.0, "red")])
+    idx = tmp_path / "idx"
+    code, out, err = run(capsys, "ingest", idx, video, "--encoder", ENC, "--max-side", "32", "-q")
+    assert code == 0, err
+    (entry,) = Engine(idx, encoder=ENC).manifest.videos.values()
+    assert "max_side=32" in entry["settings"]
+    code, _, err = run(capsys, "ingest", idx, video, "--encoder", ENC, "--max-side", "8", "-q")
+    assert code == 2 and "max_side must be at least 16" in err

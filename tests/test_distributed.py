@@ -12,8 +12,10 @@ ray = pytest.importorskip("ray", reason='Ray is an optional extra: pip install "
 
 from maxsim import distributed  # noqa: E402
 from maxsim.engine import Engine  # noqa: E402
+from maxsim.rerank import RerankStage  # noqa: E402
 from maxsim.testing.color import ColorHistogramEncoder  # noqa: E402
 from maxsim.testing.synthetic import write_video  # noqa: E402
+from tests.rerank_judge import ColourJudge  # noqa: E402
 
 SCENES = [
     [(2.0, "red"), (2.0, "blue")],
@@ -99,6 +101,13 @@ def test_sharded_search_matches_engine(cluster, videos, tmp_path):
         kw = {"videos": [str(videos / "v1.mp4")], "time_range": (0.5, 2.5)}
         assert ([h.to_dict() for h in sharded.search("green", k=3, **kw)]
                 == [h.to_dict() for h in eng.search("green", k=3, **kw)])
+        # re-ranked with the engine's reranker, as the engine re-ranks
+        eng.rerank_stage = RerankStage(ColourJudge())
+        reranked = sharded.search("red", k=2, rerank=5)
+        assert [h.to_dict() for h in reranked] == [h.to_dict() for h in eng.search("red", k=2, rerank=5)]
+        assert all(set(h.scores) == {"maxsim", "rerank"} for h in reranked)
+        with pytest.raises(ValueError, match="rerank needs the query text"):
+            sharded.search_vectors(eng.encoder.encode_texts(["red"]), k=2, rerank=5)
         eng.build_prune_index(progress=False)
         assert ([h.to_dict() for h in sharded.search("yellow", k=3, mode="pruned", n_candidates=3)]
                 == [h.to_dict() for h in eng.search("yellow", k=3, mode="pruned", n_candidates=3)])

@@ -35,3 +35,43 @@ def test_4b_architecture_size_and_flops():
     lm = sum(p.numel() for p in model.vlm.language_model.parameters())
     lm -= model.vlm.language_model.embed_tokens.weight.numel()
     assert 2 * lm * 300 < f < 2 * lm * 300 * 1.6
+
+
+# -- every family (bench/encoder_families.py): FLOP model and the measuring path on a tiny model -------------
+def test_family_rows_from_flops():
+    from maxsim.bench import encoder_cmd
+    from maxsim.bench import encoder_families as ef
+
+    cfg = ef.check_config({"measure": [], "estimate": list(ef.ROWS)})
+    rows = {r["row"]: r for r in ef.run_rows(cfg)}
+    assert set(rows) == set(ef.ROWS) and not any(r["measured"] for r in rows.values())
+    assert 30 < rows["siglip2-base"]["gflops"] / 16 < 45  # ViT-B/16 at 224 px: ~17.5 GMAC, 35 GFLOP
+    assert 7.5 < rows["clip-b32"]["gflops"] / 16 < 10  # ViT-B/32: ~4.4 GMAC, 8.8 GFLOP
+    assert rows["siglip2-base"]["frame_hw"] == [224, 398]  # 1080p scaled to the processor's 224
+    assert 0.9 * 5120 <= rows["colqwen3-4b"]["tokens"] <= 5120  # 1080p sized to the encoder fills it
+    assert rows["colqwen3-4b"]["tokens"] > 5 * rows["colqwen3-4b-cpu"]["tokens"]
+    assert rows["qwen3-vl-embedding-2b"]["tokens"] <= 8 * 768  # per-pair cap
+    assert 10 < rows["colqwen3-4b-cpu"]["gflops"] / rows["clip-b32"]["gflops"] < 50  # "10-50x"
+    r = rows["siglip2-base"]
+    assert r["gpu_seconds_per_unit"] == pytest.approx(r["gflops"] * 1e9 * 6 / (312e12 * 0.35))
+    assert rows["qwen3-vl-reranker-2b"]["unit"] == "50 hits" and r["unit"] == "video minute"
+    (table,) = encoder_cmd.tables({"families": list(rows.values()), "families_setup": {"gpu_name": "A100"}})
+    assert len(table.rows) == len(ef.ROWS) and "estimate" in table.note
+    with pytest.raises(ValueError, match="unknown row"):
+        ef.check_config({"measure": ["nope"]})
+
+
+def test_family_measuring_path_on_a_tiny_model(monkeypatch, tiny_frame_model_dirs):
+    from maxsim.bench import encoder_families as ef
+
+    from maxsim.encoders import load_encoder
+
+    enc = load_encoder(str(tiny_frame_model_dirs["siglip"]), device="cpu", dtype="float32")
+    monkeypatch.setattr(ef, "build_encoder", lambda row, device, dtype: enc)
+    cfg = ef.check_config({"measure": ["siglip2-base"], "estimate": ["clip-b32"], "device": "cpu",
+                           "n_clips": 2, "queries": 2, "warmup": 0, "frame_size": [64, 96]})
+    measured, estimated = ef.run_rows(cfg)
+    assert measured["measured"] and measured["frame_hw"] == [32, 48] and measured["clips_per_s"] > 0
+    assert measured["seconds_per_unit"] == pytest.approx(6 / measured["clips_per_s"])  # 10 s segments
+    assert measured["queries_per_s"] > 0 and len(measured["times_s"]) == 1
+    assert "seconds_per_unit" not in estimated  # another architecture: no measured rate to scale

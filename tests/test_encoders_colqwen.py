@@ -415,3 +415,28 @@ def test_default_device_names():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="'cuda:1'.*no CUDA"):
             default_device("cuda:1")
+
+
+def test_1080p_frames_sized_to_the_encoder_fill_the_token_budget(tiny_colqwen3):
+    """16 frames of a 1080p clip: a 448 px cap gave 896 visual tokens; sized to the encoder's frame_size
+    they fill (nearly all of) the 5,120-token budget, as the checkpoint's own pipeline does."""
+    from maxsim.ingest import sized_sampler
+    from maxsim.media.frames import FrameSampler
+    from maxsim.types import Segment
+
+    enc = tiny_colqwen3
+    assert enc.frame_size(16).max_pixels == 640 * 32 * 32  # 5,120 tokens over 8 frame pairs
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    sized = sized_sampler(FrameSampler(fps=2.0, max_frames=16), enc).start()
+    capped = FrameSampler(fps=2.0, max_frames=16, max_side=448).start()
+    for i in range(16):
+        sized.feed(i * 0.5, frame)
+        capped.feed(i * 0.5, frame)
+    clip, _ = sized.clip("v.mp4", Segment(0.0, 8.0), last=True)
+    old, _ = capped.clip("v.mp4", Segment(0.0, 8.0), last=True)
+    assert enc.visual_tokens(16, *old.frames.shape[1:3]) == 896
+    tokens = enc.visual_tokens(16, *clip.frames.shape[1:3])
+    assert clip.frames.shape[1:3] == (607, 1079) and 0.9 * 5120 <= tokens <= 5120
+    (vecs,) = enc.encode_clips([clip])
+    assert vecs.shape == (tokens, DIM)

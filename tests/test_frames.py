@@ -6,12 +6,16 @@ import cv2
 import numpy as np
 import pytest
 
+from maxsim.encoders import PooledEncoder
+from maxsim.encoders.record import encoder_frame_size
 from maxsim.errors import VideoError
-from maxsim.media import FrameSampler, SampleRun, iter_clips, jpeg_thumbnail
+from maxsim.ingest import sized_sampler
+from maxsim.media import FrameSampler, SampleRun, iter_clips, jpeg_thumbnail, scale_frame
 from maxsim.media.segment import FixedSegmenter, SceneSegmenter
 from maxsim.media.video import iter_frames
+from maxsim.testing.color import ColorHistogramEncoder
 from maxsim.testing.synthetic import COLORS
-from maxsim.types import Clip, Segment
+from maxsim.types import Clip, FrameSize, Segment
 
 
 def _fed(path, **kw) -> SampleRun:
@@ -195,3 +199,80 @@ def test_abandoned_iteration_stops_the_decoder(scenes_video):
         if t.name.startswith("decode "):
             t.join(timeout=5)
     assert decoders() == before
+
+
+# -- frames sized to the encoder -------------------------------------------------------------------------
+class _Sized:
+    """An encoder stub that wants frames of at most 768 pixels (and says how many frames it was asked)."""
+
+    name, dim = "sized", 4
+
+    def __init__(self, size=None):
+        self.size = FrameSize(max_pixels=768) if size is None else size
+        self.asked: list[int] = []
+
+    def frame_size(self, n_frames):
+        self.asked.append(n_frames)
+        return self.size
+
+
+def test_sampler_follows_the_encoder_frame_size(scenes_video):
+    enc = _Sized()
+    recipe = sized_sampler(FrameSampler(fps=2.0, max_frames=6), enc)
+    assert enc.asked == [6] and recipe.frame_size == FrameSize(max_pixels=768)
+    assert recipe.name == "frames(fps=2, max_frames=6, size=max_pixels=768)"
+    run = recipe.start()
+    for t, f in iter_frames(scenes_video.path):
+        run.feed(t, f)
+    clip, thumb = run.clip(scenes_video.path, Segment(0.0, 2.0))
+    h, w = clip.frames.shape[1:3]
+    assert (h, w) == (22, 33) and h * w <= 768  # 96x64 scaled by sqrt(768 / 6144), aspect kept
+    assert _jpeg(thumb).shape[:2] == (22, 33)
+    # the user's max_side wins over the encoder; no preference keeps the 448 default
+    assert sized_sampler(FrameSampler(max_side=48), enc).frame_size is None
+    plain = sized_sampler(FrameSampler(), ColorHistogramEncoder())
+    assert plain.frame_size is None and plain.name == "frames(fps=2, max_frames=16, max_side=448)"
+    short = FrameSampler().sized(FrameSize(short_side=32))
+    assert short.name.endswith("size=short_side=32)")
+    frame = np.zeros((1080, 1920, 3), np.uint8)
+    assert scale_frame(frame, None, FrameSize(short_side=224)).shape == (224, 398, 3)
+    assert scale_frame(frame, 448, FrameSize(short_side=224)).shape == (252, 448, 3)  # max_side wins
+    small = frame[:100, :100]
+    assert scale_frame(small, None, FrameSize(short_side=224)).shape == (100, 100, 3)  # never upscaled
+
+
+def test_recipe_records_and_replaces():
+    recipe = FrameSampler(fps=1.0, max_frames=4)
+    assert recipe.to_record() == {"fps": 1.0, "max_frames": 4, "max_side": None}
+    assert FrameSampler.from_record(recipe.to_record()) == recipe
+    sized = recipe.sized(FrameSize(max_pixels=768, short_side=20))
+    assert FrameSampler.from_record(sized.to_record()) == sized
+    # an index created before recipes were recorded: the default of that time
+    legacy = FrameSampler.from_record(None)
+    assert (legacy.fps, legacy.max_frames, legacy.max_side) == (2.0, 16, 448)
+    assert legacy.sized(FrameSize(max_pixels=768)) is legacy  # max_side wins over the encoder
+    assert recipe.replace(max_side=64).name == "frames(fps=1, max_frames=4, max_side=64)"
+    with pytest.raises(TypeError, match="unknown setting"):
+        recipe.replace(side=64)
+    with pytest.raises(ValueError, match="not a frame-sampling recipe"):
+        FrameSampler.from_record({"fps": 2.0})
+
+
+def test_bad_frame_sizes_are_refused():
+    class Wrong:
+        name = "wrong"
+
+        def frame_size(self, n):
+            return 448
+
+    with pytest.raises(TypeError, match="'wrong': frame_size\\(\\) returned int"):
+        encoder_frame_size(Wrong(), 16)
+    with pytest.raises(ValueError, match="max_pixels must be a positive integer"):
+        FrameSize(max_pixels=0)
+    with pytest.raises(TypeError, match="frame_size must be a FrameSize"):
+        FrameSampler(frame_size=448)
+
+
+def test_pooled_encoder_forwards_the_frame_size():
+    assert PooledEncoder(_Sized(), factor=2).frame_size(8) == FrameSize(max_pixels=768)
+    assert PooledEncoder(ColorHistogramEncoder(), factor=2).frame_size(8) is None

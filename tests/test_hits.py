@@ -27,8 +27,16 @@ def test_to_dict_with_thumbnail_is_json_with_a_data_uri():
     assert back["thumbnail"].startswith(prefix)
     assert base64.b64decode(back["thumbnail"][len(prefix):]) == JPEG
     assert back == {"video": "/data/cam 1/a.webm", "start": 4.0, "end": 8.0, "score": 0.75, "segment_id": 7,
-                    "best_time": 5.5, "thumbnail": back["thumbnail"]}
+                    "best_time": 5.5, "scores": {}, "thumbnail": back["thumbnail"]}
     assert type(d["segment_id"]) is int and all(type(d[k]) is float for k in ("start", "end", "score"))
+
+
+def test_to_dict_carries_stage_scores_as_floats():
+    hit = _hit()
+    hit.scores = {"maxsim": np.float32(0.5), "rerank": np.float64(0.875)}
+    d = json.loads(json.dumps(hit.to_dict()))
+    assert d["scores"] == {"maxsim": 0.5, "rerank": 0.875}
+    assert "frame_times" not in d  # kept for re-decoding, not part of the answer
 
 
 def test_to_dict_without_thumbnail_or_with_none():

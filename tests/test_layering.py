@@ -39,9 +39,13 @@ ALLOWED = {
     "transcripts": CORE | {"encoders", "transcripts"},
     "search": CORE | {"index", "search"},
     "ingest": CORE | STAGES | {"ingest"},
+    # re-scores search results after the search: decodes frames again (media), sizes them and loads a model
+    # (encoders), takes and returns search results (search); a stage the engine composes, beside ingest
+    "rerank": CORE | {"media", "encoders", "search", "rerank"},
     "distributed": CORE | STAGES | {"search", "ingest", "distributed"},
-    "engine": CORE | STAGES | {"search", "ingest", "distributed", "engine"},
-    "frontends": CORE | STAGES | {"search", "ingest", "distributed", "engine", "testing", "frontends"},
+    "engine": CORE | STAGES | {"search", "ingest", "rerank", "distributed", "engine"},
+    "frontends": CORE | STAGES | {"search", "ingest", "rerank", "distributed", "engine", "testing",
+                                  "frontends"},
 }
 
 # (module, imported maxsim module) pairs that are imported inside a function on purpose, and why
@@ -58,8 +62,8 @@ def group(mod: str) -> str:
     if mod in ("maxsim.types", "maxsim.errors", "maxsim.specs", "maxsim.summary") or parts[:2] == [
             "maxsim", "kernels"]:
         return "core"
-    if mod == "maxsim.ingest":
-        return "ingest"
+    if mod in ("maxsim.ingest", "maxsim.rerank"):
+        return mod.split(".")[1]
     if mod == "maxsim.engine":
         return "engine"
     if len(parts) > 1 and parts[1] in ("media", "encoders", "index", "testing", "transcripts", "search",

@@ -98,7 +98,8 @@ def test_loadtest_rejects_unknown_settings(tmp_path):
 def test_serve_command_line_defaults_to_loopback():
     args = build_parser().parse_args(["serve", "my.index"])
     assert (args.host, args.port, args.ingest_root) == ("127.0.0.1", 8000, None)
-    assert (args.segmenter, args.fps, args.max_frames) == ("fixed:10", 2.0, 16)  # as maxsim ingest
+    # as maxsim ingest: the fixed:10 segmenter, and frames sampled with the index's recorded recipe
+    assert (args.segmenter, args.fps, args.max_frames, args.max_side) == ("fixed:10", None, None, None)
     args = build_parser().parse_args(
         ["serve", "idx", "--port", "9000", "--api-key", "k", "--ingest-root", "/data", "--encoder", "x:y"]
     )

@@ -130,7 +130,8 @@ def test_pruning_knobs_for_an_exact_search_are_a_400(client, form):
 def test_healthz_reports_the_prune_index_and_defaults(client, plain):
     h = client.get("/healthz").json()
     assert h["prune_index"] is True
-    assert h["search_defaults"] == {"mode": "exact", "n_candidates": None, "n_refine": None, "nprobe": None}
+    assert h["search_defaults"] == {"mode": "exact", "n_candidates": None, "n_refine": None, "nprobe": None,
+                                    "rerank": 0}
     with TestClient(create_app(plain.engine())) as c:
         assert c.get("/healthz").json()["prune_index"] is False
 
@@ -149,7 +150,7 @@ def test_server_default_mode_and_request_overrides(corpus):
     app = create_app(corpus.engine(), search_options={"mode": "pruned", "n_candidates": 2, "n_refine": 0})
     with TestClient(app) as c:
         h = c.get("/healthz").json()["search_defaults"]
-        assert h == {"mode": "pruned", "n_candidates": 2, "n_refine": 0, "nprobe": None}
+        assert h == {"mode": "pruned", "n_candidates": 2, "n_refine": 0, "nprobe": None, "rerank": 0}
         r = c.post("/search", json={"text": "green", "k": 1, "include_prune_stats": True}).json()
         assert r["mode"] == "pruned" and r["prune_stats"]["candidates"] == 2  # the server's n_candidates
         assert (r["hits"][0]["video_name"], r["hits"][0]["start"]) == ("a.webm", 8.0)
@@ -231,7 +232,7 @@ def test_serve_pruned_makes_pruned_the_default(monkeypatch, corpus, plain, capsy
     assert "no prune index" not in capsys.readouterr().err
     with TestClient(app) as c:
         assert c.get("/healthz").json()["search_defaults"] == {
-            "mode": "pruned", "n_candidates": 3, "n_refine": 0, "nprobe": None
+            "mode": "pruned", "n_candidates": 3, "n_refine": 0, "nprobe": None, "rerank": 0
         }
         r = c.post("/search", json={"text": "blue", "k": 1, "include_prune_stats": True}).json()
         assert r["mode"] == "pruned" and r["prune_stats"]["candidates"] == 3

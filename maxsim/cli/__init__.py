@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         enc_help += " (required to create an index; an existing index records its own)"
 
+    rr_help = ("reranker for --rerank: a registered name, name:<checkpoint> (a hub id or folder), or "
+               "package.module:attr (default: qwen3-vl-reranker, i.e. Qwen/Qwen3-VL-Reranker-2B)")
+
     ing = sub.add_parser("ingest", help="add videos (files or folders) to an index")
     ing.add_argument("index", help="index folder (created if missing)")
     ing.add_argument("videos", nargs="+", help="video files or folders")
@@ -49,8 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--encoder", help=enc_help)
     ing.add_argument("--preset", choices=sorted(PRESETS), default="default",
                      help="encoder and sampling for the machine: 'cpu' = colqwen3-cpu, 1 fps, 4 frames")
-    ing.add_argument("--fps", type=float, help="frames sampled per second (default 2; preset cpu: 1)")
-    ing.add_argument("--max-frames", type=int, help="frames per segment at most (default 16; preset cpu: 4)")
+    ing.add_argument("--fps", type=float,
+                     help="frames sampled per second (new index: default 2, preset cpu: 1; an existing "
+                     "index: the recipe it records)")
+    ing.add_argument("--max-frames", type=int,
+                     help="frames per segment at most (new index: default 16, preset cpu: 4; an existing "
+                     "index: the recipe it records)")
+    ing.add_argument("--max-side", type=int, metavar="PIXELS",
+                     help="longest side of the sampled frames (new index: default the size the encoder "
+                     "wants, e.g. ColQwen3's visual-token budget spread over --max-frames, 448 for encoders "
+                     "that say none; an existing index: the recipe it records)")
     ing.add_argument("--pool-factor", type=pool_arg("factor"), metavar="F",
                      help="token reduction: pool each segment's tokens to 1/F of them (Ward clustering; "
                      'needs SciPy: pip install -e ".[scale]" in the maxsim checkout). New index only: an '
@@ -91,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="segments scored from residual codes with --pruned, the candidates being the best "
                     "of them (default: 10%% of the index, at least 1000 x k; 0: no residual stage)")
     se.add_argument("--nprobe", type=int, default=8, help="centroids probed per query token (default 8)")
+    se.add_argument("--rerank", type=int, default=0, metavar="N",
+                    help="re-score the best N hits (at least -k) with the reranker, which decodes their "
+                    "frames again from the videos (default 0: off)")
+    se.add_argument("--reranker", metavar="SPEC", help=rr_help)
     add_device_args(se)
     se.set_defaults(func=cmd_search)
 
@@ -125,9 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--segmenter", default="fixed:10",
                     help="segmentation of videos ingested through POST /ingest: fixed:SECONDS or scenes "
                     "(default fixed:10, as maxsim ingest)")
-    sv.add_argument("--fps", type=float, default=2.0,
-                    help="frames sampled per second for POST /ingest (default 2)")
-    sv.add_argument("--max-frames", type=int, default=16, help="frames per segment at most for POST /ingest")
+    sv.add_argument("--fps", type=float,
+                    help="frames sampled per second for POST /ingest (default: the index's recipe)")
+    sv.add_argument("--max-frames", type=int,
+                    help="frames per segment at most for POST /ingest (default: the index's recipe)")
+    sv.add_argument("--max-side", type=int, metavar="PIXELS",
+                    help="longest side of sampled frames for POST /ingest (default: the index's recipe)")
+    sv.add_argument("--rerank", type=int, metavar="N",
+                    help="searches that do not set \"rerank\" re-score the best N hits with the reranker "
+                    "(default: off)")
+    sv.add_argument("--reranker", metavar="SPEC", help=rr_help)
     sv.add_argument("--max-queue", type=int, default=256,
                     help="searches waiting beyond which new ones get 503 + Retry-After (default 256)")
     sv.add_argument("--max-body-bytes", type=int, default=1 << 20,

@@ -10,6 +10,7 @@ from pathlib import Path
 from maxsim.cli.common import fmt_bytes
 from maxsim.encoders.spec import reduction_of
 from maxsim.index.store import Store
+from maxsim.media.frames import FrameSampler
 from maxsim.search.prune.files import prune_summary
 from maxsim.specs import plural
 
@@ -30,6 +31,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         "reduction": reduction,  # token reduction at ingest: {"factor", "dedup", "window"}, or None
         "dim": man.dim,
         "dtype": man.dtype,
+        # the frame-sampling recipe it was created with (null: before recipes were recorded)
+        "sampler": man.sampler,
         "videos": len(catalog or {}),
         "segments": man.n_segments,
         "tokens": int(sum(p["n_tokens"] for p in man.parts)),
@@ -52,6 +55,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"{'checksums':>17}: {n_sums} of {plural(len(man.parts), 'part')}{unsummed}; "
           f"`maxsim verify {args.index}` reads every byte")
     print(f"{'encoder':>17}: {json.dumps(man.encoder)}")
+    r = FrameSampler.from_record(man.sampler)
+    size = (f"longest side {r.max_side}" if r.max_side is not None else f"within {r.frame_size.describe()}"
+            if r.frame_size is not None else "sized to the encoder")
+    old = "" if man.sampler is not None else " (not recorded: the default before recipes were recorded)"
+    print(f"{'frame sampling':>17}: {r.fps:g} fps, at most {r.max_frames} frames, {size}{old}")
     if reduction is None:
         print(f"{'token reduction':>17}: none")
     else:

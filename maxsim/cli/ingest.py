@@ -21,6 +21,16 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def sampling_changes(args: argparse.Namespace, preset: dict, new_index: bool) -> dict:
+    """The frame-sampling settings this ingest asks for: the preset's (for a new index, or a preset named
+    explicitly), then ``--fps``, ``--max-frames``, ``--max-side`` where given."""
+    out = {}
+    if new_index or args.preset != "default":
+        out = {"fps": preset["fps"], "max_frames": preset["max_frames"]}
+    given = {"fps": args.fps, "max_frames": args.max_frames, "max_side": args.max_side}
+    return {**out, **{k: v for k, v in given.items() if v is not None}}
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     preset = PRESETS[args.preset]
     new_index = not (Path(args.index) / "manifest.json").exists()
@@ -42,11 +52,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    fps = preset["fps"] if args.fps is None else args.fps
-    max_frames = preset["max_frames"] if args.max_frames is None else args.max_frames
     segmenter = f"fixed:{args.fixed}" if args.fixed is not None else ("scenes" if args.scenes else None)
-    engine = open_engine(args, create=True)
-    engine.sampler = FrameSampler(fps=fps, max_frames=max_frames)
+    changes = sampling_changes(args, preset, new_index)
+    # a new index records the recipe it is created with; an existing one samples with its own recipe,
+    # changed only by the flags given (a video sampled otherwise than before is then re-encoded)
+    engine = open_engine(args, create=True, sampler=FrameSampler(**changes) if new_index else None)
+    if not new_index and changes:
+        engine.sampler = engine.sampler.replace(**changes)
     if not args.json:
         print(f"encoder {engine.encoder.name} ({source})", file=sys.stderr)
     if args.ray:

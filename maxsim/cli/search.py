@@ -1,4 +1,4 @@
-"""``maxsim search``: search an index with text and print the hits."""
+"""``maxsim search``: search an index with text (optionally re-ranking the best hits) and print the hits."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ from maxsim.specs import fmt_num, plural
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    engine = open_engine(args, create=False)
+    engine = open_engine(args, create=False, reranker=args.reranker)
     time_range = tuple(args.time_range) if args.time_range else None
     t0 = time.perf_counter()
     options = {}
     if args.pruned:
         options = {"mode": "pruned", "n_candidates": args.candidates, "nprobe": args.nprobe,
                    "n_refine": args.refine}
+    if args.rerank:
+        options["rerank"] = args.rerank
     # neither output prints the JPEG bytes: do not read them
     result = engine.query(args.text, k=args.k, videos=args.video or None, time_range=time_range,
                           thumbnails=False, **options)
@@ -32,7 +34,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     width = max(len(h.video) for h in hits)
     for i, h in enumerate(hits, 1):
         span = f"{h.start:8.2f}-{h.end:<8.2f}"
-        print(f"{i:3d}  {fmt_num(h.score):>8}  {h.video:<{width}}  {span}  best {h.best_time:.2f}")
+        reranked = "rerank" in h.scores and "maxsim" in h.scores  # the first-stage score beside it
+        first = f"  (maxsim {fmt_num(h.scores['maxsim'])})" if reranked else ""
+        print(f"{i:3d}  {fmt_num(h.score):>8}  {h.video:<{width}}  {span}  best {h.best_time:.2f}{first}")
     where = "" if result.stats.backend == "cpu" else f" on {result.stats.device} ({result.stats.backend})"
     print(f"({plural(len(engine), 'segment')} searched in {ms:.1f} ms{where})")
     return 0

@@ -9,7 +9,6 @@ import torch
 
 from maxsim.cli.common import device_kwargs, encoder_arg
 from maxsim.engine import Engine
-from maxsim.media.frames import FrameSampler
 from maxsim.search.options import check_search_options
 from maxsim.search.prune.files import read_prune_manifest
 from maxsim.server.state import is_loopback
@@ -32,7 +31,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("error: --candidates, --refine and --nprobe set the defaults of pruned search: add --pruned",
               file=sys.stderr)
         return 2
-    search_options = {"mode": "pruned", **knobs} if args.pruned else None
+    search_options = {"mode": "pruned", **knobs} if args.pruned else {}
+    if args.rerank:
+        search_options["rerank"] = args.rerank
     try:  # before the model is loaded
         check_search_options(search_options, "maxsim serve")
     except ValueError as e:
@@ -40,14 +41,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    engine = Engine(
-        args.index,
-        encoder=encoder_arg(args),
-        create=False,
-        segmenter=args.segmenter,
-        sampler=FrameSampler(fps=args.fps, max_frames=args.max_frames),
-        **device_kwargs(args),
-    )
+    engine = Engine(args.index, encoder=encoder_arg(args), create=False, segmenter=args.segmenter,
+                    reranker=args.reranker, **device_kwargs(args))
+    sampling = {"fps": args.fps, "max_frames": args.max_frames, "max_side": args.max_side}
+    sampling = {k: v for k, v in sampling.items() if v is not None}
+    if sampling:  # POST /ingest samples with the index's recipe, changed only by the flags given
+        engine.sampler = engine.sampler.replace(**sampling)
     if args.pruned and not (read_prune_manifest(engine.path) or {}).get("parts"):
         print(f"warning: {args.index} has no prune index: pruned searches score every segment until you run "
               f"`maxsim prune {args.index}`", file=sys.stderr)

@@ -98,10 +98,16 @@ class ShardedSearch:
 
     def search_batch(self, texts: Sequence[str], k: int = 10, videos=None, time_range=None,
                      thumbnails: bool = True, **options: Any) -> list[list[Hit]]:
+        """:meth:`search` for several texts; ``rerank=N`` re-ranks each text's hits with the engine's
+        reranker, as :meth:`maxsim.Engine.search` does."""
         if isinstance(texts, str):
             raise TypeError("search_batch takes a list of texts; use search() for one")
-        return self.search_vectors(self.engine.encoder.encode_texts(list(texts)), k, videos, time_range,
-                                   thumbnails, **options)
+        opts = SearchOptions(k=k, videos=videos, time_range=time_range, thumbnails=thumbnails, **options)
+        texts = list(texts)
+        if not texts:
+            return []
+        first = self.query_vectors(self.engine.encoder.encode_texts(texts), opts.first_stage())
+        return [r.hits for r in self.engine.rerank_stage.apply(texts, first, opts)]
 
     def search_vectors(self, queries: Sequence[torch.Tensor], k: int = 10, videos=None, time_range=None,
                        thumbnails: bool = True, **options: Any) -> list[list[Hit]]:
@@ -109,7 +115,10 @@ class ShardedSearch:
         return [r.hits for r in self.query_vectors(queries, opts)]
 
     def query_vectors(self, queries: Sequence[torch.Tensor], options: SearchOptions) -> list[SearchResult]:
-        """The hits of each query multi-vector and what its search read, summed over the shards."""
+        """The hits of each query multi-vector and what its search read, summed over the shards (no
+        re-ranking: the reranker needs the query text)."""
+        if options.rerank:
+            raise ValueError("rerank needs the query text: use search() or search_batch(), not vectors")
         ray = ray_module()
         if self.engine.version != self.version:
             raise RuntimeError(f"the engine moved to version {self.engine.version}; this ShardedSearch "

@@ -6,8 +6,10 @@
   applies with it (same encoder, same family before loading, the index keeps its token reduction).
 - :mod:`~maxsim.encoders.spec`, :mod:`~maxsim.encoders.reduce`, :mod:`~maxsim.encoders.pooled`: token
   reduction at ingest (``"<spec>+pool(...)"``, :class:`PooledEncoder`).
-- one module per model family (:mod:`~maxsim.encoders.colqwen3`, :mod:`~maxsim.encoders.colqwen2`),
-  imported only when used: importing maxsim never imports transformers.
+- one module per model family (:mod:`~maxsim.encoders.colqwen3`, :mod:`~maxsim.encoders.colqwen2`,
+  :mod:`~maxsim.encoders.qwen3vl_embedding`, :mod:`~maxsim.encoders.clip`; the Qwen3-VL-Reranker in
+  :mod:`~maxsim.encoders.qwen3vl_reranker`, what the Qwen3-VL models share in
+  :mod:`~maxsim.encoders.qwen3vl`), imported only when used: importing maxsim never imports transformers.
 """
 
 from maxsim.encoders.pooled import PooledEncoder

@@ -20,6 +20,7 @@ CHECKPOINT_FILES = (
     "*.txt",
     "*.jinja",
     "tokenizer.model",
+    "spiece.model",  # SigLIP (v1) tokenizers
 )
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -46,6 +47,33 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
             raise ValueError(f"unknown dtype {dtype!r}; expected e.g. 'bfloat16', 'float16' or 'float32'")
         return getattr(torch, name)
     return dtype
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX-BF16, as /proc/cpuinfo
+    reports them; Arm's BF16 extension), where bf16 matrix products run faster than float32 ones.
+    Elsewhere torch emulates bf16, slower than float32. ``MAXSIM_CPU_BF16=0``/``1`` overrides."""
+    forced = os.environ.get("MAXSIM_CPU_BF16")
+    if forced is not None and forced.strip():
+        return _truthy(forced)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key = line.split(":", 1)[0].strip().lower()
+                if key in ("flags", "features"):  # x86 / Arm
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    except OSError:
+        return False
+    return False
+
+
+def resolve_cpu_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """Like :func:`resolve_dtype`, but None is bfloat16 on a CPU that computes it natively
+    (:func:`cpu_supports_bf16`) too: for small encoders whose CPU cost matters most."""
+    if dtype is None and device.type == "cpu" and cpu_supports_bf16():
+        return torch.bfloat16
+    return resolve_dtype(dtype, device)
 
 
 def _truthy(value: str | None) -> bool:

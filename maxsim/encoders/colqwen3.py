@@ -42,7 +42,8 @@ from maxsim.encoders.colqwen3_model import (  # noqa: F401  (re-exported: the mo
     map_checkpoint_keys,
 )
 from maxsim.encoders.common import clip_frames, pad_batch, token_budget_batches
-from maxsim.types import Clip
+from maxsim.encoders.qwen3vl import group_count
+from maxsim.types import Clip, FrameSize
 
 DEFAULT_MAX_VISUAL_TOKENS = 5120  # the model card's recommended ceiling per video
 QUERY_AUGMENTATION = 10  # <|endoftext|> tokens appended to every query
@@ -326,6 +327,15 @@ class ColQwen3Encoder:
     def encode_clips(self, clips: Sequence[Clip]) -> list[torch.Tensor]:
         """One (n_visual_tokens, dim) float32 CPU tensor per clip, tokens in frame order."""
         return [vecs for vecs, _ in self.encode_clips_timed(clips)]
+
+    def frame_size(self, n_frames: int) -> FrameSize:
+        """The largest frames worth keeping for a clip of ``n_frames`` frames: the clip's visual-token
+        budget spread over its frame pairs, in pixels per frame (larger frames would be shrunk to it).
+        With the defaults, 16 frames of 1080p video then fill the 5,120-token budget."""
+        n = min(max(int(n_frames), 1), self.frame_cap)
+        per_group = max(1, self._settings.max_visual_tokens // group_count(n, self.temporal))
+        tile = self.patch * self.merge
+        return FrameSize(max_pixels=per_group * tile * tile)
 
     def visual_tokens(self, n_frames: int, height: int, width: int) -> int:
         """How many visual tokens a clip of this many frames of this size gets under the current budget."""

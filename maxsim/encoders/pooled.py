@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
-from maxsim.encoders.record import encoder_revision
+from maxsim.encoders.record import encoder_frame_size, encoder_revision
 from maxsim.encoders.reduce import reduce_tokens
 from maxsim.encoders.registry import load_encoder, register_wrapper
 from maxsim.encoders.spec import POOL_OPEN, pool_suffix, split_pool_spec
-from maxsim.types import Clip, Encoder
+from maxsim.types import Clip, Encoder, FrameSize
 
 
 class PooledEncoder:
@@ -76,6 +76,10 @@ class PooledEncoder:
         if inner:
             out["inner"] = inner
         return out
+
+    def frame_size(self, n_frames: int) -> FrameSize | None:
+        """The frame size the inner encoder wants (None when it has no preference)."""
+        return encoder_frame_size(self.inner, n_frames)
 
     def encode_texts(self, texts: Sequence[str]) -> list[torch.Tensor]:
         return self.inner.encode_texts(texts)

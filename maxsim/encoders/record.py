@@ -3,7 +3,7 @@
 An index records the encoder's ``name`` (``family:checkpoint@revision``, ending in ``+pool(...)`` when
 tokens are reduced), ``dim``, its ``settings`` and, when it was loaded from a spec, that ``spec`` and the hub
 ``revision`` it was loaded at. The optional members an encoder may have (``settings``, ``revision``,
-``spec``; see :class:`~maxsim.types.EncoderExtras`) are read here and nowhere else.
+``spec``, ``frame_size``; see :class:`~maxsim.types.EncoderExtras`) are read here and nowhere else.
 
 Rules: an encoder of another name or dim than the index's is refused (:func:`check_encoder`), and one of
 another family before it is even loaded (:func:`check_spec`); settings that only change speed (device,
@@ -22,7 +22,7 @@ from typing import Any
 from maxsim.encoders.registry import encoder_family, name_family
 from maxsim.encoders.spec import NO_REDUCTION, pool_suffix, reduction_of
 from maxsim.errors import EncoderMismatchError
-from maxsim.types import Encoder
+from maxsim.types import Encoder, FrameSize
 
 _HUB_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -35,6 +35,22 @@ RUNTIME_ENCODER_SETTINGS = frozenset({"dtype", "device", "batch_tokens", "text_b
 def encoder_settings(encoder: Encoder) -> dict[str, Any]:
     """The encoder's ``settings`` (recorded in the index), or ``{}`` when it declares none."""
     return dict(getattr(encoder, "settings", None) or {})
+
+
+def encoder_frame_size(encoder: object, n_frames: int) -> FrameSize | None:
+    """The largest frames ``encoder`` can use for a clip of ``n_frames`` frames (its ``frame_size``
+    member; also read from rerankers), or None when it has none or no preference. Raises TypeError naming
+    the encoder when it returns something else than a :class:`~maxsim.types.FrameSize` or None."""
+    method = getattr(encoder, "frame_size", None)
+    if method is None:
+        return None
+    size = method(int(n_frames))
+    if size is not None and not isinstance(size, FrameSize):
+        raise TypeError(
+            f"encoder {getattr(encoder, 'name', type(encoder).__name__)!r}: frame_size() returned "
+            f"{type(size).__name__}; expected maxsim.types.FrameSize or None"
+        )
+    return size
 
 
 def encoder_spec(encoder: Encoder) -> str | None:

@@ -199,6 +199,14 @@ register_encoder("colqwen3", "maxsim.encoders.colqwen3:load", model_types=("colq
 # fewer, smaller frames per clip
 register_encoder("colqwen3-cpu", "maxsim.encoders.colqwen3:load_cpu", family="colqwen3")
 register_encoder("colqwen2", "maxsim.encoders.colqwen2:load", model_types=("colqwen2",))
+# One vector per segment from Qwen3-VL-Embedding (native Qwen3-VL checkpoint folders and ids come here);
+# one per frame pair with the -frames entry (same family: its encoders are named qwen3-vl-embedding:...).
+register_encoder("qwen3-vl-embedding", "maxsim.encoders.qwen3vl_embedding:load", model_types=("qwen3_vl",))
+register_encoder("qwen3-vl-embedding-frames", "maxsim.encoders.qwen3vl_embedding:load_frames",
+                 family="qwen3-vl-embedding")
+# One vector per frame: SigLIP / SigLIP 2 (default google/siglip2-base-patch16-224) and CLIP.
+register_encoder("siglip", "maxsim.encoders.clip:load_siglip", model_types=("siglip", "siglip2"))
+register_encoder("clip", "maxsim.encoders.clip:load_clip", model_types=("clip",))
 
 # Deterministic colour encoder for tests and the synthetic benchmark (not a model; no weights).
 register_encoder("color-test", "maxsim.testing.color:ColorHistogramEncoder")

@@ -44,7 +44,9 @@ class Manifest:
     its segment ids as half-open ``[lo, hi)`` ranges), plus, when known, ``"size"`` and ``"mtime_ns"`` of
     the file when it was ingested (entries written before they were recorded lack them). ``deleted`` holds
     the half-open id ranges of segments that are no longer live but still sit in a part (until a
-    compaction drops them).
+    compaction drops them). ``sampler`` is the frame-sampling recipe the index was created with (see
+    :meth:`maxsim.media.frames.FrameSampler.to_record`); None for an index created before recipes were
+    recorded.
     """
 
     encoder: dict[str, Any]
@@ -57,6 +59,7 @@ class Manifest:
     videos: dict[str, dict[str, Any]] | None = field(default_factory=dict)
     deleted: list[list[int]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    sampler: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         # compact: the C encoder (json's indent= falls back to pure Python, ~20x slower on big catalogs)
@@ -127,6 +130,8 @@ def check_fields(data: dict[str, Any], path: Path) -> None:
 
     if not isinstance(data["encoder"], dict):
         raise bad("'encoder' must be an object", data["encoder"])
+    if data.get("sampler") is not None and not isinstance(data["sampler"], dict):
+        raise bad("'sampler' must be an object or null", data["sampler"])
     if not _is_int(data["dim"]) or data["dim"] < 1:
         raise bad("'dim' must be a positive whole number", data["dim"])
     if data.get("dtype", "float16") not in DTYPES:

@@ -47,6 +47,7 @@ from maxsim.index.files import (
     write_atomic,
 )
 from maxsim.index.format import (
+    CREATE_WAIT_S,
     FILE_FACTS,
     FORMAT_VERSION,
     KEEP_VERSIONS,
@@ -90,20 +91,22 @@ class Store:
 
     @classmethod
     def create(cls, root: str | Path, encoder: dict[str, Any], dim: int, dtype: str = "float16",
-               wait: float = 0.0) -> Store:
+               sampler: dict[str, Any] | None = None, wait: float = 0.0) -> Store:
         """Create an empty index (version 0) at ``root``; the folder may exist but must hold no index
         (:class:`FileExistsError` when one was created meanwhile, :class:`IndexFormatError` when it holds
-        a damaged one). ``wait``: seconds to wait for another writer, e.g. a concurrent creator."""
+        a damaged one). ``encoder`` and ``sampler`` (the frame-sampling recipe) are recorded as given.
+        ``wait``: seconds to wait for another writer, at least :data:`CREATE_WAIT_S` (a concurrent
+        creator holds the lock for milliseconds)."""
         dtype = storage_dtype(dtype)
         store = cls(root)
         store.root.mkdir(parents=True, exist_ok=True)
-        with store.writing(wait=wait):
+        with store.writing(wait=max(float(wait), CREATE_WAIT_S)):
             if (store.root / MANIFEST).exists():
                 raise FileExistsError(f"an index already exists at {store.root}")
             damage = damage_without_manifest(store.root)
             if damage is not None:
                 raise IndexFormatError(damage)
-            man = Manifest(encoder=encoder, dim=int(dim), dtype=dtype)
+            man = Manifest(encoder=encoder, dim=int(dim), dtype=dtype, sampler=sampler)
             man.history.append({"version": 0, "time": time.time(), "op": "create"})
             with clear_write_errors(store.root, None):
                 (store.root / MANIFESTS).mkdir(exist_ok=True)

@@ -52,8 +52,9 @@ class MaxSimRetriever(BaseRetriever):
     """Retrieves video moments from a maxsim :class:`~maxsim.Engine` as LangChain documents.
 
     ``k``, ``videos`` (paths; only these videos), ``time_range`` (``(start, end)`` seconds; only
-    segments overlapping it) and ``search_options`` (``mode``, ``n_candidates``, ``n_refine``, ``nprobe``
-    of :meth:`maxsim.Engine.search`, e.g. ``{"mode": "pruned"}``) are defaults that each call may override:
+    segments overlapping it) and ``search_options`` (``mode``, ``n_candidates``, ``n_refine``, ``nprobe``,
+    ``rerank`` of :meth:`maxsim.Engine.search`, e.g. ``{"mode": "pruned"}`` or ``{"rerank": 50}``) are
+    defaults that each call may override:
     ``retriever.invoke(query, k=3, videos=[...], time_range=(0, 60), search_options={...})`` (a call's
     ``search_options`` replace the default ones as a whole). Unknown option keys or values out of range
     are refused when the retriever is made or the call is made, before any search. ``ainvoke`` runs the
@@ -73,7 +74,8 @@ class MaxSimRetriever(BaseRetriever):
     include_thumbnail: bool = Field(default=True, description="put the thumbnail (data URI) in metadata")
     search_options: dict[str, Any] | None = Field(
         default=None,
-        description="options of engine.search: mode ('exact' or 'pruned'), n_candidates, n_refine, nprobe",
+        description="options of engine.search: mode ('exact' or 'pruned'), n_candidates, n_refine, nprobe, "
+        "rerank (hits re-scored by the engine's reranker)",
     )
 
     @field_validator("search_options")

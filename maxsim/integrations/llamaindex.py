@@ -49,10 +49,11 @@ class MaxSimRetriever(BaseRetriever):
     """Retrieves video moments from a maxsim :class:`~maxsim.Engine` as LlamaIndex nodes.
 
     ``k`` moments per query; ``videos`` (paths) and ``time_range`` (``(start, end)`` seconds) restrict
-    the search; ``search_options`` (``mode``, ``n_candidates``, ``n_refine``, ``nprobe`` of
-    :meth:`maxsim.Engine.search`, e.g. ``{"mode": "pruned"}``) choose how it is searched, and unknown keys
-    or values out of range are refused here with a ValueError. They are plain attributes: change them
-    between calls (search_options are checked again on each call), or make a retriever per setting.
+    the search; ``search_options`` (``mode``, ``n_candidates``, ``n_refine``, ``nprobe``, ``rerank`` of
+    :meth:`maxsim.Engine.search`, e.g. ``{"mode": "pruned"}`` or ``{"rerank": 50}``) choose how it is
+    searched, and unknown keys or values out of range are refused here with a ValueError. They are plain
+    attributes: change them between calls (search_options are checked again on each call), or make a
+    retriever per setting.
     ``aretrieve`` runs the search in a worker thread so the event loop is not blocked.
     """
 

@@ -5,7 +5,7 @@ sampling (:mod:`~maxsim.media.frames`) and the single decode pass that feeds bot
 
 from maxsim.errors import VideoError
 from maxsim.media.clips import iter_clips
-from maxsim.media.frames import FrameSampler, SampleRun, jpeg_thumbnail
+from maxsim.media.frames import FrameSampler, SampleRun, jpeg_thumbnail, scale_frame
 from maxsim.media.segment import (
     FixedSegmenter,
     SceneSegmenter,
@@ -14,10 +14,10 @@ from maxsim.media.segment import (
     load_segmenter,
     run_segmenter,
 )
-from maxsim.media.video import VideoInfo, content_hash, iter_frames, probe
+from maxsim.media.video import VideoInfo, content_hash, frames_at, iter_frames, probe
 
 __all__ = [
     "FixedSegmenter", "FrameSampler", "SampleRun", "SceneSegmenter", "Segmenter", "SegmenterRun",
-    "VideoError", "VideoInfo", "content_hash", "iter_clips", "iter_frames", "jpeg_thumbnail",
-    "load_segmenter", "probe", "run_segmenter",
+    "VideoError", "VideoInfo", "content_hash", "frames_at", "iter_clips", "iter_frames", "jpeg_thumbnail",
+    "load_segmenter", "probe", "run_segmenter", "scale_frame",
 ]

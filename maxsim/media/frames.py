@@ -6,15 +6,18 @@ from __future__ import annotations
 import bisect
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
-from maxsim.types import Clip, Segment
+from maxsim.types import Clip, FrameSize, Segment
 
 THUMBNAIL_SIDE = 320
 THUMBNAIL_QUALITY = 85
+# Longest side of the kept frames when neither the user (max_side) nor the encoder (frame_size) says.
+DEFAULT_MAX_SIDE = 448
 
 
 def resize_max_side(img: np.ndarray, max_side: int) -> np.ndarray:
@@ -25,6 +28,20 @@ def resize_max_side(img: np.ndarray, max_side: int) -> np.ndarray:
     s = max_side / side
     size = (max(1, round(w * s)), max(1, round(h * s)))
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+
+def scale_frame(img: np.ndarray, max_side: int | None = None, size: FrameSize | None = None) -> np.ndarray:
+    """``img`` scaled down (never up, aspect kept): to a longest side of at most ``max_side`` when given,
+    else within ``size`` (see :class:`~maxsim.types.FrameSize`), else to :data:`DEFAULT_MAX_SIDE`."""
+    if max_side is not None or size is None:
+        return resize_max_side(img, DEFAULT_MAX_SIDE if max_side is None else int(max_side))
+    h, w = img.shape[:2]
+    s = size.scale(h, w)
+    if s >= 1.0:
+        return img
+    # rounded down, so the result stays within the limits (the 1e-6 absorbs float error on exact sides)
+    new = (max(1, math.floor(w * s + 1e-6)), max(1, math.floor(h * s + 1e-6)))
+    return cv2.resize(img, new, interpolation=cv2.INTER_AREA)
 
 
 def jpeg_thumbnail(
@@ -40,37 +57,95 @@ def jpeg_thumbnail(
 
 class FrameSampler:
     """How frames are sampled for the encoder: at ``fps`` (times on the grid ``k / fps``: the first decoded
-    frame at or after each grid time), resized so that the longest side is at most ``max_side``, at most
-    ``max_frames`` per segment (evenly subsampled).
+    frame at or after each grid time), at most ``max_frames`` per segment (evenly subsampled), scaled down
+    (never up) and converted to RGB uint8.
+
+    Frame size: a longest side of ``max_side`` pixels when it is set; otherwise the size the encoder wants
+    (``frame_size``, a :class:`~maxsim.types.FrameSize` that the ingest sets with :meth:`sized` from the
+    encoder's ``frame_size(max_frames)``: ColQwen3 from its visual-token budget, SigLIP/CLIP from their
+    processor); otherwise a longest side of :data:`DEFAULT_MAX_SIDE`.
 
     A recipe only: it holds no frames and can be shared. :meth:`start` begins the run over one video
-    (:class:`SampleRun`), which is fed the decoded frames and hands out each segment's clip.
+    (:class:`SampleRun`), which is fed the decoded frames and hands out each segment's clip. An index
+    records the recipe it was created with (:meth:`to_record`, :meth:`from_record`).
     """
 
-    def __init__(self, fps: float = 2.0, max_frames: int = 16, max_side: int = 448):
-        fps, max_frames, max_side = float(fps), int(max_frames), int(max_side)
+    def __init__(self, fps: float = 2.0, max_frames: int = 16, max_side: int | None = None,
+                 frame_size: FrameSize | None = None):
+        fps, max_frames = float(fps), int(max_frames)
         if not math.isfinite(fps) or fps <= 0:
             raise ValueError(f"FrameSampler: fps must be a positive number, got {fps!r}")
         if max_frames < 1:
             raise ValueError(f"FrameSampler: max_frames must be at least 1, got {max_frames!r}")
-        if max_side < 16:
-            raise ValueError(f"FrameSampler: max_side must be at least 16 pixels, got {max_side!r}")
+        if max_side is not None:
+            max_side = int(max_side)
+            if max_side < 16:
+                raise ValueError(f"FrameSampler: max_side must be at least 16 pixels, got {max_side!r}")
+        if frame_size is not None and not isinstance(frame_size, FrameSize):
+            raise TypeError(f"FrameSampler: frame_size must be a FrameSize or None, got {frame_size!r}")
         self.fps = fps
         self.max_frames = max_frames
         self.max_side = max_side
+        self.frame_size = frame_size
 
     @property
     def name(self) -> str:
-        return f"frames(fps={self.fps:g}, max_frames={self.max_frames}, max_side={self.max_side})"
+        """The recipe as the settings key of each video records it: a video sampled under another name
+        is re-encoded by the next ingest."""
+        head = f"frames(fps={self.fps:g}, max_frames={self.max_frames}"
+        if self.max_side is None and self.frame_size is not None:
+            return f"{head}, size={self.frame_size.describe()})"
+        return f"{head}, max_side={DEFAULT_MAX_SIDE if self.max_side is None else self.max_side})"
 
     def __repr__(self) -> str:
-        return f"FrameSampler(fps={self.fps!r}, max_frames={self.max_frames!r}, max_side={self.max_side!r})"
+        extra = "" if self.frame_size is None else f", frame_size={self.frame_size!r}"
+        return (f"FrameSampler(fps={self.fps!r}, max_frames={self.max_frames!r}, "
+                f"max_side={self.max_side!r}{extra})")
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, FrameSampler) and self.name == other.name
 
     def __hash__(self) -> int:
         return hash(self.name)
+
+    def replace(self, **changes: Any) -> FrameSampler:
+        """A copy with some of ``fps``, ``max_frames``, ``max_side``, ``frame_size`` changed (checked)."""
+        unknown = sorted(set(changes) - {"fps", "max_frames", "max_side", "frame_size"})
+        if unknown:
+            raise TypeError(f"FrameSampler.replace: unknown setting(s) {', '.join(unknown)}")
+        now = {"fps": self.fps, "max_frames": self.max_frames, "max_side": self.max_side,
+               "frame_size": self.frame_size}
+        return FrameSampler(**{**now, **changes})
+
+    def sized(self, size: FrameSize | None) -> FrameSampler:
+        """This recipe with its frames sized to ``size`` (what the encoder wants, see
+        :func:`maxsim.encoders.record.encoder_frame_size`) unless it sets ``max_side`` (which wins) or
+        ``size`` is None (then it is unchanged)."""
+        if self.max_side is not None or size is None:
+            return self
+        return self.replace(frame_size=size)
+
+    def to_record(self) -> dict[str, Any]:
+        """The recipe as plain values, as an index's manifest records it (``max_side`` None: sized to the
+        encoder)."""
+        out: dict[str, Any] = {"fps": self.fps, "max_frames": self.max_frames, "max_side": self.max_side}
+        if self.frame_size is not None:
+            out["frame_size"] = self.frame_size.to_dict()
+        return out
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None) -> FrameSampler:
+        """The recipe an index records (:meth:`to_record`). None, an index created before recipes were
+        recorded: the default of that time, ``FrameSampler(fps=2, max_frames=16, max_side=448)``, so
+        that its videos keep their settings key. Raises ValueError for a record that is not a recipe."""
+        if record is None:
+            return cls(fps=2.0, max_frames=16, max_side=DEFAULT_MAX_SIDE)
+        try:
+            size = record.get("frame_size")
+            return cls(fps=record["fps"], max_frames=record["max_frames"], max_side=record.get("max_side"),
+                       frame_size=None if size is None else FrameSize(**size))
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not a frame-sampling recipe: {record!r} ({e})") from None
 
     def start(self) -> SampleRun:
         """A run of this recipe over one video: feed it the video's decoded frames in time order."""
@@ -86,9 +161,9 @@ class SampleRun:
     """The frames kept from one video by a :class:`FrameSampler` recipe.
 
     Feed it every decoded frame in time order with :meth:`feed`; :meth:`clip` then gives a segment its
-    sampled frames. Memory: only the sampled frames at ``max_side`` are kept (about
-    ``duration * fps * max_side**2 * 3 * 9/16`` bytes for 16:9 video), and :meth:`discard_before` drops
-    those of segments already handed out.
+    sampled frames. Memory: only the sampled frames are kept, at their kept size (``max_side=448``: about
+    0.34 MB a 16:9 frame; ColQwen3's default budget over 16 frames: about 2 MB), and
+    :meth:`discard_before` drops those of segments already handed out.
     """
 
     def __init__(self, recipe: FrameSampler) -> None:
@@ -113,7 +188,7 @@ class SampleRun:
         if slot <= self._slot:
             return
         self._slot = slot
-        small = resize_max_side(frame_bgr, self.recipe.max_side)
+        small = scale_frame(frame_bgr, self.recipe.max_side, self.recipe.frame_size)
         self._frames.append(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
         self._times.append(float(t))
 
@@ -158,4 +233,6 @@ class SampleRun:
         return [self.clip(video_path, s, last=(i == n - 1)) for i, s in enumerate(segments)]
 
 
-__all__ = ["FrameSampler", "SampleRun", "jpeg_thumbnail", "resize_max_side"]
+__all__ = [
+    "DEFAULT_MAX_SIDE", "FrameSampler", "SampleRun", "jpeg_thumbnail", "resize_max_side", "scale_frame",
+]

@@ -107,6 +107,11 @@ class VideoFile:
             os.close(self.fd)
             self.fd = -1
 
+    def close_and_path(self) -> str:
+        """Close it and return its path (for a caller that only wanted the checks)."""
+        self.close()
+        return self.path
+
     def __enter__(self) -> VideoFile:
         return self
 
@@ -423,3 +428,92 @@ class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
             self.close()
         except Exception:  # interpreter shutdown
             pass
+
+
+# A seek lands on a key frame before the wanted time and decodes forward; start it this much earlier so that
+# containers whose seek is approximate still land before the first wanted frame.
+_SEEK_PREROLL = 1.0
+_SEEK_MIN = 3.0  # times closer than this to the start are decoded from the start
+
+
+def frames_at(path: str | os.PathLike, times: list[float] | np.ndarray) -> list[tuple[float, np.ndarray]]:
+    """The decoded frames nearest to each of ``times`` (seconds), as ``(frame time, BGR uint8 frame)`` in
+    the order of ``times``: for times that :func:`iter_frames` reported (the frame times an index keeps),
+    exactly those frames.
+
+    Seeks to just before the earliest time when it is far from the start, then decodes forward to the
+    latest; when the seek lands after the earliest time or the decoder reports no times after it, decodes
+    from the start instead. Raises :class:`VideoError` for a missing or unreadable file, and for one with
+    no decodable frame up to the earliest time asked for.
+    """
+    wanted = np.asarray(times, dtype=np.float64).reshape(-1)
+    if wanted.size == 0:
+        return []
+    if not np.all(np.isfinite(wanted)):
+        raise ValueError(f"{path}: frame times must be finite numbers of seconds, got {wanted.tolist()}")
+    spath = VideoFile(path).close_and_path()  # a missing, empty or non-regular file fails here
+    order = np.argsort(wanted, kind="stable")
+    first = float(wanted[order[0]])
+    start = first - _SEEK_PREROLL if first >= _SEEK_MIN else 0.0
+    got = _decode_nearest(spath, wanted[order], start) if start > 0 else None
+    if got is None:
+        got = _decode_nearest(spath, wanted[order], 0.0)
+    if got is None:
+        raise VideoError(spath, f"no decodable video frame up to {first:.2f} s")
+    out: list[tuple[float, np.ndarray]] = [got[0]] * len(wanted)
+    for rank, i in enumerate(order):
+        out[int(i)] = got[rank]
+    return out
+
+
+def _decode_nearest(path: str, wanted: np.ndarray, start: float) -> list[tuple[float, np.ndarray]] | None:
+    """For sorted ``wanted`` times, the nearest decoded frames from ``start`` on (a seek when > 0);
+    None when the seek overshot the first time or the video gave no usable frame."""
+    vf = VideoFile(path)
+    try:
+        cap = _open(vf)
+    except BaseException:
+        vf.close()
+        raise
+    try:
+        if start > 0:
+            cap.set(cv2.CAP_PROP_POS_MSEC, start * 1000.0)
+        picked: list[tuple[float, np.ndarray]] = []
+        prev: tuple[float, np.ndarray] | None = None
+        last_t = -math.inf
+        j = 0
+        while j < len(wanted):
+            try:
+                ok, frame = cap.read()
+            except cv2.error:
+                ok, frame = False, None
+            if not ok or frame is None:
+                break
+            ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+            if not math.isfinite(ms) or ms < 0:
+                if start > 0:
+                    return None  # no times after a seek: cannot tell where it landed
+                step = 1.0 / (_sane_fps(cap.get(cv2.CAP_PROP_FPS)) or FALLBACK_FPS)
+                t = 0.0 if prev is None else last_t + step
+            else:
+                t = round(ms * 1000.0) / 1e6
+            if t <= last_t:
+                t = last_t + 1e-6
+            if prev is None and start > 0 and t > wanted[0] + 1e-6:
+                return None  # the seek went past the first frame asked for
+            if frame.ndim == 2:
+                frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+            elif frame.shape[2] == 4:
+                frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+            while j < len(wanted) and t >= wanted[j] - 1e-6:
+                use_prev = prev is not None and abs(prev[0] - wanted[j]) < abs(t - wanted[j])
+                picked.append(prev if use_prev else (t, frame))
+                j += 1
+            prev, last_t = (t, frame), t
+        if prev is None:
+            return None
+        picked += [prev] * (len(wanted) - j)  # times past the last frame: the last frame
+        return picked
+    finally:
+        cap.release()
+        vf.close()

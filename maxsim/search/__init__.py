@@ -5,7 +5,7 @@
 imports the encoders, media or ingest stages.
 """
 
-from maxsim.search.corpus import Corpus
+from maxsim.search.corpus import Corpus, search_device
 from maxsim.search.options import SearchOptions, check_search_options, default_candidates, default_refine
 from maxsim.search.prune.searcher import PruneStats
 from maxsim.search.result import SearchResult, SearchStats, sum_prune_stats
@@ -14,5 +14,5 @@ from maxsim.search.searcher import Searcher, prepare_queries, rows_to_global
 __all__ = [
     "Corpus", "PruneStats", "SearchOptions", "SearchResult", "SearchStats", "Searcher",
     "check_search_options", "default_candidates", "default_refine", "prepare_queries", "rows_to_global",
-    "sum_prune_stats",
+    "search_device", "sum_prune_stats",
 ]

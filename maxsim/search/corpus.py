@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from maxsim.index.snapshot import Snapshot
-from maxsim.kernels import Docs, prepare_docs
+from maxsim.kernels import Docs, prepare_docs, triton_available
 
 PLACEMENTS = ("auto", "mapped", "resident", "stream")
 # Groups smaller than this share of the largest are merged on the device once there are more than
@@ -162,6 +162,14 @@ class Stager:
             ev = torch.cuda.Event()
             ev.record(torch.cuda.current_stream(self.device))
             self._done[self._slot] = ev
+
+
+def search_device(device: str | None) -> str:
+    """The device searches run on: ``"auto"`` (or None) is the first CUDA device when torch sees one and
+    Triton imports, else the CPU; anything else is taken as named (checked when the corpus is placed)."""
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() and triton_available() else "cpu"
+    return str(device)
 
 
 def parse_device(device: str | torch.device | None) -> torch.device:

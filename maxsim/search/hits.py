@@ -32,6 +32,8 @@ def build_hits(snap: Snapshot, q: torch.Tensor, scores: torch.Tensor, rows: torc
                 segment_id=int(snap.segment_ids[r]),
                 best_time=best_time(q, snap.segment_tokens(r), times, start, end),
                 thumbnail=t.column("thumbnail")[r].as_py() if thumbnails else None,
+                scores={"maxsim": float(s)},
+                frame_times=tuple(float(x) for x in times),
             )
         )
     return hits

@@ -1,4 +1,5 @@
-"""One search request, typed and checked once: :class:`SearchOptions`.
+"""One search request, typed and checked once: :class:`SearchOptions` (which hits, how they are searched,
+and how many of the best a reranker re-scores afterwards).
 
 Every front end (``Engine.search`` and its batch and vector forms, the HTTP service, the RAG retrievers,
 ``ShardedSearch``, the CLI) builds a :class:`SearchOptions` and passes it down whole; nothing below checks
@@ -17,14 +18,16 @@ from typing import Any
 
 MODES = ("exact", "pruned")
 PRUNED_KEYS = ("n_candidates", "n_refine", "nprobe")
-OPTION_KEYS = ("mode", *PRUNED_KEYS)
+OPTION_KEYS = ("mode", *PRUNED_KEYS, "rerank")
 
 # Bounds of the pruned search's knobs. Values past the index size only make a pruned search as slow as
 # an exact one; the upper bounds refuse nonsense (a mistyped 1e12) rather than any real index.
 MAX_CANDIDATES = 100_000_000
 MAX_REFINE = 1_000_000_000
 MAX_NPROBE = 65_536
-BOUNDS = {"n_candidates": (1, MAX_CANDIDATES), "n_refine": (0, MAX_REFINE), "nprobe": (1, MAX_NPROBE)}
+MAX_RERANK = 1000  # a vision-language reranker takes about a second a hit on a GPU
+BOUNDS = {"n_candidates": (1, MAX_CANDIDATES), "n_refine": (0, MAX_REFINE), "nprobe": (1, MAX_NPROBE),
+          "rerank": (0, MAX_RERANK)}
 MAX_K = 1_000_000_000  # k beyond the live segments is cut to them; this refuses nonsense
 DEFAULT_NPROBE = 8
 
@@ -58,6 +61,10 @@ class SearchOptions:
       picked through the prune index (``n_refine`` scored from residual codes first, ``nprobe`` centroids
       probed per query token; None: the defaults, see :func:`default_candidates`, :func:`default_refine`,
       :data:`DEFAULT_NPROBE`). The pruning knobs are refused for an exact search.
+    - ``rerank``: re-score the best ``rerank`` hits (at least ``k``) with the engine's reranker, which
+      sees the query and each segment's frames decoded again from its video, and keep the best ``k`` by
+      its score (0: no re-ranking; at most :data:`MAX_RERANK`). Runs after either mode, on the query text
+      (searches by vectors cannot re-rank).
     """
 
     k: int = 10
@@ -68,6 +75,7 @@ class SearchOptions:
     n_candidates: int | None = None
     n_refine: int | None = None
     nprobe: int | None = None
+    rerank: int = 0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -103,13 +111,14 @@ class SearchOptions:
                 f"{', '.join(knobs)} only {'applies' if len(knobs) == 1 else 'apply'} to pruned search; "
                 f"add mode='pruned' (got mode {self.mode!r})"
             )
+        set_(self, "rerank", _int(self.rerank, "rerank", *BOUNDS["rerank"]))
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any] | None, what: str = "search_options",
                      **base: Any) -> SearchOptions:
-        """Options from a dict of search options (``mode``, ``n_candidates``, ``n_refine``, ``nprobe``;
-        None values mean "the default") over ``base`` (``k``, filters): how the HTTP service and the
-        retrievers take theirs. Errors name ``what``."""
+        """Options from a dict of search options (``mode``, ``n_candidates``, ``n_refine``, ``nprobe``,
+        ``rerank``; None values mean "the default") over ``base`` (``k``, filters): how the HTTP service
+        and the retrievers take theirs. Errors name ``what``."""
         if options is None:
             options = {}
         if not isinstance(options, Mapping):
@@ -126,20 +135,40 @@ class SearchOptions:
         except (TypeError, ValueError) as e:
             raise type(e)(f"{what}: {e}") from None
 
+    @classmethod
+    def of(cls, options: SearchOptions | None, **changes: Any) -> SearchOptions:
+        """``options`` (or the defaults when None) with keyword ``changes`` applied: how the engine takes
+        ``query(text, options, k=5)``."""
+        if options is None:
+            return cls(**changes)
+        if not isinstance(options, SearchOptions):
+            raise TypeError(f"options must be a SearchOptions, got {type(options).__name__}")
+        return options.replace(**changes) if changes else options
+
     def replace(self, **changes: Any) -> SearchOptions:
         """A copy with some options changed (checked again)."""
         return dataclasses.replace(self, **changes)
 
     def knobs(self) -> dict[str, Any]:
-        """The search options beyond k and the filters (``mode`` and the pruning knobs set), as a dict."""
+        """The search options beyond k and the filters (``mode``, the pruning knobs set, ``rerank`` when
+        it is on), as a dict."""
         out: dict[str, Any] = {"mode": self.mode}
         out.update({key: getattr(self, key) for key in PRUNED_KEYS if getattr(self, key) is not None})
+        if self.rerank:
+            out["rerank"] = self.rerank
         return out
+
+    def first_stage(self) -> SearchOptions:
+        """The options of the search a re-ranked one starts with: ``k`` widened to the hits the reranker
+        re-scores, no re-ranking. Itself when ``rerank`` is 0."""
+        if not self.rerank:
+            return self
+        return self.replace(k=max(self.k, self.rerank), rerank=0)
 
 
 def check_search_options(options: Mapping[str, Any] | None, what: str = "search_options") -> dict[str, Any]:
-    """A checked copy of a dict of search options (``mode``, ``n_candidates``, ``n_refine``, ``nprobe``;
-    None values dropped), as :meth:`SearchOptions.from_mapping` checks them."""
+    """A checked copy of a dict of search options (``mode``, ``n_candidates``, ``n_refine``, ``nprobe``,
+    ``rerank``; None values and ``rerank=0`` dropped), as :meth:`SearchOptions.from_mapping` checks them."""
     opts = SearchOptions.from_mapping(options, what)
     out = opts.knobs()
     if (options or {}).get("mode") is None:

@@ -11,8 +11,9 @@ from maxsim.types import Hit
 
 @dataclass
 class SearchStats:
-    """What one query's search did: its mode, the segments it could match, where it scored them, and for
-    a pruned search what it read (:class:`~maxsim.search.prune.searcher.PruneStats`)."""
+    """What one query's search did: its mode, the segments it could match, where it scored them, for a
+    pruned search what it read (:class:`~maxsim.search.prune.searcher.PruneStats`), and when its hits were
+    re-ranked, how many, by which reranker and in how long."""
 
     mode: str = "exact"
     segments: int = 0  # live segments the filters allowed
@@ -20,6 +21,9 @@ class SearchStats:
     device: str = "cpu"
     prune: PruneStats | None = None
     placement: dict[str, Any] = field(default_factory=dict)  # how the corpus was placed (see Corpus.stats)
+    reranked: int = 0  # hits the reranker re-scored (0: no re-ranking)
+    reranker: str | None = None  # its name
+    rerank_ms: float | None = None  # wall-clock time of the re-ranking (decoding frames included)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mode": self.mode, "segments": self.segments, "backend": self.backend,
@@ -28,6 +32,8 @@ class SearchStats:
             out["prune"] = self.prune.to_dict()
         if self.placement:
             out["placement"] = dict(self.placement)
+        if self.reranker is not None:
+            out["rerank"] = {"hits": self.reranked, "reranker": self.reranker, "ms": self.rerank_ms}
         return out
 
 

@@ -41,7 +41,7 @@ _ERRORS = {
         "model": S.ErrorOut,
         "description": "a value the schema cannot express is wrong: k above this server's max_k, "
         "a time_range whose end is before its start, pruning options (n_candidates, n_refine, nprobe) "
-        "for an exact search",
+        "for an exact search, `rerank` asked of a server whose reranker cannot be loaded",
     },
     401: {"model": S.ErrorOut, "description": "missing or wrong API key"},
     413: {"model": S.ErrorOut, "description": "request body too large"},
@@ -63,6 +63,7 @@ def create_app(
     cors_origins: list[str] | None = None,
     warm: bool = True,
     search_options: dict[str, Any] | None = None,
+    reranker: Any = None,
 ) -> FastAPI:
     """A FastAPI app serving the index at ``engine_or_path`` (a path, or an open :class:`~maxsim.Engine`).
 
@@ -78,12 +79,16 @@ def create_app(
     encoder now rather than on the first search. ``cors_origins``: web origins (``https://app.example``)
     whose pages may call the API from a browser; none by default (the search page is same-origin).
     ``search_options``: what a search request that does not set them gets, e.g. ``{"mode": "pruned",
-    "n_candidates": 2000}`` (keys of :func:`maxsim.search_options.check_search_options`); exact search by
-    default. A request's own ``mode`` wins; its pruning knobs override these one by one.
+    "n_candidates": 2000}`` or ``{"rerank": 50}`` (keys of :func:`maxsim.search.check_search_options`);
+    exact search without re-ranking by default. A request's own ``mode`` wins; its pruning knobs and
+    ``rerank`` override these one by one. ``reranker``: the reranker spec (or object) when the app opens
+    the index at a path (an Engine given brings its own); with a default ``rerank`` and ``warm`` it is
+    loaded now too.
     """
     defaults = check_search_options(search_options, "create_app(search_options=)")
     default_mode = defaults.pop("mode", "exact")
-    engine = open_engine(engine_or_path, encoder)
+    default_rerank = defaults.pop("rerank", 0)
+    engine = open_engine(engine_or_path, encoder, reranker)
     if not 1 <= max_k <= S.MAX_K:
         raise ValueError(f"max_k must be in 1..{S.MAX_K}, got {max_k}")
     if not 1 <= max_batch <= S.MAX_BATCH:
@@ -96,6 +101,8 @@ def create_app(
     state = ServerState(engine, refresh_interval_s, batch_window_ms, max_batch, max_queue)
     if warm:
         state.serial_encoder()  # the model is loaded once, here; errors surface at startup
+        if default_rerank:
+            _ = engine.reranker  # so is the reranker when searches re-rank by default
     if root is not None:
         state.jobs = IngestJobs(state.ingest_file)
 
@@ -128,11 +135,12 @@ def create_app(
     require_key, require_key_media = key_checks(api_key)
     api = APIRouter(dependencies=[Depends(require_key)] if api_key else [], responses=_ERRORS)
     media_api = APIRouter(dependencies=[Depends(require_key_media)] if api_key else [], responses=_ERRORS)
-    search.router(state, api, max_k, defaults, default_mode)
+    search.router(state, api, max_k, defaults, default_mode, default_rerank)
     media.router(state, media_api)
     videos.router(state, api)
     ingest.router(state, api, root)
-    health.router(state, app, max_k, defaults, default_mode, auth_required=api_key is not None)
+    health.router(state, app, max_k, defaults, default_mode, auth_required=api_key is not None,
+                  default_rerank=default_rerank)
     if api_key:
         _schema_pages(app, require_key_media)
 

@@ -27,8 +27,13 @@ class _Pending:
     def group(self) -> SearchOptions:
         """Requests with equal keys share one engine call: the same filters and search options. An exact
         search's hits do not depend on k beyond the first k, so exact requests of any k share a call (at
-        the largest k); a pruned search's default candidate counts follow k, so k is part of its key."""
-        return self.options if self.options.mode == "pruned" else self.options.replace(k=1)
+        the largest k); a pruned search's default candidate counts follow k, so k is part of its key. A
+        re-ranked search re-scores max(k, rerank) hits: requests with k up to ``rerank`` share a call,
+        larger k are part of the key."""
+        opts = self.options
+        if opts.mode == "pruned" or opts.k > opts.rerank > 0:
+            return opts
+        return opts.replace(k=1)
 
 
 class Overloaded(RuntimeError):

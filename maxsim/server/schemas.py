@@ -15,7 +15,7 @@ from pydantic import (
     field_validator,
 )
 
-from maxsim.search.options import MAX_CANDIDATES, MAX_NPROBE, MAX_REFINE
+from maxsim.search.options import MAX_CANDIDATES, MAX_NPROBE, MAX_REFINE, MAX_RERANK
 
 # Upper bounds the app enforces; create_app() may lower or raise them per server.
 MAX_TEXT_CHARS = 2000
@@ -74,6 +74,14 @@ class _SearchOptions(BaseModel):
         le=MAX_NPROBE,
         description="pruned search: centroids probed per query token (default: the server's, else 8)",
     )
+    rerank: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_RERANK,
+        description="re-score the best N hits (at least k) with the server's reranker (a vision-language "
+        "model that sees the query and each segment's frames, decoded again from its video) and return the "
+        "best k of those by its score; 0: no re-ranking. Default: the server's (`maxsim serve --rerank N`)",
+    )
     include_prune_stats: bool = Field(
         default=False,
         description="pruned search: add `prune_stats` (what the search read) to the response; the request "
@@ -121,7 +129,13 @@ class HitOut(BaseModel):
     video_name: str
     start: float = Field(description="segment start, seconds")
     end: float = Field(description="segment end, seconds")
-    score: float = Field(description="MaxSim score (higher is better)")
+    score: float = Field(description="the ranking score (higher is better): MaxSim, or the reranker's when "
+                         "the search re-ranked")
+    scores: dict[str, float] = Field(
+        default_factory=dict,
+        description='the score of each stage that ranked the hit: {"maxsim": ...} and, re-ranked, '
+        '{"maxsim": ..., "rerank": ...}',
+    )
     best_time: float = Field(description="time of the frame that matched best, seconds")
     segment_id: int
     thumbnail_url: str | None = Field(description="GET this for the JPEG thumbnail (null when none stored)")
@@ -243,6 +257,7 @@ class SearchDefaults(BaseModel):
     n_candidates: int | None = Field(description="null: the engine's default")
     n_refine: int | None = Field(description="null: the engine's default")
     nprobe: int | None = Field(description="null: the engine's default")
+    rerank: int = Field(0, description="hits re-scored by the reranker (0: none)")
 
 
 class Health(BaseModel):

@@ -109,10 +109,12 @@ class ServerState:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def open_engine(engine_or_path: Any, encoder: Any) -> Any:
-    """The engine to serve: an :class:`~maxsim.Engine` given as it is, or the index at a path opened."""
+def open_engine(engine_or_path: Any, encoder: Any, reranker: Any = None) -> Any:
+    """The engine to serve: an :class:`~maxsim.Engine` given as it is, or the index at a path opened (with
+    ``encoder`` and ``reranker``, which an Engine given brings itself)."""
     if isinstance(engine_or_path, (str, os.PathLike)):
-        return Engine(engine_or_path, encoder=encoder, create=False)
-    if encoder is not None:
-        raise ValueError("encoder= is only used when create_app() is given an index path, not an Engine")
+        return Engine(engine_or_path, encoder=encoder, create=False, reranker=reranker)
+    for name, value in (("encoder", encoder), ("reranker", reranker)):
+        if value is not None:
+            raise ValueError(f"{name}= is only used when create_app() is given an index path, not an Engine")
     return engine_or_path

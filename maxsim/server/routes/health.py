@@ -16,7 +16,7 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
 def router(state: ServerState, app: FastAPI, max_k: int, defaults: dict[str, Any], default_mode: str,
-           auth_required: bool) -> None:
+           auth_required: bool, default_rerank: int = 0) -> None:
     """Add ``/healthz`` and ``/`` to ``app`` (never behind the API key)."""
     engine = state.engine
 
@@ -34,7 +34,7 @@ def router(state: ServerState, app: FastAPI, max_k: int, defaults: dict[str, Any
             batching=S.Batching(**state.batcher.stats.to_dict()),
             prune_index=state.has_prune_index(),
             search_defaults=S.SearchDefaults(
-                mode=default_mode, **{key: defaults.get(key) for key in PRUNED_KEYS}
+                mode=default_mode, rerank=default_rerank, **{key: defaults.get(key) for key in PRUNED_KEYS}
             ),
             max_k=max_k,
             search={"backend": engine.searcher.backend, **engine.searcher.corpus.stats()},

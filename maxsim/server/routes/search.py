@@ -1,4 +1,5 @@
-"""``POST /search``: one text or a batch of texts, exact or pruned, with what the search read."""
+"""``POST /search``: one text or a batch of texts, exact or pruned, optionally re-ranked, with what the
+search read."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Request
 
+from maxsim.errors import RerankError
 from maxsim.integrations.hits import hit_metadata
 from maxsim.search import SearchOptions, sum_prune_stats
 from maxsim.search.options import PRUNED_KEYS
@@ -34,13 +36,15 @@ def hit_out(h: Hit, prefix: str, thumbnails: bool) -> S.HitOut:
     )
 
 
-def router(state: ServerState, api: APIRouter, max_k: int, defaults: dict[str, Any], default_mode: str
-           ) -> None:
-    """Add the search route to ``api``; ``defaults``/``default_mode``: the server's search options."""
+def router(state: ServerState, api: APIRouter, max_k: int, defaults: dict[str, Any], default_mode: str,
+           default_rerank: int = 0) -> None:
+    """Add the search route to ``api``; ``defaults``/``default_mode``/``default_rerank``: the server's
+    search options (pruning knobs, mode, hits re-ranked)."""
 
     def resolve_options(req: S.SearchRequest | S.BatchSearchRequest) -> tuple[str, dict[str, Any]]:
-        """The mode a request runs in and its pruning knobs: the request's, else the server's."""
+        """The mode a request runs in and its other options: the request's, else the server's."""
         given = {key: getattr(req, key) for key in PRUNED_KEYS if getattr(req, key) is not None}
+        rerank = {"rerank": default_rerank if req.rerank is None else req.rerank}
         mode = req.mode or default_mode
         if mode == "exact":
             if given and req.mode == "exact":
@@ -52,8 +56,8 @@ def router(state: ServerState, api: APIRouter, max_k: int, defaults: dict[str, A
                     f"{', '.join(given)} only {_apply(list(given))} to pruned search, and this server "
                     'searches exactly by default: add "mode": "pruned"',
                 )
-            return mode, {}
-        return mode, {**defaults, **given}
+            return mode, rerank
+        return mode, {**defaults, **given, **rerank}
 
     @api.post(
         "/search",
@@ -61,6 +65,7 @@ def router(state: ServerState, api: APIRouter, max_k: int, defaults: dict[str, A
         response_model_exclude_none=False,
         responses={
             404: {"model": S.ErrorOut, "description": "a video in `videos` is not in the index"},
+            409: {"model": S.ErrorOut, "description": "re-ranking needs a video file that is gone"},
             503: {
                 "model": S.ErrorOut,
                 "description": "too many searches are waiting: retry after the `Retry-After` seconds",
@@ -103,6 +108,8 @@ def router(state: ServerState, api: APIRouter, max_k: int, defaults: dict[str, A
             results = await state.batcher.search(texts, options)
         except Overloaded as e:
             raise HTTPException(503, str(e), {"Retry-After": str(e.retry_after_s)}) from e
+        except RerankError as e:  # a video file that is gone (409), or no reranker to be had (400)
+            raise HTTPException(409 if e.video else 400, str(e)) from e
         except ValueError as e:
             raise HTTPException(400, str(e)) from e
         took = (time.perf_counter() - t0) * 1000
