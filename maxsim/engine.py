@@ -156,7 +156,7 @@ class Engine:
             recipe = (sampler or FrameSampler()).to_record()
             try:
                 Store.create(self.path, encoder_record(self._encoder, self._spec), self._encoder.dim, dtype,
-                             sampler=recipe)
+                             sampler=recipe, wait=lock_timeout)
             except FileExistsError:  # another process created it meanwhile
                 pass
             manifest = self.store.manifest()
@@ -271,7 +271,7 @@ class Engine:
         progress: bool = True,
         commit_every: int | None = None,
         ray: bool = False,
-        ray_workers: int = 2,
+        ray_workers: int = 2, isolate: bool = True,
     ) -> IngestReport:
         """Add videos (files or folders searched recursively; one path or several) in one commit.
 
@@ -286,7 +286,8 @@ class Engine:
         whatever the video's length.
         Killed at any point, the index stays at its last committed version. With ``commit_every=N`` a
         version is committed after every N ingested videos (a long ingest that is interrupted then keeps
-        what it committed; ``report.version`` is the last version committed).
+        what it committed; ``report.version`` is the last version committed). ``isolate`` (default) decodes
+        each video in a worker process: a decoder crashing or hanging on a file fails that file only.
 
         With ``ray=True`` decoding, segmentation and frame sampling run as a Ray Data pipeline and
         encoding in a pool of ``ray_workers`` actors (one GPU each when the cluster has GPUs); this
@@ -302,7 +303,7 @@ class Engine:
                 worker_encoder(enc, self.encoder_load_args()), seg, sampler, dim, enc.name,
                 batch_size=self.batch_size, num_workers=ray_workers)
         else:
-            video_encoder = LocalVideoEncoder(enc, sampler, dim, self.batch_size)
+            video_encoder = LocalVideoEncoder(enc, sampler, dim, self.batch_size, isolate=isolate)
         made: list[Snapshot] = []
         ingester = Ingester(self.store, settings_key(seg, sampler, enc), video_encoder,
                             lock_timeout=self.lock_timeout,

@@ -31,6 +31,7 @@ from maxsim.media.clips import iter_clips
 from maxsim.media.frames import FrameSampler
 from maxsim.media.segment import Segmenter
 from maxsim.media.video import content_hash
+from maxsim.media.worker import isolated_clips, warm_up
 from maxsim.specs import plural
 from maxsim.types import Clip, Encoder, video_key
 
@@ -235,16 +236,25 @@ class VideoEncoder(Protocol):
 
 
 class LocalVideoEncoder:
-    """Decodes, segments, samples and encodes each video in this process, ``batch_size`` clips per
-    encoder call; memory holds one batch of clips and the frames of the segments still open."""
+    """Decodes, segments and samples each video, and encodes its clips in this process, ``batch_size``
+    clips per encoder call; memory holds one batch of clips and the frames of the segments still open.
+
+    With ``isolate`` (the default) the decoding runs in a worker process
+    (:func:`~maxsim.media.worker.isolated_clips`), so that a native decoder crashing or hanging on a file
+    fails that file only; ``isolate=False`` decodes in this process.
+    """
 
     needs_plan = False
 
-    def __init__(self, encoder: Encoder, sampler: FrameSampler, dim: int, batch_size: int = 8) -> None:
+    def __init__(self, encoder: Encoder, sampler: FrameSampler, dim: int, batch_size: int = 8,
+                 isolate: bool = True) -> None:
         self.encoder = encoder
         self.sampler = sampler
         self.dim = int(dim)
         self.batch_size = int(batch_size)
+        self.isolate = bool(isolate)
+        if self.isolate:
+            warm_up()  # its imports overlap the ingest's own start (lock, hashing)
 
     def plan(self, videos: Sequence[str]) -> None:
         pass
@@ -271,7 +281,10 @@ class LocalVideoEncoder:
                 )
             batch.clear()
 
-        clips = iter_clips(video, segmenter, self.sampler)
+        if self.isolate:
+            clips = isolated_clips(video, segmenter, self.sampler, read_ahead=self.batch_size)
+        else:
+            clips = iter_clips(video, segmenter, self.sampler)
         try:
             for item in clips:
                 batch.append(item)

@@ -7,10 +7,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import unquote_to_bytes
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # annotations only: the media stage (and its decode worker) runs without torch
+    import torch
 
 
 @dataclass
@@ -113,6 +116,29 @@ class Segment:
 def video_key(path: str | os.PathLike) -> str:
     """The key a video has in the index: its absolute path with symlinks resolved."""
     return str(Path(path).resolve())
+
+
+_PLAIN = frozenset(range(0x20, 0x7F)) - {ord("%")}
+
+
+def encode_path(path: str) -> str:
+    """``path`` as text that any UTF-8 store (an Arrow string column) holds, losslessly: ``path`` itself
+    when it is valid Unicode; a name whose bytes are not UTF-8 (Python holds them as surrogate escapes)
+    becomes NUL followed by its bytes, each byte outside printable ASCII (and ``%``) written as ``%XX``.
+    No path contains NUL, so the two forms cannot be confused. :func:`decode_path` reverses it."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        raw = os.fsencode(path)
+        return "\x00" + "".join(chr(b) if b in _PLAIN else f"%{b:02X}" for b in raw)
+
+
+def decode_path(text: str) -> str:
+    """The path :func:`encode_path` wrote as ``text``."""
+    if not text.startswith("\x00"):
+        return text
+    return os.fsdecode(unquote_to_bytes(text[1:]))
 
 
 def thumbnail_data_uri(jpeg: bytes | None) -> str | None:

@@ -111,6 +111,10 @@ def test_errors(tmp_path):
         store.snapshot()
 
     (tmp_path / "i" / man["parts"][0]["segments"]).write_bytes(b"not arrow")
+    with pytest.raises(IndexFormatError, match=r"segments.arrow: 9 bytes, but \d+ were written at commit"):
+        store.snapshot()
+    del man["parts"][0]["checksums"]  # a part written before checksums: Arrow finds the damage
+    (tmp_path / "i" / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(IndexFormatError, match="not a readable Arrow IPC file"):
         store.snapshot()
 

@@ -8,6 +8,7 @@ errors a user can fix into one or two lines and exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from maxsim.cli.common import UNSET, add_device_args, pool_arg
 from maxsim.cli.info import cmd_info
 from maxsim.cli.ingest import PRESETS, cmd_ingest
 from maxsim.cli.maintenance import cmd_compact, cmd_delete, cmd_prune
+from maxsim.cli.repair import cmd_repair, cmd_verify
 from maxsim.cli.search import cmd_search
 from maxsim.cli.serve import cmd_serve
 from maxsim.encoders import DEFAULT_ENCODER
@@ -203,6 +205,22 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--json", action="store_true")
     co.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     co.set_defaults(func=cmd_compact)
+
+    ve = sub.add_parser("verify", help="read every byte of an index against the checksums written at commit")
+    ve.add_argument("index")
+    ve.add_argument("--version", type=int, help="check this retained version (default: the latest)")
+    ve.add_argument("--json", action="store_true")
+    ve.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ve.set_defaults(func=cmd_verify)
+
+    re_ = sub.add_parser("repair", help="restore a missing or damaged manifest.json from its newest usable "
+                         "copy, remove damaged parts and their videos (shows the plan; --yes applies it)")
+    re_.add_argument("index")
+    re_.add_argument("--yes", action="store_true", help="carry the plan out (default: only show it)")
+    re_.add_argument("--lock-timeout", type=float, default=0.0, metavar="S",
+                     help="wait this long for another writer (default: fail at once)")
+    re_.add_argument("--json", action="store_true")
+    re_.set_defaults(func=cmd_repair)
     for sp in sub.choices.values():  # `maxsim ingest ... --debug` as well as `maxsim --debug ingest ...`
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the full traceback of an error (also MAXSIM_DEBUG=1)")
@@ -239,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     lets them raise with their traceback.
     """
     args = build_parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as their own bytes
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="surrogateescape")
     try:
         return args.func(args)
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early: not an error

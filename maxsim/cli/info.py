@@ -12,6 +12,7 @@ from maxsim.encoders.spec import reduction_of
 from maxsim.index.store import Store
 from maxsim.media.frames import FrameSampler
 from maxsim.search.prune.files import prune_summary
+from maxsim.specs import plural
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -37,6 +38,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "tokens": int(sum(p["n_tokens"] for p in man.parts)),
         "deleted_segments": man.n_deleted,
         "parts": len(man.parts),
+        "parts_with_checksums": sum(1 for p in man.parts if p.get("checksums")),
         "bytes_on_disk": size,
         "prune_index": prune_summary(args.index, [p["id"] for p in man.parts]),
         "history": man.history,
@@ -47,6 +49,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     for key in ("path", "format_version", "version", "latest_version", "versions_kept", "dim", "dtype",
                 "videos", "segments", "tokens", "deleted_segments", "parts", "bytes_on_disk"):
         print(f"{key:>17}: {info[key]}")
+    n_sums = info["parts_with_checksums"]
+    unsummed = "" if n_sums == len(man.parts) else (
+        f" ({len(man.parts) - n_sums} written by an older maxsim without; `maxsim compact --full` adds them)")
+    print(f"{'checksums':>17}: {n_sums} of {plural(len(man.parts), 'part')}{unsummed}; "
+          f"`maxsim verify {args.index}` reads every byte")
     print(f"{'encoder':>17}: {json.dumps(man.encoder)}")
     r = FrameSampler.from_record(man.sampler)
     size = (f"longest side {r.max_side}" if r.max_side is not None else f"within {r.frame_size.describe()}"

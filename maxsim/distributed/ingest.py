@@ -4,7 +4,8 @@
 (``maxsim ingest --ray``) hands it to the same :class:`~maxsim.ingest.Ingester` as a plain ingest.
 
 1. a CPU stage (``flat_map``, one task per video): decode once, segment, sample frames
-   (:func:`maxsim.media.iter_clips`), one row per clip with its frames and thumbnail;
+   (:func:`maxsim.media.iter_clips`, in a worker process of the task's: a decoder crash fails that video
+   only), one row per clip with its frames and thumbnail;
 2. an encoder actor pool (``map_batches`` with ``concurrency=num_workers``): each actor loads the
    engine's encoder once (a GPU per actor when the cluster has GPUs) and encodes batches of clips. It
    loads it from the engine's spec at the hub revision the engine's encoder was loaded at (an encoder
@@ -30,10 +31,10 @@ from maxsim.encoders.record import encoder_identity
 from maxsim.errors import EncoderMismatchError, EncoderOutputError, VideoError
 from maxsim.index.parts import SegmentRecord
 from maxsim.ingest import check_vectors
-from maxsim.media.clips import iter_clips
 from maxsim.media.frames import FrameSampler
 from maxsim.media.segment import Segmenter
-from maxsim.types import Clip, Encoder
+from maxsim.media.worker import isolated_clips
+from maxsim.types import Clip, Encoder, decode_path, encode_path
 
 
 class _ClipRows:
@@ -44,11 +45,11 @@ class _ClipRows:
         self.sampler = sampler
 
     def __call__(self, row: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        video = row["video"]
-        base = {"video": video, "kind": "clip", "reason": "", "start": 0.0, "end": 0.0, "frames": b"",
+        video = decode_path(row["video"])
+        base = {"video": row["video"], "kind": "clip", "reason": "", "start": 0.0, "end": 0.0, "frames": b"",
                 "shape": [0, 0, 0, 0], "timestamps": [], "thumbnail": b""}
         try:
-            for clip, thumb in iter_clips(video, self.segmenter, self.sampler):
+            for clip, thumb in isolated_clips(video, self.segmenter, self.sampler):
                 frames = np.ascontiguousarray(clip.frames, dtype=np.uint8)
                 yield {**base, "start": float(clip.start), "end": float(clip.end), "frames": frames.tobytes(),
                        "shape": list(frames.shape), "thumbnail": thumb or b"",
@@ -90,7 +91,7 @@ class _EncodeBatch:
     def __call__(self, batch: Any) -> Any:
         rows = batch.to_dict("records")
         clips = [
-            Clip(r["video"], r["start"], r["end"],
+            Clip(decode_path(r["video"]), r["start"], r["end"],
                  np.frombuffer(r["frames"], dtype=np.uint8).reshape([int(x) for x in r["shape"]]),
                  np.asarray(r["timestamps"], dtype=np.float64))
             for r in rows if r["kind"] == "clip"
@@ -193,7 +194,7 @@ class RayVideoEncoder:
             pass
         self._stream = None
         if self.videos:
-            ds = ray.data.from_items([{"video": v} for v in self.videos],
+            ds = ray.data.from_items([{"video": encode_path(v)} for v in self.videos],
                                      override_num_blocks=len(self.videos))
             # CPUs: the encoder actors hold theirs for the whole ingest, so leave at least one to decode
             cpus = float(ray.cluster_resources().get("CPU", 1))
@@ -214,7 +215,7 @@ class RayVideoEncoder:
             return
         assert self._stream is not None
         for row in self._stream:
-            if row["video"] != video:
+            if decode_path(row["video"]) != video:
                 raise RuntimeError(f"Ray pipeline returned a row of {row['video']} while skipping {video}")
             if row["kind"] in ("end", "error"):
                 return
@@ -230,7 +231,7 @@ class RayVideoEncoder:
         self._unfinished = video  # until its last row is read
         assert self._stream is not None
         for row in self._stream:
-            if row["video"] != video:
+            if decode_path(row["video"]) != video:
                 raise RuntimeError(f"Ray pipeline returned a row of {row['video']} while reading {video}")
             kind = row["kind"]
             if kind in ("end", "error"):

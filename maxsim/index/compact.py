@@ -48,8 +48,9 @@ def compact(
     least ``min_dead_fraction`` of its segments are deleted (with ``full``: every part with a deleted
     row, and all parts are merged). Rewritten parts are merged, in index order, into parts of about
     ``target_part_bytes``; segment ids are kept. Nothing is done when that would leave one small part
-    unchanged. Then garbage collection keeps ``keep_versions`` versions. Needs the writer lock; readers
-    keep searching the version they opened.
+    unchanged (unless ``full`` and it was written without checksums: it is rewritten to get them). Then
+    garbage collection keeps ``keep_versions`` versions. Needs the writer lock; readers keep searching the
+    version they opened.
     """
     base = store.manifest()
     snap = Snapshot(store.root, base)
@@ -63,7 +64,9 @@ def compact(
         if full or small or (n and dead / n >= min_dead_fraction) or (n and dead == n):
             chosen.append(i)
     has_dead = any(int((~snap.live[slice(*snap.part_rows[i])]).sum()) for i in chosen)
-    if len(chosen) < 2 and not has_dead:
+    # a full compaction also rewrites a lone part written before checksums, so that it gets them
+    unsummed = full and any("checksums" not in base.parts[i] for i in chosen)
+    if len(chosen) < 2 and not has_dead and not unsummed:
         removed = store.collect_garbage(keep_versions)
         return CompactReport(len(base.parts), len(base.parts), 0, 0, bytes_before, bytes_before, None,
                              len(removed))
@@ -74,12 +77,13 @@ def compact(
     dropped = 0
     try:
         with clear_write_errors(store.root, base.version):
-            chunks = [c for c in snap.chunks if c.part in chosen_set]
-            for ch in tqdm(chunks, desc="compact", unit="batch", disable=not progress):
+            chunks = [(c, ch) for c, ch in enumerate(snap.chunks) if ch.part in chosen_set]
+            for c, ch in tqdm(chunks, desc="compact", unit="batch", disable=not progress):
                 ok = snap.live[ch.rows]
                 dropped += int((~ok).sum())
                 if not ok.any():
                     continue
+                snap.verify_chunks([c])  # never copy damaged bytes into a part with fresh checksums
                 sel = np.flatnonzero(ok)
                 rows = snap.table.take(pa.array(ch.rows[sel]))
                 off = ch.offsets.numpy()
@@ -121,6 +125,7 @@ def compact(
         op="compact",
         info={"parts_rewritten": len(chosen), "parts_written": len(new_parts),
               "segments_dropped": dropped},
+        keep_versions=keep_versions,
     )
     removed = store.collect_garbage(keep_versions)
     return CompactReport(

@@ -102,9 +102,9 @@ def retained_versions(root: Path, latest: int) -> list[int]:
     return sorted({latest, *(v for v in version_files(root) if v <= latest)})
 
 
-def open_ipc(path: Path, version: int | None = None) -> pa.ipc.RecordBatchFileReader:
-    """Open an Arrow IPC file memory-mapped (no copy of its buffers); ``version``: the index version that
-    lists it, named when it is missing."""
+def map_file(path: Path, version: int | None = None) -> pa.MemoryMappedFile:
+    """Memory-map an index file for reading; ``version``: the index version that lists it, named when it
+    is missing."""
     if not path.is_file():
         where = f" of version {version}" if version is not None else ""
         raise IndexFormatError(
@@ -112,7 +112,19 @@ def open_ipc(path: Path, version: int | None = None) -> pa.ipc.RecordBatchFileRe
             "damaged: files deleted by hand or an incomplete copy)"
         )
     try:
-        return pa.ipc.open_file(pa.memory_map(str(path), "r"))
+        return pa.memory_map(str(path), "r")
+    except OSError as e:
+        raise IndexFormatError(f"{path}: cannot be read ({e})") from e
+
+
+def open_ipc(path: Path, version: int | None = None, mapped: pa.MemoryMappedFile | None = None
+             ) -> pa.ipc.RecordBatchFileReader:
+    """Open an Arrow IPC file memory-mapped (no copy of its buffers): ``mapped`` if given, else ``path``
+    mapped here (see :func:`map_file`)."""
+    if mapped is None:
+        mapped = map_file(path, version)
+    try:
+        return pa.ipc.open_file(mapped)
     except (pa.ArrowInvalid, OSError) as e:
         raise IndexFormatError(f"{path}: not a readable Arrow IPC file ({e})") from e
 

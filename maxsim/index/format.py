@@ -21,6 +21,7 @@ MANIFESTS = "manifests"
 PARTS = "parts"
 LOCK = "LOCK"
 KEEP_VERSIONS = 8  # versions whose files garbage collection keeps by default (the latest included)
+CREATE_WAIT_S = 10.0  # creating an index waits at least this long for a concurrent creator's lock
 TARGET_PART_BYTES = 512 << 20  # token bytes a compacted part grows to before a new one starts
 
 PART_FILE = re.compile(r"^(p[0-9]{14}-[0-9a-f]{12})\.(segments|tokens)\.arrow$")

@@ -35,7 +35,9 @@ from maxsim.index.format import (
     ranges_from_ids,
     stored_bits,
 )
+from maxsim.index.integrity import ALGORITHM, ChecksumSink
 from maxsim.kernels.quantize import quantize
+from maxsim.types import encode_path
 
 
 @dataclass
@@ -86,13 +88,15 @@ class PartWriter:
             fields.append(("scale", pa.float32()))
         self._tok_schema = pa.schema(fields)
         self._files: list[Any] = []
+        self._sums: list[ChecksumSink] = []  # CRC-32 of each record batch, as written
         self._sinks: list[Any] = []
         self._writers: list[Any] = []
         try:
             for path, schema in ((self.seg_path, SEGMENT_SCHEMA), (self.tok_path, self._tok_schema)):
                 f = files.open_sink(path)
                 self._files.append(f)
-                sink = pa.PythonFile(f, mode="w")
+                self._sums.append(ChecksumSink(f))
+                sink = pa.PythonFile(self._sums[-1], mode="w")
                 self._sinks.append(sink)
                 self._writers.append(pa.ipc.new_file(sink, schema))
         except BaseException:
@@ -132,7 +136,7 @@ class PartWriter:
         self._rows.append(
             {
                 "segment_id": int(segment_id),
-                "video": rec.video,
+                "video": encode_path(rec.video),  # a name that is not UTF-8 kept losslessly
                 "video_hash": rec.video_hash,
                 "settings": rec.settings,
                 "start": float(rec.start),
@@ -289,8 +293,10 @@ class PartWriter:
             cols.append(pa.array(np.concatenate(self._scales) if self._scales else np.zeros(0, np.float32),
                                  type=pa.float32()))
         self._writers[1].write_batch(pa.record_batch(cols, schema=self._tok_schema))
+        self._sums[1].mark()  # token batch b is checksum range b
         for batch in seg.to_batches(max_chunksize=max(1, seg.num_rows)):
             self._writers[0].write_batch(batch)
+        self._sums[0].mark()
         self.n_segments += rows.num_rows
         self.n_tokens += self._buffered_tokens
         self._rows, self._toks, self._scales, self._buffered_tokens, self._buffered_rows = [], [], [], 0, 0
@@ -301,8 +307,9 @@ class PartWriter:
         """Finish both files (fsynced) and return the part's entry for :meth:`Store.commit`."""
         self.flush()
         with files.clear_write_errors(self.root, self.version):
-            for w, sink, f in zip(self._writers, self._sinks, self._files, strict=True):
+            for w, sink, f, sums in zip(self._writers, self._sinks, self._files, self._sums, strict=True):
                 w.close()
+                sums.mark()  # the footer
                 sink.flush()
                 f.flush()
                 os.fsync(f.fileno())
@@ -321,6 +328,8 @@ class PartWriter:
                                             + (4 if self._scaled else 0)),
             "min_id": 0 if self._min_id is None else self._min_id,
             "max_id": -1 if self._max_id is None else self._max_id,
+            "checksums": {"algorithm": ALGORITHM, "segments": self._sums[0].ranges,
+                          "tokens": self._sums[1].ranges},
             "videos": self.videos,
             "dead": self.dead,
         }

@@ -7,8 +7,11 @@ mappings of the parts both share. A snapshot never changes the manifest it is gi
 
 from __future__ import annotations
 
+import os
+import threading
 import warnings
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ import pyarrow as pa
 import torch
 
 from maxsim.errors import IndexFormatError
-from maxsim.index.files import open_ipc
+from maxsim.index.files import map_file, open_ipc
 from maxsim.index.format import (
     DTYPES,
     NP_DTYPES,
@@ -28,7 +31,9 @@ from maxsim.index.format import (
     in_ranges,
     merge_ranges,
 )
+from maxsim.index.integrity import FileCheck
 from maxsim.index.manifest import Manifest, with_catalog
+from maxsim.types import decode_path
 
 
 @dataclass
@@ -41,10 +46,14 @@ class Chunk:
     part: int = 0  # index of the part in the manifest
     # int8 / fp8 indexes: float32 (n_tokens,) dequantisation scales, mapped (pass as d_scale); else None
     scales: torch.Tensor | None = None
+    # the checksums of its part's tokens file and its range there (None: a part written without them)
+    check: tuple[FileCheck, int] | None = None
 
 
-# a part as mapped: its segment table, and per token batch (tokens, offsets, rows local to the part)
-_LoadedPart = tuple[pa.Table, list[tuple[torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor | None]]]
+# a part as mapped: its segment table, and per token batch (tokens, offsets, rows local to the part, scales,
+# checksum range)
+_Batch = tuple[torch.Tensor, torch.Tensor, np.ndarray, "torch.Tensor | None", "tuple[FileCheck, int] | None"]
+_LoadedPart = tuple[pa.Table, list[_Batch]]
 
 
 class Snapshot:
@@ -71,8 +80,8 @@ class Snapshot:
                 loaded = self._load_part(part)
             self._parts[part["id"]] = loaded
             seg, batches = loaded
-            for tokens, offsets, sel, scales in batches:
-                self.chunks.append(Chunk(tokens, offsets, sel + row0, p_i, scales))
+            for tokens, offsets, sel, scales, check in batches:
+                self.chunks.append(Chunk(tokens, offsets, sel + row0, p_i, scales, check))
             tables.append(seg)
             self.part_rows.append((row0, row0 + seg.num_rows))
             row0 += seg.num_rows
@@ -91,18 +100,35 @@ class Snapshot:
         self.live = ~in_ranges(self.segment_ids, manifest.deleted)
         # an index written before the catalog gets one built from the tables (the manifest given is unchanged)
         self.manifest = with_catalog(manifest, self.table, self.live)
+        # chunks whose token bytes were not checked against their checksums yet (see verify_rows)
+        self._unverified = {c for c, ch in enumerate(self.chunks)
+                            if ch.check is not None and not ch.check[0].verified}
+        self._verify_lock = threading.Lock()
 
     def _load_part(self, part: dict[str, Any]) -> _LoadedPart:
+        """Map a part's files. With checksums: the sizes of both files, the whole segment table and the
+        tokens file's footer are checked now; each token batch when first used (:meth:`verify_rows`)."""
         root, manifest = self.root, self.manifest
         seg_path, tok_path = root / part["segments"], root / part["tokens"]
-        seg = open_ipc(seg_path, manifest.version).read_all()
+        sums = part.get("checksums")
+        seg_map = map_file(seg_path, manifest.version)
+        if sums:
+            FileCheck(seg_path, seg_map, sums["segments"], root).verify_all()
+        seg = open_ipc(seg_path, manifest.version, seg_map).read_all()
         if seg.schema.names != SEGMENT_SCHEMA.names:
             raise IndexFormatError(f"{seg_path}: unexpected columns {seg.schema.names}")
         if seg.num_rows != part["n_segments"]:
             raise IndexFormatError(
                 f"{seg_path}: {seg.num_rows} segments, the manifest says {part['n_segments']}"
             )
-        tok_reader = open_ipc(tok_path, manifest.version)
+        tok_map, tok_check = map_file(tok_path, manifest.version), None
+        if sums:
+            tok_check = FileCheck(tok_path, tok_map, sums["tokens"], root)
+            tok_check.verify(len(tok_check.ranges) - 1)  # the footer: Arrow reads it to open the file
+        tok_reader = open_ipc(tok_path, manifest.version, tok_map)
+        if tok_check is not None and len(tok_check.ranges) != tok_reader.num_record_batches + 1:
+            raise IndexFormatError(f"{tok_path}: {tok_reader.num_record_batches} record batches, but its "
+                                   f"checksums cover {len(tok_check.ranges) - 1}")
         batch_ids = column_numpy(seg, "token_batch")
         counts = column_numpy(seg, "token_count").astype(np.int64)
         batches = []
@@ -118,7 +144,8 @@ class Snapshot:
                     f"{tok_path}: batch {b} has {tokens.shape[0]} token rows but its segments claim "
                     f"{offsets[-1]}"
                 )
-            batches.append((tokens, torch.from_numpy(offsets), sel, scales))
+            batches.append((tokens, torch.from_numpy(offsets), sel, scales,
+                            None if tok_check is None else (tok_check, b)))
         return seg, batches
 
     def _tokens(self, batch: pa.RecordBatch, path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -184,6 +211,10 @@ class Snapshot:
     def __len__(self) -> int:
         return int(self.live.sum())
 
+    def video(self, row: int) -> str:
+        """The path of the video of table row ``row``."""
+        return decode_path(self.table.column("video")[row].as_py())
+
     def rows_of(self, videos: Iterable[str]) -> np.ndarray:
         """Boolean mask of the live table rows of the given video paths (looked up in the catalog)."""
         cat = self.manifest.videos or {}
@@ -196,10 +227,46 @@ class Snapshot:
         data, scale = self.segment_data(row)
         return data if scale is None else data.float() * scale[:, None]
 
+    def verify_chunks(self, chunks: Iterable[int] | None = None) -> None:
+        """Check the token bytes of these chunks (indices into :attr:`chunks`; None: all) against the
+        checksums written at commit, each at most once per process: :class:`IndexFormatError` naming the
+        file when they differ. Chunks of parts written without checksums pass unchecked."""
+        with self._verify_lock:
+            todo = sorted(self._unverified if chunks is None else self._unverified.intersection(chunks))
+        checks = [self.chunks[c].check for c in todo]
+        work = [c for c in checks if c is not None]
+        if len(work) > 1:  # CRC-32 releases the GIL: batches are checked on every core
+            with ThreadPoolExecutor(min(len(work), os.cpu_count() or 1, 16)) as pool:
+                list(pool.map(lambda c: c[0].verify(c[1]), work))  # each range once per process
+        elif work:
+            work[0][0].verify(work[0][1])
+        with self._verify_lock:
+            self._unverified.difference_update(todo)
+
+    def verify_rows(self, rows: np.ndarray) -> None:
+        """:meth:`verify_chunks` for the chunks holding these table rows (what a search scores). Once
+        everything used was checked this costs a set lookup, or a min and max over ``rows``."""
+        if not self._unverified or len(rows) == 0:
+            return
+        cs = self.row_chunk[np.asarray(rows, dtype=np.int64)]
+        lo, hi = int(cs.min()), int(cs.max())
+        with self._verify_lock:
+            pending = [c for c in self._unverified if lo <= c <= hi]
+        if pending:
+            self.verify_chunks([lo] if lo == hi else np.unique(cs).tolist())
+
+    @property
+    def verified(self) -> bool:
+        """Whether every token batch with checksums was checked (or none has any)."""
+        return not self._unverified
+
     def segment_data(self, row: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The stored token matrix of the segment in table row ``row`` and its scales (None unless int8 /
-        fp8): zero-copy views of the mapped file."""
-        ch = self.chunks[int(self.row_chunk[row])]
+        fp8): zero-copy views of the mapped file, checked against its checksum first."""
+        c = int(self.row_chunk[row])
+        if self._unverified:
+            self.verify_chunks([c])
+        ch = self.chunks[c]
         i = int(self.row_local[row])
         lo, hi = int(ch.offsets[i]), int(ch.offsets[i + 1])
         return ch.tokens[lo:hi], None if ch.scales is None else ch.scales[lo:hi]

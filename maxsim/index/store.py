@@ -42,10 +42,12 @@ from maxsim.index.files import (
     failpoint,
     fsync_dir,
     retained_versions,
+    version_files,
     version_path,
     write_atomic,
 )
 from maxsim.index.format import (
+    CREATE_WAIT_S,
     FILE_FACTS,
     FORMAT_VERSION,
     KEEP_VERSIONS,
@@ -62,7 +64,7 @@ from maxsim.index.format import (
     ranges_from_ids,
     storage_dtype,
 )
-from maxsim.index.manifest import Manifest, read_manifest
+from maxsim.index.manifest import Manifest, damage_without_manifest, read_manifest
 from maxsim.index.parts import PartWriter
 from maxsim.index.snapshot import Snapshot
 
@@ -89,15 +91,21 @@ class Store:
 
     @classmethod
     def create(cls, root: str | Path, encoder: dict[str, Any], dim: int, dtype: str = "float16",
-               sampler: dict[str, Any] | None = None) -> Store:
-        """Create an empty index (version 0) at ``root``; the folder may exist but must hold no index.
-        ``encoder`` and ``sampler`` (the frame-sampling recipe) are recorded as given."""
+               sampler: dict[str, Any] | None = None, wait: float = 0.0) -> Store:
+        """Create an empty index (version 0) at ``root``; the folder may exist but must hold no index
+        (:class:`FileExistsError` when one was created meanwhile, :class:`IndexFormatError` when it holds
+        a damaged one). ``encoder`` and ``sampler`` (the frame-sampling recipe) are recorded as given.
+        ``wait``: seconds to wait for another writer, at least :data:`CREATE_WAIT_S` (a concurrent
+        creator holds the lock for milliseconds)."""
         dtype = storage_dtype(dtype)
         store = cls(root)
         store.root.mkdir(parents=True, exist_ok=True)
-        with store.writing():
+        with store.writing(wait=max(float(wait), CREATE_WAIT_S)):
             if (store.root / MANIFEST).exists():
                 raise FileExistsError(f"an index already exists at {store.root}")
+            damage = damage_without_manifest(store.root)
+            if damage is not None:
+                raise IndexFormatError(damage)
             man = Manifest(encoder=encoder, dim=int(dim), dtype=dtype, sampler=sampler)
             man.history.append({"version": 0, "time": time.time(), "op": "create"})
             with clear_write_errors(store.root, None):
@@ -178,7 +186,10 @@ class Store:
                 os.pwrite(fd, info.encode(), 0)
             self._writing = True
             if (self.root / MANIFEST).exists():
-                self.collect_garbage(keep_versions=KEEP_VERSIONS if gc else None)
+                try:
+                    self.collect_garbage(keep_versions=KEEP_VERSIONS if gc else None)
+                except IndexFormatError:
+                    pass  # a damaged manifest: nothing is collected (`maxsim repair` restores it first)
             yield
         finally:
             self._writing = False
@@ -206,6 +217,7 @@ class Store:
         delete_videos: Iterable[str] = (),
         removed_parts: Iterable[str] = (),
         deleted_ranges: Iterable[Sequence[int]] | None = None,
+        keep_versions: int = KEEP_VERSIONS,
     ) -> Manifest:
         """Atomically publish ``base`` changed as asked as the next version.
 
@@ -214,7 +226,12 @@ class Store:
         fixed up, which costs O(videos in the index); the engine deletes whole videos and never uses it,
         tests and tools that delete chosen segments do), the parts ``removed_parts`` (ids) leave the
         index, ``new_parts`` join it (their videos are added to the catalog; their dead rows tombstoned).
-        With ``deleted_ranges`` the tombstones are replaced by these (compaction).
+        With ``deleted_ranges`` the tombstones are replaced by these (compaction, repair: the caller has
+        merged all that must stay hidden, the ranges of ``delete_videos`` included).
+
+        Afterwards the copies of versions older than the last ``keep_versions`` are removed, so that the
+        retained versions are as many as promised; the parts only they used go at the next garbage
+        collection (when a writer takes the lock), which reads the older manifests.
         """
         current = self.manifest()
         if current.version != base.version:
@@ -232,7 +249,8 @@ class Store:
             entry = catalog.pop(v, None)
             if entry is None:
                 raise KeyError(f"video {v!r} is not in the index at {self.root}")
-            tomb = merge_ranges(tomb, entry["ranges"])
+            if deleted_ranges is None:
+                tomb = merge_ranges(tomb, entry["ranges"])
             n_deleted_videos += 1
         deleted = list(deleted)
         if deleted:
@@ -298,7 +316,22 @@ class Store:
             failpoint("commit.version_file")
             write_atomic(self.root / MANIFEST, data, "commit.manifest")
         failpoint("commit.done")
+        self._trim_versions(man.version, keep_versions)
         return man
+
+    def _trim_versions(self, latest: int, keep_versions: int) -> None:
+        """Remove the copies of versions older than the last ``keep_versions`` (after a commit)."""
+        cutoff = latest - max(1, int(keep_versions)) + 1
+        removed = False
+        for v in version_files(self.root):
+            if v < cutoff:
+                with contextlib.suppress(FileNotFoundError):
+                    version_path(self.root, v).unlink()
+                    removed = True
+                    failpoint("gc.unlink")
+        if removed:
+            with contextlib.suppress(OSError):
+                fsync_dir(self.root / MANIFESTS)
 
     # -- garbage collection ----------------------------------------------------------------------------
     def collect_garbage(self, keep_versions: int | None = KEEP_VERSIONS) -> list[str]:

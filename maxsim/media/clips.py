@@ -4,11 +4,12 @@ sampler's run, and hand out each segment's clip as soon as it is final."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from maxsim.errors import VideoError
 from maxsim.media.frames import FrameSampler
 from maxsim.media.segment import Segmenter, load_segmenter
+from maxsim.media.spans import SegmentLimitError, check_count
 from maxsim.media.video import iter_frames
 from maxsim.types import Clip, Segment
 
@@ -18,6 +19,7 @@ def iter_clips(
     segmenter: Segmenter | str = "scenes",
     sampler: FrameSampler | None = None,
     prefetch: int = 8,
+    on_frame: Callable[[float], None] | None = None,
 ) -> Iterator[tuple[Clip, bytes]]:
     """Decode ``path`` once, segment it and yield ``(clip, jpeg_thumbnail)`` per segment in time order.
 
@@ -31,10 +33,22 @@ def iter_clips(
     clips are yielded during decoding and their frames are freed, so memory holds the sampled frames
     of the segments still open rather than of the whole video. The clips are the same either way.
 
-    Raises :class:`~maxsim.video.VideoError` for an unusable video at the first ``next()``, and for a
+    ``on_frame(t)`` is called with the time of every decoded frame (progress; a watchdog).
+
+    Raises :class:`~maxsim.errors.VideoError` for an unusable video at the first ``next()``, for a
     truncated one (that the file's structure does not reveal) when decoding stops, possibly after some
-    clips were yielded: consumers must not commit a video's clips before the iterator is exhausted.
+    clips were yielded, and for one that would make more than
+    :data:`~maxsim.media.spans.MAX_SEGMENTS_PER_VIDEO` segments: consumers must not commit a video's
+    clips before the iterator is exhausted.
     """
+    try:
+        yield from _clips(path, segmenter, sampler, prefetch, on_frame)
+    except SegmentLimitError as e:
+        raise VideoError(str(path), str(e)) from None
+
+
+def _clips(path: str | os.PathLike, segmenter: Segmenter | str, sampler: FrameSampler | None, prefetch: int,
+           on_frame: Callable[[float], None] | None) -> Iterator[tuple[Clip, bytes]]:
     segmenter = load_segmenter(segmenter)
     sampler = (sampler if sampler is not None else FrameSampler()).start()
     run = segmenter.start()
@@ -44,12 +58,15 @@ def iter_clips(
     emitted: list[Segment] = []
     with iter_frames(spath, prefetch=prefetch) as frames:  # closed (decode thread stopped) if abandoned
         for t, frame in frames:
+            if on_frame is not None:
+                on_frame(t)
             if feed_segmenter:
                 run.feed(t, frame)
             kept = sampler.n_frames
             sampler.feed(t, frame)
             if final_segments is not None and sampler.n_frames > kept:  # check at the sampling rate
                 final = final_segments(t)
+                check_count(len(final), t)
                 while len(emitted) < len(final):
                     seg = final[len(emitted)]
                     item = sampler.clip(spath, seg)
@@ -57,6 +74,7 @@ def iter_clips(
                     sampler.discard_before(seg.end)
                     yield item
     segments = run.finish(frames.duration)
+    check_count(len(segments), frames.duration)
     if not segments:
         raise VideoError(spath, f"segmenter {segmenter.name} returned no segment")
     for a, b in zip(segments[:-1], segments[1:], strict=True):

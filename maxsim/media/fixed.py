@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from maxsim.media.spans import fixed_segments, run_segmenter
+from maxsim.media.spans import check_count, check_seconds, fixed_segments, run_segmenter
 from maxsim.types import Segment
 
 
@@ -24,6 +24,7 @@ class _FixedRun:
         n = max(0, math.floor(t / self._seconds + 1e-9))
         while n > 0 and n * self._seconds > t:
             n -= 1
+        check_count(n, t)
         for k in range(len(self._final), n):
             self._final.append(Segment(k * self._seconds, (k + 1) * self._seconds))
         return self._final
@@ -33,15 +34,13 @@ class _FixedRun:
 
 
 class FixedSegmenter:
-    """Fixed-length segments of ``seconds`` each; the last one is shorter. Needs no frames."""
+    """Fixed-length segments of ``seconds`` each (at least :data:`~maxsim.media.spans.MIN_SEGMENT_SECONDS`);
+    the last one is shorter. Needs no frames."""
 
     needs_frames = False
 
     def __init__(self, seconds: float = 10.0):
-        seconds = float(seconds)
-        if not math.isfinite(seconds) or seconds <= 0:
-            raise ValueError(f"FixedSegmenter: seconds must be a positive number, got {seconds!r}")
-        self.seconds = seconds
+        self.seconds = check_seconds(seconds, "FixedSegmenter: seconds")
 
     @property
     def name(self) -> str:

@@ -13,6 +13,34 @@ from maxsim.media.video import iter_frames
 from maxsim.types import Segment
 
 EPS = 1e-9
+# Bounds on what a segmentation may produce: a segment shorter than MIN_SEGMENT_SECONDS is refused as a
+# setting (fixed spans, the longest scene), and a video that would give more than MAX_SEGMENTS_PER_VIDEO
+# segments (too short a setting for its length, or a timestamp that jumps hours ahead) fails on its own.
+MIN_SEGMENT_SECONDS = 0.1
+MAX_SEGMENTS_PER_VIDEO = 100_000
+
+
+class SegmentLimitError(ValueError):
+    """A video would be cut into more than :data:`MAX_SEGMENTS_PER_VIDEO` segments."""
+
+
+def check_count(n: int, end: float, what: str = "segments") -> None:
+    """Refuse a video whose timeline up to ``end`` seconds would make ``n`` segments, past the limit."""
+    if n > MAX_SEGMENTS_PER_VIDEO:
+        raise SegmentLimitError(
+            f"its timeline up to {end:.6g} s would make {n} {what}, more than the limit of "
+            f"{MAX_SEGMENTS_PER_VIDEO} per video (segments too short for its length, or timestamps that "
+            "jump far ahead)"
+        )
+
+
+def check_seconds(seconds: float, what: str) -> float:
+    """A segment length setting: a finite number of seconds, at least :data:`MIN_SEGMENT_SECONDS`."""
+    seconds = float(seconds)
+    if not math.isfinite(seconds) or seconds < MIN_SEGMENT_SECONDS:
+        raise ValueError(f"{what} must be a number of seconds of at least {MIN_SEGMENT_SECONDS:g}, got "
+                         f"{seconds!r}")
+    return seconds
 
 
 def run_segmenter(segmenter: Any, path: str | os.PathLike) -> list[Segment]:
@@ -80,6 +108,7 @@ def check_limits(min_seconds: float, max_seconds: float | None) -> tuple[float, 
         max_seconds = float(max_seconds)
         if not (max_seconds > 0) or math.isnan(max_seconds):
             raise ValueError(f"max_seconds must be > 0 or None, got {max_seconds!r}")
+        check_seconds(max_seconds, "max_seconds")
         if max_seconds < 2 * min_seconds:
             raise ValueError(
                 f"max_seconds ({max_seconds}) must be at least twice min_seconds ({min_seconds}) so that "
@@ -140,6 +169,7 @@ def merge_short(bounds: list[float], min_seconds: float) -> list[float]:
 
 def split_long(bounds: list[float], max_seconds: float) -> list[float]:
     out = [bounds[0]]
+    check_count(len(bounds) - 1 + math.ceil((bounds[-1] - bounds[0]) / max_seconds), bounds[-1])
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         k = max(1, math.ceil((b - a) / max_seconds - 1e-9))
         out += [a + (b - a) * i / k for i in range(1, k)]
@@ -151,5 +181,6 @@ def fixed_segments(duration: float, seconds: float) -> list[Segment]:
     """Spans ``[k * seconds, (k + 1) * seconds)`` covering ``[0, duration]``, the last one shorter."""
     duration = check_duration(duration)
     n = max(1, math.ceil(duration / seconds - 1e-9))
+    check_count(n, duration)
     bounds = [k * seconds for k in range(n)] + [duration]
     return [Segment(bounds[i], bounds[i + 1]) for i in range(n)]

@@ -1,5 +1,11 @@
 """Reading videos: one decode pass with presentation times, cheap metadata, content hashes, and errors
-that name the file and what is wrong with it."""
+that name the file and what is wrong with it.
+
+A video is opened once as a file (:class:`VideoFile`): only a regular file is accepted (a named pipe, a
+device or a folder named directly is refused at once instead of blocking a reader forever), and native
+decoders are handed the descriptor's ``/proc/self/fd/N`` name, never the file's own name, which may not
+be valid UTF-8 (OpenCV crashes on such a name).
+"""
 
 from __future__ import annotations
 
@@ -8,26 +14,40 @@ import logging
 import math
 import os
 import queue
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from fractions import Fraction
 
+import av
 import cv2
 import numpy as np
 
 from maxsim.errors import VideoError
+from maxsim.media.containers import TEXT_CODECS, container_problem
 
 logger = logging.getLogger(__name__)
 
-# A decode that delivers fewer frames than the container announces is called truncated when more than
-# this fraction (and more than TRUNCATION_MIN_MISSING frames) is missing. Containers that only estimate
-# their frame count (Matroska, WebM) can be off by a frame or two; real truncation loses far more.
+# A decode whose last frame ends before the end of the timeline its container announces is called
+# truncated when more than this fraction of that timeline (and more than TRUNCATION_MIN_FRAMES frame
+# intervals) is missing. Containers may round their durations or let another stream (audio) run a little
+# longer; real truncation loses far more.
 TRUNCATION_TOLERANCE = 0.05
-TRUNCATION_MIN_MISSING = 2
+TRUNCATION_MIN_FRAMES = 2
 
 _HASH_CHUNK = 1 << 20
 FALLBACK_FPS = 25.0  # used only when a container reports neither timestamps nor a usable frame rate
+_ATTACHED_PIC = 0x0400  # AV_DISPOSITION_ATTACHED_PIC: a cover image stored as a one-frame video stream
+_FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
 @dataclass(frozen=True)
@@ -35,147 +55,102 @@ class VideoInfo:
     """Container metadata of a video, as reported without decoding it."""
 
     path: str
-    duration: float  # seconds
+    duration: float  # seconds: the video stream's timeline as the container announces it
     fps: float  # average frame rate the container reports (0.0 when unknown)
     n_frames: int  # frames the container announces
     width: int
     height: int
 
 
-def _check_file(path: str | os.PathLike) -> str:
-    p = Path(path)
-    if not p.exists():
-        raise VideoError(p, "no such file")
-    if not p.is_file():
-        raise VideoError(p, "not a regular file")
-    try:
-        size = p.stat().st_size
-    except OSError as e:
-        raise VideoError(p, f"cannot read file ({e.strerror or e})") from e
-    if size == 0:
-        raise VideoError(p, "empty file (0 bytes)")
-    if not os.access(p, os.R_OK):
-        raise VideoError(p, "file is not readable (permission denied)")
-    return str(p)
+class VideoFile:
+    """A video file opened for reading: a descriptor on a regular, non-empty, readable file.
+
+    ``decoder_name`` names the open file for native libraries (``/proc/self/fd/N``): it is plain ASCII
+    whatever the file's own name, and it is the very file checked here even if the name is replaced
+    meanwhile. Opening never blocks: a named pipe, a device, a socket or a folder is refused with a
+    :class:`~maxsim.errors.VideoError` before anything reads from it.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError as e:
+            raise VideoError(self.path, "no such file") from e
+        except PermissionError as e:
+            raise VideoError(self.path, "file is not readable (permission denied)") from e
+        except OSError as e:
+            try:
+                mode = os.stat(self.path).st_mode
+            except OSError:
+                mode = 0
+            if mode and not stat.S_ISREG(mode):
+                raise VideoError(self.path, f"not a regular file ({_kind(mode)})") from e
+            raise VideoError(self.path, f"cannot read file ({e.strerror or e})") from e
+        try:
+            st = os.fstat(self.fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise VideoError(self.path, f"not a regular file ({_kind(st.st_mode)})")
+            if st.st_size == 0:
+                raise VideoError(self.path, "empty file (0 bytes)")
+            self.size = int(st.st_size)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    @property
+    def decoder_name(self) -> str:
+        return f"{_FD_DIR}/{self.fd}"
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def close_and_path(self) -> str:
+        """Close it and return its path (for a caller that only wanted the checks)."""
+        self.close()
+        return self.path
+
+    def __enter__(self) -> VideoFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def content_hash(path: str | os.PathLike) -> str:
-    """Hex BLAKE2b-256 digest of the file's bytes (identifies a video independent of its name)."""
-    p = Path(path)
+    """Hex BLAKE2b-256 digest of the file's bytes (identifies a video independent of its name). Only a
+    regular file is read (see :class:`VideoFile`)."""
     h = hashlib.blake2b(digest_size=32)
-    try:
-        with open(p, "rb") as f:
-            while chunk := f.read(_HASH_CHUNK):
-                h.update(chunk)
-    except FileNotFoundError as e:
-        raise VideoError(p, "no such file") from e
-    except IsADirectoryError as e:
-        raise VideoError(p, "not a regular file") from e
-    except OSError as e:
-        raise VideoError(p, f"cannot read file ({e.strerror or e})") from e
+    with VideoFile(path) as vf:
+        try:
+            with os.fdopen(os.dup(vf.fd), "rb") as f:
+                while chunk := f.read(_HASH_CHUNK):
+                    h.update(chunk)
+        except OSError as e:
+            raise VideoError(vf.path, f"cannot read file ({e.strerror or e})") from e
     return h.hexdigest()
 
 
-_ISOBMFF_EXT = {".mp4", ".m4v", ".mov", ".3gp", ".3g2", ".mj2", ".qt"}
-_ISOBMFF_TOP = {
-    b"ftyp",
-    b"moov",
-    b"mdat",
-    b"free",
-    b"skip",
-    b"wide",
-    b"pnot",
-    b"uuid",
-    b"styp",
-    b"sidx",
-    b"moof",
-    b"mfra",
-    b"meta",
-    b"pdin",
-    b"prft",
-    b"emsg",
-    b"junk",
-    b"PICT",
-    b"\0\0\0\0",
-}
-_SIGNATURES = {  # extension -> (offset, magic, container name)
-    ".mkv": (0, b"\x1a\x45\xdf\xa3", "Matroska"),
-    ".webm": (0, b"\x1a\x45\xdf\xa3", "WebM"),
-    ".avi": (8, b"AVI ", "AVI"),
-    ".flv": (0, b"FLV", "FLV"),
-}
-# Codecs FFmpeg uses to render text files (ANSI art, NFO, ...) as "video": never a real video.
-_TEXT_CODECS = {b"ansi", b"bint", b"xbin", b"idf\0"}
-
-
-def _isobmff_problem(path: str, size: int) -> str | None:
-    """Why an MP4/MOV file is unusable judging by its top-level boxes, or None if they look sound."""
-    pos, seen = 0, []
-    with open(path, "rb") as f:
-        while pos + 8 <= size:
-            f.seek(pos)
-            head = f.read(16)
-            box_size, typ = int.from_bytes(head[:4], "big"), head[4:8]
-            if not seen and typ not in _ISOBMFF_TOP:
-                return (
-                    "not an MP4/QuickTime file (no 'ftyp' header box: damaged, cut at the start, or "
-                    "another format with the wrong extension)"
-                )
-            if box_size == 1:
-                box_size = int.from_bytes(head[8:16], "big")
-            elif box_size == 0:  # box extends to the end of the file
-                box_size = size - pos
-            if box_size < 8:
-                return f"corrupt MP4: invalid size of box '{typ.decode('latin1')}' at byte {pos}"
-            seen.append(typ)
-            if pos + box_size > size:
-                return (
-                    f"truncated video: the file ends at byte {size}, inside its "
-                    f"'{typ.decode('latin1')}' box which should end at byte {pos + box_size}"
-                )
-            pos += box_size
-    if pos < 8:
-        return "not an MP4/QuickTime file (shorter than one box header)"
-    if b"moov" not in seen and b"moof" not in seen:
-        return "incomplete MP4: no 'moov' index box (the recording was not finalised or the file was cut)"
-    return None
-
-
-def _check_format(path: str) -> None:
-    ext = os.path.splitext(path)[1].lower()
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(12)
-    if ext in _ISOBMFF_EXT or head[4:8] == b"ftyp":
-        problem = _isobmff_problem(path, size)
-        if problem:
-            raise VideoError(path, problem)
-    elif ext in _SIGNATURES:
-        offset, magic, name = _SIGNATURES[ext]  # every signature lies within the first 12 bytes
-        if head[offset : offset + len(magic)] != magic:
-            raise VideoError(
-                path,
-                f"not a valid {name} file (its signature is missing: damaged, cut at the "
-                f"start, or another format with the wrong extension)",
-            )
-
-
-def _open(path: str) -> cv2.VideoCapture:
-    _check_format(path)
-    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+def _open(vf: VideoFile) -> cv2.VideoCapture:
+    problem = container_problem(vf.fd, vf.size, os.path.splitext(vf.path)[1])
+    if problem:
+        raise VideoError(vf.path, problem)
+    cap = cv2.VideoCapture(vf.decoder_name, cv2.CAP_FFMPEG)
     if not cap.isOpened():
         cap.release()
         raise VideoError(
-            path,
+            vf.path,
             "not a readable video (FFmpeg cannot open it: unknown format, or a damaged or incomplete file)",
         )
     fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF
-    if fourcc.to_bytes(4, "little") in _TEXT_CODECS:
+    if fourcc.to_bytes(4, "little") in TEXT_CODECS:
         cap.release()
-        raise VideoError(path, "not a video (a text file that FFmpeg would render as text-mode art)")
+        raise VideoError(vf.path, "not a video (a text file that FFmpeg would render as text-mode art)")
     if cap.get(cv2.CAP_PROP_FRAME_WIDTH) <= 0 or cap.get(cv2.CAP_PROP_FRAME_HEIGHT) <= 0:
         cap.release()
-        raise VideoError(path, "no video stream (the file reports no frame size)")
+        raise VideoError(vf.path, "no video stream (the file reports no frame size)")
     return cap
 
 
@@ -183,24 +158,64 @@ def _sane_fps(fps: float) -> float:
     return fps if math.isfinite(fps) and 0.0 < fps < 1000.0 else 0.0
 
 
+def _seconds(value: object, time_base: object) -> float | None:
+    if not value or not time_base:
+        return None
+    d = float(Fraction(value) * Fraction(time_base))
+    return d if math.isfinite(d) and d > 0 else None
+
+
+def announced_timeline(vf: VideoFile, fps: float = 0.0, n_frames: int = 0) -> float:
+    """The length (seconds, from its first frame) of the video stream's timeline as the container
+    announces it; 0.0 when it announces none.
+
+    MP4/QuickTime: the stream's duration, which honours edit lists (a file cut with ``-c copy`` keeps
+    frames before its start that are decoded for reference but never shown) and timestamp offsets. AVI:
+    the larger of its duration and its frame count times the frame interval (a frame count that includes
+    the zero-size frames marking dropped frames). Others: the stream's duration, else the container's
+    (Matroska and WebM announce only the latter). Without any: ``n_frames / fps``.
+    """
+    try:
+        with av.open(vf.decoder_name) as c:
+            streams = [s for s in c.streams.video if not int(s.disposition or 0) & _ATTACHED_PIC]
+            best = c.streams.best("video")
+            s = best if best in streams else (streams[0] if streams else None)
+            if s is None:
+                raise av.error.FFmpegError(0, "no video stream")
+            stream = _seconds(s.duration, s.time_base)
+            whole = _seconds(c.duration, Fraction(1, 1_000_000))
+            rate = s.average_rate or s.guessed_rate
+            counted = float(s.frames / rate) if s.frames and rate else None
+            fmt = c.format.name.split(",")
+    except (av.error.FFmpegError, OSError, ValueError, ZeroDivisionError) as e:
+        logger.debug("%s: PyAV cannot read the container's durations: %s", vf.path, e)
+        return n_frames / fps if n_frames and fps else 0.0
+    if "mov" in fmt or "mp4" in fmt:
+        return stream or whole or 0.0
+    if "avi" in fmt:
+        return max(stream or 0.0, counted or 0.0) or whole or 0.0
+    return stream or whole or 0.0
+
+
 def probe(path: str | os.PathLike) -> VideoInfo:
     """Container metadata (duration, frame rate, frame count, size) without decoding the frames.
 
-    ``duration`` is ``n_frames / fps`` as announced by the container; the decoded duration that
-    :func:`iter_frames` observes is authoritative when the two differ.
+    ``duration`` is the video stream's timeline as the container announces it (see
+    :func:`announced_timeline`); the decoded duration that :func:`iter_frames` observes is authoritative
+    when the two differ.
     """
-    spath = _check_file(path)
-    cap = _open(spath)
-    try:
-        fps = _sane_fps(cap.get(cv2.CAP_PROP_FPS))
-        n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-        n_frames = int(n) if math.isfinite(n) and n > 0 else 0
-        width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-        height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    finally:
-        cap.release()
-    duration = n_frames / fps if n_frames and fps else 0.0
-    return VideoInfo(spath, duration, fps, n_frames, width, height)
+    with VideoFile(path) as vf:
+        cap = _open(vf)
+        try:
+            fps = _sane_fps(cap.get(cv2.CAP_PROP_FPS))
+            n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+            n_frames = int(n) if math.isfinite(n) and n > 0 else 0
+            width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+            height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        finally:
+            cap.release()
+        duration = announced_timeline(vf, fps, n_frames)
+    return VideoInfo(vf.path, duration, fps, n_frames, width, height)
 
 
 def iter_frames(path: str | os.PathLike, prefetch: int = 0) -> DecodedFrames:
@@ -214,28 +229,37 @@ def iter_frames(path: str | os.PathLike, prefetch: int = 0) -> DecodedFrames:
     ``prefetch > 0`` decodes in a background thread, up to that many frames ahead of the consumer, so
     that decoding overlaps the consumer's per-frame work (memory: ``prefetch`` full-size frames).
 
-    Raises :class:`VideoError` at once for a missing, empty or unreadable file, and during iteration for
-    a video with no decodable frame or one that is truncated (it ends well before the frame count its
-    container announces). A truncated video raises after its decodable frames were yielded, so
+    Raises :class:`VideoError` at once for a missing, empty, unreadable or non-regular file or one whose
+    container structure is broken, and during iteration for a video with no decodable frame or one that
+    is truncated: its decoded frames end well before the timeline its container announces (see
+    :func:`announced_timeline`). A truncated video raises after its decodable frames were yielded, so
     consumers must not commit results before the iterator is exhausted.
     """
-    spath = _check_file(path)
-    return DecodedFrames(_Reader(spath, _open(spath)), prefetch=prefetch)
+    vf = VideoFile(path)
+    try:
+        cap = _open(vf)
+    except BaseException:
+        vf.close()
+        raise
+    return DecodedFrames(_Reader(vf, cap), prefetch=prefetch)
 
 
 class _Reader:
-    """Reads frames and their times from an open capture; keeps the counts the checks need."""
+    """Reads frames and their times from an open capture; keeps what the completeness check needs."""
 
-    def __init__(self, path: str, cap: cv2.VideoCapture):
-        self.path = path
+    def __init__(self, vf: VideoFile, cap: cv2.VideoCapture):
+        self.file = vf
+        self.path = vf.path
         self.cap: cv2.VideoCapture | None = cap
         self.fps = _sane_fps(cap.get(cv2.CAP_PROP_FPS))
         claimed = cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.announced = int(claimed) if math.isfinite(claimed) and claimed > 0 else 0
+        self.timeline = announced_timeline(vf, self.fps, self.announced)
         self.n = 0
         self.last_t = -math.inf
         self.dt = 1.0 / (self.fps or FALLBACK_FPS)  # interval of the last frame
         self.done = False
+        self._lock = threading.Lock()  # release() may be reached from the decode thread and the consumer
 
     def read(self) -> tuple[float, np.ndarray] | None:
         """The next frame, or None at the end (after checking that the video was complete)."""
@@ -270,25 +294,30 @@ class _Reader:
         return t, frame
 
     def check_complete(self) -> None:
-        n, claimed = self.n, self.announced
-        if n == 0:
+        """Raise :class:`VideoError` when nothing was decoded, or when the decoded frames end well before
+        the timeline the container announces (the file was cut or its end is damaged)."""
+        if self.n == 0:
             raise VideoError(self.path, "no decodable video frame")
-        missing = claimed - n
-        if claimed and missing > max(TRUNCATION_MIN_MISSING, TRUNCATION_TOLERANCE * claimed):
-            expected = f" of {claimed / self.fps:.2f} s" if self.fps else ""
-            end = round(self.last_t + self.dt, 6)
+        end = round(self.last_t + self.dt, 6)
+        expected = self.timeline
+        missing = expected - end
+        if expected and missing > max(TRUNCATION_MIN_FRAMES * self.dt, TRUNCATION_TOLERANCE * expected):
+            frames = (f"{self.n} of the {self.announced} frames it announces" if self.announced
+                      else f"{self.n} frames decoded")
             raise VideoError(
                 self.path,
-                f"truncated or corrupt video: decoding stopped after {n} of the {claimed} frames the "
-                f"container announces (at {end:.2f} s{expected})",
+                f"truncated or corrupt video: decoding stopped at {end:.2f} s of the {expected:.2f} s its "
+                f"container announces ({frames})",
             )
-        if claimed and missing > 0:
-            logger.debug("%s: decoded %d of %d announced frames", self.path, n, claimed)
+        if expected and missing > 0:
+            logger.debug("%s: decoded up to %.3f s of an announced %.3f s", self.path, end, expected)
 
     def release(self) -> None:
-        if self.cap is not None:
-            self.cap.release()
-            self.cap = None
+        with self._lock:
+            if self.cap is not None:
+                self.cap.release()
+                self.cap = None
+            self.file.close()
 
 
 _END = object()
@@ -422,7 +451,7 @@ def frames_at(path: str | os.PathLike, times: list[float] | np.ndarray) -> list[
         return []
     if not np.all(np.isfinite(wanted)):
         raise ValueError(f"{path}: frame times must be finite numbers of seconds, got {wanted.tolist()}")
-    spath = _check_file(path)
+    spath = VideoFile(path).close_and_path()  # a missing, empty or non-regular file fails here
     order = np.argsort(wanted, kind="stable")
     first = float(wanted[order[0]])
     start = first - _SEEK_PREROLL if first >= _SEEK_MIN else 0.0
@@ -440,7 +469,12 @@ def frames_at(path: str | os.PathLike, times: list[float] | np.ndarray) -> list[
 def _decode_nearest(path: str, wanted: np.ndarray, start: float) -> list[tuple[float, np.ndarray]] | None:
     """For sorted ``wanted`` times, the nearest decoded frames from ``start`` on (a seek when > 0);
     None when the seek overshot the first time or the video gave no usable frame."""
-    cap = _open(path)
+    vf = VideoFile(path)
+    try:
+        cap = _open(vf)
+    except BaseException:
+        vf.close()
+        raise
     try:
         if start > 0:
             cap.set(cv2.CAP_PROP_POS_MSEC, start * 1000.0)
@@ -482,3 +516,4 @@ def _decode_nearest(path: str, wanted: np.ndarray, start: float) -> list[tuple[f
         return picked
     finally:
         cap.release()
+        vf.close()

@@ -17,10 +17,12 @@ def exact_topk(corpus: Corpus, q: torch.Tensor, q_off: torch.Tensor, allowed: np
     n_q = q_off.numel() - 1
     best_s = torch.full((n_q, k), float("-inf"))
     best_r = torch.full((n_q, k), -1, dtype=torch.int64)
+    snap = corpus.snapshot
     for ch in corpus.chunks:
         ok = allowed[ch.rows]
         if not ok.any():
             continue
+        snap.verify_rows(ch.rows)  # damaged bytes are reported, never scored (checked once per process)
         s, r = _score_chunk(q, q_off, ch, ok, k, backend)
         best_s, best_r = kernels.merge_topk(torch.cat([best_s, s], 1), torch.cat([best_r, r], 1), k)
     return best_s, best_r
@@ -86,6 +88,9 @@ def placed_topk(corpus: Corpus, q: torch.Tensor, q_off: torch.Tensor, allowed: n
         ok = allowed[rows]
         if not ok.any():
             continue
+        # the batches holding the segments scored match their checksums (masked ones are skipped on the
+        # device, so a damaged batch spared by the filters does not stop the search)
+        corpus.snapshot.verify_rows(rows[ok])
         rows_dev = on_dev.get(dev)
         if rows_dev is None:
             rows_dev = on_dev[dev] = torch.from_numpy(rows).to(dev)
@@ -99,6 +104,7 @@ def placed_topk(corpus: Corpus, q: torch.Tensor, q_off: torch.Tensor, allowed: n
             ok = allowed[ch.rows]
             if not ok.any():
                 continue
+            corpus.snapshot.verify_rows(ch.rows)  # damaged bytes are reported, never scored
             host = {"d": ch.tokens, "rows": torch.from_numpy(ch.rows)}
             if ch.scales is not None:
                 host["scale"] = ch.scales

@@ -25,7 +25,7 @@ def build_hits(snap: Snapshot, q: torch.Tensor, scores: torch.Tensor, rows: torc
         start, end = t.column("start")[r].as_py(), t.column("end")[r].as_py()
         hits.append(
             Hit(
-                video=t.column("video")[r].as_py(),
+                video=snap.video(r),
                 start=start,
                 end=end,
                 score=float(s),

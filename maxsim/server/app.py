@@ -13,11 +13,13 @@ import re
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -27,6 +29,7 @@ from maxsim.server import schemas as S
 from maxsim.server.auth import key_checks
 from maxsim.server.jobs import IngestJobs
 from maxsim.server.limits import BodySizeLimit
+from maxsim.server.responses import SafeJSONResponse, http_error, validation_error
 from maxsim.server.routes import health, ingest, media, search, videos
 from maxsim.server.routes.health import STATIC
 from maxsim.server.state import ServerState, is_loopback, open_engine
@@ -65,10 +68,12 @@ def create_app(
     """A FastAPI app serving the index at ``engine_or_path`` (a path, or an open :class:`~maxsim.Engine`).
 
     ``api_key``: when set, every route except ``/``, the page's static files and ``/healthz`` needs it in
-    an ``X-API-Key`` header (or ``Authorization: Bearer``); the media routes (thumbnails, videos) also take
-    ``?api_key=`` because a ``<video>`` element cannot send headers. ``ingest_root``: POST /ingest is
-    refused unless given, and then only reads files under it. ``max_body_bytes``: larger request bodies
-    get 413. ``max_k``, ``max_batch``: bounds of k and of texts per request (and per engine call).
+    an ``X-API-Key`` header (or ``Authorization: Bearer``); the media routes (thumbnails, videos) and the
+    schema pages (``/openapi.json``, ``/docs``, ``/redoc``) also take ``?api_key=`` because a ``<video>``
+    element or a browser tab cannot send headers (``/docs?api_key=KEY`` loads its schema with it).
+    ``ingest_root``: POST /ingest is refused unless given, and then only reads files under it.
+    ``max_body_bytes``: larger request bodies get 413. ``max_k``, ``max_batch``: bounds of k and of texts
+    per request (and per engine call).
     ``max_queue``: searches waiting for the engine beyond which new ones get 503 with ``Retry-After``.
     ``batch_window_ms``: how long the batcher waits for company after a search arrives. ``warm``: load the
     encoder now rather than on the first search. ``cors_origins``: web origins (``https://app.example``)
@@ -107,12 +112,16 @@ def create_app(
         await state.batcher.close()
         state.close()
 
+    keyed = {"openapi_url": None, "docs_url": None, "redoc_url": None} if api_key else {}
     app = FastAPI(
         title="maxsim",
         summary="Find moments in video: text search over a MaxSim index.",
         version=_version(),
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
+        **keyed,
     )
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.state.maxsim = state
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     if cors_origins:
@@ -132,11 +141,13 @@ def create_app(
     ingest.router(state, api, root)
     health.router(state, app, max_k, defaults, default_mode, auth_required=api_key is not None,
                   default_rerank=default_rerank)
+    if api_key:
+        _schema_pages(app, require_key_media)
 
     allow_table: list[tuple[re.Pattern, list[str]]] = []
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    async def http_error_allow(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 405:  # Allow: every method of this path (routes of one path may be split)
             if not allow_table:
                 for template, ops in app.openapi()["paths"].items():
@@ -147,12 +158,35 @@ def create_app(
             methods = next((m for rx, m in allow_table if rx.match(path)), None)
             if methods:
                 exc.headers = {**(exc.headers or {}), "Allow": ", ".join(methods)}
-        return await http_exception_handler(request, exc)
+        return await http_error(request, exc)
 
     app.include_router(api)
     app.include_router(media_api)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def _schema_pages(app: FastAPI, require_key: Any) -> None:
+    """``/openapi.json``, ``/docs`` and ``/redoc`` behind the API key (header, bearer or ``?api_key=``);
+    a page opened with ``?api_key=`` loads the schema with it."""
+    key_dep = [Depends(require_key)]
+
+    def schema_url(request: Request) -> str:
+        key = request.query_params.get("api_key")
+        url = request.scope.get("root_path", "") + "/openapi.json"
+        return f"{url}?api_key={quote(key, safe='')}" if key else url
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=key_dep)
+    def openapi() -> SafeJSONResponse:
+        return SafeJSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=key_dep)
+    def docs(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=schema_url(request), title=f"{app.title} - Swagger UI")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=key_dep)
+    def redoc(request: Request) -> HTMLResponse:
+        return get_redoc_html(openapi_url=schema_url(request), title=f"{app.title} - ReDoc")
 
 
 def _version() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,9 @@ _EXTRA_TYPES = {
 
 
 def video_id(path: str) -> str:
-    """The stable id of an indexed video: 16 hex digits of the SHA-256 of its absolute path."""
-    return hashlib.sha256(str(path).encode("utf-8")).hexdigest()[:16]
+    """The stable id of an indexed video: 16 hex digits of the SHA-256 of its absolute path (its bytes:
+    UTF-8, or the name's own bytes where they are not UTF-8)."""
+    return hashlib.sha256(os.fsencode(str(path))).hexdigest()[:16]
 
 
 def media_type(path: str) -> str:

@@ -33,8 +33,11 @@ def _files_under(raw: str, root: Path) -> list[str]:
     p = (p if p.is_absolute() else root / p).resolve()
     if not _inside(p, root):
         raise PathRefused(f"path {raw[:200]!r} is outside the ingest root {root}")
-    if not (p.is_dir() or p.is_file()):
+    if not p.exists():
         raise PathRefused(f"path {raw[:200]!r} does not exist (under the ingest root {root})")
+    if not (p.is_dir() or p.is_file()):
+        raise PathRefused(f"path {raw[:200]!r} is neither a regular file nor a folder (a named pipe, a "
+                          "device or a socket): only files are read")
     files = []
     for f in expand_paths([p]):  # the file itself, or the video files under the folder
         real = Path(f).resolve()

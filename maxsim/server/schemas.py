@@ -25,6 +25,7 @@ MAX_VIDEO_FILTER = 1000
 MAX_INGEST_PATHS = 1000
 
 
+# (constrained strings refuse text that is not valid Unicode, e.g. a lone surrogate "\udcff": a 422)
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
 Mode = Literal["exact", "pruned"]
 

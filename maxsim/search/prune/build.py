@@ -118,6 +118,8 @@ def part_row_ranges(snap: Snapshot) -> list[tuple[str, int, int]]:
 
 
 def part_chunks(snap: Snapshot, lo: int, hi: int) -> list[tuple]:
+    """The chunks of table rows ``[lo, hi)`` (one part), checked against their checksums."""
+    snap.verify_rows(np.arange(lo, hi))
     return [(ch.tokens, ch.offsets, ch.rows - lo, ch.scales) for ch in snap.chunks
             if ch.rows.size and lo <= int(ch.rows[0]) < hi]
 

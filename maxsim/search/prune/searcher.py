@@ -273,6 +273,7 @@ class PrunedSearcher:
         out = torch.empty(int(off[-1]), self._dim, dtype=self.snap.chunks[0].tokens.dtype)
         scaled = self.snap.chunks[0].scales is not None
         out_scales = torch.empty(int(off[-1]), dtype=torch.float32) if scaled else None
+        self.snap.verify_rows(rows)  # damaged bytes are reported, never scored
         chunks = self.snap.row_chunk[rows]
         for c in np.unique(chunks):
             sel = np.flatnonzero(chunks == c)

@@ -58,5 +58,6 @@ def router(state: ServerState, media: APIRouter) -> None:
             entry.path,
             media_type=media_type(entry.path),
             content_disposition_type="inline",
-            filename=entry.name,
+            # a header holds text: a name whose bytes are not UTF-8 is shown with U+FFFD where they are
+            filename=os.fsencode(entry.name).decode("utf-8", "replace"),
         )
