@@ -23,6 +23,7 @@ from maxsim.errors import EncoderOutputError, IndexNotFoundError
 from maxsim.index.compact import CompactReport
 from maxsim.index.format import KEEP_VERSIONS, TARGET_PART_BYTES, storage_dtype
 from maxsim.index.manifest import Manifest
+from maxsim.index.select import VideoSelection
 from maxsim.index.snapshot import Snapshot
 from maxsim.index.store import Store
 from maxsim.ingest import (
@@ -343,23 +344,10 @@ class Engine:
         matching: no commit.
         """
         self._writable("delete")
-        if prefix is None and videos is None and match is None:
-            raise ValueError("delete_where needs prefix=, videos= or match=")
-        root = None if prefix is None else video_key(prefix)
-        wanted = None
-        if videos is not None:
-            names = [str(v) for v in ([videos] if isinstance(videos, (str, os.PathLike)) else videos)]
-            wanted = {video_key(v) for v in names} | set(names)
+        selection = VideoSelection(prefix, videos, match)
         with self.store.writing(wait=self.lock_timeout):
             base = self.store.manifest()
-            doomed = {}
-            for v, entry in self.store.catalog(base).items():
-                if (
-                    (root is not None and (v == root or v.startswith(root.rstrip(os.sep) + os.sep)))
-                    or (wanted is not None and v in wanted)
-                    or (match is not None and match(v))
-                ):
-                    doomed[v] = int(entry["segments"])
+            doomed = selection.pick(self.store.catalog(base))
             if not doomed:
                 return {}
             man = self.store.commit(
