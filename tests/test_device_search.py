@@ -197,3 +197,25 @@ def test_sharded_search_runs_each_shard_on_the_device_path(tmp_path):
             assert r.stats.backend == "triton" and r.stats.segments == len(host)
     finally:
         shards.close()
+
+
+def test_the_retrievers_search_on_the_device_path(tmp_path, monkeypatch):
+    pytest.importorskip("langchain_core")
+    pytest.importorskip("llama_index.core")
+    from maxsim.integrations.langchain import MaxSimRetriever as LCRetriever
+    from maxsim.integrations.llamaindex import MaxSimRetriever as LIRetriever
+
+    vids = _videos(tmp_path, n=3)
+    Engine(tmp_path / "idx", encoder=RandomEncoder(), segmenter="fixed:1").ingest(vids, progress=False)
+    host = Engine(tmp_path / "idx", encoder=RandomEncoder())
+    dev = Engine(tmp_path / "idx", encoder=RandomEncoder(), device=DEV, search_backend="triton")
+    launches = []
+    real = triton_maxsim.launch
+    monkeypatch.setattr(triton_maxsim, "launch", lambda *a, **k: launches.append(1) or real(*a, **k))
+    for w in WORDS:
+        want = [h.segment_id for h in host.search(w, k=3)]
+        docs = LCRetriever(engine=dev, k=3, include_thumbnail=False).invoke(w)
+        assert [d.metadata["segment_id"] for d in docs] == want
+        nodes = LIRetriever(engine=dev, k=3).retrieve(w)
+        assert [n.node.metadata["segment_id"] for n in nodes] == want
+    assert launches  # both went through the Triton kernel
