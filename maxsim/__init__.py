@@ -20,7 +20,14 @@ from maxsim.errors import (
     VideoError,
 )
 from maxsim.ingest import IngestReport
-from maxsim.media import FixedSegmenter, FrameSampler, SceneSegmenter, Segmenter, load_segmenter
+from maxsim.media import (
+    FixedSegmenter,
+    FrameSampler,
+    SceneSegmenter,
+    Segmenter,
+    VideoProgress,
+    load_segmenter,
+)
 from maxsim.rerank import Reranker, load_reranker, register_reranker, rerank_hits
 from maxsim.search import SearchOptions, SearchResult, SearchStats
 from maxsim.types import Clip, Encoder, FrameSize, Hit, Segment
@@ -53,6 +60,7 @@ __all__ = [
     "Segmenter",
     "VersionNotFoundError",
     "VideoError",
+    "VideoProgress",
     "load_encoder",
     "load_reranker",
     "load_segmenter",

@@ -37,6 +37,7 @@ from maxsim.ingest import (
     sized_sampler,
 )
 from maxsim.media.frames import FrameSampler
+from maxsim.media.progress import ProgressCallback, VideoProgressBar
 from maxsim.media.segment import Segmenter, load_segmenter
 from maxsim.rerank import Reranker, RerankStage
 from maxsim.search import (
@@ -272,7 +273,7 @@ class Engine:
         progress: bool = True,
         commit_every: int | None = None,
         ray: bool = False,
-        ray_workers: int = 2, isolate: bool = True,
+        ray_workers: int = 2, isolate: bool = True, on_progress: ProgressCallback | None = None,
     ) -> IngestReport:
         """Add videos (files or folders searched recursively; one path or several) in one commit.
 
@@ -289,6 +290,8 @@ class Engine:
         version is committed after every N ingested videos (a long ingest that is interrupted then keeps
         what it committed; ``report.version`` is the last version committed). ``isolate`` (default) decodes
         each video in a worker process: a decoder crashing or hanging on a file fails that file only.
+        ``on_progress`` gets each video's :class:`~maxsim.media.progress.VideoProgress` (seconds decoded,
+        segments encoded, ETA); without it ``progress`` draws it as a bar per video (not with Ray).
 
         With ``ray=True`` decoding, segmentation and frame sampling run as a Ray Data pipeline and
         encoding in a pool of ``ray_workers`` actors (one GPU each when the cluster has GPUs); this
@@ -304,7 +307,8 @@ class Engine:
                 worker_encoder(enc, self.encoder_load_args()), seg, sampler, dim, enc.name,
                 batch_size=self.batch_size, num_workers=ray_workers)
         else:
-            video_encoder = LocalVideoEncoder(enc, sampler, dim, self.batch_size, isolate=isolate)
+            tell = on_progress or (VideoProgressBar() if progress else None)
+            video_encoder = LocalVideoEncoder(enc, sampler, dim, self.batch_size, isolate, tell)
         made: list[Snapshot] = []
         ingester = Ingester(self.store, settings_key(seg, sampler, enc), video_encoder,
                             lock_timeout=self.lock_timeout,
