@@ -1,0 +1,140 @@
+"""Moments: segment hits of one query assembled into spans of video (pure: hits in, moments out).
+
+A segment is one cut of a video (fixed or a scene); what a user looks for often spans several (a 6 s
+scene cut into 2 s segments), or part of one. :func:`assemble` turns ranked segment hits into
+:class:`~maxsim.types.Moment` objects:
+
+1. **Merge.** The best hit not yet used seeds a moment; the moment grows over segments of the same video
+   that touch or overlap it (a gap of at most ``gap`` seconds) and score within ``margin`` of the seed
+   (``score >= seed - margin * |seed|``). Each hit joins one moment at most.
+2. **Refine.** A moment's ends come from the frames that carried the match: in its first and last segment,
+   the frames whose own MaxSim score (``Hit.frame_scores``) is within ``margin`` of the seed's best frame
+   count as matching; the moment starts half way between the last non-matching frame and the first
+   matching one (the segment's start when the first frame matches), and ends likewise. A hit without frame
+   scores keeps its segment's bounds.
+3. **Temporal non-maximum suppression.** A moment overlapping a better moment of the same video by a
+   temporal IoU above ``nms_iou`` is dropped, so each moment is returned once.
+
+``group="video"`` keeps the best moment of each video. Costs O(hits log hits); no index access.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from maxsim.types import Hit, Moment
+
+GROUPS = ("segments", "moments", "video")
+
+
+def check_group(group: str) -> str:
+    """``group`` checked: ``"segments"``, ``"moments"`` or ``"video"`` (ValueError naming it otherwise)."""
+    if group not in GROUPS:
+        raise ValueError(f"group must be one of {', '.join(map(repr, GROUPS))}, got {group!r}")
+    return group
+
+
+def temporal_iou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Intersection over union of two time spans (0 when they do not meet)."""
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    return inter / union if union > 0 else 0.0
+
+
+def _within(score: float, best: float, margin: float) -> bool:
+    return score >= best - margin * abs(best)
+
+
+def _refine(first: Hit, last: Hit, best_frame: float, margin: float) -> tuple[float, float]:
+    """The moment's [start, end) from the matching frames of its first and last segments."""
+    start, end = first.start, last.end
+    times, fs = first.frame_times, first.frame_scores
+    if times and len(fs) == len(times):
+        hit = [i for i, s in enumerate(fs) if _within(s, best_frame, margin)]
+        if hit and hit[0] > 0:
+            start = max(first.start, (times[hit[0] - 1] + times[hit[0]]) / 2)
+    times, fs = last.frame_times, last.frame_scores
+    if times and len(fs) == len(times):
+        hit = [i for i, s in enumerate(fs) if _within(s, best_frame, margin)]
+        if hit and hit[-1] < len(times) - 1:
+            end = min(last.end, (times[hit[-1]] + times[hit[-1] + 1]) / 2)
+    if end <= start:  # the matching frames disagree with the segments' order: keep the segments' span
+        start, end = first.start, last.end
+    return float(start), float(end)
+
+
+def assemble(hits: Sequence[Hit], k: int | None = None, *, margin: float = 0.1, gap: float = 0.05,
+             nms_iou: float = 0.5, group: str = "moments",
+             thumbnail: Callable[[str, float], bytes | None] | None = None) -> list[Moment]:
+    """The moments of ranked segment ``hits`` (see the module docstring), best first, at most ``k``.
+
+    ``thumbnail(video, time)``, when given, makes each moment's thumbnail from its best frame (called for
+    the moments returned only); otherwise, or when it returns None, the best segment's thumbnail is used.
+    """
+    check_group(group)
+    if not 0 <= margin <= 1:
+        raise ValueError(f"margin must be between 0 and 1 (a fraction of the best score), got {margin!r}")
+    if not 0 < nms_iou <= 1:
+        raise ValueError(f"nms_iou must be in (0, 1], got {nms_iou!r}")
+    by_video: dict[str, list[Hit]] = {}
+    for h in hits:
+        by_video.setdefault(h.video, []).append(h)
+    for v in by_video.values():
+        v.sort(key=lambda h: (h.start, h.end))
+    used: set[int] = set()
+    moments: list[Moment] = []
+    for seed in sorted(hits, key=lambda h: -h.score):
+        if id(seed) in used:
+            continue
+        row = by_video[seed.video]
+        lo = hi = next(j for j, h in enumerate(row) if h is seed)
+        used.add(id(seed))
+        span = [seed.start, seed.end]
+        while lo > 0 and id(row[lo - 1]) not in used and row[lo - 1].end >= span[0] - gap \
+                and _within(row[lo - 1].score, seed.score, margin):
+            lo -= 1
+            used.add(id(row[lo]))
+            span[0] = min(span[0], row[lo].start)
+        while hi + 1 < len(row) and id(row[hi + 1]) not in used and row[hi + 1].start <= span[1] + gap \
+                and _within(row[hi + 1].score, seed.score, margin):
+            hi += 1
+            used.add(id(row[hi]))
+            span[1] = max(span[1], row[hi].end)
+        segs = row[lo:hi + 1]
+        best_frame = max(seed.frame_scores) if seed.frame_scores else seed.score
+        start, end = _refine(segs[0], segs[-1], best_frame, margin)
+        moments.append(Moment(video=seed.video, start=start, end=end, score=seed.score, segments=list(segs),
+                              best_time=seed.best_time, thumbnail=seed.thumbnail))
+    kept: list[Moment] = []
+    for m in moments:  # already best first
+        if group == "video" and any(o.video == m.video for o in kept):
+            continue
+        if any(o.video == m.video and temporal_iou((o.start, o.end), (m.start, m.end)) > nms_iou
+               for o in kept):
+            continue
+        kept.append(m)
+        if k is not None and len(kept) >= k:
+            break
+    if thumbnail is not None:
+        for m in kept:
+            m.thumbnail = thumbnail(m.video, m.best_time) or m.thumbnail
+    return kept
+
+
+def find_moments(search: Callable[[int], list[Hit]], k: int, total: int, **assemble_args: object
+                 ) -> list[Moment]:
+    """:func:`assemble` over ``search(n)`` (the best n segment hits), widening n (from ``4 k + 16``,
+    doubling, up to the ``total`` segments searched) until ``k`` moments are filled or nothing is left."""
+    check_group(str(assemble_args.get("group", "moments")))  # before anything is searched
+    thumbnail = assemble_args.pop("thumbnail", None)
+    n = min(4 * k + 16, max(total, 1))
+    while True:
+        hits = search(n)
+        moments = assemble(hits, k, **assemble_args)  # type: ignore[arg-type]
+        if len(moments) >= k or len(hits) < n or n >= total:
+            break
+        n = min(2 * n, total)
+    if thumbnail is not None:
+        for m in moments:
+            m.thumbnail = thumbnail(m.video, m.best_time) or m.thumbnail  # type: ignore[operator]
+    return moments
