@@ -6,7 +6,8 @@ scene cut into 2 s segments), or part of one. :func:`assemble` turns ranked segm
 
 1. **Merge.** The best hit not yet used seeds a moment; the moment grows over segments of the same video
    that touch or overlap it (a gap of at most ``gap`` seconds) and score within ``margin`` of the seed
-   (``score >= seed - margin * |seed|``). Each hit joins one moment at most.
+   (``score >= seed - margin * |seed|``), until none is left. Each hit joins one moment at most; a weaker
+   segment between two good ones splits them (they do not touch).
 2. **Refine.** A moment's ends come from the frames that carried the match: in its first and last segment,
    the frames whose own MaxSim score (``Hit.frame_scores``) is within ``margin`` of the seed's best frame
    count as matching; the moment starts half way between the last non-matching frame and the first
@@ -87,22 +88,22 @@ def assemble(hits: Sequence[Hit], k: int | None = None, *, margin: float = 0.1, 
         if id(seed) in used:
             continue
         row = by_video[seed.video]
-        lo = hi = next(j for j, h in enumerate(row) if h is seed)
         used.add(id(seed))
-        span = [seed.start, seed.end]
-        while lo > 0 and id(row[lo - 1]) not in used and row[lo - 1].end >= span[0] - gap \
-                and _within(row[lo - 1].score, seed.score, margin):
-            lo -= 1
-            used.add(id(row[lo]))
-            span[0] = min(span[0], row[lo].start)
-        while hi + 1 < len(row) and id(row[hi + 1]) not in used and row[hi + 1].start <= span[1] + gap \
-                and _within(row[hi + 1].score, seed.score, margin):
-            hi += 1
-            used.add(id(row[hi]))
-            span[1] = max(span[1], row[hi].end)
-        segs = row[lo:hi + 1]
+        members, span = [seed], [seed.start, seed.end]
+        grown = True
+        while grown:  # add hits that touch or overlap the moment and score within the margin
+            grown = False
+            for h in row:
+                if id(h) not in used and h.start <= span[1] + gap and h.end >= span[0] - gap \
+                        and _within(h.score, seed.score, margin):
+                    used.add(id(h))
+                    members.append(h)
+                    span = [min(span[0], h.start), max(span[1], h.end)]
+                    grown = True
+        segs = sorted(members, key=lambda h: (h.start, h.end))
         best_frame = max(seed.frame_scores) if seed.frame_scores else seed.score
-        start, end = _refine(segs[0], segs[-1], best_frame, margin)
+        last = max(segs, key=lambda h: h.end)
+        start, end = _refine(segs[0], last, best_frame, margin)
         moments.append(Moment(video=seed.video, start=start, end=end, score=seed.score, segments=list(segs),
                               best_time=seed.best_time, thumbnail=seed.thumbnail))
     kept: list[Moment] = []
