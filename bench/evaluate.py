@@ -297,7 +297,8 @@ def tables(results: dict[str, Any]) -> list[Table]:
             rows,
             note=f"Moments: the same top-k hits of each query assembled into moments (adjacent segments "
             f"within {100 * mm['margin']:.0f}% of the best score merged, ends refined from the matching "
-            "frames, temporal NMS). A scene cut into several segments becomes one moment, so high-IoU recall rises.",
+            "frames, temporal NMS). A scene cut into several segments becomes one moment, so high-IoU "
+            "recall rises.",
         ))
     ing = results.get("ingest")
     if ing:
