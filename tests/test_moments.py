@@ -170,3 +170,8 @@ def test_an_index_written_before_token_grids_still_searches(tmp_path):
     (e,) = h.evidence
     assert e.row is None and 2.0 <= e.time < 4.0
     assert torch.isfinite(torch.tensor(h.frame_scores)).all()
+
+
+def test_segments_that_match_nothing_are_not_merged():
+    hits = [_hit("a", 2.0 * i, 2.0 * i + 2, 0.0, i) for i in range(4)]
+    assert [len(m.segments) for m in assemble(hits, k=10)] == [1, 1, 1, 1]

@@ -7,7 +7,8 @@ scene cut into 2 s segments), or part of one. :func:`assemble` turns ranked segm
 1. **Merge.** The best hit not yet used seeds a moment; the moment grows over segments of the same video
    that touch or overlap it (a gap of at most ``gap`` seconds) and score within ``margin`` of the seed
    (``score >= seed - margin * |seed|``), until none is left. Each hit joins one moment at most; a weaker
-   segment between two good ones splits them (they do not touch).
+   segment between two good ones splits them (they do not touch). A seed scoring 0 or less (nothing
+   matched) stays a moment of its own segment.
 2. **Refine.** A moment's ends come from the frames that carried the match: in its first and last segment,
    the frames whose own MaxSim score (``Hit.frame_scores``) is within ``margin`` of the seed's best frame
    count as matching; the moment starts half way between the last non-matching frame and the first
@@ -90,7 +91,7 @@ def assemble(hits: Sequence[Hit], k: int | None = None, *, margin: float = 0.1, 
         row = by_video[seed.video]
         used.add(id(seed))
         members, span = [seed], [seed.start, seed.end]
-        grown = True
+        grown = seed.score > 0  # a seed that matched nothing (MaxSim <= 0) does not gather other misses
         while grown:  # add hits that touch or overlap the moment and score within the margin
             grown = False
             for h in row:
