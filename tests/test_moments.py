@@ -175,3 +175,14 @@ def test_an_index_written_before_token_grids_still_searches(tmp_path):
 def test_segments_that_match_nothing_are_not_merged():
     hits = [_hit("a", 2.0 * i, 2.0 * i + 2, 0.0, i) for i in range(4)]
     assert [len(m.segments) for m in assemble(hits, k=10)] == [1, 1, 1, 1]
+
+
+def test_pooled_tokens_give_frames_without_positions(tmp_path):
+    write_video(tmp_path / "v" / "a.mp4", [(2.0, "blue"), (2.0, "orange")])
+    eng = Engine(tmp_path / "idx", encoder="color-test+pool(factor=2)")
+    eng.ingest([tmp_path / "v"], segmenter="fixed:2", progress=False)
+    (h,) = eng.search("orange", k=1)
+    assert h.start == 2.0 and h.grid is None
+    (e,) = h.evidence
+    assert (e.row, e.col) == (None, None) and e.label == "orange" and 2.0 <= e.time < 4.0
+    assert e.contribution == pytest.approx(h.score, abs=2e-3)
