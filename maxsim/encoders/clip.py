@@ -211,6 +211,10 @@ class ClipFrameEncoder:
             at += len(frames)
         return out
 
+    def token_labels(self, text: str) -> list[str]:
+        """One vector per query: the query itself."""
+        return [text.strip()]
+
     def token_grid(self, clip: Clip, n_tokens: int) -> TokenGrid:
         """One vector per frame: the frame is known, no position inside it."""
         return TokenGrid(1, 1, 1)

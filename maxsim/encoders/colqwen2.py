@@ -136,6 +136,13 @@ class ColQwen2Encoder:
             )
         return out.embeddings.float().cpu()
 
+    def token_labels(self, text: str) -> list[str]:
+        """Each query token as text (prefix and augmentation tokens included), as :meth:`encode_texts`
+        orders its vectors."""
+        enc = self.processor(text=[text.strip()], return_tensors="pt")
+        ids = enc["input_ids"][0][enc["attention_mask"][0].bool()].tolist()
+        return [self.tokenizer.decode([i]).strip() or "\u2423" for i in ids]  # U+2423: a blank
+
     def encode_texts(self, texts: Sequence[str]) -> list[torch.Tensor]:
         """One (n_tokens, dim) float32 CPU tensor per query (prefix, text and augmentation tokens)."""
         if isinstance(texts, str):

@@ -227,6 +227,12 @@ class ColQwen3Encoder:
     def _input_device(self) -> torch.device:
         return self.model.vlm.language_model.embed_tokens.weight.device
 
+    def token_labels(self, text: str) -> list[str]:
+        """Each query token as text (the query prompt's and augmentation tokens included), in the order of
+        :meth:`encode_texts`'s vectors."""
+        ids = self.tokenizer(self.query_prefix + text.strip() + self.query_suffix)["input_ids"]
+        return [self.tokenizer.decode([i]).strip() or "\u2423" for i in ids]  # U+2423: a blank
+
     def encode_texts(self, texts: Sequence[str]) -> list[torch.Tensor]:
         """One (n_tokens, dim) float32 CPU tensor per query: its tokens plus the augmentation tokens."""
         if isinstance(texts, str):

@@ -204,6 +204,10 @@ class Qwen3VLEmbeddingEncoder:
         return out
 
     # -- clips --------------------------------------------------------------------------------------
+    def token_labels(self, text: str) -> list[str]:
+        """One vector per query: the query itself."""
+        return [text.strip()]
+
     def token_grid(self, clip: Clip, n_tokens: int) -> TokenGrid | None:
         """``per="frames"``: one vector per group of ``frames_per_vector`` frames (no position inside it);
         one vector per segment: None (no frame carries the match on its own)."""
