@@ -15,7 +15,10 @@ import torch
 
 from maxsim.errors import IndexFormatError
 
-FORMAT_VERSION = 2  # 2: video catalog, deleted id ranges, manifests/ (format 1 is read and upgraded)
+# 2: video catalog, deleted id ranges, manifests/ (format 1 is read and upgraded); 3: segment tables may
+# hold a token_grid column (parts of format 2 are read with none), so a maxsim of format 2 refuses it
+# with "upgrade maxsim" rather than failing on the new column
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 MANIFESTS = "manifests"
 PARTS = "parts"
