@@ -99,6 +99,8 @@ def test_temporal_nms_returns_each_moment_once():
     assert temporal_iou((0.0, 6.0), (1.0, 5.0)) == pytest.approx(4 / 6)
     assert [m.video for m in assemble(hits, k=10, group="video")] == ["a", "b"]
     assert len(assemble(hits, k=1)) == 1
+    alone = assemble(hits, group="segments")
+    assert [(m.start, m.end) for m in alone][:3] == [(0.0, 4.0), (2.0, 6.0), (20.0, 22.0)]
 
 
 def test_find_moments_searches_wider_until_k_moments():

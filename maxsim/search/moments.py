@@ -17,7 +17,8 @@ scene cut into 2 s segments), or part of one. :func:`assemble` turns ranked segm
 3. **Temporal non-maximum suppression.** A moment overlapping a better moment of the same video by a
    temporal IoU above ``nms_iou`` is dropped, so each moment is returned once.
 
-``group="video"`` keeps the best moment of each video. Costs O(hits log hits); no index access.
+``group="video"`` keeps the best moment of each video; ``group="segments"`` makes each hit a moment of
+its own (no merging, no suppression), for front ends that show both the same way. Costs O(hits log hits); no index access.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def assemble(hits: Sequence[Hit], k: int | None = None, *, margin: float = 0.1, 
         row = by_video[seed.video]
         used.add(id(seed))
         members, span = [seed], [seed.start, seed.end]
-        grown = seed.score > 0  # a seed that matched nothing (MaxSim <= 0) does not gather other misses
+        # a seed that matched nothing (MaxSim <= 0) does not gather other misses; "segments" never merges
+        grown = seed.score > 0 and group != "segments"
         while grown:  # add hits that touch or overlap the moment and score within the margin
             grown = False
             for h in row:
@@ -111,8 +113,8 @@ def assemble(hits: Sequence[Hit], k: int | None = None, *, margin: float = 0.1, 
     for m in moments:  # already best first
         if group == "video" and any(o.video == m.video for o in kept):
             continue
-        if any(o.video == m.video and temporal_iou((o.start, o.end), (m.start, m.end)) > nms_iou
-               for o in kept):
+        if group != "segments" and any(o.video == m.video and temporal_iou((o.start, o.end), (m.start, m.end))
+                                       > nms_iou for o in kept):
             continue
         kept.append(m)
         if k is not None and len(kept) >= k:
