@@ -18,7 +18,8 @@ scene cut into 2 s segments), or part of one. :func:`assemble` turns ranked segm
    temporal IoU above ``nms_iou`` is dropped, so each moment is returned once.
 
 ``group="video"`` keeps the best moment of each video; ``group="segments"`` makes each hit a moment of
-its own (no merging, no suppression), for front ends that show both the same way. Costs O(hits log hits); no index access.
+its own (no merging, no suppression), for front ends that show both the same way. Costs O(hits^2) per
+video at worst (the growth pass), on the hits of one search; no index access.
 """
 
 from __future__ import annotations
