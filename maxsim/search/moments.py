@@ -18,12 +18,14 @@ scene cut into 2 s segments), or part of one. :func:`assemble` turns ranked segm
    temporal IoU above ``nms_iou`` is dropped, so each moment is returned once.
 
 ``group="video"`` keeps the best moment of each video; ``group="segments"`` makes each hit a moment of
-its own (no merging, no suppression), for front ends that show both the same way. Costs O(hits^2) per
-video at worst (the growth pass), on the hits of one search; no index access.
+its own (no merging, no suppression), for front ends that show both the same way. Merging scans only the
+hits that start near a moment (bisect); suppression compares each moment with those kept (at most k).
+No index access.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 
 from maxsim.types import Hit, Moment
@@ -83,21 +85,26 @@ def assemble(hits: Sequence[Hit], k: int | None = None, *, margin: float = 0.1, 
     by_video: dict[str, list[Hit]] = {}
     for h in hits:
         by_video.setdefault(h.video, []).append(h)
-    for v in by_video.values():
-        v.sort(key=lambda h: (h.start, h.end))
+    starts: dict[str, list[float]] = {}
+    longest: dict[str, float] = {}
+    for v, row in by_video.items():
+        row.sort(key=lambda h: (h.start, h.end))
+        starts[v] = [h.start for h in row]
+        longest[v] = max(h.end - h.start for h in row)
     used: set[int] = set()
     moments: list[Moment] = []
     for seed in sorted(hits, key=lambda h: -h.score):
         if id(seed) in used:
             continue
-        row = by_video[seed.video]
+        row, st, reach = by_video[seed.video], starts[seed.video], longest[seed.video] + gap
         used.add(id(seed))
         members, span = [seed], [seed.start, seed.end]
         # a seed that matched nothing (MaxSim <= 0) does not gather other misses; "segments" never merges
         grown = seed.score > 0 and group != "segments"
         while grown:  # add hits that touch or overlap the moment and score within the margin
             grown = False
-            for h in row:
+            # only hits starting within reach of the span can touch it (bisect: the scan stays local)
+            for h in row[bisect_left(st, span[0] - reach):bisect_right(st, span[1] + gap)]:
                 if id(h) not in used and h.start <= span[1] + gap and h.end >= span[0] - gap \
                         and _within(h.score, seed.score, margin):
                     used.add(id(h))
@@ -111,12 +118,21 @@ def assemble(hits: Sequence[Hit], k: int | None = None, *, margin: float = 0.1, 
         moments.append(Moment(video=seed.video, start=start, end=end, score=seed.score, segments=list(segs),
                               best_time=seed.best_time, thumbnail=seed.thumbnail))
     kept: list[Moment] = []
+    # per video, the moments kept: their starts (sorted), the moments, the longest span
+    spans: dict[str, tuple[list[float], list[Moment], list[float]]] = {}
     for m in moments:  # already best first
-        if group == "video" and any(o.video == m.video for o in kept):
+        ks, km, kl = spans.setdefault(m.video, ([], [], [0.0]))
+        if group == "video" and km:
             continue
-        if group != "segments" and any(o.video == m.video and temporal_iou((o.start, o.end), (m.start, m.end))
-                                       > nms_iou for o in kept):
+        # a kept moment overlapping m starts before m ends and at most the longest kept span before m starts
+        near = km[bisect_left(ks, m.start - kl[0]):bisect_right(ks, m.end)]
+        if group != "segments" and any(temporal_iou((o.start, o.end), (m.start, m.end)) > nms_iou
+                                       for o in near):
             continue
+        i = bisect_right(ks, m.start)
+        ks.insert(i, m.start)
+        km.insert(i, m)
+        kl[0] = max(kl[0], m.end - m.start)
         kept.append(m)
         if k is not None and len(kept) >= k:
             break
