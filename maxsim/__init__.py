@@ -1,7 +1,8 @@
 """maxsim: find moments in video with late-interaction (MaxSim) search.
 
 ``Engine(path, encoder=...)`` ingests videos (segment, sample frames, encode, store) and answers text
-queries with ranked :class:`Hit` objects (video, start, end, score, best frame time, thumbnail).
+queries with ranked :class:`Hit` objects (video, start, end, score, best frame time, thumbnail, evidence)
+or :class:`Moment` objects (merged segments, ``Engine.moments``).
 """
 
 from maxsim.encoders import PooledEncoder, load_encoder, register_encoder, registered_encoders
@@ -30,7 +31,7 @@ from maxsim.media import (
 )
 from maxsim.rerank import Reranker, load_reranker, register_reranker, rerank_hits
 from maxsim.search import SearchOptions, SearchResult, SearchStats
-from maxsim.types import Clip, Encoder, FrameSize, Hit, Segment
+from maxsim.types import Clip, Encoder, Evidence, FrameSize, Hit, Moment, Segment, TokenGrid
 
 __all__ = [
     "Clip",
@@ -38,6 +39,7 @@ __all__ = [
     "EncoderMismatchError",
     "EncoderOutputError",
     "Engine",
+    "Evidence",
     "FixedSegmenter",
     "FrameSampler",
     "FrameSize",
@@ -48,6 +50,7 @@ __all__ = [
     "IndexWriteError",
     "IngestReport",
     "LockedError",
+    "Moment",
     "MissingWeightsError",
     "PooledEncoder",
     "RerankError",
@@ -58,6 +61,7 @@ __all__ = [
     "SearchStats",
     "Segment",
     "Segmenter",
+    "TokenGrid",
     "VersionNotFoundError",
     "VideoError",
     "VideoProgress",
