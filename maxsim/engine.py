@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from maxsim.channels import TranscriptChannel
 from maxsim.distributed.ingest import RayVideoEncoder, worker_encoder
 from maxsim.encoders import DEFAULT_ENCODER, PooledEncoder, load_encoder
 from maxsim.encoders.record import check_encoder, check_spec, encoder_record, encoder_revision, load_args
@@ -102,6 +103,9 @@ class Engine:
 
     ``reranker`` (a spec or an object, see :func:`maxsim.rerank.load_reranker`; default
     ``"qwen3-vl-reranker"``, loaded on first use) re-scores the top hits of searches with ``rerank=N``.
+    ``transcript_encoder`` (``"minilm"``, any sentence-transformers / Hugging Face text model) and
+    ``transcripts`` (True, False or :class:`~maxsim.transcripts.TranscriptOptions`) index what is said
+    (subtitles; speech when asked) for ``channels=`` searches: see :class:`maxsim.channels.TranscriptChannel`.
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class Engine:
         device_memory: int | float | None = None,
         devices: list[str] | None = None,
         reranker: Reranker | str | None = None,
+        transcript_encoder: Any = None, transcripts: Any = None,
     ) -> None:
         self.path = Path(path)
         self.search_device = search_device(device)
@@ -162,6 +167,7 @@ class Engine:
                 pass
             manifest = self.store.manifest()
         self.sampler = sampler if sampler is not None else recorded_sampler(manifest, self.path)
+        self.transcript = TranscriptChannel(self.path, manifest, transcript_encoder, transcripts)
         if self._encoder is not None:
             check_encoder(manifest.encoder, manifest.dim, self._encoder, self.path)
         self._searcher = self._new_searcher(self.store.snapshot(version), None)
@@ -306,8 +312,9 @@ class Engine:
         else:
             video_encoder = LocalVideoEncoder(enc, sampler, dim, self.batch_size, isolate=isolate)
         made: list[Snapshot] = []
-        ingester = Ingester(self.store, settings_key(seg, sampler, enc), video_encoder,
-                            lock_timeout=self.lock_timeout,
+        stage = self.transcript.stage()
+        ingester = Ingester(self.store, settings_key(seg, sampler, enc, stage), video_encoder,
+                            lock_timeout=self.lock_timeout, transcripts=stage,
                             after_commit=lambda man: made.append(self._maintain_prune(progress, man)))
         report = IngestReport(encoder=enc.name, encoder_source=self._encoder_source)
         committed = ingester.run(paths, seg, report, progress=progress, commit_every=commit_every)
@@ -458,7 +465,8 @@ class Engine:
             raise TypeError(f"text {bad[0]} is a {type(texts[bad[0]]).__name__}, not a str")
         if not texts:
             return []
-        first = self._searcher.search(self.encoder.encode_texts(texts), opts.first_stage())
+        first = self.transcript.search(self._searcher, texts, opts.first_stage(),
+                                       lambda o: self._searcher.search(self.encoder.encode_texts(texts), o))
         return self.rerank_stage.apply(texts, first, opts)
 
     def query_vectors(self, queries: Sequence[torch.Tensor], options: SearchOptions | None = None,

@@ -148,6 +148,20 @@ def thumbnail_data_uri(jpeg: bytes | None) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
+@dataclass(frozen=True)
+class TranscriptLine:
+    """The transcript line (cue) that matched a query in a hit's segment: its text and time (seconds)."""
+
+    text: str
+    start: float
+    end: float
+    speaker: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "start": float(self.start), "end": float(self.end),
+                "speaker": self.speaker}
+
+
 @dataclass
 class Hit:
     """One retrieved moment."""
@@ -163,6 +177,8 @@ class Hit:
     scores: dict[str, float] = field(default_factory=dict)
     # Times (s) of the frames sampled from the segment at ingest (what a reranker decodes again).
     frame_times: tuple[float, ...] = field(default=(), repr=False)
+    # The segment's transcript line that best matched the query (searches with the transcript channel).
+    transcript: TranscriptLine | None = None
 
     def to_dict(self, thumbnail: bool = False) -> dict[str, Any]:
         """The hit as plain JSON-serialisable values; with ``thumbnail`` the JPEG as a data URI (or None)."""
@@ -175,6 +191,8 @@ class Hit:
             "segment_id": int(self.segment_id),
             "best_time": float(self.best_time),
         }
+        if self.transcript is not None:
+            d["transcript"] = self.transcript.to_dict()
         if thumbnail:
             d["thumbnail"] = thumbnail_data_uri(self.thumbnail)
         return d
