@@ -121,7 +121,7 @@ class TranscriptChannel:
                 hits = [row_hit(snap, r, t_score[r], options.thumbnails) for r in t_top[:options.k]]
                 for h, r in zip(hits, t_top, strict=False):
                     h.scores = {"transcript": t_score[r]}
-                stats = SearchStats(mode="transcript", segments=int(allowed.sum()))
+                stats = SearchStats(mode="transcript", segments=int(allowed.sum()), backend="cpu")
             else:
                 hits, stats = fused_hits(snap, seen[i], t_score, t_top, fusion, options)
             for h in hits:

@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-from maxsim.cli.common import open_engine
+from maxsim.cli.common import channel_options, open_engine
 from maxsim.specs import fmt_num, plural
 
 
@@ -20,6 +20,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                    "n_refine": args.refine}
     if args.rerank:
         options["rerank"] = args.rerank
+    options.update(channel_options(args))
     # neither output prints the JPEG bytes: do not read them
     result = engine.query(args.text, k=args.k, videos=args.video or None, time_range=time_range,
                           thumbnails=False, **options)
@@ -37,6 +38,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         reranked = "rerank" in h.scores and "maxsim" in h.scores  # the first-stage score beside it
         first = f"  (maxsim {fmt_num(h.scores['maxsim'])})" if reranked else ""
         print(f"{i:3d}  {fmt_num(h.score):>8}  {h.video:<{width}}  {span}  best {h.best_time:.2f}{first}")
+        if h.transcript is not None:  # the line that was said there, with its time
+            t = h.transcript
+            print(f"{'':15}{t.start:8.2f}-{t.end:<8.2f} \"{t.text}\"")
     where = "" if result.stats.backend == "cpu" else f" on {result.stats.device} ({result.stats.backend})"
     print(f"({plural(len(engine), 'segment')} searched in {ms:.1f} ms{where})")
     return 0
