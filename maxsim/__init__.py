@@ -23,7 +23,8 @@ from maxsim.ingest import IngestReport
 from maxsim.media import FixedSegmenter, FrameSampler, SceneSegmenter, Segmenter, load_segmenter
 from maxsim.rerank import Reranker, load_reranker, register_reranker, rerank_hits
 from maxsim.search import SearchOptions, SearchResult, SearchStats
-from maxsim.types import Clip, Encoder, FrameSize, Hit, Segment
+from maxsim.transcripts.stage import TranscriptOptions
+from maxsim.types import Clip, Encoder, FrameSize, Hit, Segment, TranscriptLine
 
 __all__ = [
     "Clip",
@@ -35,6 +36,8 @@ __all__ = [
     "FrameSampler",
     "FrameSize",
     "Hit",
+    "TranscriptLine",
+    "TranscriptOptions",
     "IndexError_",
     "IndexFormatError",
     "IndexNotFoundError",
