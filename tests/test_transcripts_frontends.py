@@ -71,3 +71,12 @@ def test_retrievers_carry_the_line(index):
     assert doc.metadata["transcript"]["text"] == BUNNY and f'"{BUNNY}" at 00:05.0' in doc.page_content
     with pytest.raises(ValueError, match="channels"):
         lc.MaxSimRetriever(engine=Engine(index), search_options={"channels": ["smell"]})
+
+
+def test_info_shows_the_transcripts(index, capsys):
+    capsys.readouterr()
+    assert cli.main(["info", str(index), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["transcript_lines"] == 2 and info["transcript"]["dim"] == 384 and info["format_version"] == 3
+    assert cli.main(["info", str(index)]) == 0
+    assert "2 lines stored" in capsys.readouterr().out
