@@ -59,11 +59,9 @@ class TranscriptChannel:
         self.recorded = manifest.transcript
         self._given = encoder
         self._encoder: TranscriptEncoder | None = None
-        if transcripts is False:
-            self.ingest_on, self.options = False, TranscriptOptions()
-        else:
-            self.ingest_on = transcripts is not None or encoder is not None or self.recorded is not None
-            self.options = TranscriptOptions.of(None if transcripts is True else transcripts)
+        self._off = transcripts is False
+        self._asked = transcripts not in (None, False) or encoder is not None
+        self.options = TranscriptOptions.of(None if isinstance(transcripts, bool) else transcripts)
         self._pairs: tuple[int, np.ndarray, np.ndarray] | None = None  # (snapshot id, cue, row) overlaps
 
     @property
@@ -83,8 +81,16 @@ class TranscriptChannel:
             self._encoder = enc
         return self._encoder
 
-    def stage(self) -> TranscriptStage | None:
-        """The ingest's transcript stage, or None when transcripts are off."""
+    @property
+    def ingest_on(self) -> bool:
+        """Whether ingests index transcripts: asked for, or recorded in the index, and not turned off."""
+        return not self._off and (self._asked or self.recorded is not None)
+
+    def stage(self, manifest: Manifest | None = None) -> TranscriptStage | None:
+        """The ingest's transcript stage (``manifest``: the version the ingest starts from, whose recipe
+        turns transcripts on when another engine added them), or None when transcripts are off."""
+        if manifest is not None:
+            self.refresh(manifest)
         return TranscriptStage(self.encoder, self.options) if self.ingest_on else None
 
     def refresh(self, manifest: Manifest) -> None:

@@ -312,7 +312,7 @@ class Engine:
         else:
             video_encoder = LocalVideoEncoder(enc, sampler, dim, self.batch_size, isolate=isolate)
         made: list[Snapshot] = []
-        stage = self.transcript.stage()
+        stage = self.transcript.stage(self.manifest)
         ingester = Ingester(self.store, settings_key(seg, sampler, enc, stage), video_encoder,
                             lock_timeout=self.lock_timeout, transcripts=stage,
                             after_commit=lambda man: made.append(self._maintain_prune(progress, man)))
@@ -474,8 +474,9 @@ class Engine:
         """:meth:`query` with precomputed query multi-vectors, each ``(n_tokens, dim)`` (no re-ranking:
         the reranker needs the query text)."""
         opts = SearchOptions.of(options, **kwargs)
-        if opts.rerank:
-            raise ValueError("rerank needs the query text: search with query() or search(), not by vectors")
+        if opts.rerank or opts.channels not in (None, ("visual",)):
+            raise ValueError("rerank needs the query text (so does the transcript channel): search with "
+                             "query() or search(), not by vectors")
         return self._searcher.search(list(queries), opts)
 
     # -- pruning index -------------------------------------------------------------------------------

@@ -143,3 +143,15 @@ def test_speech_recognition_makes_the_transcript(tmp_path, minilm):
     plain = Engine(tmp_path / "ix2", encoder="color-test", transcript_encoder=minilm,
                    segmenter=FixedSegmenter(seconds=2.0))
     assert plain.ingest([vid], progress=False).cues == 0  # speech is never the default
+
+
+def test_search_by_vectors_cannot_use_the_transcript_channel(tmp_path, videos, minilm):
+    eng = _engine(tmp_path / "ix", minilm)
+    eng.ingest([videos / "embedded.mp4"], progress=False)
+    q = eng.encoder.encode_texts(["green"])
+    assert eng.search_vectors(q, k=1, channels=("visual",))[0]  # visual only: fine
+    with pytest.raises(ValueError, match="transcript channel"):
+        eng.search_vectors(q, k=1, channels=("transcript",))
+    # another engine on the same index, opened without transcript options, keeps indexing them
+    other = Engine(tmp_path / "ix")
+    assert other.ingest([videos / "sidecar.mkv"], progress=False).cues == 2
