@@ -106,7 +106,11 @@ class ShardedSearch:
         texts = list(texts)
         if not texts:
             return []
-        first = self.query_vectors(self.engine.encoder.encode_texts(texts), opts.first_stage())
+        # the visual channel over the shards; the transcript channel (small: lines, not frames) in this
+        # process, fused as the engine fuses them
+        eng = self.engine
+        first = eng.transcript.search(eng.searcher, texts, opts.first_stage(),
+                                      lambda o: self.query_vectors(eng.encoder.encode_texts(texts), o))
         return [r.hits for r in self.engine.rerank_stage.apply(texts, first, opts)]
 
     def search_vectors(self, queries: Sequence[torch.Tensor], k: int = 10, videos=None, time_range=None,
@@ -117,8 +121,9 @@ class ShardedSearch:
     def query_vectors(self, queries: Sequence[torch.Tensor], options: SearchOptions) -> list[SearchResult]:
         """The hits of each query multi-vector and what its search read, summed over the shards (no
         re-ranking: the reranker needs the query text)."""
-        if options.rerank:
-            raise ValueError("rerank needs the query text: use search() or search_batch(), not vectors")
+        if options.rerank or options.channels not in (None, ("visual",)):
+            raise ValueError("rerank needs the query text (so does the transcript channel): use search() or "
+                             "search_batch(), not vectors")
         ray = ray_module()
         if self.engine.version != self.version:
             raise RuntimeError(f"the engine moved to version {self.engine.version}; this ShardedSearch "
