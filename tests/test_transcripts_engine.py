@@ -155,3 +155,38 @@ def test_search_by_vectors_cannot_use_the_transcript_channel(tmp_path, videos, m
     # another engine on the same index, opened without transcript options, keeps indexing them
     other = Engine(tmp_path / "ix")
     assert other.ingest([videos / "sidecar.mkv"], progress=False).cues == 2
+
+
+class _Flaky:
+    """MiniLM, except that one line makes it fail (an encoder error on one video)."""
+
+    def __init__(self, inner, bad: str):
+        self.inner, self.bad = inner, bad
+        self.name, self.dim, self.per = inner.name, inner.dim, inner.per
+
+    def encode_queries(self, texts):
+        return self.inner.encode_queries(texts)
+
+    def encode_cues(self, texts):
+        if self.bad in texts:
+            raise RuntimeError("the text model ran out of memory")
+        return self.inner.encode_cues(texts)
+
+
+def test_a_failing_transcript_fails_its_video_only(tmp_path, videos, minilm):
+    eng = Engine(tmp_path / "ix", encoder="color-test", transcript_encoder=_Flaky(minilm, BUNNY),
+                 segmenter=FixedSegmenter(seconds=2.0))
+    report = eng.ingest([videos / "embedded.mp4", videos / "silent.mkv"], progress=False)
+    assert [p.rsplit("/", 1)[-1] for p, _ in report.failed] == ["embedded.mp4"]
+    assert "out of memory" in report.failed[0][1] and report.ingested and report.cues == 0
+    assert eng.videos() == [str(videos / "silent.mkv")]  # its segments were taken back with it
+
+
+def test_an_unreadable_sidecar_falls_back_to_the_stream(tmp_path, minilm):
+    vid = write_media(tmp_path / "talk.mp4", [Track("mov_text", LINES)], video_s=8.0)
+    (tmp_path / "talk.srt").write_bytes(b"\x00\x01 this is not a subtitle file \xff" * 20)
+    eng = _engine(tmp_path / "ix", minilm)
+    with pytest.warns(UserWarning, match="subtitles skipped"):
+        report = eng.ingest([vid], progress=False)
+    assert report.ok and report.cues == len(LINES)
+    assert eng.search(QUERY, k=1, channels=("transcript",))[0].transcript.start == 4.3
