@@ -80,3 +80,11 @@ def test_info_shows_the_transcripts(index, capsys):
     assert info["transcript_lines"] == 2 and info["transcript"]["dim"] == 384 and info["format_version"] == 3
     assert cli.main(["info", str(index)]) == 0
     assert "2 lines stored" in capsys.readouterr().out
+
+
+def test_llamaindex_retriever_carries_the_line(index):
+    li = pytest.importorskip("maxsim.integrations.llamaindex")
+    retriever = li.MaxSimRetriever(Engine(index), k=1, search_options={"channels": ["transcript"],
+                                                                       "transcript_weight": 0.7})
+    (node,) = retriever.retrieve(QUERY)
+    assert node.node.metadata["transcript"]["text"] == BUNNY and BUNNY in node.node.text
