@@ -8,14 +8,15 @@ one pooled row with ``per="cue"``) and each stored transcript line is scored by 
 and that line (text and time) is the hit's :attr:`~maxsim.types.Hit.transcript`.
 
 **Channels.** ``channels=("transcript",)`` ranks segments by the transcript score alone (where something
-is said); ``("visual",)`` is the plain visual search; both (the default when the index has transcripts)
-fuse the two over the candidates of each channel: the best ``max(5 k, 50)`` segments visually and by
-transcript. With ``fusion="weighted"`` (default) each channel's scores are min-max normalised over the
-candidates it scored and added with weights ``1 - w`` (visual) and ``w`` (transcript),
-``w = transcript_weight`` (default 0.5); a candidate a channel did not score counts 0 there (a segment
-found only by its transcript is below every visual candidate; a segment without speech has no
-transcript score). ``fusion="rrf"`` adds ``w_c / (60 + rank_c)`` instead. ``hit.scores`` holds
-``"visual"``, ``"transcript"`` (when scored) and ``"fused"``; ``hit.score`` is the fused score.
+is said; segments no line overlaps are not returned); ``("visual",)`` is the plain visual search; both
+(the default when the index has transcripts) fuse the two over the candidates of each channel: the best
+``max(5k, 50)`` segments visually and by transcript. With ``fusion="weighted"`` (default) each channel's
+scores are min-max normalised over the candidates it scored and added with weights ``1 - w`` (visual)
+and ``w`` (transcript), ``w = transcript_weight`` (default 0.5); a candidate a channel did not score
+counts 0 there (a segment found only by its transcript is below every visual candidate; a segment
+without speech has no transcript score). ``fusion="rrf"`` adds ``w_c / (60 + rank_c)`` instead.
+``hit.scores`` holds ``"visual"``, ``"transcript"`` (when scored) and ``"fused"``; ``hit.score`` is the
+fused score.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class TranscriptChannel:
         self._off = transcripts is False
         self._asked = transcripts not in (None, False) or encoder is not None
         self.options = TranscriptOptions.of(None if isinstance(transcripts, bool) else transcripts)
-        self._pairs: tuple[int, np.ndarray, np.ndarray] | None = None  # (snapshot id, cue, row) overlaps
+        self._pairs: tuple[Snapshot, np.ndarray, np.ndarray] | None = None  # (snapshot, cue, row) overlaps
 
     @property
     def encoder(self) -> TranscriptEncoder:
@@ -141,8 +142,8 @@ class TranscriptChannel:
 
     def pairs(self, snap: Snapshot, cues: Cues) -> tuple[np.ndarray, np.ndarray]:
         """Every (live cue, live segment row) that overlap, computed once per snapshot."""
-        if self._pairs is None or self._pairs[0] != id(snap):
-            self._pairs = (id(snap), *cue_rows(snap, cues))
+        if self._pairs is None or self._pairs[0] is not snap:
+            self._pairs = (snap, *cue_rows(snap, cues))
         return self._pairs[1], self._pairs[2]
 
 
