@@ -1,7 +1,8 @@
 """maxsim: find moments in video with late-interaction (MaxSim) search.
 
 ``Engine(path, encoder=...)`` ingests videos (segment, sample frames, encode, store) and answers text
-queries with ranked :class:`Hit` objects (video, start, end, score, best frame time, thumbnail).
+queries with ranked :class:`Hit` objects (video, start, end, score, best frame time, thumbnail, evidence)
+or :class:`Moment` objects (merged segments, ``Engine.moments``).
 """
 
 from maxsim.encoders import PooledEncoder, load_encoder, register_encoder, registered_encoders
@@ -24,7 +25,7 @@ from maxsim.media import FixedSegmenter, FrameSampler, SceneSegmenter, Segmenter
 from maxsim.rerank import Reranker, load_reranker, register_reranker, rerank_hits
 from maxsim.search import SearchOptions, SearchResult, SearchStats
 from maxsim.transcripts.stage import TranscriptOptions
-from maxsim.types import Clip, Encoder, FrameSize, Hit, Segment, TranscriptLine
+from maxsim.types import Clip, Encoder, Evidence, FrameSize, Hit, Moment, Segment, TokenGrid, TranscriptLine
 
 __all__ = [
     "Clip",
@@ -32,6 +33,7 @@ __all__ = [
     "EncoderMismatchError",
     "EncoderOutputError",
     "Engine",
+    "Evidence",
     "FixedSegmenter",
     "FrameSampler",
     "FrameSize",
@@ -44,6 +46,7 @@ __all__ = [
     "IndexWriteError",
     "IngestReport",
     "LockedError",
+    "Moment",
     "MissingWeightsError",
     "PooledEncoder",
     "RerankError",
@@ -54,6 +57,7 @@ __all__ = [
     "SearchStats",
     "Segment",
     "Segmenter",
+    "TokenGrid",
     "VersionNotFoundError",
     "VideoError",
     "load_encoder",

@@ -18,7 +18,7 @@ import torch
 
 from maxsim.channels import TranscriptChannel
 from maxsim.distributed.ingest import RayVideoEncoder, worker_encoder
-from maxsim.encoders import DEFAULT_ENCODER, PooledEncoder, load_encoder
+from maxsim.encoders import DEFAULT_ENCODER, PooledEncoder, load_encoder, query_labels
 from maxsim.encoders.record import check_encoder, check_spec, encoder_record, encoder_revision, load_args
 from maxsim.errors import EncoderOutputError, IndexNotFoundError
 from maxsim.index.compact import CompactReport
@@ -37,6 +37,7 @@ from maxsim.ingest import (
     settings_key,
     sized_sampler,
 )
+from maxsim.media.explain import explain_hit, frame_jpeg
 from maxsim.media.frames import FrameSampler
 from maxsim.media.segment import Segmenter, load_segmenter
 from maxsim.rerank import Reranker, RerankStage
@@ -48,9 +49,11 @@ from maxsim.search import (
     default_refine,
     search_device,
 )
-from maxsim.search.prune.build import update_prune_index
-from maxsim.search.prune.files import PruneSidecar, read_prune_manifest
-from maxsim.types import Encoder, Hit, video_key
+from maxsim.search.hits import label_results
+from maxsim.search.moments import find_moments
+from maxsim.search.prune.build import maintain_prune_index, update_prune_index
+from maxsim.search.prune.files import PruneSidecar
+from maxsim.types import Encoder, Hit, Moment, video_key
 
 
 class Engine:
@@ -103,9 +106,7 @@ class Engine:
 
     ``reranker`` (a spec or an object, see :func:`maxsim.rerank.load_reranker`; default
     ``"qwen3-vl-reranker"``, loaded on first use) re-scores the top hits of searches with ``rerank=N``.
-    ``transcript_encoder`` (``"minilm"``, any sentence-transformers / Hugging Face text model) and
-    ``transcripts`` (True, False or :class:`~maxsim.transcripts.TranscriptOptions`) index what is said
-    (subtitles; speech when asked) for ``channels=`` searches: see :class:`maxsim.channels.TranscriptChannel`.
+    ``transcript_encoder``, ``transcripts``: index what is said (:class:`maxsim.channels.TranscriptChannel`).
     """
 
     def __init__(
@@ -312,10 +313,10 @@ class Engine:
         else:
             video_encoder = LocalVideoEncoder(enc, sampler, dim, self.batch_size, isolate=isolate)
         made: list[Snapshot] = []
-        stage = self.transcript.stage(self.manifest)
-        ingester = Ingester(self.store, settings_key(seg, sampler, enc, stage), video_encoder,
-                            lock_timeout=self.lock_timeout, transcripts=stage,
-                            after_commit=lambda man: made.append(self._maintain_prune(progress, man)))
+        ts = self.transcript.stage(self.manifest)
+        ingester = Ingester(self.store, settings_key(seg, sampler, enc, ts), video_encoder, transcripts=ts,
+                            lock_timeout=self.lock_timeout, after_commit=lambda man: made.append(
+                                maintain_prune_index(self.path, man, self.snapshot, progress)))
         report = IngestReport(encoder=enc.name, encoder_source=self._encoder_source)
         committed = ingester.run(paths, seg, report, progress=progress, commit_every=commit_every)
         if committed is not None:
@@ -384,7 +385,7 @@ class Engine:
             rep = self.store.compact(target_part_bytes=target_part_bytes, min_dead_fraction=min_dead_fraction,
                                      full=full, keep_versions=keep_versions, progress=progress)
             man = self.store.manifest()
-            made = self._maintain_prune(progress, man)
+            made = maintain_prune_index(self.path, man, self.snapshot, progress)
         self._open_latest(man, made)
         return rep
 
@@ -432,6 +433,21 @@ class Engine:
         return self.query(text, SearchOptions(k=k, videos=videos, time_range=time_range,
                                               thumbnails=thumbnails, **options)).hits
 
+    def moments(self, text: str | None = None, *, image: Any = None, clip: Any = None, like: Any = None,
+                k: int = 10, group: str = "moments", margin: float = 0.1, thumbnails: bool = True,
+                **options: Any) -> list[Moment]:
+        """The k best moments (merged segment hits, refined ends; ``group="video"``: one per video; see
+        :mod:`maxsim.search.moments`), with a JPEG of each best frame when ``thumbnails`` (k decodes). The
+        query (``text``, ``image``, ``clip``, ``like``) and other options go to :meth:`search`."""
+        query = {n: v for n, v in (("image", image), ("clip", clip), ("like", like)) if v is not None}
+        return find_moments(lambda n: self.search(text, k=n, **query, **options), k, len(self), margin=margin,
+                            group=group, thumbnail=frame_jpeg if thumbnails else None)
+
+    def explain(self, hit: Hit) -> bytes:
+        """A PNG of ``hit``'s best frame with a heatmap of the regions its query tokens matched and those
+        tokens listed (:func:`maxsim.media.explain.explain_hit`; decodes the frame from the video)."""
+        return explain_hit(hit)
+
     def search_batch(self, texts: Sequence[str], k: int = 10, videos: Sequence[str] | None = None,
                      time_range: tuple[float, float] | None = None, thumbnails: bool = True, **options: Any
                      ) -> list[list[Hit]]:
@@ -465,8 +481,9 @@ class Engine:
             raise TypeError(f"text {bad[0]} is a {type(texts[bad[0]]).__name__}, not a str")
         if not texts:
             return []
-        first = self.transcript.search(self._searcher, texts, opts.first_stage(),
-                                       lambda o: self._searcher.search(self.encoder.encode_texts(texts), o))
+        vecs = None if opts.channels == ("transcript",) else self.encoder.encode_texts(texts)
+        first = self.transcript.search(self._searcher, texts, opts.first_stage(), lambda o: label_results(
+            self._searcher.search(vecs, o), query_labels(self.encoder, texts, vecs)))
         return self.rerank_stage.apply(texts, first, opts)
 
     def query_vectors(self, queries: Sequence[torch.Tensor], options: SearchOptions | None = None,
@@ -475,8 +492,7 @@ class Engine:
         the reranker needs the query text)."""
         opts = SearchOptions.of(options, **kwargs)
         if opts.rerank or opts.channels not in (None, ("visual",)):
-            raise ValueError("rerank needs the query text (so does the transcript channel): search with "
-                             "query() or search(), not by vectors")
+            raise ValueError("rerank needs the query text (so does the transcript channel): use search()")
         return self._searcher.search(list(queries), opts)
 
     # -- pruning index -------------------------------------------------------------------------------
@@ -496,18 +512,6 @@ class Engine:
                                        iters=iters, progress=progress, nbits=nbits, rebuild=rebuild,
                                        device=device)
         return built
-
-    def _maintain_prune(self, progress: bool, manifest: Manifest) -> Snapshot | None:
-        """Under the writer lock, after a commit: extend an existing prune index to new parts. Returns the
-        snapshot of the version it opened to do so (None when the index has no prune index)."""
-        man = read_prune_manifest(self.path)
-        if man is None:
-            return None
-        p = man.get("params", {})
-        snap = Snapshot(self.path, manifest, self.snapshot)
-        update_prune_index(snap, n_centroids=p.get("n_centroids"), iters=p.get("iters", 4),
-                           seed=p.get("seed", 0), progress=progress, nbits=p.get("nbits", 2))
-        return snap
 
 
 __all__ = [

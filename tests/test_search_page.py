@@ -233,3 +233,24 @@ def test_the_transcript_line_is_shown_under_the_hit(browser, tmp_path):
                 pg.screenshot(path=os.environ["MAXSIM_SCREENSHOT"].replace(".png", "-transcript.png"))
         finally:
             pg.close()
+
+
+def test_moments_view_and_explanation_image(page):
+    page.evaluate("document.querySelector('#k').innerHTML = '<option>10</option>'")  # after the errors test
+    page.select_option("#group", "moments")
+    page.fill("#q", "orange")
+    page.press("#q", "Enter")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('moments')")
+    cards = page.locator(".hit")
+    assert "segment" in cards.first.inner_text()
+    assert "group=moments" in page.evaluate("location.hash")
+    cards.first.click()
+    # the explanation PNG of the best segment, drawn by the server, loads under the player
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#explain');"
+        " return !document.querySelector('#explain-box').hidden && i.complete && i.naturalWidth > 0; }"
+    )
+    assert "explain?q=orange" in page.evaluate("document.querySelector('#explain').src")
+    assert "matched:" in page.inner_text("#evidence")
+    page.select_option("#group", "segments")
+    assert page.errors == []

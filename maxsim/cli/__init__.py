@@ -126,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "scores, weights 1-W and W)")
     se.add_argument("--transcript-weight", type=float, metavar="W",
                     help="weight of the transcript channel in the fusion, 0 to 1 (default 0.5)")
+    se.add_argument("--group", choices=("segments", "moments", "video"), default="segments",
+                    help="segments (default): one hit per segment; moments: adjacent segments of a video "
+                    "that score alike merged into one moment; video: the best moment of each video")
+    se.add_argument("--margin", type=float, default=0.1,
+                    help="with --group: segments within this fraction of the best score merge (default 0.1)")
+    se.add_argument("--explain", metavar="DIR",
+                    help="write a PNG per hit (per moment: its best segment) into DIR: the best frame with a "
+                    "heatmap of the regions the query matched")
     add_device_args(se)
     se.set_defaults(func=cmd_search)
 

@@ -12,9 +12,11 @@ import numpy as np
 import torch
 
 from maxsim.distributed.cluster import gpus_per_worker, init, ray_module
+from maxsim.encoders import query_labels
 from maxsim.index.store import Store
 from maxsim.kernels import merge_topk
 from maxsim.search import Searcher, SearchOptions, SearchResult, SearchStats, prepare_queries, rows_to_global
+from maxsim.search.hits import label_results
 from maxsim.types import Hit
 
 
@@ -109,8 +111,9 @@ class ShardedSearch:
         # the visual channel over the shards; the transcript channel (small: lines, not frames) in this
         # process, fused as the engine fuses them
         eng = self.engine
-        first = eng.transcript.search(eng.searcher, texts, opts.first_stage(),
-                                      lambda o: self.query_vectors(eng.encoder.encode_texts(texts), o))
+        vecs = None if opts.channels == ("transcript",) else eng.encoder.encode_texts(texts)
+        first = eng.transcript.search(eng.searcher, texts, opts.first_stage(), lambda o: label_results(
+            self.query_vectors(vecs, o), query_labels(eng.encoder, texts, vecs)))
         return [r.hits for r in self.engine.rerank_stage.apply(texts, first, opts)]
 
     def search_vectors(self, queries: Sequence[torch.Tensor], k: int = 10, videos=None, time_range=None,

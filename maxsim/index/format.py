@@ -15,9 +15,11 @@ import torch
 
 from maxsim.errors import IndexFormatError
 
-# 2: video catalog, deleted id ranges, manifests/ (format 1 is read and upgraded); 3: transcript cues per part
-# (a part's optional ``cues`` file and the manifest's ``transcript`` recipe; format 2 is read as it is)
-FORMAT_VERSION = 3
+# 2: video catalog, deleted id ranges, manifests/ (format 1 is read and upgraded); 3: segment tables may
+# hold a token_grid column (parts of format 2 are read with none), so a maxsim of format 2 refuses it
+# with "upgrade maxsim" rather than failing on the new column; 4: transcript cues per part (a part's
+# optional ``cues`` file and the manifest's ``transcript`` recipe; formats 2 and 3 are read as they are)
+FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 MANIFESTS = "manifests"
 PARTS = "parts"
@@ -80,8 +82,13 @@ SEGMENT_SCHEMA = pa.schema(
         ("token_count", pa.int32()),
         ("frame_times", pa.list_(pa.float32())),
         ("thumbnail", pa.binary()),
+        # [frames per step, rows, cols] of the segment's tokens (maxsim.types.TokenGrid); null when the
+        # encoder did not say (pooled tokens). Parts written before it existed lack the column (LEGACY_NAMES).
+        ("token_grid", pa.list_(pa.int32())),
     ]
 )
+# the columns of segment tables written before token grids were recorded (read with a null token_grid)
+LEGACY_SEGMENT_NAMES = SEGMENT_SCHEMA.names[:-1]
 
 # facts about a video's file a catalog entry may hold (besides hash, settings, ranges, segments, tokens);
 # ``subtitles``: the fingerprint of its sidecar subtitle files when it was ingested with transcripts
@@ -116,7 +123,7 @@ BATCH_BYTES = 128 << 20  # token bytes buffered before a record batch is written
 SIDECARS = ("prune",)
 
 ROW_COLUMNS = ["segment_id", "video", "video_hash", "settings", "start", "end", "token_count", "frame_times",
-               "thumbnail"]
+               "thumbnail", "token_grid"]
 ROW_SCHEMA = pa.schema([SEGMENT_SCHEMA.field(n) for n in ROW_COLUMNS])
 
 

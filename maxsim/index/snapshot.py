@@ -25,6 +25,7 @@ from maxsim.index.cues import Cues, load_cues
 from maxsim.index.files import map_file, open_ipc
 from maxsim.index.format import (
     DTYPES,
+    LEGACY_SEGMENT_NAMES,
     NP_DTYPES,
     SCALED,
     SEGMENT_SCHEMA,
@@ -119,6 +120,9 @@ class Snapshot:
         if sums:
             FileCheck(seg_path, seg_map, sums["segments"], root).verify_all()
         seg = open_ipc(seg_path, manifest.version, seg_map).read_all()
+        if seg.schema.names == LEGACY_SEGMENT_NAMES:  # written before token grids: none known
+            seg = seg.append_column(SEGMENT_SCHEMA.field("token_grid"),
+                                    pa.nulls(seg.num_rows, SEGMENT_SCHEMA.field("token_grid").type))
         if seg.schema.names != SEGMENT_SCHEMA.names:
             raise IndexFormatError(f"{seg_path}: unexpected columns {seg.schema.names}")
         if seg.num_rows != part["n_segments"]:
