@@ -77,7 +77,7 @@ def test_info_shows_the_transcripts(index, capsys):
     capsys.readouterr()
     assert cli.main(["info", str(index), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["transcript_lines"] == 2 and info["transcript"]["dim"] == 384 and info["format_version"] == 3
+    assert info["transcript_lines"] == 2 and info["transcript"]["dim"] == 384 and info["format_version"] == 4
     assert cli.main(["info", str(index)]) == 0
     assert "2 lines stored" in capsys.readouterr().out
 

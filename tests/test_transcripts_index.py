@@ -39,7 +39,7 @@ def test_cues_round_trip_delete_compact_verify(tmp_path):
     with store.writing():
         man, vecs = _ingest(store, "a.mp4", 0, ["hello there", "general kenobi"])
         man, _ = _ingest(store, "b.mp4", 2, ["the fat bunny crawls out"])
-    assert man.format_version == 3 and man.transcript == {"encoder": {"name": "t"}, "dim": CUE_DIM}
+    assert man.format_version == 4 and man.transcript == {"encoder": {"name": "t"}, "dim": CUE_DIM}
     cues = store.snapshot().cues()
     assert len(cues) == 3 and cues.live.all() and cues.dim == CUE_DIM
     assert [cues.text(i) for i in range(3)] == ["hello there", "general kenobi", "the fat bunny crawls out"]
