@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from maxsim.channels import TranscriptChannel
 from maxsim.distributed.ingest import RayVideoEncoder, worker_encoder
 from maxsim.encoders import DEFAULT_ENCODER, PooledEncoder, load_encoder, query_labels
 from maxsim.encoders.record import check_encoder, check_spec, encoder_record, encoder_revision, load_args
@@ -38,7 +39,6 @@ from maxsim.ingest import (
 )
 from maxsim.media.explain import explain_hit, frame_jpeg
 from maxsim.media.frames import FrameSampler
-from maxsim.media.progress import ProgressCallback, VideoProgressBar
 from maxsim.media.segment import Segmenter, load_segmenter
 from maxsim.rerank import Reranker, RerankStage
 from maxsim.search import (
@@ -106,6 +106,7 @@ class Engine:
 
     ``reranker`` (a spec or an object, see :func:`maxsim.rerank.load_reranker`; default
     ``"qwen3-vl-reranker"``, loaded on first use) re-scores the top hits of searches with ``rerank=N``.
+    ``transcript_encoder``, ``transcripts``: index what is said (:class:`maxsim.channels.TranscriptChannel`).
     """
 
     def __init__(
@@ -125,6 +126,7 @@ class Engine:
         device_memory: int | float | None = None,
         devices: list[str] | None = None,
         reranker: Reranker | str | None = None,
+        transcript_encoder: Any = None, transcripts: Any = None,
     ) -> None:
         self.path = Path(path)
         self.search_device = search_device(device)
@@ -166,6 +168,7 @@ class Engine:
                 pass
             manifest = self.store.manifest()
         self.sampler = sampler if sampler is not None else recorded_sampler(manifest, self.path)
+        self.transcript = TranscriptChannel(self.path, manifest, transcript_encoder, transcripts)
         if self._encoder is not None:
             check_encoder(manifest.encoder, manifest.dim, self._encoder, self.path)
         self._searcher = self._new_searcher(self.store.snapshot(version), None)
@@ -276,7 +279,7 @@ class Engine:
         progress: bool = True,
         commit_every: int | None = None,
         ray: bool = False,
-        ray_workers: int = 2, isolate: bool = True, on_progress: ProgressCallback | None = None,
+        ray_workers: int = 2, isolate: bool = True, on_progress: Callable[[Any], None] | None = None,
     ) -> IngestReport:
         """Add videos (files or folders searched recursively; one path or several) in one commit.
 
@@ -289,12 +292,10 @@ class Engine:
         index unchanged for it; the other files still ingest. Segments are written to the new part as
         they are encoded, so memory holds one encoder batch of clips and one record batch of vectors,
         whatever the video's length.
-        Killed at any point, the index stays at its last committed version. With ``commit_every=N`` a
-        version is committed after every N ingested videos (a long ingest that is interrupted then keeps
-        what it committed; ``report.version`` is the last version committed). ``isolate`` (default) decodes
-        each video in a worker process: a decoder crashing or hanging on a file fails that file only.
-        ``on_progress`` gets each video's :class:`~maxsim.media.progress.VideoProgress` (seconds decoded,
-        segments encoded, ETA); without it ``progress`` draws it as a bar per video (not with Ray).
+        Killed at any point, the index stays at its last committed version. ``commit_every=N`` commits
+        after every N ingested videos (``report.version``: the last version committed). ``isolate``
+        (default) decodes each video in a worker process: a decoder crashing or hanging fails that file.
+        ``on_progress`` gets each video's :class:`~maxsim.media.VideoProgress` (else ``progress`` draws it).
 
         With ``ray=True`` decoding, segmentation and frame sampling run as a Ray Data pipeline and
         encoding in a pool of ``ray_workers`` actors (one GPU each when the cluster has GPUs); this
@@ -303,17 +304,17 @@ class Engine:
         self._writable("ingest")
         seg = self.segmenter if segmenter is None else load_segmenter(segmenter)
         enc, sampler = self.encoder, self.frame_sampler
-        dim = int(self.manifest.dim)
+        dim, tell = int(self.manifest.dim), on_progress or progress
         video_encoder: LocalVideoEncoder | RayVideoEncoder
         if ray:
             video_encoder = RayVideoEncoder(
                 worker_encoder(enc, self.encoder_load_args()), seg, sampler, dim, enc.name,
                 batch_size=self.batch_size, num_workers=ray_workers)
         else:
-            tell = on_progress or (VideoProgressBar() if progress else None)
             video_encoder = LocalVideoEncoder(enc, sampler, dim, self.batch_size, isolate, tell)
         made: list[Snapshot] = []
-        ingester = Ingester(self.store, settings_key(seg, sampler, enc), video_encoder,
+        ts = self.transcript.stage(self.manifest)
+        ingester = Ingester(self.store, settings_key(seg, sampler, enc, ts), video_encoder, transcripts=ts,
                             lock_timeout=self.lock_timeout, after_commit=lambda man: made.append(
                                 maintain_prune_index(self.path, man, self.snapshot, progress)))
         report = IngestReport(encoder=enc.name, encoder_source=self._encoder_source)
@@ -480,9 +481,9 @@ class Engine:
             raise TypeError(f"text {bad[0]} is a {type(texts[bad[0]]).__name__}, not a str")
         if not texts:
             return []
-        vecs = self.encoder.encode_texts(texts)
-        first = label_results(self._searcher.search(vecs, opts.first_stage()),
-                              query_labels(self.encoder, texts, vecs))
+        vecs = None if opts.channels == ("transcript",) else self.encoder.encode_texts(texts)
+        first = self.transcript.search(self._searcher, texts, opts.first_stage(), lambda o: label_results(
+            self._searcher.search(vecs, o), query_labels(self.encoder, texts, vecs)))
         return self.rerank_stage.apply(texts, first, opts)
 
     def query_vectors(self, queries: Sequence[torch.Tensor], options: SearchOptions | None = None,
@@ -490,8 +491,8 @@ class Engine:
         """:meth:`query` with precomputed query multi-vectors, each ``(n_tokens, dim)`` (no re-ranking:
         the reranker needs the query text)."""
         opts = SearchOptions.of(options, **kwargs)
-        if opts.rerank:
-            raise ValueError("rerank needs the query text: search with query() or search(), not by vectors")
+        if opts.rerank or opts.channels not in (None, ("visual",)):
+            raise ValueError("rerank needs the query text (so does the transcript channel): use search()")
         return self._searcher.search(list(queries), opts)
 
     # -- pruning index -------------------------------------------------------------------------------
