@@ -1,7 +1,8 @@
 """maxsim: find moments in video with late-interaction (MaxSim) search.
 
 ``Engine(path, encoder=...)`` ingests videos (segment, sample frames, encode, store) and answers text
-queries with ranked :class:`Hit` objects (video, start, end, score, best frame time, thumbnail).
+queries (or an image, a clip, a segment: :class:`Query`) with ranked :class:`Hit` objects (video, start,
+end, score, best frame time, thumbnail).
 """
 
 from maxsim.encoders import PooledEncoder, load_encoder, register_encoder, registered_encoders
@@ -15,12 +16,15 @@ from maxsim.errors import (
     IndexWriteError,
     LockedError,
     MissingWeightsError,
+    QueryError,
     RerankError,
+    UnknownSegmentError,
     VersionNotFoundError,
     VideoError,
 )
 from maxsim.ingest import IngestReport
 from maxsim.media import FixedSegmenter, FrameSampler, SceneSegmenter, Segmenter, load_segmenter
+from maxsim.query import Query
 from maxsim.rerank import Reranker, load_reranker, register_reranker, rerank_hits
 from maxsim.search import SearchOptions, SearchResult, SearchStats
 from maxsim.types import Clip, Encoder, FrameSize, Hit, Segment
@@ -43,6 +47,8 @@ __all__ = [
     "LockedError",
     "MissingWeightsError",
     "PooledEncoder",
+    "Query",
+    "QueryError",
     "RerankError",
     "Reranker",
     "SceneSegmenter",
@@ -51,6 +57,7 @@ __all__ = [
     "SearchStats",
     "Segment",
     "Segmenter",
+    "UnknownSegmentError",
     "VersionNotFoundError",
     "VideoError",
     "load_encoder",

@@ -38,6 +38,7 @@ from maxsim.ingest import (
 )
 from maxsim.media.frames import FrameSampler
 from maxsim.media.segment import Segmenter, load_segmenter
+from maxsim.query import Query, search_query
 from maxsim.rerank import Reranker, RerankStage
 from maxsim.search import (
     Searcher,
@@ -405,10 +406,13 @@ class Engine:
             self._open(Snapshot(self.path, manifest, self.snapshot))
 
     # -- search --------------------------------------------------------------------------------------
-    def search(self, text: str, k: int = 10, videos: Sequence[str] | None = None,
-               time_range: tuple[float, float] | None = None, thumbnails: bool = True, **options: Any
-               ) -> list[Hit]:
-        """The k segments that best match ``text``, best first.
+    def search(self, text: str | None = None, k: int = 10, videos: Sequence[str] | None = None,
+               time_range: tuple[float, float] | None = None, thumbnails: bool = True, *, image: Any = None,
+               clip: tuple[str | os.PathLike, float, float] | None = None, like: int | None = None,
+               **options: Any) -> list[Hit]:
+        """The k segments that best match ``text``, best first; or an ``image`` (path, bytes, PIL image,
+        ``(H, W, 3)`` uint8 array), a ``clip=(video, start, end)``, segments ``like`` a hit's
+        ``segment_id`` (itself left out), alone or with text: see :mod:`maxsim.query`.
 
         ``thumbnails=False`` leaves ``Hit.thumbnail`` None (the JPEG bytes are then never read).
         ``mode="exact"`` (default) scores every segment. ``mode="pruned"`` scores exactly only
@@ -422,8 +426,8 @@ class Engine:
         :class:`~maxsim.errors.RerankError` naming it. The options are those of
         :class:`~maxsim.search.SearchOptions`, checked before anything is searched.
         """
-        return self.query(text, SearchOptions(k=k, videos=videos, time_range=time_range,
-                                              thumbnails=thumbnails, **options)).hits
+        opts = SearchOptions(k=k, videos=videos, time_range=time_range, thumbnails=thumbnails, **options)
+        return self.query(text, opts, image=image, clip=clip, like=like).hits
 
     def search_batch(self, texts: Sequence[str], k: int = 10, videos: Sequence[str] | None = None,
                      time_range: tuple[float, float] | None = None, thumbnails: bool = True, **options: Any
@@ -439,12 +443,18 @@ class Engine:
         opts = SearchOptions(k=k, videos=videos, time_range=time_range, thumbnails=thumbnails, **options)
         return [r.hits for r in self.query_vectors(queries, opts)]
 
-    def query(self, text: str, options: SearchOptions | None = None, **kwargs: Any) -> SearchResult:
-        """The hits of ``text`` and what the search did (:class:`~maxsim.search.SearchResult`):
+    def query(self, text: str | Query | None = None, options: SearchOptions | None = None, *,
+              image: Any = None, clip: Any = None, like: int | None = None, **kwargs: Any) -> SearchResult:
+        """The hits of a query and what the search did (:class:`~maxsim.search.SearchResult`): ``text``
+        and/or ``image``, ``clip``, ``like`` as in :meth:`search`, or a :class:`~maxsim.query.Query`;
         ``options`` as a :class:`~maxsim.search.SearchOptions`, or its fields as keyword arguments."""
-        if not isinstance(text, str):
+        if isinstance(text, list | tuple):
             raise TypeError(f"text must be a str, got {type(text).__name__}; use query_batch for several")
-        return self.query_batch([text], options, **kwargs)[0]
+        request = text if isinstance(text, Query) else Query(text, image=image, clip=clip, like=like)
+        if request.text_only:
+            return self.query_batch([request.text], options, **kwargs)[0]
+        return search_query(request, self._searcher, lambda: (self.encoder, self.frame_sampler),
+                            SearchOptions.of(options, **kwargs))
 
     def query_batch(self, texts: Sequence[str], options: SearchOptions | None = None, **kwargs: Any
                     ) -> list[SearchResult]:
