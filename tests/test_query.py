@@ -3,12 +3,14 @@ encoder the expectations are exact (an orange frame finds the orange scenes)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from maxsim import Engine, Query, QueryError, UnknownSegmentError
+from maxsim import Engine, Query, QueryError, UnknownSegmentError, cli
 from maxsim.media.frames import FrameSampler
 from maxsim.query import cap_tokens, query_tokens, sample_times
 from maxsim.testing.synthetic import COLORS
@@ -134,3 +136,34 @@ def test_cap_and_sampling_helpers():
     assert sample_times(1.0, 3.0, s).tolist() == [1.0, 1.5, 2.0, 2.5]
     assert sample_times(0.0, 10.0, s).shape == (4,)
     assert sample_times(1.1, 1.2, s).tolist() == pytest.approx([1.15])
+
+
+def run_cli(capsys, *args):
+    code = cli.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_searches_by_image_clip_like_and_text_with_image(index, tmp_path, capsys):
+    eng, a, b = index
+    png = tmp_path / "orange.png"
+    Image.fromarray(frame("orange")).save(png)
+    code, out, err = run_cli(capsys, "search", eng.path, "--image", png, "-k", "2", "--json")
+    assert code == 0, err
+    assert {(h["video"], h["start"]) for h in json.loads(out)} == {(str(a), 2.0), (str(b), 2.0)}
+    code, out, err = run_cli(capsys, "search", eng.path, "--clip", f"{a}:4.2:5.8", "-k", "1", "--json")
+    assert code == 0, err
+    assert (json.loads(out)[0]["video"], json.loads(out)[0]["start"]) == (str(a), 4.0)
+    own = seg(eng, a, 2.0)
+    code, out, err = run_cli(capsys, "search", eng.path, "--like", own, "-k", "1")
+    assert code == 0, err
+    assert f"id {seg(eng, b, 2.0)}" in out and str(b) in out  # the text output names each hit's id
+    code, out, err = run_cli(capsys, "search", eng.path, "blue", "--image", png, "-k", "3", "--json")
+    assert code == 0, err
+    assert {h["segment_id"] for h in json.loads(out)} == {own, seg(eng, b, 2.0), seg(eng, a, 4.0)}
+    code, out, err = run_cli(capsys, "search", eng.path, "--clip", "nonsense", "-k", "1")
+    assert code != 0 and "VIDEO:START:END" in err
+    code, out, err = run_cli(capsys, "search", eng.path)
+    assert code != 0 and "nothing to search for" in err
+    code, out, err = run_cli(capsys, "search", eng.path, "--like", "424242")
+    assert code != 0 and "like=424242" in err

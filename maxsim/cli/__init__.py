@@ -84,9 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     ing.set_defaults(func=cmd_ingest)
 
-    se = sub.add_parser("search", help="search an index with text")
+    se = sub.add_parser("search", help="search an index with text, an image, a clip or a segment")
     se.add_argument("index")
-    se.add_argument("text")
+    se.add_argument("text", nargs="?", help="the query text (optional with --image, --clip or --like)")
+    se.add_argument("--image", metavar="FILE",
+                    help="query by this picture (PNG, JPEG...), with TEXT or alone")
+    se.add_argument("--clip", metavar="VIDEO:START:END",
+                    help="query by the frames of VIDEO from START to END seconds, e.g. cam1.mp4:12:20")
+    se.add_argument("--like", type=int, metavar="ID",
+                    help="more like this: query by the stored tokens of segment ID (the `id` of a hit; "
+                    "that segment is left out of the hits)")
     se.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
     se.add_argument("--video", action="append", help="only this video (repeatable)")
     se.add_argument("--time-range", type=float, nargs=2, metavar=("START", "END"),

@@ -1,4 +1,6 @@
-"""``maxsim search``: search an index with text (optionally re-ranking the best hits) and print the hits."""
+"""``maxsim search``: search an index with text, an image (``--image``), a clip (``--clip VIDEO:START:END``)
+or a segment (``--like ID``), text and the others together too (optionally re-ranking the best hits of a
+text query) and print the hits with their segment ids."""
 
 from __future__ import annotations
 
@@ -7,10 +9,24 @@ import json
 import time
 
 from maxsim.cli.common import open_engine
+from maxsim.query import Query
 from maxsim.specs import fmt_num, plural
 
 
+def clip_arg(text: str | None) -> tuple[str, float, float] | None:
+    """``VIDEO:START:END`` (the video path may hold colons) as ``(video, start, end)``."""
+    if text is None:
+        return None
+    try:
+        video, start, end = text.rsplit(":", 2)
+        return video, float(start), float(end)
+    except ValueError:
+        raise ValueError(f"--clip {text!r}: expected VIDEO:START:END with START and END in seconds, e.g. "
+                         "cam1.mp4:12:20") from None
+
+
 def cmd_search(args: argparse.Namespace) -> int:
+    request = Query(args.text, image=args.image, clip=clip_arg(args.clip), like=args.like)  # checked first
     engine = open_engine(args, create=False, reranker=args.reranker)
     time_range = tuple(args.time_range) if args.time_range else None
     t0 = time.perf_counter()
@@ -21,7 +37,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.rerank:
         options["rerank"] = args.rerank
     # neither output prints the JPEG bytes: do not read them
-    result = engine.query(args.text, k=args.k, videos=args.video or None, time_range=time_range,
+    result = engine.query(request, k=args.k, videos=args.video or None, time_range=time_range,
                           thumbnails=False, **options)
     hits = result.hits
     ms = (time.perf_counter() - t0) * 1000
@@ -36,7 +52,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         span = f"{h.start:8.2f}-{h.end:<8.2f}"
         reranked = "rerank" in h.scores and "maxsim" in h.scores  # the first-stage score beside it
         first = f"  (maxsim {fmt_num(h.scores['maxsim'])})" if reranked else ""
-        print(f"{i:3d}  {fmt_num(h.score):>8}  {h.video:<{width}}  {span}  best {h.best_time:.2f}{first}")
+        print(f"{i:3d}  {fmt_num(h.score):>8}  {h.video:<{width}}  {span}  best {h.best_time:.2f}  "
+              f"id {h.segment_id}{first}")
     where = "" if result.stats.backend == "cpu" else f" on {result.stats.device} ({result.stats.backend})"
     print(f"({plural(len(engine), 'segment')} searched in {ms:.1f} ms{where})")
     return 0
