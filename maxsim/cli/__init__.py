@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="searches waiting beyond which new ones get 503 + Retry-After (default 256)")
     sv.add_argument("--max-body-bytes", type=int, default=1 << 20,
                     help="larger request bodies get 413 (default 1 MiB)")
+    sv.add_argument("--max-image-bytes", type=int, default=10 << 20,
+                    help="largest image a search by image takes, base64 or uploaded (default 10 MiB; 413 "
+                    "beyond)")
     sv.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for (default 100)")
     sv.add_argument("--batch-window-ms", type=float, default=2.0,
                     help="how long a search waits for concurrent ones to batch with (default 2 ms)")

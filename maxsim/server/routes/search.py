@@ -1,5 +1,6 @@
 """``POST /search``: one text or a batch of texts, exact or pruned, optionally re-ranked, with what the
-search read."""
+search read; or one query with an image (base64 in the JSON body, or uploaded as multipart/form-data to
+``POST /search/image``), a clip of an indexed video or segments like a hit (:mod:`maxsim.query`)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Request
+from pydantic import ValidationError
 
-from maxsim.errors import RerankError
+from maxsim.errors import QueryError, RerankError, UnknownSegmentError, VideoError
 from maxsim.integrations.hits import hit_metadata
+from maxsim.query import Query
 from maxsim.search import SearchOptions, sum_prune_stats
 from maxsim.search.options import PRUNED_KEYS
 from maxsim.server import schemas as S
 from maxsim.server.batcher import Overloaded
 from maxsim.server.catalog import video_id
 from maxsim.server.state import ServerState
+from maxsim.server.uploads import decode_image, image_form, read_image_form
 from maxsim.types import Hit
 
 
@@ -37,9 +41,9 @@ def hit_out(h: Hit, prefix: str, thumbnails: bool) -> S.HitOut:
 
 
 def router(state: ServerState, api: APIRouter, max_k: int, defaults: dict[str, Any], default_mode: str,
-           default_rerank: int = 0) -> None:
-    """Add the search route to ``api``; ``defaults``/``default_mode``/``default_rerank``: the server's
-    search options (pruning knobs, mode, hits re-ranked)."""
+           default_rerank: int = 0, max_image_bytes: int = 10 << 20) -> None:
+    """Add the search routes to ``api``; ``defaults``/``default_mode``/``default_rerank``: the server's
+    search options (pruning knobs, mode, hits re-ranked); ``max_image_bytes``: the largest image taken."""
 
     def resolve_options(req: S.SearchRequest | S.BatchSearchRequest) -> tuple[str, dict[str, Any]]:
         """The mode a request runs in and its other options: the request's, else the server's."""
@@ -59,58 +63,65 @@ def router(state: ServerState, api: APIRouter, max_k: int, defaults: dict[str, A
             return mode, rerank
         return mode, {**defaults, **given, **rerank}
 
-    @api.post(
-        "/search",
-        response_model=S.SearchResponse | S.BatchSearchResponse,
-        response_model_exclude_none=False,
-        responses={
-            404: {"model": S.ErrorOut, "description": "a video in `videos` is not in the index"},
-            409: {"model": S.ErrorOut, "description": "re-ranking needs a video file that is gone"},
-            503: {
-                "model": S.ErrorOut,
-                "description": "too many searches are waiting: retry after the `Retry-After` seconds",
-            },
-        },
-        summary="Search the index with text (one query, or a batch with `texts`)",
-    )
-    async def search(
-        req: Annotated[
-            S.AnySearchRequest,
-            Body(title="Search", description="`text` for one query, or `texts` for a batch"),
-        ],
-        request: Request,
-    ) -> S.SearchResponse | S.BatchSearchResponse:
+    async def resolve_video(ref: str) -> str:
+        """An indexed video's path from its id or path (404 otherwise); the catalog may need building for a
+        new version: not on the loop."""
+        entry = await asyncio.to_thread(state.catalog.resolve, ref)
+        if entry is None:
+            raise HTTPException(404, f"unknown video {ref!r}: give an id from GET /videos or an indexed path")
+        return entry.path
+
+    async def prepare(req: S.SearchRequest | S.BatchSearchRequest) -> tuple[str, SearchOptions]:
+        """The mode and checked options of a request (400 / 404 naming what is wrong)."""
         if req.k > max_k:
             raise HTTPException(400, f"k={req.k} is more than this server's limit of {max_k}")
         if req.time_range is not None and req.time_range[1] < req.time_range[0]:
             raise HTTPException(
                 400, f"time_range end {req.time_range[1]} is before its start {req.time_range[0]}"
             )
-        single = isinstance(req, S.SearchRequest)
-        texts = [req.text] if single else list(req.texts)
-        videos = None
-        if req.videos is not None:  # the catalog may need building for a new version: not on the loop
-            entries = await asyncio.to_thread(lambda: [(r, state.catalog.resolve(r)) for r in req.videos])
-            for ref, entry in entries:
-                if entry is None:
-                    raise HTTPException(
-                        404,
-                        f"unknown video {ref!r}: give an id from GET /videos or an indexed path",
-                    )
-            videos = [entry.path for _, entry in entries]
+        videos = None if req.videos is None else [await resolve_video(r) for r in req.videos]
         mode, knobs = resolve_options(req)
         try:
-            options = SearchOptions(k=req.k, videos=videos, time_range=req.time_range, mode=mode, **knobs)
+            return mode, SearchOptions(k=req.k, videos=videos, time_range=req.time_range, mode=mode, **knobs)
         except (TypeError, ValueError) as e:
             raise HTTPException(400, str(e)) from e
+
+    async def one_query(req: S.SearchRequest, image: bytes | None) -> Query:
+        """The :class:`~maxsim.query.Query` of a request with an image, clip or like (checked: 400)."""
+        clip = None
+        if req.clip is not None:
+            clip = (await resolve_video(req.clip.video), req.clip.start, req.clip.end)
+        try:
+            return Query(req.text, image=image, clip=clip, like=req.like, include_self=req.include_self)
+        except (TypeError, ValueError) as e:
+            raise HTTPException(400, str(e)) from e
+
+    async def run(req: S.SearchRequest | S.BatchSearchRequest, image: bytes | None, request: Request
+                  ) -> S.SearchResponse | S.BatchSearchResponse:
+        single = isinstance(req, S.SearchRequest)
+        if single and req.text is None and image is None and req.clip is None and req.like is None:
+            raise HTTPException(400, "nothing to search for: give text, image, clip or like")
+        mode, options = await prepare(req)
+        visual = single and (image is not None or req.clip is not None or req.like is not None)
+        if visual and req.rerank is None:  # the server's default re-ranking is for text queries
+            options = options.replace(rerank=0)
+        query = await one_query(req, image) if visual else None
         t0 = time.perf_counter()
         try:
-            results = await state.batcher.search(texts, options)
+            if query is not None:
+                results = [await asyncio.get_running_loop().run_in_executor(
+                    state.executor, state.query, query, options)]
+            else:
+                results = await state.batcher.search([req.text] if single else list(req.texts), options)
         except Overloaded as e:
             raise HTTPException(503, str(e), {"Retry-After": str(e.retry_after_s)}) from e
         except RerankError as e:  # a video file that is gone (409), or no reranker to be had (400)
             raise HTTPException(409 if e.video else 400, str(e)) from e
-        except ValueError as e:
+        except UnknownSegmentError as e:
+            raise HTTPException(404, str(e)) from e
+        except VideoError as e:  # a clip's video that can no longer be decoded
+            raise HTTPException(409, str(e)) from e
+        except (QueryError, ValueError) as e:
             raise HTTPException(400, str(e)) from e
         took = (time.perf_counter() - t0) * 1000
         prefix = request.scope.get("root_path", "")
@@ -122,3 +133,62 @@ def router(state: ServerState, api: APIRouter, max_k: int, defaults: dict[str, A
         if single:
             return S.SearchResponse(hits=out[0], took_ms=took, mode=mode, prune_stats=prune_stats)
         return S.BatchSearchResponse(results=out, took_ms=took, mode=mode, prune_stats=prune_stats)
+
+    errors: dict[int | str, dict[str, Any]] = {
+        404: {"model": S.ErrorOut,
+              "description": "a video in `videos` or `clip`, or the `like` segment, is not in the index"},
+        409: {"model": S.ErrorOut, "description": "re-ranking (or a clip) needs a video file that is gone"},
+        413: {"model": S.ErrorOut, "description": "the image (or the body) is larger than this server takes"},
+        503: {
+            "model": S.ErrorOut,
+            "description": "too many searches are waiting: retry after the `Retry-After` seconds",
+        },
+    }
+
+    @api.post(
+        "/search",
+        response_model=S.SearchResponse | S.BatchSearchResponse,
+        response_model_exclude_none=False,
+        responses=errors,
+        summary="Search the index with text (one query, or a batch with `texts`), an image, a clip or a "
+        "segment",
+    )
+    async def search(
+        req: Annotated[
+            S.AnySearchRequest,
+            Body(title="Search",
+                 description="`text` for one query, or `texts` for a batch; `image` (base64), `clip` or "
+                 "`like` for a query by picture, video span or segment, alone or with `text`"),
+        ],
+        request: Request,
+    ) -> S.SearchResponse | S.BatchSearchResponse:
+        image = None
+        if isinstance(req, S.SearchRequest) and req.image is not None:
+            image = decode_image(req.image, max_image_bytes)
+        return await run(req, image, request)
+
+    @api.post(
+        "/search/image",
+        response_model=S.SearchResponse,
+        responses={**errors,
+                   415: {"model": S.ErrorOut, "description": "neither multipart/form-data nor JSON"},
+                   422: {"model": S.ErrorOut, "description": "a field that is unknown or out of its range"}},
+        summary="Search with an image up to the server's image size: uploaded (multipart/form-data) or "
+        "base64 in the JSON body of POST /search (one query)",
+        openapi_extra=image_form(),
+    )
+    async def search_image(request: Request) -> S.SearchResponse:
+        ctype, body = request.headers.get("content-type", ""), await request.body()
+        try:
+            if ctype.lower().startswith("application/json"):
+                req = S.SearchRequest.model_validate_json(body)
+                image = None if req.image is None else decode_image(req.image, max_image_bytes)
+            else:
+                fields, image = read_image_form(ctype, body, max_image_bytes)
+                req = S.SearchRequest(**fields)
+        except ValidationError as e:
+            raise HTTPException(422, "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}"
+                                               for x in e.errors())) from None
+        out = await run(req, image, request)
+        assert isinstance(out, S.SearchResponse)
+        return out
