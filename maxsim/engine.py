@@ -406,7 +406,7 @@ class Engine:
             self._open(Snapshot(self.path, manifest, self.snapshot))
 
     # -- search --------------------------------------------------------------------------------------
-    def search(self, text: str | None = None, k: int = 10, videos: Sequence[str] | None = None,
+    def search(self, text: str | Query | None = None, k: int = 10, videos: Sequence[str] | None = None,
                time_range: tuple[float, float] | None = None, thumbnails: bool = True, *, image: Any = None,
                clip: tuple[str | os.PathLike, float, float] | None = None, like: int | None = None,
                **options: Any) -> list[Hit]:
