@@ -42,7 +42,7 @@ def red_png(tmp_path_factory):
 
 
 def where(items):
-    md = [getattr(getattr(x, "node", x), "metadata") for x in items]
+    md = [getattr(x, "node", x).metadata for x in items]
     return {(m["video_name"], m["start"]) for m in md}
 
 
