@@ -167,3 +167,16 @@ def test_cli_searches_by_image_clip_like_and_text_with_image(index, tmp_path, ca
     assert code != 0 and "nothing to search for" in err
     code, out, err = run_cli(capsys, "search", eng.path, "--like", "424242")
     assert code != 0 and "like=424242" in err
+
+
+def test_like_a_deleted_segment_is_unknown(make_video, tmp_path):
+    a = make_video("query_a.mp4", SCENES_A)
+    b = make_video("query_b.mp4", SCENES_B)
+    eng = Engine(tmp_path / "idx", encoder="color-test", segmenter="fixed:2")
+    eng.ingest([a, b], progress=False)
+    sid = eng.search(image=frame("red"), k=1, thumbnails=False)[0].segment_id
+    assert eng.search(like=sid, k=1, thumbnails=False)
+    eng.delete(a)
+    with pytest.raises(UnknownSegmentError, match=f"like={sid}"):
+        eng.search(like=sid)
+    assert eng.search(image=frame("orange"), k=1, thumbnails=False)[0].video == str(b.resolve())
