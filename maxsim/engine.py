@@ -450,7 +450,7 @@ class Engine:
         ``options`` as a :class:`~maxsim.search.SearchOptions`, or its fields as keyword arguments."""
         if isinstance(text, list | tuple):
             raise TypeError(f"text must be a str, got {type(text).__name__}; use query_batch for several")
-        request = text if isinstance(text, Query) else Query(text, image=image, clip=clip, like=like)
+        request = Query.of(text, image=image, clip=clip, like=like)
         if request.text_only:
             return self.query_batch([request.text], options, **kwargs)[0]
         return search_query(request, self._searcher, lambda: (self.encoder, self.frame_sampler),

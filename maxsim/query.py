@@ -97,6 +97,17 @@ class Query:
         if isinstance(mt, bool) or not isinstance(mt, numbers.Integral) or mt < 1:
             raise ValueError(f"max_tokens must be a positive int, got {mt!r}")
 
+    @classmethod
+    def of(cls, text: str | Query | None = None, *, image: ImageInput = None, clip: Any = None,
+           like: int | None = None) -> Query:
+        """``text`` if it is a Query (then image, clip and like must be None: TypeError otherwise), else a
+        Query of the parts given: how :meth:`maxsim.Engine.query` takes its arguments."""
+        if isinstance(text, Query):
+            if image is not None or clip is not None or like is not None:
+                raise TypeError("give a Query or image=/clip=/like=, not both: put them in the Query")
+            return text
+        return cls(text, image=image, clip=clip, like=like)
+
     @property
     def text_only(self) -> bool:
         """True for a plain text query (searched, batched and re-ranked as text)."""

@@ -111,6 +111,8 @@ def test_bad_queries_are_refused_with_clear_errors(index, tmp_path):
         eng.search(image=frame("red"), rerank=5)
     with pytest.raises(TypeError, match="text must be a str"):
         eng.search(42)
+    with pytest.raises(TypeError, match="not both"):
+        eng.query(Query("red"), like=1)
 
 
 def test_long_visual_queries_are_capped(index):
