@@ -1,7 +1,8 @@
 """The search page in headless Chromium: search, click a hit, the player jumps to the hit's start.
 
 Uses Debian's chromium (/usr/bin/chromium, installed by .ci/run) driven by playwright's Python package;
-no browser is downloaded. Set MAXSIM_SCREENSHOT=path.png to save a screenshot of the page with hits.
+no browser is downloaded. Set MAXSIM_SCREENSHOT=path.png to save a screenshot of the page with hits, MAXSIM_IMAGE_SCREENSHOT=path.png
+one of a search by image.
 """
 
 from __future__ import annotations
@@ -226,14 +227,18 @@ def test_search_by_image_picked_or_dropped_and_more_like_this(browser, base_url)
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.goto(base_url + "/")
     # an orange picture picked with the Image button: the orange scene (c.webm 8-12 s) comes first
+    assert not pg.is_visible("#image-chip")  # no query image yet
     orange = {"name": "orange.png", "mimeType": "image/png", "buffer": _png("orange")}
     pg.set_input_files("#image", files=[orange])
     pg.wait_for_function("document.querySelectorAll('.hit').length > 0")
     first = pg.locator(".hit").first
     assert "c.webm" in first.locator(".name").inner_text() and "0:08.0 – 0:12.0" in first.inner_text()
     assert "by image" in pg.inner_text("#status") and pg.is_visible("#image-chip")
+    if os.environ.get("MAXSIM_IMAGE_SCREENSHOT"):
+        pg.screenshot(path=os.environ["MAXSIM_IMAGE_SCREENSHOT"])
     # an image dropped on the search box, searched together with the text in it
     pg.click("#image-clear")
+    assert not pg.is_visible("#image-chip")
     pg.fill("#q", "blue")
     pg.evaluate(
         """(b64) => { const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
