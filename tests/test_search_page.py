@@ -1,8 +1,8 @@
 """The search page in headless Chromium: search, click a hit, the player jumps to the hit's start.
 
 Uses Debian's chromium (/usr/bin/chromium, installed by .ci/run) driven by playwright's Python package;
-no browser is downloaded. Set MAXSIM_SCREENSHOT=path.png to save a screenshot of the page with hits, MAXSIM_IMAGE_SCREENSHOT=path.png
-one of a search by image.
+no browser is downloaded. Set MAXSIM_SCREENSHOT=path.png to save a screenshot of the page with hits,
+MAXSIM_IMAGE_SCREENSHOT=path.png one of a search by image.
 """
 
 from __future__ import annotations
