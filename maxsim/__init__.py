@@ -2,7 +2,8 @@
 
 ``Engine(path, encoder=...)`` ingests videos (segment, sample frames, encode, store) and answers text
 queries (or an image, a clip, a segment: :class:`Query`) with ranked :class:`Hit` objects (video, start,
-end, score, best frame time, thumbnail).
+end, score, best frame time, thumbnail, evidence) or :class:`Moment` objects (merged segments,
+``Engine.moments``).
 """
 
 from maxsim.encoders import PooledEncoder, load_encoder, register_encoder, registered_encoders
@@ -27,7 +28,7 @@ from maxsim.media import FixedSegmenter, FrameSampler, SceneSegmenter, Segmenter
 from maxsim.query import Query
 from maxsim.rerank import Reranker, load_reranker, register_reranker, rerank_hits
 from maxsim.search import SearchOptions, SearchResult, SearchStats
-from maxsim.types import Clip, Encoder, FrameSize, Hit, Segment
+from maxsim.types import Clip, Encoder, Evidence, FrameSize, Hit, Moment, Segment, TokenGrid
 
 __all__ = [
     "Clip",
@@ -35,6 +36,7 @@ __all__ = [
     "EncoderMismatchError",
     "EncoderOutputError",
     "Engine",
+    "Evidence",
     "FixedSegmenter",
     "FrameSampler",
     "FrameSize",
@@ -45,6 +47,7 @@ __all__ = [
     "IndexWriteError",
     "IngestReport",
     "LockedError",
+    "Moment",
     "MissingWeightsError",
     "PooledEncoder",
     "Query",
@@ -58,6 +61,7 @@ __all__ = [
     "Segment",
     "Segmenter",
     "UnknownSegmentError",
+    "TokenGrid",
     "VersionNotFoundError",
     "VideoError",
     "load_encoder",

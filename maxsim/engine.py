@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from maxsim.distributed.ingest import RayVideoEncoder, worker_encoder
-from maxsim.encoders import DEFAULT_ENCODER, PooledEncoder, load_encoder
+from maxsim.encoders import DEFAULT_ENCODER, PooledEncoder, load_encoder, query_labels
 from maxsim.encoders.record import check_encoder, check_spec, encoder_record, encoder_revision, load_args
 from maxsim.errors import EncoderOutputError, IndexNotFoundError
 from maxsim.index.compact import CompactReport
@@ -36,6 +36,7 @@ from maxsim.ingest import (
     settings_key,
     sized_sampler,
 )
+from maxsim.media.explain import explain_hit, frame_jpeg
 from maxsim.media.frames import FrameSampler
 from maxsim.media.segment import Segmenter, load_segmenter
 from maxsim.query import Query, search_query
@@ -48,9 +49,11 @@ from maxsim.search import (
     default_refine,
     search_device,
 )
-from maxsim.search.prune.build import update_prune_index
-from maxsim.search.prune.files import PruneSidecar, read_prune_manifest
-from maxsim.types import Encoder, Hit, video_key
+from maxsim.search.hits import label_results
+from maxsim.search.moments import find_moments
+from maxsim.search.prune.build import maintain_prune_index, update_prune_index
+from maxsim.search.prune.files import PruneSidecar
+from maxsim.types import Encoder, Hit, Moment, video_key
 
 
 class Engine:
@@ -308,8 +311,8 @@ class Engine:
             video_encoder = LocalVideoEncoder(enc, sampler, dim, self.batch_size, isolate=isolate)
         made: list[Snapshot] = []
         ingester = Ingester(self.store, settings_key(seg, sampler, enc), video_encoder,
-                            lock_timeout=self.lock_timeout,
-                            after_commit=lambda man: made.append(self._maintain_prune(progress, man)))
+                            lock_timeout=self.lock_timeout, after_commit=lambda man: made.append(
+                                maintain_prune_index(self.path, man, self.snapshot, progress)))
         report = IngestReport(encoder=enc.name, encoder_source=self._encoder_source)
         committed = ingester.run(paths, seg, report, progress=progress, commit_every=commit_every)
         if committed is not None:
@@ -378,7 +381,7 @@ class Engine:
             rep = self.store.compact(target_part_bytes=target_part_bytes, min_dead_fraction=min_dead_fraction,
                                      full=full, keep_versions=keep_versions, progress=progress)
             man = self.store.manifest()
-            made = self._maintain_prune(progress, man)
+            made = maintain_prune_index(self.path, man, self.snapshot, progress)
         self._open_latest(man, made)
         return rep
 
@@ -408,11 +411,9 @@ class Engine:
     # -- search --------------------------------------------------------------------------------------
     def search(self, text: str | Query | None = None, k: int = 10, videos: Sequence[str] | None = None,
                time_range: tuple[float, float] | None = None, thumbnails: bool = True, *, image: Any = None,
-               clip: tuple[str | os.PathLike, float, float] | None = None, like: int | None = None,
-               **options: Any) -> list[Hit]:
-        """The k segments that best match ``text``, best first; or an ``image`` (path, bytes, PIL image,
-        ``(H, W, 3)`` uint8 array), a ``clip=(video, start, end)``, segments ``like`` a hit's
-        ``segment_id`` (itself left out), alone or with text: see :mod:`maxsim.query`.
+               clip: Any = None, like: int | None = None, **options: Any) -> list[Hit]:
+        """The k segments that best match ``text``, an ``image``, a ``clip=(video, start, end)`` or segments
+        ``like`` a hit's ``segment_id`` (itself left out), any together (:mod:`maxsim.query`), best first.
 
         ``thumbnails=False`` leaves ``Hit.thumbnail`` None (the JPEG bytes are then never read).
         ``mode="exact"`` (default) scores every segment. ``mode="pruned"`` scores exactly only
@@ -428,6 +429,21 @@ class Engine:
         """
         opts = SearchOptions(k=k, videos=videos, time_range=time_range, thumbnails=thumbnails, **options)
         return self.query(text, opts, image=image, clip=clip, like=like).hits
+
+    def moments(self, text: str | Query | None = None, *, image: Any = None, clip: Any = None,
+                like: Any = None, k: int = 10, group: str = "moments", margin: float = 0.1,
+                thumbnails: bool = True, **options: Any) -> list[Moment]:
+        """The k best moments (merged segment hits, refined ends; ``group="video"``: one per video; see
+        :mod:`maxsim.search.moments`), with a JPEG of each best frame when ``thumbnails`` (k decodes). The
+        query (``text``, ``image``, ``clip``, ``like``) and other options go to :meth:`search`."""
+        query = {n: v for n, v in (("image", image), ("clip", clip), ("like", like)) if v is not None}
+        return find_moments(lambda n: self.search(text, k=n, **query, **options), k, len(self), margin=margin,
+                            group=group, thumbnail=frame_jpeg if thumbnails else None)
+
+    def explain(self, hit: Hit) -> bytes:
+        """A PNG of ``hit``'s best frame with a heatmap of the regions its query tokens matched and those
+        tokens listed (:func:`maxsim.media.explain.explain_hit`; decodes the frame from the video)."""
+        return explain_hit(hit)
 
     def search_batch(self, texts: Sequence[str], k: int = 10, videos: Sequence[str] | None = None,
                      time_range: tuple[float, float] | None = None, thumbnails: bool = True, **options: Any
@@ -445,11 +461,8 @@ class Engine:
 
     def query(self, text: str | Query | None = None, options: SearchOptions | None = None, *,
               image: Any = None, clip: Any = None, like: int | None = None, **kwargs: Any) -> SearchResult:
-        """The hits of a query and what the search did (:class:`~maxsim.search.SearchResult`): ``text``
-        and/or ``image``, ``clip``, ``like`` as in :meth:`search`, or a :class:`~maxsim.query.Query`;
-        ``options`` as a :class:`~maxsim.search.SearchOptions`, or its fields as keyword arguments."""
-        if isinstance(text, list | tuple):
-            raise TypeError(f"text must be a str, got {type(text).__name__}; use query_batch for several")
+        """Hits and what the search did (:class:`~maxsim.search.SearchResult`) of a query as in :meth:`search`
+        or a :class:`~maxsim.query.Query`; ``options``: a :class:`~maxsim.search.SearchOptions` or fields."""
         request = Query.of(text, image=image, clip=clip, like=like)
         if request.text_only:
             return self.query_batch([request.text], options, **kwargs)[0]
@@ -468,7 +481,9 @@ class Engine:
             raise TypeError(f"text {bad[0]} is a {type(texts[bad[0]]).__name__}, not a str")
         if not texts:
             return []
-        first = self._searcher.search(self.encoder.encode_texts(texts), opts.first_stage())
+        vecs = self.encoder.encode_texts(texts)
+        first = label_results(self._searcher.search(vecs, opts.first_stage()),
+                              query_labels(self.encoder, texts, vecs))
         return self.rerank_stage.apply(texts, first, opts)
 
     def query_vectors(self, queries: Sequence[torch.Tensor], options: SearchOptions | None = None,
@@ -497,18 +512,6 @@ class Engine:
                                        iters=iters, progress=progress, nbits=nbits, rebuild=rebuild,
                                        device=device)
         return built
-
-    def _maintain_prune(self, progress: bool, manifest: Manifest) -> Snapshot | None:
-        """Under the writer lock, after a commit: extend an existing prune index to new parts. Returns the
-        snapshot of the version it opened to do so (None when the index has no prune index)."""
-        man = read_prune_manifest(self.path)
-        if man is None:
-            return None
-        p = man.get("params", {})
-        snap = Snapshot(self.path, manifest, self.snapshot)
-        update_prune_index(snap, n_centroids=p.get("n_centroids"), iters=p.get("iters", 4),
-                           seed=p.get("seed", 0), progress=progress, nbits=p.get("nbits", 2))
-        return snap
 
 
 __all__ = [

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from maxsim.encoders.record import encoder_frame_size, encoder_settings, vector_settings
+from maxsim.encoders.record import encoder_frame_size, encoder_settings, encoder_token_grid, vector_settings
 from maxsim.errors import EncoderOutputError, IndexError_, IndexFormatError, VideoError
 from maxsim.index.manifest import Manifest
 from maxsim.index.parts import SegmentRecord
@@ -274,10 +274,12 @@ class LocalVideoEncoder:
                 raise EncoderOutputError(
                     f"encoder {name!r} returned {len(vecs)} outputs for {len(batch)} clips")
             for (clip, thumb), v in zip(batch, vecs, strict=True):
+                v = check_vectors(v, self.dim, name, f"clip {clip.start:.2f}-{clip.end:.2f} s")
+                grid = encoder_token_grid(self.encoder, clip, v.shape[0])
                 yield SegmentRecord(
                     video=video, video_hash=digest, settings=settings, start=clip.start, end=clip.end,
                     frame_times=np.asarray(clip.timestamps, dtype=np.float32).tolist(), thumbnail=thumb,
-                    tokens=check_vectors(v, self.dim, name, f"clip {clip.start:.2f}-{clip.end:.2f} s"),
+                    tokens=v, token_grid=None if grid is None else grid.to_list(),
                 )
             batch.clear()
 

@@ -102,6 +102,8 @@ class Query:
            like: int | None = None) -> Query:
         """``text`` if it is a Query (then image, clip and like must be None: TypeError otherwise), else a
         Query of the parts given: how :meth:`maxsim.Engine.query` takes its arguments."""
+        if isinstance(text, list | tuple):
+            raise TypeError(f"text must be a str, got {type(text).__name__}; use query_batch for several")
         if isinstance(text, Query):
             if image is not None or clip is not None or like is not None:
                 raise TypeError("give a Query or image=/clip=/like=, not both: put them in the Query")

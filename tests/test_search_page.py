@@ -205,6 +205,27 @@ def test_a_video_the_browser_cannot_play_says_so(browser, tmp_path):
             pg.close()
 
 
+def test_moments_view_and_explanation_image(page):
+    page.evaluate("document.querySelector('#k').innerHTML = '<option>10</option>'")  # after the errors test
+    page.select_option("#group", "moments")
+    page.fill("#q", "orange")
+    page.press("#q", "Enter")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('moments')")
+    cards = page.locator(".hit")
+    assert "segment" in cards.first.inner_text()
+    assert "group=moments" in page.evaluate("location.hash")
+    cards.first.click()
+    # the explanation PNG of the best segment, drawn by the server, loads under the player
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#explain');"
+        " return !document.querySelector('#explain-box').hidden && i.complete && i.naturalWidth > 0; }"
+    )
+    assert "explain?q=orange" in page.evaluate("document.querySelector('#explain').src")
+    assert "matched:" in page.inner_text("#evidence")
+    page.select_option("#group", "segments")
+    assert page.errors == []
+
+
 def _png(colour: str) -> bytes:
     import io
 

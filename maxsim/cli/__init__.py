@@ -113,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="re-score the best N hits (at least -k) with the reranker, which decodes their "
                     "frames again from the videos (default 0: off)")
     se.add_argument("--reranker", metavar="SPEC", help=rr_help)
+    se.add_argument("--group", choices=("segments", "moments", "video"), default="segments",
+                    help="segments (default): one hit per segment; moments: adjacent segments of a video "
+                    "that score alike merged into one moment; video: the best moment of each video")
+    se.add_argument("--margin", type=float, default=0.1,
+                    help="with --group: segments within this fraction of the best score merge (default 0.1)")
+    se.add_argument("--explain", metavar="DIR",
+                    help="write a PNG per hit (per moment: its best segment) into DIR: the best frame with a "
+                    "heatmap of the regions the query matched")
     add_device_args(se)
     se.set_defaults(func=cmd_search)
 

@@ -1,16 +1,51 @@
 """``maxsim search``: search an index with text, an image (``--image``), a clip (``--clip VIDEO:START:END``)
 or a segment (``--like ID``), text and the others together too (optionally re-ranking the best hits of a
-text query) and print the hits with their segment ids."""
+text query) and print the hits with their segment ids, or the moments they make (``--group
+moments|video``); ``--explain DIR`` writes a PNG per hit."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 from maxsim.cli.common import open_engine
+from maxsim.engine import Engine
+from maxsim.errors import VideoError
 from maxsim.query import Query
 from maxsim.specs import fmt_num, plural
+from maxsim.types import Hit, Moment
+
+
+def write_explanations(engine: Engine, hits: list[Hit], folder: str) -> None:
+    """One PNG per hit in ``folder`` (created), named by rank, video and start; a video that cannot be
+    read any more is reported on stderr and skipped."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, h in enumerate(hits, 1):
+        name = out / f"{i:02d}-{Path(h.video).stem}-{h.start:.2f}.png"
+        try:
+            name.write_bytes(engine.explain(h))
+        except (VideoError, ValueError) as e:
+            print(f"warning: no explanation for hit {i}: {e}", file=sys.stderr)
+            continue
+        print(f"wrote {name}", file=sys.stderr)
+
+
+def print_moments(engine: Engine, moments: list[Moment], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([m.to_dict() for m in moments], indent=1))
+        return
+    if not moments:
+        print(f"no moments ({plural(len(engine), 'segment')} searched)")
+        return
+    width = max(len(m.video) for m in moments)
+    for i, m in enumerate(moments, 1):
+        span = f"{m.start:8.2f}-{m.end:<8.2f}"
+        print(f"{i:3d}  {fmt_num(m.score):>8}  {m.video:<{width}}  {span}  best {m.best_time:.2f}  "
+              f"({plural(len(m.segments), 'segment')})")
 
 
 def clip_arg(text: str | None) -> tuple[str, float, float] | None:
@@ -36,11 +71,20 @@ def cmd_search(args: argparse.Namespace) -> int:
                    "n_refine": args.refine}
     if args.rerank:
         options["rerank"] = args.rerank
+    if args.group != "segments":
+        moments = engine.moments(request, k=args.k, group=args.group, margin=args.margin, thumbnails=False,
+                                 videos=args.video or None, time_range=time_range, **options)
+        print_moments(engine, moments, args.json)
+        if args.explain:
+            write_explanations(engine, [m.best for m in moments], args.explain)
+        return 0
     # neither output prints the JPEG bytes: do not read them
     result = engine.query(request, k=args.k, videos=args.video or None, time_range=time_range,
                           thumbnails=False, **options)
     hits = result.hits
     ms = (time.perf_counter() - t0) * 1000
+    if args.explain:
+        write_explanations(engine, hits, args.explain)
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=1))
         return 0

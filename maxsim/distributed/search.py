@@ -12,9 +12,11 @@ import numpy as np
 import torch
 
 from maxsim.distributed.cluster import gpus_per_worker, init, ray_module
+from maxsim.encoders import query_labels
 from maxsim.index.store import Store
 from maxsim.kernels import merge_topk
 from maxsim.search import Searcher, SearchOptions, SearchResult, SearchStats, prepare_queries, rows_to_global
+from maxsim.search.hits import label_results
 from maxsim.types import Hit
 
 
@@ -106,7 +108,9 @@ class ShardedSearch:
         texts = list(texts)
         if not texts:
             return []
-        first = self.query_vectors(self.engine.encoder.encode_texts(texts), opts.first_stage())
+        vecs = self.engine.encoder.encode_texts(texts)
+        first = label_results(self.query_vectors(vecs, opts.first_stage()),
+                              query_labels(self.engine.encoder, texts, vecs))
         return [r.hits for r in self.engine.rerank_stage.apply(texts, first, opts)]
 
     def search_vectors(self, queries: Sequence[torch.Tensor], k: int = 10, videos=None, time_range=None,

@@ -15,7 +15,10 @@ import torch
 
 from maxsim.errors import IndexFormatError
 
-FORMAT_VERSION = 2  # 2: video catalog, deleted id ranges, manifests/ (format 1 is read and upgraded)
+# 2: video catalog, deleted id ranges, manifests/ (format 1 is read and upgraded); 3: segment tables may
+# hold a token_grid column (parts of format 2 are read with none), so a maxsim of format 2 refuses it
+# with "upgrade maxsim" rather than failing on the new column
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 MANIFESTS = "manifests"
 PARTS = "parts"
@@ -78,8 +81,13 @@ SEGMENT_SCHEMA = pa.schema(
         ("token_count", pa.int32()),
         ("frame_times", pa.list_(pa.float32())),
         ("thumbnail", pa.binary()),
+        # [frames per step, rows, cols] of the segment's tokens (maxsim.types.TokenGrid); null when the
+        # encoder did not say (pooled tokens). Parts written before it existed lack the column (LEGACY_NAMES).
+        ("token_grid", pa.list_(pa.int32())),
     ]
 )
+# the columns of segment tables written before token grids were recorded (read with a null token_grid)
+LEGACY_SEGMENT_NAMES = SEGMENT_SCHEMA.names[:-1]
 
 # facts about a video's file a catalog entry may hold (besides hash, settings, ranges, segments, tokens)
 FILE_FACTS = ("size", "mtime_ns")
@@ -91,7 +99,7 @@ BATCH_BYTES = 128 << 20  # token bytes buffered before a record batch is written
 SIDECARS = ("prune",)
 
 ROW_COLUMNS = ["segment_id", "video", "video_hash", "settings", "start", "end", "token_count", "frame_times",
-               "thumbnail"]
+               "thumbnail", "token_grid"]
 ROW_SCHEMA = pa.schema([SEGMENT_SCHEMA.field(n) for n in ROW_COLUMNS])
 
 

@@ -52,6 +52,7 @@ class SegmentRecord:
     frame_times: Sequence[float]
     thumbnail: bytes | None
     tokens: torch.Tensor
+    token_grid: Sequence[int] | None = None  # [frames per step, rows, cols] (maxsim.types.TokenGrid)
 
 
 
@@ -144,6 +145,7 @@ class PartWriter:
                 "token_count": t.shape[0],
                 "frame_times": [float(x) for x in rec.frame_times],
                 "thumbnail": rec.thumbnail,
+                "token_grid": None if rec.token_grid is None else [int(x) for x in rec.token_grid],
             }
         )
         self._toks.append(stored_bits(t))
@@ -282,6 +284,7 @@ class PartWriter:
                 "token_count": rows.column("token_count"),
                 "frame_times": rows.column("frame_times"),
                 "thumbnail": rows.column("thumbnail"),
+                "token_grid": rows.column("token_grid"),
             },
             schema=SEGMENT_SCHEMA,
         )

@@ -24,6 +24,7 @@ from maxsim.errors import IndexFormatError
 from maxsim.index.files import map_file, open_ipc
 from maxsim.index.format import (
     DTYPES,
+    LEGACY_SEGMENT_NAMES,
     NP_DTYPES,
     SCALED,
     SEGMENT_SCHEMA,
@@ -115,6 +116,9 @@ class Snapshot:
         if sums:
             FileCheck(seg_path, seg_map, sums["segments"], root).verify_all()
         seg = open_ipc(seg_path, manifest.version, seg_map).read_all()
+        if seg.schema.names == LEGACY_SEGMENT_NAMES:  # written before token grids: none known
+            seg = seg.append_column(SEGMENT_SCHEMA.field("token_grid"),
+                                    pa.nulls(seg.num_rows, SEGMENT_SCHEMA.field("token_grid").type))
         if seg.schema.names != SEGMENT_SCHEMA.names:
             raise IndexFormatError(f"{seg_path}: unexpected columns {seg.schema.names}")
         if seg.num_rows != part["n_segments"]:

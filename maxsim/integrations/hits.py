@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from maxsim.types import Hit, thumbnail_data_uri
+from maxsim.search.moments import check_group
+from maxsim.types import Hit, Moment, thumbnail_data_uri
 
-__all__ = ["check_k", "clock", "deep_link", "hit_metadata", "hit_text", "segment_id_of", "thumbnail_data_uri"]
+__all__ = ["check_group", "check_k", "clock", "deep_link", "hit_metadata", "hit_text", "moment_metadata",
+           "moment_text", "retrieve", "segment_id_of", "thumbnail_data_uri"]
 
 def deep_link(video: str | os.PathLike, start: float, end: float) -> str:
     """A ``file://`` URI of ``video`` with a Media Fragments time range: ``file:///v.mp4#t=12.000,22.000``.
@@ -42,6 +44,41 @@ def hit_metadata(hit: Hit, thumbnail: bool = True, link: bool = True) -> dict[st
     if link:
         md["deep_link"] = deep_link(md["video"], md["start"], md["end"])
     return md
+
+
+def moment_text(m: Moment) -> str:
+    """A one-line description of a moment (the document text of a retriever with ``group``)."""
+    return (
+        f"{Path(m.video).name} {clock(m.start)}-{clock(m.end)} ({len(m.segments)} segment"
+        f"{'' if len(m.segments) == 1 else 's'}, best frame at {clock(m.best_time)}, score {m.score:.3f})"
+    )
+
+
+def moment_metadata(m: Moment, thumbnail: bool = True, link: bool = True) -> dict[str, Any]:
+    """The metadata of a moment: video, video_name, start, end, score, best_time, ``segment_ids`` (the
+    segments merged), ``evidence`` (its best segment's, per query token), deep_link (with ``link``) and
+    the best frame's thumbnail (a data URI) when asked for. Plain JSON-serialisable values."""
+    best = m.best
+    md: dict[str, Any] = {
+        "video": str(m.video), "video_name": Path(m.video).name, "start": float(m.start), "end": float(m.end),
+        "score": float(m.score), "best_time": float(m.best_time), "segment_id": int(best.segment_id),
+        "segment_ids": [int(h.segment_id) for h in m.segments],
+        "evidence": [e.to_dict() for e in best.evidence],
+    }
+    if link:
+        md["deep_link"] = deep_link(md["video"], md["start"], md["end"])
+    if thumbnail and m.thumbnail:
+        md["thumbnail"] = thumbnail_data_uri(m.thumbnail)
+    return md
+
+
+def retrieve(engine: Any, query: Any, k: int, group: str, thumbnail: bool, **search: Any
+             ) -> list[Hit] | list[Moment]:
+    """What a retriever returns for ``query`` (a text or a :class:`maxsim.Query`): segment hits
+    (``group="segments"``) or moments (``"moments"``, ``"video"``: :meth:`maxsim.Engine.moments`)."""
+    if check_group(group) == "segments":
+        return engine.search(query, k=k, **search)
+    return engine.moments(query, k=k, group=group, thumbnails=thumbnail, **search)
 
 
 def check_k(k: Any) -> int:

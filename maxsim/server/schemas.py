@@ -82,6 +82,16 @@ class _SearchOptions(BaseModel):
         "model that sees the query and each segment's frames, decoded again from its video) and return the "
         "best k of those by its score; 0: no re-ranking. Default: the server's (`maxsim serve --rerank N`)",
     )
+    group: Literal["segments", "moments", "video"] = Field(
+        default="segments",
+        description="`segments`: one hit per segment; `moments`: adjacent or overlapping segments of a video "
+        "scoring within `margin` of the best merged into one moment (`moments` in the response; `hits` "
+        "then holds each moment's best segment); `video`: the best moment of each video",
+    )
+    margin: float = Field(
+        default=0.1, ge=0.0, le=1.0,
+        description="with `group`: the fraction of the best score within which segments merge",
+    )
     include_prune_stats: bool = Field(
         default=False,
         description="pruned search: add `prune_stats` (what the search read) to the response; the request "
@@ -146,8 +156,20 @@ AnySearchRequest = Annotated[
 ]
 
 
+class EvidenceOut(BaseModel):
+    """Where one query token matched best in the hit's segment."""
+
+    token: int = Field(description="index of the query token")
+    label: str | None = Field(description="the query token as text, when the encoder says")
+    frame: int = Field(description="index of the winning frame among the segment's sampled frames")
+    time: float = Field(description="time of the winning frame, seconds")
+    row: int | None = Field(description="row of the winning token in the frame's token grid (null: unknown)")
+    col: int | None = Field(description="column of the winning token in that grid (null: unknown)")
+    contribution: float = Field(description="the token's contribution to the score (they sum to it)")
+
+
 class HitOut(BaseModel):
-    """One retrieved moment."""
+    """One retrieved segment."""
 
     video_id: str = Field(description="stable id of the video: GET /videos/{video_id} streams it")
     video: str = Field(description="absolute path of the video on the server")
@@ -166,6 +188,24 @@ class HitOut(BaseModel):
     thumbnail_url: str | None = Field(description="GET this for the JPEG thumbnail (null when none stored)")
     video_url: str = Field(description="relative URL of the video, with a #t=start,end media fragment")
     thumbnail: str | None = Field(default=None, description="data URI, only with include_thumbnails")
+    evidence: list[EvidenceOut] = Field(default_factory=list, description="per query token, where it matched")
+    grid: list[int] | None = Field(default=None, description="[rows, cols] of the segment's token grid, "
+                                   "null when the positions are unknown")
+    explain_url: str = Field(description="GET this for a PNG of the best frame with a heatmap of the matches")
+
+
+class MomentOut(BaseModel):
+    """Segments of one video merged into one moment (with `group`)."""
+
+    video_id: str
+    video: str
+    video_name: str
+    start: float = Field(description="moment start, seconds (refined from the matching frames)")
+    end: float = Field(description="moment end, seconds")
+    score: float = Field(description="the best segment's score")
+    best_time: float = Field(description="time of the frame that matched best, seconds")
+    segments: list[HitOut] = Field(description="the segments merged, in time order")
+    video_url: str = Field(description="relative URL of the video, with a #t=start,end media fragment")
 
 
 class PruneStatsOut(BaseModel):
@@ -186,6 +226,7 @@ _PRUNE_STATS = "only with `include_prune_stats` on a pruned search"
 
 class SearchResponse(BaseModel):
     hits: list[HitOut]
+    moments: list[MomentOut] | None = Field(default=None, description="only with `group`")
     took_ms: float
     mode: Mode = Field(description=_MODE_RAN)
     prune_stats: PruneStatsOut | None = Field(default=None, description=_PRUNE_STATS)
@@ -193,6 +234,8 @@ class SearchResponse(BaseModel):
 
 class BatchSearchResponse(BaseModel):
     results: list[list[HitOut]] = Field(description="hits for each text, in the order given")
+    moments: list[list[MomentOut]] | None = Field(default=None, description="only with `group`: moments "
+                                                  "for each text, in the order given")
     took_ms: float
     mode: Mode = Field(description=_MODE_RAN)
     prune_stats: PruneStatsOut | None = Field(default=None, description=_PRUNE_STATS)

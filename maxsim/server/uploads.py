@@ -18,7 +18,7 @@ from maxsim.server import schemas as S
 
 _DATA_URI = re.compile(r"^data:[\w.+-]+/[\w.+-]+(;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
 # form fields of POST /search/image besides the image (SearchRequest's single-query fields)
-FORM_FIELDS = ("text", "k", "like", "include_self", "include_thumbnails", "mode", "videos")
+FORM_FIELDS = ("text", "k", "like", "include_self", "include_thumbnails", "mode", "videos", "group", "margin")
 
 
 def too_large(size: int, limit: int) -> HTTPException:
@@ -84,6 +84,8 @@ def image_form() -> dict[str, Any]:
         "include_self": {"type": "boolean", "default": False},
         "include_thumbnails": {"type": "boolean", "default": False},
         "mode": {"type": "string", "enum": ["exact", "pruned"]},
+        "group": {"type": "string", "enum": ["segments", "moments", "video"], "default": "segments"},
+        "margin": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.1},
         "videos": {"type": "array", "items": {"type": "string"}, "minItems": 1,
                    "maxItems": S.MAX_VIDEO_FILTER},
     }

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Body, HTTPException, Request
 from pydantic import ValidationError
@@ -14,21 +17,22 @@ from pydantic import ValidationError
 from maxsim.errors import QueryError, RerankError, UnknownSegmentError, VideoError
 from maxsim.integrations.hits import hit_metadata
 from maxsim.query import Query
-from maxsim.search import SearchOptions, sum_prune_stats
+from maxsim.search import SearchOptions, SearchResult, sum_prune_stats
+from maxsim.search.moments import assemble
 from maxsim.search.options import PRUNED_KEYS
 from maxsim.server import schemas as S
 from maxsim.server.batcher import Overloaded
 from maxsim.server.catalog import video_id
 from maxsim.server.state import ServerState
 from maxsim.server.uploads import decode_image, image_form, read_image_form
-from maxsim.types import Hit
+from maxsim.types import Hit, Moment
 
 
 def _apply(names: list[str]) -> str:
     return "applies" if len(names) == 1 else "apply"
 
 
-def hit_out(h: Hit, prefix: str, thumbnails: bool) -> S.HitOut:
+def hit_out(h: Hit, prefix: str, thumbnails: bool, text: str) -> S.HitOut:
     """A hit as the API returns it: the fields every front end shares, its video id and media URLs."""
     md = hit_metadata(h, thumbnail=thumbnails, link=False)
     vid = video_id(md["video"])
@@ -37,7 +41,36 @@ def hit_out(h: Hit, prefix: str, thumbnails: bool) -> S.HitOut:
         video_id=vid,
         thumbnail_url=f"{prefix}/segments/{h.segment_id}/thumbnail" if h.thumbnail else None,
         video_url=f"{prefix}/videos/{vid}#t={h.start:.3f},{h.end:.3f}",
+        explain_url=f"{prefix}/segments/{h.segment_id}/explain?q={quote(text, safe='')}",
     )
+
+
+def moment_out(m: Moment, prefix: str, thumbnails: bool, text: str) -> S.MomentOut:
+    """A moment as the API returns it: its span, score and segments (as hits)."""
+    vid = video_id(str(m.video))
+    return S.MomentOut(
+        video_id=vid, video=str(m.video), video_name=Path(m.video).name, start=m.start, end=m.end,
+        score=m.score, best_time=m.best_time,
+        segments=[hit_out(h, prefix, thumbnails, text) for h in m.segments],
+        video_url=f"{prefix}/videos/{vid}#t={m.start:.3f},{m.end:.3f}",
+    )
+
+
+async def search_moments(search: Callable[[SearchOptions], Awaitable[list[SearchResult]]], segments: int,
+                         options: SearchOptions, group: str, margin: float
+                         ) -> tuple[list[SearchResult], list[list[Moment]]]:
+    """The moments of each query: segment hits searched (``search(options)``) wider than k (from
+    ``4 k + 16``, doubling while a query has fewer than k moments and more of the index's ``segments`` are
+    left), assembled as :func:`assemble` does."""
+    k, total = options.k, max(segments, 1)
+    n = min(4 * k + 16, total)
+    while True:
+        results = await search(options.replace(k=n))
+        moments = [assemble(r.hits, k, margin=margin, group=group) for r in results]
+        short = any(len(m) < k and len(r.hits) >= n for m, r in zip(moments, results, strict=True))
+        if not short or n >= total:
+            return results, moments
+        n = min(2 * n, total)
 
 
 def router(state: ServerState, api: APIRouter, max_k: int, defaults: dict[str, Any], default_mode: str,
@@ -106,13 +139,22 @@ def router(state: ServerState, api: APIRouter, max_k: int, defaults: dict[str, A
         if visual and req.rerank is None:  # the server's default re-ranking is for text queries
             options = options.replace(rerank=0)
         query = await one_query(req, image) if visual else None
+        texts = [req.text or ""] if single else list(req.texts)
         t0 = time.perf_counter()
+        moments: list[list[Moment]] | None = None
         try:
             if query is not None:
-                results = [await asyncio.get_running_loop().run_in_executor(
-                    state.executor, state.query, query, options)]
+                async def run_query(opts: SearchOptions) -> list[SearchResult]:
+                    loop = asyncio.get_running_loop()
+                    return [await loop.run_in_executor(state.executor, state.query, query, opts)]
             else:
-                results = await state.batcher.search([req.text] if single else list(req.texts), options)
+                async def run_query(opts: SearchOptions) -> list[SearchResult]:
+                    return await state.batcher.search(texts, opts)
+            if req.group == "segments":
+                results = await run_query(options)
+            else:
+                results, moments = await search_moments(run_query, len(state.engine), options, req.group,
+                                                        req.margin)
         except Overloaded as e:
             raise HTTPException(503, str(e), {"Retry-After": str(e.retry_after_s)}) from e
         except RerankError as e:  # a video file that is gone (409), or no reranker to be had (400)
@@ -125,14 +167,24 @@ def router(state: ServerState, api: APIRouter, max_k: int, defaults: dict[str, A
             raise HTTPException(400, str(e)) from e
         took = (time.perf_counter() - t0) * 1000
         prefix = request.scope.get("root_path", "")
-        out = [[hit_out(h, prefix, req.include_thumbnails) for h in r.hits] for r in results]
+        thumbs = req.include_thumbnails
+        pairs = list(zip(texts, results, strict=True))
+        if moments is None:
+            out = [[hit_out(h, prefix, thumbs, t) for h in r.hits] for t, r in pairs]
+            m_out = None
+        else:  # hits: each moment's best segment, in moment order
+            per = list(zip(texts, moments, strict=True))
+            out = [[hit_out(m.best, prefix, thumbs, t) for m in ms] for t, ms in per]
+            m_out = [[moment_out(m, prefix, thumbs, t) for m in ms] for t, ms in per]
         prune_stats = None
         if req.include_prune_stats and mode == "pruned":
             stats = sum_prune_stats(results)
             prune_stats = None if stats is None else S.PruneStatsOut(**stats.to_dict())
         if single:
-            return S.SearchResponse(hits=out[0], took_ms=took, mode=mode, prune_stats=prune_stats)
-        return S.BatchSearchResponse(results=out, took_ms=took, mode=mode, prune_stats=prune_stats)
+            return S.SearchResponse(hits=out[0], moments=None if m_out is None else m_out[0], took_ms=took,
+                                    mode=mode, prune_stats=prune_stats)
+        return S.BatchSearchResponse(results=out, moments=m_out, took_ms=took, mode=mode,
+                                     prune_stats=prune_stats)
 
     errors: dict[int | str, dict[str, Any]] = {
         404: {"model": S.ErrorOut,

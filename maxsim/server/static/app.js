@@ -3,10 +3,11 @@
 "use strict";
 (function () {
   const $ = (sel) => document.querySelector(sel);
-  const form = $("#search-form"), q = $("#q"), kSel = $("#k"), results = $("#results"), statusEl = $("#status");
+  const form = $("#search-form"), q = $("#q"), kSel = $("#k"), groupSel = $("#group"), results = $("#results"), statusEl = $("#status");
   const viewer = $("#viewer"), player = $("#player"), timeline = $("#timeline"), segEl = $("#segment");
   const marksEl = $("#marks"), playhead = $("#playhead"), caption = $("#caption"), keyInput = $("#api-key");
   const imageInput = $("#image"), chip = $("#image-chip"), preview = $("#image-preview");
+  const explainBox = $("#explain-box"), explainImg = $("#explain"), evidenceEl = $("#evidence");
   let hits = [], current = null, videos = {}, authRequired = false, searchSeq = 0, maxK = 100, image = null;
 
   const base = new URL(".", document.baseURI);  // works behind a path prefix too
@@ -94,24 +95,33 @@
     results.replaceChildren(el("p", "hint", "Searching…"));
     try {
       if (authRequired) { localStorage.setItem("maxsim-api-key", keyInput.value); await loadVideos(); }
+      const group = groupSel.value;
       let r;
       if (like !== undefined) {
-        r = await api("/search", { like, k });
+        r = await api("/search", { like, k, group });
       } else if (image) {
         const body = new FormData();
         body.append("image", image, image.name || "image");
         body.append("k", String(k));
+        body.append("group", group);
         if (text) body.append("text", text);
         r = await api("/search/image", body);
       } else {
-        r = await api("/search", { text, k });
+        r = await api("/search", { text, k, group });
       }
       if (seq !== searchSeq) return;
-      hits = r.hits;
+      // a moment is shown as a card of its span, with its best segment's thumbnail and explanation
+      hits = r.moments ? r.moments.map((m) => {
+        const best = m.segments.reduce((a, b) => (b.score > a.score ? b : a));
+        return { ...m, segment_id: best.segment_id, thumbnail_url: best.thumbnail_url, explain_url: best.explain_url,
+                 evidence: best.evidence, n_segments: m.segments.length };
+      }) : r.hits;
+      const noun = r.moments ? "moments" : "hits";
       const what = like !== undefined ? ` like segment ${like}` : image ? ` by image${text ? " and text" : ""}` : "";
-      statusEl.textContent = `${hits.length} hits${what} in ${r.took_ms.toFixed(0)} ms`;
+      statusEl.textContent = `${hits.length} ${noun}${what} in ${r.took_ms.toFixed(0)} ms`;
       render();
-      const hash = like !== undefined ? `#like=${like}&k=${k}` : image ? "" : `#q=${encodeURIComponent(text)}&k=${k}`;
+      const g = group !== "segments" ? `&group=${group}` : "";
+      const hash = like !== undefined ? `#like=${like}&k=${k}${g}` : image ? "" : `#q=${encodeURIComponent(text)}&k=${k}${g}`;
       history.replaceState(null, "", hash || location.pathname + location.search);
     } catch (e) {
       if (seq === searchSeq) results.replaceChildren(el("p", "error", e.message));
@@ -137,6 +147,7 @@
       const span = el("div", "span");
       span.append(el("span", "score", h.score.toFixed(3)), document.createTextNode(`${clock(h.start)} – ${clock(h.end)}`));
       meta.append(name, span);
+      if (h.n_segments) meta.append(el("div", "segs", `${h.n_segments} segment${h.n_segments === 1 ? "" : "s"}`));
       card.append(img, meta);
       card.addEventListener("click", () => open(i));
       const more = el("button", "more", "More like this");
@@ -181,6 +192,16 @@
     if (p && p.catch) p.catch(() => { /* autoplay refused: the user presses play; the position is set */ });
   }
 
+  // Why it matched: the server draws the best frame with a heatmap of the regions the query tokens matched.
+  function showExplanation(h) {
+    explainBox.hidden = !h.explain_url;
+    if (!h.explain_url) return;
+    explainImg.src = mediaUrl(h.explain_url);
+    const parts = (h.evidence || []).slice().sort((a, b) => b.contribution - a.contribution).slice(0, 8)
+      .map((e) => `${e.label || "#" + e.token} ${e.contribution.toFixed(2)} @ ${clock(e.time)}${e.row === null ? "" : ` (r${e.row}, c${e.col})`}`);
+    evidenceEl.textContent = parts.length ? `matched: ${parts.join(" · ")}` : "";
+  }
+
   function open(i) {
     current = hits[i];
     document.querySelectorAll(".hit.active").forEach((c) => c.classList.remove("active"));
@@ -191,6 +212,7 @@
       el("div", "name", current.video_name),
       el("div", "sub", `${clock(current.start)} – ${clock(current.end)} · best frame ${clock(current.best_time)} · score ${current.score.toFixed(3)}`),
     );
+    showExplanation(current);
     const src = mediaUrl(current.video_url.split("#")[0]);
     const start = current.start;
     if (player.dataset.src !== src) {
@@ -241,6 +263,7 @@
   loadInfo().then(() => {
     const params = new URLSearchParams(initial);
     if (params.get("k")) setK(params.get("k"));
+    if (["segments", "moments", "video"].includes(params.get("group"))) groupSel.value = params.get("group");
     if (params.get("q")) { q.value = params.get("q"); search(q.value); }
     else if (/^\d+$/.test(params.get("like") || "")) search("", Number(params.get("like")));
   });
