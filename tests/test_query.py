@@ -182,3 +182,15 @@ def test_like_a_deleted_segment_is_unknown(make_video, tmp_path):
     with pytest.raises(UnknownSegmentError, match=f"like={sid}"):
         eng.search(like=sid)
     assert eng.search(image=frame("orange"), k=1, thumbnails=False)[0].video == str(b.resolve())
+
+
+def test_moments_of_image_and_like_queries(index, capsys):
+    eng, a, b = index
+    moments = eng.moments(image=frame("orange"), k=2, thumbnails=False)
+    assert {(m.video, m.start, m.end) for m in moments} == {(str(a), 2.0, 4.0), (str(b), 2.0, 4.0)}
+    own = seg(eng, a, 2.0)
+    (m,) = eng.moments(like=own, k=1, thumbnails=False)
+    assert (m.video, m.start) == (str(b), 2.0) and own not in [h.segment_id for h in m.segments]
+    code, out, err = run_cli(capsys, "search", eng.path, "--like", own, "-k", "1", "--group", "moments", "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["video"] == str(b)

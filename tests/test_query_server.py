@@ -106,3 +106,23 @@ def test_like_and_clip_over_http(client, corpus):
     assert r.status_code == 400 and "base64" in r.json()["detail"]
     r = client.post("/search", json={"image": base64.b64encode(png("red")).decode(), "rerank": 3})
     assert r.status_code == 400 and "rerank" in r.json()["detail"]
+
+
+def test_moments_and_explanations_of_visual_queries(client):
+    b64 = base64.b64encode(png("red")).decode()
+    r = client.post("/search", json={"image": b64, "k": 2, "group": "moments"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert {(m["video_name"], m["start"]) for m in body["moments"]} == {("a.webm", 0.0), ("b.webm", 4.0)}
+    assert all(h["explain_url"] is None for h in body["hits"])  # an image cannot be put in a URL
+    own = client.post("/search", json={"text": "red", "k": 1}).json()["hits"][0]["segment_id"]
+    hits = client.post("/search", json={"like": own, "k": 1}).json()["hits"]
+    url = hits[0]["explain_url"]
+    assert url.endswith(f"like={own}")
+    r = client.get(url)
+    assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert client.get(f"/segments/{own}/explain").status_code == 400
+    assert client.get(f"/segments/{own}/explain?like=99999999").status_code == 404
+    r = client.post("/search/image", files={"image": ("red.png", png("red"), "image/png")},
+                    data={"k": "2", "group": "video"})
+    assert r.status_code == 200 and len(r.json()["moments"]) == 2

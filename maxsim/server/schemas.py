@@ -191,7 +191,9 @@ class HitOut(BaseModel):
     evidence: list[EvidenceOut] = Field(default_factory=list, description="per query token, where it matched")
     grid: list[int] | None = Field(default=None, description="[rows, cols] of the segment's token grid, "
                                    "null when the positions are unknown")
-    explain_url: str = Field(description="GET this for a PNG of the best frame with a heatmap of the matches")
+    explain_url: str | None = Field(
+        description="GET this for a PNG of the best frame with a heatmap of the matches (null for a query "
+        "with an image or a clip, which a URL cannot carry)")
 
 
 class MomentOut(BaseModel):

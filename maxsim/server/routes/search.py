@@ -32,8 +32,16 @@ def _apply(names: list[str]) -> str:
     return "applies" if len(names) == 1 else "apply"
 
 
-def hit_out(h: Hit, prefix: str, thumbnails: bool, text: str) -> S.HitOut:
-    """A hit as the API returns it: the fields every front end shares, its video id and media URLs."""
+def explain_url(prefix: str, segment_id: int, text: str | None, like: int | None = None) -> str | None:
+    """The URL of a hit's explanation for a query of ``text`` and/or segments ``like`` (None for neither:
+    a query with an image or a clip cannot be put in a URL)."""
+    args = ([f"q={quote(text, safe='')}"] if text else []) + ([f"like={like}"] if like is not None else [])
+    return f"{prefix}/segments/{segment_id}/explain?{'&'.join(args)}" if args else None
+
+
+def hit_out(h: Hit, prefix: str, thumbnails: bool, text: str | None, like: int | None = None) -> S.HitOut:
+    """A hit as the API returns it: the fields every front end shares, its video id and media URLs
+    (``text``, ``like``: the query, for the explanation's URL)."""
     md = hit_metadata(h, thumbnail=thumbnails, link=False)
     vid = video_id(md["video"])
     return S.HitOut(
@@ -41,17 +49,18 @@ def hit_out(h: Hit, prefix: str, thumbnails: bool, text: str) -> S.HitOut:
         video_id=vid,
         thumbnail_url=f"{prefix}/segments/{h.segment_id}/thumbnail" if h.thumbnail else None,
         video_url=f"{prefix}/videos/{vid}#t={h.start:.3f},{h.end:.3f}",
-        explain_url=f"{prefix}/segments/{h.segment_id}/explain?q={quote(text, safe='')}",
+        explain_url=explain_url(prefix, h.segment_id, text, like),
     )
 
 
-def moment_out(m: Moment, prefix: str, thumbnails: bool, text: str) -> S.MomentOut:
+def moment_out(m: Moment, prefix: str, thumbnails: bool, text: str | None, like: int | None = None
+               ) -> S.MomentOut:
     """A moment as the API returns it: its span, score and segments (as hits)."""
     vid = video_id(str(m.video))
     return S.MomentOut(
         video_id=vid, video=str(m.video), video_name=Path(m.video).name, start=m.start, end=m.end,
         score=m.score, best_time=m.best_time,
-        segments=[hit_out(h, prefix, thumbnails, text) for h in m.segments],
+        segments=[hit_out(h, prefix, thumbnails, text, like) for h in m.segments],
         video_url=f"{prefix}/videos/{vid}#t={m.start:.3f},{m.end:.3f}",
     )
 
@@ -140,6 +149,9 @@ def router(state: ServerState, api: APIRouter, max_k: int, defaults: dict[str, A
             options = options.replace(rerank=0)
         query = await one_query(req, image) if visual else None
         texts = [req.text or ""] if single else list(req.texts)
+        # the explanations' query: text and like; none for an image or a clip (no URL can carry them)
+        explained = [None if image is not None or req.clip is not None else t or None for t in texts]
+        like = req.like if single else None
         t0 = time.perf_counter()
         moments: list[list[Moment]] | None = None
         try:
@@ -168,14 +180,14 @@ def router(state: ServerState, api: APIRouter, max_k: int, defaults: dict[str, A
         took = (time.perf_counter() - t0) * 1000
         prefix = request.scope.get("root_path", "")
         thumbs = req.include_thumbnails
-        pairs = list(zip(texts, results, strict=True))
+        pairs = list(zip(explained, results, strict=True))
         if moments is None:
-            out = [[hit_out(h, prefix, thumbs, t) for h in r.hits] for t, r in pairs]
+            out = [[hit_out(h, prefix, thumbs, t, like) for h in r.hits] for t, r in pairs]
             m_out = None
         else:  # hits: each moment's best segment, in moment order
-            per = list(zip(texts, moments, strict=True))
-            out = [[hit_out(m.best, prefix, thumbs, t) for m in ms] for t, ms in per]
-            m_out = [[moment_out(m, prefix, thumbs, t) for m in ms] for t, ms in per]
+            per = list(zip(explained, moments, strict=True))
+            out = [[hit_out(m.best, prefix, thumbs, t, like) for m in ms] for t, ms in per]
+            m_out = [[moment_out(m, prefix, thumbs, t, like) for m in ms] for t, ms in per]
         prune_stats = None
         if req.include_prune_stats and mode == "pruned":
             stats = sum_prune_stats(results)
