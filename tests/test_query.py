@@ -191,6 +191,7 @@ def test_moments_of_image_and_like_queries(index, capsys):
     own = seg(eng, a, 2.0)
     (m,) = eng.moments(like=own, k=1, thumbnails=False)
     assert (m.video, m.start) == (str(b), 2.0) and own not in [h.segment_id for h in m.segments]
-    code, out, err = run_cli(capsys, "search", eng.path, "--like", own, "-k", "1", "--group", "moments", "--json")
+    code, out, err = run_cli(capsys, "search", eng.path, "--like", own, "-k", "1", "--group", "moments",
+                             "--json")
     assert code == 0, err
     assert json.loads(out)[0]["video"] == str(b)
