@@ -150,7 +150,8 @@ def router(state: ServerState, api: APIRouter, max_k: int, defaults: dict[str, A
         query = await one_query(req, image) if visual else None
         texts = [req.text or ""] if single else list(req.texts)
         # the explanations' query: text and like; none for an image or a clip (no URL can carry them)
-        explained = [None if image is not None or req.clip is not None else t or None for t in texts]
+        explained = [None if image is not None or (single and req.clip is not None) else t or None
+                     for t in texts]
         like = req.like if single else None
         t0 = time.perf_counter()
         moments: list[list[Moment]] | None = None
