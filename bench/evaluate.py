@@ -9,6 +9,11 @@ score within ``moment_margin`` of the best merged, their ends refined from the m
 NMS) and scored as a second set of predictions (``moment_predictions.jsonl``, ``metrics_moments``), so
 segments and moments are compared on the same searches. With ``predictions`` set, an existing predictions
 file is scored instead and nothing is ingested or searched (no moments: they need the hits' frames).
+
+With a ``transcript_encoder`` the videos' subtitles are indexed too, the main queries are searched with
+the engine's default channels (fused), and each of ``channels`` is evaluated on the visual queries and on
+the spoken-content ones (``ground_truth_spoken.jsonl`` beside the ground truth, or
+``spoken_ground_truth``): see :mod:`maxsim.bench.spoken`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from maxsim.bench.config import ConfigError, build
 from maxsim.bench.groundtruth import check_coverage, load_ground_truth, load_predictions, prediction_record
 from maxsim.bench.metrics import GroundTruth, Prediction, evaluate
 from maxsim.bench.report import Column, Run, Table
+from maxsim.bench.spoken import SPOKEN_GROUND_TRUTH, channel_runs
 from tqdm import tqdm
 
 from maxsim.summary import percentiles
@@ -126,7 +132,8 @@ def _search(
     index = Path(cfg["index"]).expanduser() if cfg.get("index") else rec.dir / "index"
     try:
         engine = Engine(
-            index, encoder=encoder, segmenter=segmenter, sampler=sampler, batch_size=int(cfg["batch_size"])
+            index, encoder=encoder, segmenter=segmenter, sampler=sampler, batch_size=int(cfg["batch_size"]),
+            transcript_encoder=cfg.get("transcript_encoder") or None,
         )
     except IndexError_ as e:
         raise ConfigError(f"index {index}: {e}") from e
@@ -177,6 +184,12 @@ def _search(
                     ms = assemble(hits, k, margin=margin)
                     moments[g.qid] = [(by_path.get(m.video, m.video), m.start, m.end, m.score) for m in ms]
                     mout.write(json.dumps(prediction_record(g.qid, g.query, moments[g.qid])) + "\n")
+        if cfg.get("transcript_encoder"):
+            spoken_path = Path(cfg.get("spoken_ground_truth") or gt_path.parent / SPOKEN_GROUND_TRUTH)
+            spoken = load_ground_truth(spoken_path) if spoken_path.is_file() else []
+            sets = {"visual": queries, "spoken": [g for g in spoken if g.vid in paths]}
+            rec.put("channels", channel_runs(engine, sets, list(cfg.get("channels") or ["visual"]), k,
+                                             [int(x) for x in cfg["ks"]], [0.5], by_path))
         if cfg.get("batch_size_queries", 0):
             texts = [g.query for g in queries]
             rec.put("batch_search", _batch_qps(engine, texts, k, int(cfg["batch_size_queries"])))
@@ -284,6 +297,17 @@ def tables(results: dict[str, Any]) -> list[Table]:
             map_rows,
         ),
     ]
+    by_channel = results.get("channels")
+    if by_channel:
+        out.append(Table(
+            "By channel (R@k and mAP %, IoU 0.5 for R@k)",
+            [Column("channels", "channels"), Column("queries", "queries"), Column("n", "n")]
+            + [Column(f"R@{k}", f"R@{k}", _pct) for k in ks]
+            + [Column("map", "mAP %", _pct), Column("ms", "ms/query", ".1f")],
+            by_channel,
+            note="visual: colour queries; spoken: paraphrases of a subtitle line, relevant at the line's "
+            "time. visual+transcript: the fused score (min-max normalised, weights 0.5 / 0.5).",
+        ))
     mm = results.get("metrics_moments")
     if mm:
         rows = [{"iou": t, **{f"seg{k}": m["recall"][f"R@{k} IoU={t}"] for k in ks},

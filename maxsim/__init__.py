@@ -28,7 +28,8 @@ from maxsim.media import FixedSegmenter, FrameSampler, SceneSegmenter, Segmenter
 from maxsim.query import Query
 from maxsim.rerank import Reranker, load_reranker, register_reranker, rerank_hits
 from maxsim.search import SearchOptions, SearchResult, SearchStats
-from maxsim.types import Clip, Encoder, Evidence, FrameSize, Hit, Moment, Segment, TokenGrid
+from maxsim.transcripts.stage import TranscriptOptions
+from maxsim.types import Clip, Encoder, Evidence, FrameSize, Hit, Moment, Segment, TokenGrid, TranscriptLine
 
 __all__ = [
     "Clip",
@@ -41,6 +42,8 @@ __all__ = [
     "FrameSampler",
     "FrameSize",
     "Hit",
+    "TranscriptLine",
+    "TranscriptOptions",
     "IndexError_",
     "IndexFormatError",
     "IndexNotFoundError",

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from maxsim.channels import TranscriptChannel
 from maxsim.distributed.ingest import RayVideoEncoder, worker_encoder
 from maxsim.encoders import DEFAULT_ENCODER, PooledEncoder, load_encoder, query_labels
 from maxsim.encoders.record import check_encoder, check_spec, encoder_record, encoder_revision, load_args
@@ -106,6 +107,7 @@ class Engine:
 
     ``reranker`` (a spec or an object, see :func:`maxsim.rerank.load_reranker`; default
     ``"qwen3-vl-reranker"``, loaded on first use) re-scores the top hits of searches with ``rerank=N``.
+    ``transcript_encoder``, ``transcripts``: index what is said (:class:`maxsim.channels.TranscriptChannel`).
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class Engine:
         device_memory: int | float | None = None,
         devices: list[str] | None = None,
         reranker: Reranker | str | None = None,
+        transcript_encoder: Any = None, transcripts: Any = None,
     ) -> None:
         self.path = Path(path)
         self.search_device = search_device(device)
@@ -166,6 +169,7 @@ class Engine:
                 pass
             manifest = self.store.manifest()
         self.sampler = sampler if sampler is not None else recorded_sampler(manifest, self.path)
+        self.transcript = TranscriptChannel(self.path, manifest, transcript_encoder, transcripts)
         if self._encoder is not None:
             check_encoder(manifest.encoder, manifest.dim, self._encoder, self.path)
         self._searcher = self._new_searcher(self.store.snapshot(version), None)
@@ -310,7 +314,8 @@ class Engine:
         else:
             video_encoder = LocalVideoEncoder(enc, sampler, dim, self.batch_size, isolate=isolate)
         made: list[Snapshot] = []
-        ingester = Ingester(self.store, settings_key(seg, sampler, enc), video_encoder,
+        ts = self.transcript.stage(self.manifest)
+        ingester = Ingester(self.store, settings_key(seg, sampler, enc, ts), video_encoder, transcripts=ts,
                             lock_timeout=self.lock_timeout, after_commit=lambda man: made.append(
                                 maintain_prune_index(self.path, man, self.snapshot, progress)))
         report = IngestReport(encoder=enc.name, encoder_source=self._encoder_source)
@@ -416,16 +421,11 @@ class Engine:
         ``like`` a hit's ``segment_id`` (itself left out), any together (:mod:`maxsim.query`), best first.
 
         ``thumbnails=False`` leaves ``Hit.thumbnail`` None (the JPEG bytes are then never read).
-        ``mode="exact"`` (default) scores every segment. ``mode="pruned"`` scores exactly only
-        ``n_candidates`` segments, the best of ``n_refine`` scored from the prune index's residual codes,
-        themselves picked with its token centroids (see :meth:`build_prune_index`; ``nprobe`` centroids
-        per query token; ``n_refine=0`` skips the residual stage). Parts without a prune index are
-        scored exhaustively, so a pruned search is never wrong, only slower, before it is built.
-        ``rerank=N`` then re-scores the best N hits (at least k) with :attr:`reranker` (their frames decoded
-        again from the videos) and keeps the best k by its score: ``hit.scores`` holds ``"maxsim"`` and
-        ``"rerank"``, ``hit.score`` the latter; a video file that is gone raises
-        :class:`~maxsim.errors.RerankError` naming it. The options are those of
-        :class:`~maxsim.search.SearchOptions`, checked before anything is searched.
+        ``mode="pruned"`` scores exactly only candidates picked through the prune index (never wrong, only
+        slower, before :meth:`build_prune_index`); ``rerank=N`` re-scores the best N hits with
+        :attr:`reranker` (``hit.scores`` holds ``"maxsim"`` and ``"rerank"``; a video file that is gone
+        raises :class:`~maxsim.errors.RerankError`). The options are those of
+        :class:`~maxsim.search.SearchOptions` (which says more), checked before anything is searched.
         """
         opts = SearchOptions(k=k, videos=videos, time_range=time_range, thumbnails=thumbnails, **options)
         return self.query(text, opts, image=image, clip=clip, like=like).hits
@@ -481,9 +481,9 @@ class Engine:
             raise TypeError(f"text {bad[0]} is a {type(texts[bad[0]]).__name__}, not a str")
         if not texts:
             return []
-        vecs = self.encoder.encode_texts(texts)
-        first = label_results(self._searcher.search(vecs, opts.first_stage()),
-                              query_labels(self.encoder, texts, vecs))
+        vecs = None if opts.channels == ("transcript",) else self.encoder.encode_texts(texts)
+        first = self.transcript.search(self._searcher, texts, opts.first_stage(), lambda o: label_results(
+            self._searcher.search(vecs, o), query_labels(self.encoder, texts, vecs)))
         return self.rerank_stage.apply(texts, first, opts)
 
     def query_vectors(self, queries: Sequence[torch.Tensor], options: SearchOptions | None = None,
@@ -491,8 +491,8 @@ class Engine:
         """:meth:`query` with precomputed query multi-vectors, each ``(n_tokens, dim)`` (no re-ranking:
         the reranker needs the query text)."""
         opts = SearchOptions.of(options, **kwargs)
-        if opts.rerank:
-            raise ValueError("rerank needs the query text: search with query() or search(), not by vectors")
+        if opts.rerank or opts.channels not in (None, ("visual",)):
+            raise ValueError("rerank needs the query text (so does the transcript channel): use search()")
         return self._searcher.search(list(queries), opts)
 
     # -- pruning index -------------------------------------------------------------------------------

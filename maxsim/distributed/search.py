@@ -108,9 +108,12 @@ class ShardedSearch:
         texts = list(texts)
         if not texts:
             return []
-        vecs = self.engine.encoder.encode_texts(texts)
-        first = label_results(self.query_vectors(vecs, opts.first_stage()),
-                              query_labels(self.engine.encoder, texts, vecs))
+        # the visual channel over the shards; the transcript channel (small: lines, not frames) in this
+        # process, fused as the engine fuses them
+        eng = self.engine
+        vecs = None if opts.channels == ("transcript",) else eng.encoder.encode_texts(texts)
+        first = eng.transcript.search(eng.searcher, texts, opts.first_stage(), lambda o: label_results(
+            self.query_vectors(vecs, o), query_labels(eng.encoder, texts, vecs)))
         return [r.hits for r in self.engine.rerank_stage.apply(texts, first, opts)]
 
     def search_vectors(self, queries: Sequence[torch.Tensor], k: int = 10, videos=None, time_range=None,
@@ -121,8 +124,9 @@ class ShardedSearch:
     def query_vectors(self, queries: Sequence[torch.Tensor], options: SearchOptions) -> list[SearchResult]:
         """The hits of each query multi-vector and what its search read, summed over the shards (no
         re-ranking: the reranker needs the query text)."""
-        if options.rerank:
-            raise ValueError("rerank needs the query text: use search() or search_batch(), not vectors")
+        if options.rerank or options.channels not in (None, ("visual",)):
+            raise ValueError("rerank needs the query text (so does the transcript channel): use search() or "
+                             "search_batch(), not vectors")
         ray = ray_module()
         if self.engine.version != self.version:
             raise RuntimeError(f"the engine moved to version {self.engine.version}; this ShardedSearch "

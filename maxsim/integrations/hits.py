@@ -30,10 +30,13 @@ def clock(seconds: float) -> str:
 
 def hit_text(hit: Hit) -> str:
     """A one-line description of a hit, used as the document text (video segments have no text)."""
-    return (
+    text = (
         f"{Path(hit.video).name} {clock(hit.start)}-{clock(hit.end)} "
         f"(best frame at {clock(hit.best_time)}, score {hit.score:.3f})"
     )
+    if hit.transcript is not None:  # what is said there: the line that matched
+        text += f': "{hit.transcript.text}" at {clock(hit.transcript.start)}'
+    return text
 
 
 def hit_metadata(hit: Hit, thumbnail: bool = True, link: bool = True) -> dict[str, Any]:

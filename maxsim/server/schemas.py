@@ -82,6 +82,23 @@ class _SearchOptions(BaseModel):
         "model that sees the query and each segment's frames, decoded again from its video) and return the "
         "best k of those by its score; 0: no re-ranking. Default: the server's (`maxsim serve --rerank N`)",
     )
+    channels: list[Literal["visual", "transcript"]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2,
+        description='what to match: ["visual"] the frames, ["transcript"] what is said (the transcript lines '
+        'indexed with the videos), both fused. Default: both when the index has transcripts, else visual',
+    )
+    fusion: Literal["weighted", "rrf"] | None = Field(
+        default=None,
+        description="how the two channels' scores become one: `weighted` (default; each channel's scores "
+        "min-max normalised over the candidates and added with weights 1 - transcript_weight and "
+        "transcript_weight) or `rrf` (reciprocal rank fusion, weight / (60 + rank) per channel)",
+    )
+    transcript_weight: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="weight of the transcript channel in the fusion (default 0.5)",
+    )
     group: Literal["segments", "moments", "video"] = Field(
         default="segments",
         description="`segments`: one hit per segment; `moments`: adjacent or overlapping segments of a video "
@@ -156,6 +173,15 @@ AnySearchRequest = Annotated[
 ]
 
 
+class TranscriptOut(BaseModel):
+    """The transcript line that matched, with its time."""
+
+    text: str
+    start: float = Field(description="seconds")
+    end: float = Field(description="seconds")
+    speaker: str | None = None
+
+
 class EvidenceOut(BaseModel):
     """Where one query token matched best in the hit's segment."""
 
@@ -181,13 +207,18 @@ class HitOut(BaseModel):
     scores: dict[str, float] = Field(
         default_factory=dict,
         description='the score of each stage that ranked the hit: {"maxsim": ...} and, re-ranked, '
-        '{"maxsim": ..., "rerank": ...}',
+        '{"maxsim": ..., "rerank": ...}; with the transcript channel {"visual", "transcript", "fused"} '
+        '(those that scored it)',
     )
     best_time: float = Field(description="time of the frame that matched best, seconds")
     segment_id: int
     thumbnail_url: str | None = Field(description="GET this for the JPEG thumbnail (null when none stored)")
     video_url: str = Field(description="relative URL of the video, with a #t=start,end media fragment")
     thumbnail: str | None = Field(default=None, description="data URI, only with include_thumbnails")
+    transcript: TranscriptOut | None = Field(
+        default=None,
+        description="searches with the transcript channel: the segment's line that matched best",
+    )
     evidence: list[EvidenceOut] = Field(default_factory=list, description="per query token, where it matched")
     grid: list[int] | None = Field(default=None, description="[rows, cols] of the segment's token grid, "
                                    "null when the positions are unknown")

@@ -19,7 +19,7 @@ from maxsim.integrations.hits import hit_metadata
 from maxsim.query import Query
 from maxsim.search import SearchOptions, SearchResult, sum_prune_stats
 from maxsim.search.moments import assemble
-from maxsim.search.options import PRUNED_KEYS
+from maxsim.search.options import CHANNEL_KEYS, PRUNED_KEYS
 from maxsim.server import schemas as S
 from maxsim.server.batcher import Overloaded
 from maxsim.server.catalog import video_id
@@ -90,7 +90,8 @@ def router(state: ServerState, api: APIRouter, max_k: int, defaults: dict[str, A
     def resolve_options(req: S.SearchRequest | S.BatchSearchRequest) -> tuple[str, dict[str, Any]]:
         """The mode a request runs in and its other options: the request's, else the server's."""
         given = {key: getattr(req, key) for key in PRUNED_KEYS if getattr(req, key) is not None}
-        rerank = {"rerank": default_rerank if req.rerank is None else req.rerank}
+        rerank: dict[str, Any] = {"rerank": default_rerank if req.rerank is None else req.rerank}
+        rerank.update({key: getattr(req, key) for key in CHANNEL_KEYS if getattr(req, key) is not None})
         mode = req.mode or default_mode
         if mode == "exact":
             if given and req.mode == "exact":

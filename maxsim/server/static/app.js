@@ -147,6 +147,12 @@
       const span = el("div", "span");
       span.append(el("span", "score", h.score.toFixed(3)), document.createTextNode(`${clock(h.start)} – ${clock(h.end)}`));
       meta.append(name, span);
+      if (h.transcript) {  // the line said there that matched, under the hit, with its time
+        const said = el("div", "said");
+        said.append(el("span", "said-time", clock(h.transcript.start)), document.createTextNode(`“${h.transcript.text}”`));
+        said.title = `said at ${clock(h.transcript.start)} – ${clock(h.transcript.end)}`;
+        meta.append(said);
+      }
       if (h.n_segments) meta.append(el("div", "segs", `${h.n_segments} segment${h.n_segments === 1 ? "" : "s"}`));
       card.append(img, meta);
       card.addEventListener("click", () => open(i));
