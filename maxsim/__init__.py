@@ -1,8 +1,9 @@
 """maxsim: find moments in video with late-interaction (MaxSim) search.
 
 ``Engine(path, encoder=...)`` ingests videos (segment, sample frames, encode, store) and answers text
-queries with ranked :class:`Hit` objects (video, start, end, score, best frame time, thumbnail, evidence)
-or :class:`Moment` objects (merged segments, ``Engine.moments``).
+queries (or an image, a clip, a segment: :class:`Query`) with ranked :class:`Hit` objects (video, start,
+end, score, best frame time, thumbnail, evidence) or :class:`Moment` objects (merged segments,
+``Engine.moments``).
 """
 
 from maxsim.encoders import PooledEncoder, load_encoder, register_encoder, registered_encoders
@@ -16,12 +17,15 @@ from maxsim.errors import (
     IndexWriteError,
     LockedError,
     MissingWeightsError,
+    QueryError,
     RerankError,
+    UnknownSegmentError,
     VersionNotFoundError,
     VideoError,
 )
 from maxsim.ingest import IngestReport
 from maxsim.media import FixedSegmenter, FrameSampler, SceneSegmenter, Segmenter, load_segmenter
+from maxsim.query import Query
 from maxsim.rerank import Reranker, load_reranker, register_reranker, rerank_hits
 from maxsim.search import SearchOptions, SearchResult, SearchStats
 from maxsim.transcripts.stage import TranscriptOptions
@@ -49,6 +53,8 @@ __all__ = [
     "Moment",
     "MissingWeightsError",
     "PooledEncoder",
+    "Query",
+    "QueryError",
     "RerankError",
     "Reranker",
     "SceneSegmenter",
@@ -57,6 +63,7 @@ __all__ = [
     "SearchStats",
     "Segment",
     "Segmenter",
+    "UnknownSegmentError",
     "TokenGrid",
     "VersionNotFoundError",
     "VideoError",
