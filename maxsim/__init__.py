@@ -1,8 +1,9 @@
 """maxsim: find moments in video with late-interaction (MaxSim) search.
 
 ``Engine(path, encoder=...)`` ingests videos (segment, sample frames, encode, store) and answers text
-queries with ranked :class:`Hit` objects (video, start, end, score, best frame time, thumbnail, evidence)
-or :class:`Moment` objects (merged segments, ``Engine.moments``).
+queries (or an image, a clip, a segment: :class:`Query`) with ranked :class:`Hit` objects (video, start,
+end, score, best frame time, thumbnail, evidence) or :class:`Moment` objects (merged segments,
+``Engine.moments``).
 """
 
 from maxsim.encoders import PooledEncoder, load_encoder, register_encoder, registered_encoders
@@ -16,7 +17,9 @@ from maxsim.errors import (
     IndexWriteError,
     LockedError,
     MissingWeightsError,
+    QueryError,
     RerankError,
+    UnknownSegmentError,
     VersionNotFoundError,
     VideoError,
 )
@@ -29,6 +32,7 @@ from maxsim.media import (
     VideoProgress,
     load_segmenter,
 )
+from maxsim.query import Query
 from maxsim.rerank import Reranker, load_reranker, register_reranker, rerank_hits
 from maxsim.search import SearchOptions, SearchResult, SearchStats
 from maxsim.transcripts.stage import TranscriptOptions
@@ -56,6 +60,8 @@ __all__ = [
     "Moment",
     "MissingWeightsError",
     "PooledEncoder",
+    "Query",
+    "QueryError",
     "RerankError",
     "Reranker",
     "SceneSegmenter",
@@ -64,6 +70,7 @@ __all__ = [
     "SearchStats",
     "Segment",
     "Segmenter",
+    "UnknownSegmentError",
     "TokenGrid",
     "VersionNotFoundError",
     "VideoError",

@@ -40,6 +40,7 @@ from maxsim.ingest import (
 from maxsim.media.explain import explain_hit, frame_jpeg
 from maxsim.media.frames import FrameSampler
 from maxsim.media.segment import Segmenter, load_segmenter
+from maxsim.query import Query, search_query
 from maxsim.rerank import Reranker, RerankStage
 from maxsim.search import (
     Searcher,
@@ -413,29 +414,25 @@ class Engine:
             self._open(Snapshot(self.path, manifest, self.snapshot))
 
     # -- search --------------------------------------------------------------------------------------
-    def search(self, text: str, k: int = 10, videos: Sequence[str] | None = None,
-               time_range: tuple[float, float] | None = None, thumbnails: bool = True, **options: Any
-               ) -> list[Hit]:
-        """The k segments that best match ``text``, best first.
+    def search(self, text: str | Query | None = None, k: int = 10, videos: Sequence[str] | None = None,
+               time_range: tuple[float, float] | None = None, thumbnails: bool = True, *, image: Any = None,
+               clip: Any = None, like: int | None = None, **options: Any) -> list[Hit]:
+        """The k segments that best match ``text``, an ``image``, a ``clip=(video, start, end)`` or segments
+        ``like`` a hit's ``segment_id`` (itself left out), any together (:mod:`maxsim.query`), best first.
 
         ``thumbnails=False`` leaves ``Hit.thumbnail`` None (the JPEG bytes are then never read).
-        ``mode="exact"`` (default) scores every segment. ``mode="pruned"`` scores exactly only
-        ``n_candidates`` segments, the best of ``n_refine`` scored from the prune index's residual codes,
-        themselves picked with its token centroids (see :meth:`build_prune_index`; ``nprobe`` centroids
-        per query token; ``n_refine=0`` skips the residual stage). Parts without a prune index are
-        scored exhaustively, so a pruned search is never wrong, only slower, before it is built.
-        ``rerank=N`` then re-scores the best N hits (at least k) with :attr:`reranker` (their frames decoded
-        again from the videos) and keeps the best k by its score: ``hit.scores`` holds ``"maxsim"`` and
-        ``"rerank"``, ``hit.score`` the latter; a video file that is gone raises
-        :class:`~maxsim.errors.RerankError` naming it. The options are those of
-        :class:`~maxsim.search.SearchOptions`, checked before anything is searched.
+        ``mode="pruned"`` scores exactly only candidates picked through the prune index (never wrong, only
+        slower, before :meth:`build_prune_index`); ``rerank=N`` re-scores the best N hits with
+        :attr:`reranker` (``hit.scores`` holds ``"maxsim"`` and ``"rerank"``; a video file that is gone
+        raises :class:`~maxsim.errors.RerankError`). The options are those of
+        :class:`~maxsim.search.SearchOptions` (which says more), checked before anything is searched.
         """
-        return self.query(text, SearchOptions(k=k, videos=videos, time_range=time_range,
-                                              thumbnails=thumbnails, **options)).hits
+        opts = SearchOptions(k=k, videos=videos, time_range=time_range, thumbnails=thumbnails, **options)
+        return self.query(text, opts, image=image, clip=clip, like=like).hits
 
-    def moments(self, text: str | None = None, *, image: Any = None, clip: Any = None, like: Any = None,
-                k: int = 10, group: str = "moments", margin: float = 0.1, thumbnails: bool = True,
-                **options: Any) -> list[Moment]:
+    def moments(self, text: str | Query | None = None, *, image: Any = None, clip: Any = None,
+                like: Any = None, k: int = 10, group: str = "moments", margin: float = 0.1,
+                thumbnails: bool = True, **options: Any) -> list[Moment]:
         """The k best moments (merged segment hits, refined ends; ``group="video"``: one per video; see
         :mod:`maxsim.search.moments`), with a JPEG of each best frame when ``thumbnails`` (k decodes). The
         query (``text``, ``image``, ``clip``, ``like``) and other options go to :meth:`search`."""
@@ -462,12 +459,15 @@ class Engine:
         opts = SearchOptions(k=k, videos=videos, time_range=time_range, thumbnails=thumbnails, **options)
         return [r.hits for r in self.query_vectors(queries, opts)]
 
-    def query(self, text: str, options: SearchOptions | None = None, **kwargs: Any) -> SearchResult:
-        """The hits of ``text`` and what the search did (:class:`~maxsim.search.SearchResult`):
-        ``options`` as a :class:`~maxsim.search.SearchOptions`, or its fields as keyword arguments."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}; use query_batch for several")
-        return self.query_batch([text], options, **kwargs)[0]
+    def query(self, text: str | Query | None = None, options: SearchOptions | None = None, *,
+              image: Any = None, clip: Any = None, like: int | None = None, **kwargs: Any) -> SearchResult:
+        """Hits and what the search did (:class:`~maxsim.search.SearchResult`) of a query as in :meth:`search`
+        or a :class:`~maxsim.query.Query`; ``options``: a :class:`~maxsim.search.SearchOptions` or fields."""
+        request = Query.of(text, image=image, clip=clip, like=like)
+        if request.text_only:
+            return self.query_batch([request.text], options, **kwargs)[0]
+        return search_query(request, self._searcher, lambda: (self.encoder, self.frame_sampler),
+                            SearchOptions.of(options, **kwargs))
 
     def query_batch(self, texts: Sequence[str], options: SearchOptions | None = None, **kwargs: Any
                     ) -> list[SearchResult]:

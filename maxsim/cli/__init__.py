@@ -96,9 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     ing.set_defaults(func=cmd_ingest)
 
-    se = sub.add_parser("search", help="search an index with text")
+    se = sub.add_parser("search", help="search an index with text, an image, a clip or a segment")
     se.add_argument("index")
-    se.add_argument("text")
+    se.add_argument("text", nargs="?", help="the query text (optional with --image, --clip or --like)")
+    se.add_argument("--image", metavar="FILE",
+                    help="query by this picture (PNG, JPEG...), with TEXT or alone")
+    se.add_argument("--clip", metavar="VIDEO:START:END",
+                    help="query by the frames of VIDEO from START to END seconds, e.g. cam1.mp4:12:20")
+    se.add_argument("--like", type=int, metavar="ID",
+                    help="more like this: query by the stored tokens of segment ID (the `id` of a hit; "
+                    "that segment is left out of the hits)")
     se.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
     se.add_argument("--video", action="append", help="only this video (repeatable)")
     se.add_argument("--time-range", type=float, nargs=2, metavar=("START", "END"),
@@ -182,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="searches waiting beyond which new ones get 503 + Retry-After (default 256)")
     sv.add_argument("--max-body-bytes", type=int, default=1 << 20,
                     help="larger request bodies get 413 (default 1 MiB)")
+    sv.add_argument("--max-image-bytes", type=int, default=10 << 20,
+                    help="largest image a search by image takes, base64 or uploaded (default 10 MiB; 413 "
+                    "beyond)")
     sv.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for (default 100)")
     sv.add_argument("--batch-window-ms", type=float, default=2.0,
                     help="how long a search waits for concurrent ones to batch with (default 2 ms)")

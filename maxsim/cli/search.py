@@ -1,5 +1,7 @@
-"""``maxsim search``: search an index with text (optionally re-ranking the best hits) and print the hits,
-or the moments they make (``--group moments|video``); ``--explain DIR`` writes a PNG per hit."""
+"""``maxsim search``: search an index with text, an image (``--image``), a clip (``--clip VIDEO:START:END``)
+or a segment (``--like ID``), text and the others together too (optionally re-ranking the best hits of a
+text query) and print the hits with their segment ids, or the moments they make (``--group
+moments|video``); ``--explain DIR`` writes a PNG per hit."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 from maxsim.cli.common import channel_options, open_engine
 from maxsim.engine import Engine
 from maxsim.errors import VideoError
+from maxsim.query import Query
 from maxsim.specs import fmt_num, plural
 from maxsim.types import Hit, Moment
 
@@ -45,7 +48,20 @@ def print_moments(engine: Engine, moments: list[Moment], as_json: bool) -> None:
               f"({plural(len(m.segments), 'segment')})")
 
 
+def clip_arg(text: str | None) -> tuple[str, float, float] | None:
+    """``VIDEO:START:END`` (the video path may hold colons) as ``(video, start, end)``."""
+    if text is None:
+        return None
+    try:
+        video, start, end = text.rsplit(":", 2)
+        return video, float(start), float(end)
+    except ValueError:
+        raise ValueError(f"--clip {text!r}: expected VIDEO:START:END with START and END in seconds, e.g. "
+                         "cam1.mp4:12:20") from None
+
+
 def cmd_search(args: argparse.Namespace) -> int:
+    request = Query(args.text, image=args.image, clip=clip_arg(args.clip), like=args.like)  # checked first
     engine = open_engine(args, create=False, reranker=args.reranker)
     time_range = tuple(args.time_range) if args.time_range else None
     t0 = time.perf_counter()
@@ -57,14 +73,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         options["rerank"] = args.rerank
     options.update(channel_options(args))
     if args.group != "segments":
-        moments = engine.moments(args.text, k=args.k, group=args.group, margin=args.margin, thumbnails=False,
+        moments = engine.moments(request, k=args.k, group=args.group, margin=args.margin, thumbnails=False,
                                  videos=args.video or None, time_range=time_range, **options)
         print_moments(engine, moments, args.json)
         if args.explain:
             write_explanations(engine, [m.best for m in moments], args.explain)
         return 0
     # neither output prints the JPEG bytes: do not read them
-    result = engine.query(args.text, k=args.k, videos=args.video or None, time_range=time_range,
+    result = engine.query(request, k=args.k, videos=args.video or None, time_range=time_range,
                           thumbnails=False, **options)
     hits = result.hits
     ms = (time.perf_counter() - t0) * 1000
@@ -81,7 +97,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         span = f"{h.start:8.2f}-{h.end:<8.2f}"
         reranked = "rerank" in h.scores and "maxsim" in h.scores  # the first-stage score beside it
         first = f"  (maxsim {fmt_num(h.scores['maxsim'])})" if reranked else ""
-        print(f"{i:3d}  {fmt_num(h.score):>8}  {h.video:<{width}}  {span}  best {h.best_time:.2f}{first}")
+        print(f"{i:3d}  {fmt_num(h.score):>8}  {h.video:<{width}}  {span}  best {h.best_time:.2f}  "
+              f"id {h.segment_id}{first}")
         if h.transcript is not None:  # the line that was said there, with its time
             t = h.transcript
             print(f"{'':15}{t.start:8.2f}-{t.end:<8.2f} \"{t.text}\"")

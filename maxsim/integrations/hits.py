@@ -10,7 +10,7 @@ from maxsim.search.moments import check_group
 from maxsim.types import Hit, Moment, thumbnail_data_uri
 
 __all__ = ["check_group", "check_k", "clock", "deep_link", "hit_metadata", "hit_text", "moment_metadata",
-           "moment_text", "retrieve", "thumbnail_data_uri"]
+           "moment_text", "retrieve", "segment_id_of", "thumbnail_data_uri"]
 
 def deep_link(video: str | os.PathLike, start: float, end: float) -> str:
     """A ``file://`` URI of ``video`` with a Media Fragments time range: ``file:///v.mp4#t=12.000,22.000``.
@@ -75,10 +75,10 @@ def moment_metadata(m: Moment, thumbnail: bool = True, link: bool = True) -> dic
     return md
 
 
-def retrieve(engine: Any, query: str, k: int, group: str, thumbnail: bool, **search: Any
+def retrieve(engine: Any, query: Any, k: int, group: str, thumbnail: bool, **search: Any
              ) -> list[Hit] | list[Moment]:
-    """What a retriever returns for ``query``: segment hits (``group="segments"``) or moments
-    (``"moments"``, ``"video"``: :meth:`maxsim.Engine.moments`)."""
+    """What a retriever returns for ``query`` (a text or a :class:`maxsim.Query`): segment hits
+    (``group="segments"``) or moments (``"moments"``, ``"video"``: :meth:`maxsim.Engine.moments`)."""
     if check_group(group) == "segments":
         return engine.search(query, k=k, **search)
     return engine.moments(query, k=k, group=group, thumbnails=thumbnail, **search)
@@ -89,3 +89,21 @@ def check_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     return k
+
+
+def segment_id_of(item: Any) -> int:
+    """The segment id of what a retriever returned, for "more like this": a LangChain ``Document`` or a
+    LlamaIndex node (its ``metadata["segment_id"]``), their id ``"maxsim:<id>"``, a :class:`Hit`, or the id
+    itself. ValueError naming it otherwise."""
+    if isinstance(item, Hit):
+        return int(item.segment_id)
+    node = getattr(item, "node", None)  # a NodeWithScore
+    metadata = getattr(node if node is not None else item, "metadata", None)
+    if isinstance(metadata, dict) and isinstance(metadata.get("segment_id"), int):
+        return int(metadata["segment_id"])
+    if isinstance(item, str) and item.startswith("maxsim:") and item[7:].isdigit():
+        return int(item[7:])
+    if isinstance(item, int) and not isinstance(item, bool) and item >= 0:
+        return item
+    raise ValueError(f"not a maxsim moment or segment id: {item!r} (give a retrieved Document or node, its "
+                     "id \"maxsim:<id>\", or the segment id)")

@@ -6,6 +6,11 @@
     docs = retriever.invoke("a dog catches a frisbee")
     docs = await retriever.ainvoke("a dog catches a frisbee", k=3, videos=["/data/park.mp4"])
 
+    # by picture, by a span of a video, or "more like this" moment (maxsim.Query as the input)
+    docs = retriever.invoke(Query(image="frame.jpg"))
+    docs = retriever.invoke(Query("at night", clip=("/data/park.mp4", 12, 20)))
+    docs = retriever.more_like(docs[0])  # that moment left out
+
     # pruned search (after engine.build_prune_index() / `maxsim prune`), for every call or for one
     retriever = MaxSimRetriever.from_index("my.index", search_options={"mode": "pruned", "nprobe": 16})
     docs = retriever.invoke("a dog catches a frisbee", search_options={"mode": "exact"})
@@ -50,8 +55,10 @@ from maxsim.integrations.hits import (
     moment_metadata,
     moment_text,
     retrieve,
+    segment_id_of,
 )
 from maxsim.integrations.serial import serialize_encoder
+from maxsim.query import Query
 from maxsim.search.options import check_search_options
 from maxsim.types import Hit, Moment
 
@@ -70,7 +77,9 @@ class MaxSimRetriever(BaseRetriever):
     ``retriever.invoke(query, k=3, videos=[...], time_range=(0, 60), search_options={...})`` (a call's
     ``search_options`` replace the default ones as a whole). Unknown option keys or values out of range
     are refused when the retriever is made or the call is made, before any search. ``ainvoke`` runs the
-    search in a worker thread so the event loop is not blocked.
+    search in a worker thread so the event loop is not blocked. The input is a text or a
+    :class:`maxsim.Query` (an image, a clip, a segment, with or without text); :meth:`more_like` retrieves
+    the moments like a retrieved one.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -133,10 +142,10 @@ class MaxSimRetriever(BaseRetriever):
         time_range: tuple[float, float] | None,
         search_options: dict[str, Any] | None = None,
     ) -> list[Document]:
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a string, got {type(query).__name__}")
+        if not isinstance(query, (str, Query)):
+            raise TypeError(f"query must be a string or a maxsim.Query, got {type(query).__name__}")
         k, videos, time_range, options = self._options(k, videos, time_range, search_options)
-        ahead = _AHEAD.get()
+        ahead = _AHEAD.get() if isinstance(query, str) else None
         hits = None if ahead is None else ahead.get(self._key(query, k, videos, time_range, options))
         if hits is None:
             serialize_encoder(self.engine)  # ainvoke calls run on worker threads: one encode at a time
@@ -197,6 +206,15 @@ class MaxSimRetriever(BaseRetriever):
         finally:
             _AHEAD.reset(token)
 
+    def more_like(self, moment: Any, **kwargs: Any) -> list[Document]:
+        """The moments most like ``moment`` (a retrieved Document, its id ``"maxsim:<id>"`` or a segment
+        id), that one left out: ``invoke(Query(like=id), **kwargs)``."""
+        return self.invoke(Query(like=segment_id_of(moment)), **kwargs)
+
+    async def amore_like(self, moment: Any, **kwargs: Any) -> list[Document]:
+        """:meth:`more_like` for async code."""
+        return await self.ainvoke(Query(like=segment_id_of(moment)), **kwargs)
+
     def _document(self, hit: Hit | Moment) -> Document:
         if isinstance(hit, Moment):
             return Document(id=f"maxsim:{hit.best.segment_id}", page_content=moment_text(hit),
@@ -209,7 +227,7 @@ class MaxSimRetriever(BaseRetriever):
 
     def _get_relevant_documents(
         self,
-        query: str,
+        query: str | Query,
         *,
         run_manager: CallbackManagerForRetrieverRun,
         k: int | None = None,
@@ -221,7 +239,7 @@ class MaxSimRetriever(BaseRetriever):
 
     async def _aget_relevant_documents(
         self,
-        query: str,
+        query: str | Query,
         *,
         run_manager: AsyncCallbackManagerForRetrieverRun,
         k: int | None = None,

@@ -125,10 +125,35 @@ class _SearchOptions(BaseModel):
         return v  # an end before the start is refused by the route (400): JSON Schema cannot say it
 
 
-class SearchRequest(_SearchOptions):
-    """One text query; the response has `hits`."""
+class ClipIn(BaseModel):
+    """A span of an indexed video whose frames are the query."""
 
-    text: Text = Field(description="the query", examples=["a red car"])
+    model_config = ConfigDict(extra="forbid")
+
+    video: str = Field(min_length=1, max_length=4096,
+                       description="an indexed video: its id (GET /videos) or indexed path")
+    start: float = Field(ge=0, description="seconds")
+    end: float = Field(gt=0, description="seconds, after start")
+
+
+class SearchRequest(_SearchOptions):
+    """One query: `text`, an `image`, a `clip` of an indexed video or segments `like` a hit, any of them
+    together (at least one); the response has `hits`. An image can also be uploaded as multipart/form-data
+    to POST /search/image."""
+
+    text: Text | None = Field(default=None, description="the query text", examples=["a red car"])
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        description="a picture (PNG, JPEG, WebP...) as base64 or a `data:image/...;base64,` URI, encoded as "
+        "a frame of the index is and searched with (and with `text` when given); at most the server's "
+        "image size (413 beyond)",
+    )
+    clip: ClipIn | None = Field(default=None, description="query by the frames of this span of a video")
+    like: int | None = Field(default=None, ge=0, le=2**53,
+                             description="more like this: a hit's `segment_id`; that segment's own tokens "
+                             "are the query, and it is left out of the hits unless `include_self`")
+    include_self: bool = Field(default=False, description="with `like`: keep that segment among the hits")
 
 
 class BatchSearchRequest(_SearchOptions):
@@ -197,7 +222,9 @@ class HitOut(BaseModel):
     evidence: list[EvidenceOut] = Field(default_factory=list, description="per query token, where it matched")
     grid: list[int] | None = Field(default=None, description="[rows, cols] of the segment's token grid, "
                                    "null when the positions are unknown")
-    explain_url: str = Field(description="GET this for a PNG of the best frame with a heatmap of the matches")
+    explain_url: str | None = Field(
+        description="GET this for a PNG of the best frame with a heatmap of the matches (null for a query "
+        "with an image or a clip, which a URL cannot carry)")
 
 
 class MomentOut(BaseModel):

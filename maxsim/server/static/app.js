@@ -1,18 +1,20 @@
-// maxsim search page: plain JS against the same server's JSON API (POST /search, GET /videos, media URLs).
+// maxsim search page: plain JS against the same server's JSON API (POST /search, POST /search/image for an
+// image dropped or picked, GET /videos, media URLs).
 "use strict";
 (function () {
   const $ = (sel) => document.querySelector(sel);
   const form = $("#search-form"), q = $("#q"), kSel = $("#k"), groupSel = $("#group"), results = $("#results"), statusEl = $("#status");
   const viewer = $("#viewer"), player = $("#player"), timeline = $("#timeline"), segEl = $("#segment");
   const marksEl = $("#marks"), playhead = $("#playhead"), caption = $("#caption"), keyInput = $("#api-key");
+  const imageInput = $("#image"), chip = $("#image-chip"), preview = $("#image-preview");
   const explainBox = $("#explain-box"), explainImg = $("#explain"), evidenceEl = $("#evidence");
-  let hits = [], current = null, videos = {}, authRequired = false, searchSeq = 0, maxK = 100;
+  let hits = [], current = null, videos = {}, authRequired = false, searchSeq = 0, maxK = 100, image = null;
 
   const base = new URL(".", document.baseURI);  // works behind a path prefix too
   const url = (path) => new URL(path.replace(/^\//, ""), base).toString();
   const apiKey = () => (authRequired ? keyInput.value || localStorage.getItem("maxsim-api-key") || "" : "");
-  const headers = () => {
-    const h = { "Content-Type": "application/json" };
+  const headers = (json = true) => {
+    const h = json ? { "Content-Type": "application/json" } : {};
     if (apiKey()) h["X-API-Key"] = apiKey();
     return h;
   };
@@ -36,7 +38,9 @@
   };
 
   async function api(path, body) {
-    const r = await fetch(url(path), body === undefined ? { headers: headers() } : { method: "POST", headers: headers(), body: JSON.stringify(body) });
+    const form = body instanceof FormData;  // an upload: the browser sets the multipart boundary
+    const r = await fetch(url(path), body === undefined ? { headers: headers() }
+      : { method: "POST", headers: headers(!form), body: form ? body : JSON.stringify(body) });
     const data = await r.json().catch(() => ({}));
     if (!r.ok) {
       let msg = data.detail;
@@ -64,14 +68,47 @@
     videos = Object.fromEntries(v.videos.map((x) => [x.id, x]));
   }
 
-  async function search(text) {
+  // The query image: picked with the Image button or dropped on the search box; searched with the text.
+  function setImage(file) {
+    if (file && !/^image\//.test(file.type)) { results.replaceChildren(el("p", "error", `${file.name} is not an image`)); return; }
+    image = file || null;
+    if (preview.src) URL.revokeObjectURL(preview.src);
+    preview.src = image ? URL.createObjectURL(image) : "";
+    chip.hidden = !image;
+    if (!image) imageInput.value = "";
+  }
+  imageInput.addEventListener("change", () => { setImage(imageInput.files[0]); if (image) search(q.value.trim()); });
+  $("#image-clear").addEventListener("click", () => setImage(null));
+  form.addEventListener("dragover", (ev) => { ev.preventDefault(); form.classList.add("dropping"); });
+  form.addEventListener("dragleave", () => form.classList.remove("dropping"));
+  form.addEventListener("drop", (ev) => {
+    ev.preventDefault();
+    form.classList.remove("dropping");
+    const file = ev.dataTransfer && ev.dataTransfer.files[0];
+    if (file) { setImage(file); if (image) search(q.value.trim()); }
+  });
+
+  // text and/or the query image; like: a hit's segment_id ("more like this", that hit left out)
+  async function search(text, like) {
     const k = parseInt(kSel.value, 10);
     const seq = ++searchSeq;  // only the latest search may render
     results.replaceChildren(el("p", "hint", "Searching…"));
     try {
       if (authRequired) { localStorage.setItem("maxsim-api-key", keyInput.value); await loadVideos(); }
       const group = groupSel.value;
-      const r = await api("/search", { text, k, group });
+      let r;
+      if (like !== undefined) {
+        r = await api("/search", { like, k, group });
+      } else if (image) {
+        const body = new FormData();
+        body.append("image", image, image.name || "image");
+        body.append("k", String(k));
+        body.append("group", group);
+        if (text) body.append("text", text);
+        r = await api("/search/image", body);
+      } else {
+        r = await api("/search", { text, k, group });
+      }
       if (seq !== searchSeq) return;
       // a moment is shown as a card of its span, with its best segment's thumbnail and explanation
       hits = r.moments ? r.moments.map((m) => {
@@ -80,9 +117,12 @@
                  evidence: best.evidence, n_segments: m.segments.length };
       }) : r.hits;
       const noun = r.moments ? "moments" : "hits";
-      statusEl.textContent = `${hits.length} ${noun} in ${r.took_ms.toFixed(0)} ms`;
+      const what = like !== undefined ? ` like segment ${like}` : image ? ` by image${text ? " and text" : ""}` : "";
+      statusEl.textContent = `${hits.length} ${noun}${what} in ${r.took_ms.toFixed(0)} ms`;
       render();
-      history.replaceState(null, "", `#q=${encodeURIComponent(text)}&k=${k}${group !== "segments" ? `&group=${group}` : ""}`);
+      const g = group !== "segments" ? `&group=${group}` : "";
+      const hash = like !== undefined ? `#like=${like}&k=${k}${g}` : image ? "" : `#q=${encodeURIComponent(text)}&k=${k}${g}`;
+      history.replaceState(null, "", hash || location.pathname + location.search);
     } catch (e) {
       if (seq === searchSeq) results.replaceChildren(el("p", "error", e.message));
     }
@@ -116,7 +156,13 @@
       if (h.n_segments) meta.append(el("div", "segs", `${h.n_segments} segment${h.n_segments === 1 ? "" : "s"}`));
       card.append(img, meta);
       card.addEventListener("click", () => open(i));
-      results.append(card);
+      const more = el("button", "more", "More like this");
+      more.type = "button";
+      more.title = "search with this moment's own tokens (it is left out of the hits)";
+      more.addEventListener("click", () => { setImage(null); q.value = ""; search("", h.segment_id); });
+      const cell = el("div", "cell");
+      cell.append(card, more);
+      results.append(cell);
     });
   }
 
@@ -204,7 +250,7 @@
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     const text = q.value.trim();
-    if (text) search(text);
+    if (text || image) search(text);
   });
 
   // Any k in the URL (#k=6) is taken: whole numbers from 1 up to the server's max_k, added to the menu.
@@ -225,5 +271,6 @@
     if (params.get("k")) setK(params.get("k"));
     if (["segments", "moments", "video"].includes(params.get("group"))) groupSel.value = params.get("group");
     if (params.get("q")) { q.value = params.get("q"); search(q.value); }
+    else if (/^\d+$/.test(params.get("like") || "")) search("", Number(params.get("like")));
   });
 })();
