@@ -2,9 +2,9 @@
 
     maxsim-bench SUBCOMMAND [--preset NAME] [--config FILE] [--set KEY=VALUE ...] [--out DIR]
 
-Subcommands: kernel, ingest, search, eval, dataset, serve, encoder, lifecycle, decode, scale. Presets live
-in ``configs/bench/<subcommand>.toml``; ``--set`` overrides any key of the chosen preset with a TOML value
-(``--set corpus_sizes=[1000,10000]``).
+Subcommands: kernel, ingest, search, eval, dataset, serve, encoder, lifecycle, decode, scale, segment.
+Presets live in ``configs/bench/<subcommand>.toml``; ``--set`` overrides any key of the chosen preset with a
+TOML value (``--set corpus_sizes=[1000,10000]``).
 Every run writes results.json, results.md and plots into its output folder
 (default ``bench/out/<subcommand>-<UTC time>``).
 """
@@ -33,6 +33,7 @@ MODULES = {
     "lifecycle": "maxsim.bench.lifecycle_bench",
     "decode": "maxsim.bench.decode_bench",
     "scale": "maxsim.bench.scale_cmd",
+    "segment": "maxsim.bench.segment_bench",
 }
 HELP = {
     "kernel": "MaxSim kernels over shapes and dtypes: ms, GB/s, TFLOP/s vs ceilings measured in the run",
@@ -44,6 +45,7 @@ HELP = {
     "encoder": "ColQwen3 clips/s, visual tokens per clip, s per video minute, queries/s vs token budget",
     "lifecycle": "delete, snapshot reopen and compaction cost vs index size on synthetic indexes",
     "decode": "frames/s of decode, decode+segment+sample, with and without background decoding",
+    "segment": "cut precision/recall/F1 of segmenter specs vs reference cuts on real footage, s per s",
     "scale": "pruned vs exact search (recall, bytes read, QPS), token reduction storage vs agreement, Ray",
 }
 
