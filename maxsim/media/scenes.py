@@ -30,9 +30,11 @@ from maxsim.types import Segment
 logger = logging.getLogger("maxsim.media.scenes")
 
 
-# Detector name -> (class name in scenedetect.detectors, our default keyword arguments). Defaults are the
-# best all-round settings measured for PySceneDetect 0.7 (AdaptiveDetector: threshold 3.5, window 3,
-# 0.6 s minimum scene length); min_scene_len is given in seconds (a float) so it is frame-rate independent.
+# Detector name -> (class name in scenedetect.detectors, our default keyword arguments); min_scene_len is
+# given in seconds (a float) so it is frame-rate independent. The default detector ("content",
+# PySceneDetect's own default, threshold 27) was chosen by `maxsim-bench segment` on the real set
+# (bench/results/segment-cpu-amd-epyc-f25m17-2026-12-03.md): cut F1 0.94 at 0.25 s against 0.76 for
+# AdaptiveDetector at threshold 3.5 / window 3 (the earlier default), which missed fades and a weak cut.
 DETECTORS: dict[str, tuple[str, dict[str, Any]]] = {
     "adaptive": ("AdaptiveDetector", {"adaptive_threshold": 3.5, "window_width": 3, "min_scene_len": 0.6}),
     "content": ("ContentDetector", {"threshold": 27.0, "min_scene_len": 0.6}),
@@ -252,7 +254,7 @@ class _SceneRun:
 class SceneSegmenter:
     """Segments at detected scene cuts (PySceneDetect 0.7 detectors fed from our single decode pass).
 
-    ``detector`` is one of ``"adaptive"`` (default), ``"content"``, ``"histogram"``, ``"hash"``,
+    ``detector`` is one of ``"content"`` (default), ``"adaptive"``, ``"histogram"``, ``"hash"``,
     ``"threshold"``, or a PySceneDetect ``SceneDetector`` instance (copied afresh for every video).
     Extra keyword arguments go to the detector and override our defaults (see :data:`DETECTORS`).
     Detected scenes are then normalised: shorter than ``min_seconds`` merge into a neighbour, longer
@@ -266,7 +268,7 @@ class SceneSegmenter:
 
     def __init__(
         self,
-        detector: str | Any = "adaptive",
+        detector: str | Any = "content",
         min_seconds: float = 1.0,
         max_seconds: float | None = 20.0,
         detection_width: int = DETECTION_WIDTH,
