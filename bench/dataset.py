@@ -5,6 +5,7 @@ Every query names one colour ("a teal scene") and its relevant windows are the s
 colour is used by one video only, so each query has exactly one right video (the QVHighlights form has one
 ``vid`` per query); with ``revisit`` a video's last scene shows its first colour again, so that query has
 two relevant windows. The number of scenes in the whole set is therefore bounded by the palette size.
+With ``spoken`` every scene also has a subtitle line and a paraphrase query (see :mod:`maxsim.bench.spoken`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from maxsim.bench.config import ConfigError
 from maxsim.bench.groundtruth import write_ground_truth
 from maxsim.bench.metrics import GroundTruth
 from maxsim.bench.report import Column, Run, Table
+from maxsim.bench.spoken import write_spoken
 from tqdm import tqdm
 
 from maxsim.testing.color import PALETTE
@@ -129,6 +131,14 @@ def run(rec: Run) -> None:
             },
         )
     gt_path = write_ground_truth(rec.dir / GROUND_TRUTH, gts)
+    n_spoken = 0
+    if cfg.get("spoken"):
+        wins = {v["vid"]: scene_windows(v["scenes"], fps) for v in videos}
+        try:
+            spoken_path, n_spoken = write_spoken(videos, wins, vdir, rec.dir, int(cfg.get("seed", 0)))
+        except ValueError as e:
+            raise ConfigError(f"dataset.spoken: {e}; lower n_videos or scenes_per_video") from None
+        rec.put("spoken_ground_truth", str(spoken_path))
     (rec.dir / "dataset.json").write_text(
         json.dumps({"config": cfg, "videos": rec.results["videos"]}, indent=2)
     )
@@ -141,6 +151,7 @@ def run(rec: Run) -> None:
             "scenes": sum(len(v["scenes"]) for v in videos),
             "hours": round(sum(r["duration"] for r in rec.results["videos"]) / 3600, 4),
             "multi_window_queries": sum(1 for g in gts if len(g.windows) > 1),
+            "spoken_queries": n_spoken,
         },
     )
     print(f"ground truth: {gt_path}\nnext: maxsim-bench eval --set ground_truth={gt_path}")
@@ -172,6 +183,7 @@ def tables(results: dict[str, Any]) -> list[Table]:
                 Column("scenes", "scenes"),
                 Column("queries", "queries"),
                 Column("multi_window_queries", "multi-window queries"),
+                Column("spoken_queries", "spoken queries"),
                 Column("hours", "hours", ".4f"),
             ],
             summary,

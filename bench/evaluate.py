@@ -3,8 +3,17 @@
 The videos named by the ground truth are ingested into an index (fresh in the run folder unless ``index``
 names one to reuse) with the configured encoder, segmenter and frame sampler; every query is searched one
 at a time (its latency timed, text encoding included) and its ranked hits are written as predictions
-(``predictions.jsonl``, ``[video, start, end, score]`` rows). With ``predictions`` set, an existing
-predictions file is scored instead and nothing is ingested or searched.
+(``predictions.jsonl``, ``[video, start, end, score]`` rows). With ``moments`` on (default), the same
+hits are also assembled into moments (:func:`maxsim.search.moments.assemble`: adjacent segments that
+score within ``moment_margin`` of the best merged, their ends refined from the matching frames, temporal
+NMS) and scored as a second set of predictions (``moment_predictions.jsonl``, ``metrics_moments``), so
+segments and moments are compared on the same searches. With ``predictions`` set, an existing predictions
+file is scored instead and nothing is ingested or searched (no moments: they need the hits' frames).
+
+With a ``transcript_encoder`` the videos' subtitles are indexed too, the main queries are searched with
+the engine's default channels (fused), and each of ``channels`` is evaluated on the visual queries and on
+the spoken-content ones (``ground_truth_spoken.jsonl`` beside the ground truth, or
+``spoken_ground_truth``): see :mod:`maxsim.bench.spoken`.
 """
 
 from __future__ import annotations
@@ -18,12 +27,14 @@ from maxsim.bench.config import ConfigError, build
 from maxsim.bench.groundtruth import check_coverage, load_ground_truth, load_predictions, prediction_record
 from maxsim.bench.metrics import GroundTruth, Prediction, evaluate
 from maxsim.bench.report import Column, Run, Table
+from maxsim.bench.spoken import SPOKEN_GROUND_TRUTH, channel_runs
 from tqdm import tqdm
 
 from maxsim.summary import percentiles
 
 SUMMARY = [0, 1]
 PREDICTIONS = "predictions.jsonl"
+MOMENT_PREDICTIONS = "moment_predictions.jsonl"
 
 
 def newest_dataset(root: str | Path = "bench/out") -> Path | None:
@@ -77,20 +88,26 @@ def run(rec: Run) -> None:
         "ground_truth",
         {"path": str(gt_path.resolve()), "queries": len(gts), "videos": len({g.vid for g in gts})},
     )
+    moment_preds: dict[str, list[Prediction]] | None = None
     if cfg.get("predictions"):
         preds = load_predictions(cfg["predictions"])
         latencies: list[float] = []
     else:
-        preds, latencies = _search(rec, cfg, gts, gt_path)
+        preds, latencies, moment_preds = _search(rec, cfg, gts, gt_path)
     _score(rec, cfg, gts, preds, latencies)
+    if moment_preds is not None:
+        m = evaluate(moment_preds, gts, ks=[int(k) for k in cfg["ks"]], ious=[float(t) for t in cfg["ious"]])
+        m.pop("per_query")
+        rec.put("metrics_moments", {**m, "margin": float(cfg.get("moment_margin", 0.1))})
 
 
 def _search(
     rec: Run, cfg: dict[str, Any], gts: list[GroundTruth], gt_path: Path
-) -> tuple[dict[str, list[Prediction]], list[float]]:
+) -> tuple[dict[str, list[Prediction]], list[float], dict[str, list[Prediction]] | None]:
     from maxsim.encoders import load_encoder
     from maxsim.engine import Engine
     from maxsim.media import FrameSampler
+    from maxsim.search.moments import assemble
 
     folder = Path(cfg["videos"]).expanduser() if cfg.get("videos") else gt_path.parent / "videos"
     if not folder.is_dir():
@@ -115,7 +132,8 @@ def _search(
     index = Path(cfg["index"]).expanduser() if cfg.get("index") else rec.dir / "index"
     try:
         engine = Engine(
-            index, encoder=encoder, segmenter=segmenter, sampler=sampler, batch_size=int(cfg["batch_size"])
+            index, encoder=encoder, segmenter=segmenter, sampler=sampler, batch_size=int(cfg["batch_size"]),
+            transcript_encoder=cfg.get("transcript_encoder") or None,
         )
     except IndexError_ as e:
         raise ConfigError(f"index {index}: {e}") from e
@@ -147,25 +165,40 @@ def _search(
     if queries:
         engine.search(queries[0].query, k=k)  # warm-up: first-call costs are not a query's latency
     preds: dict[str, list[Prediction]] = {}
+    moments: dict[str, list[Prediction]] | None = {} if cfg.get("moments", True) else None
+    margin = float(cfg.get("moment_margin", 0.1))
     latencies: list[float] = []
     try:
-        with open(rec.dir / PREDICTIONS, "w", encoding="utf-8") as out:
+        with open(rec.dir / PREDICTIONS, "w", encoding="utf-8") as out, \
+                open(rec.dir / MOMENT_PREDICTIONS, "w", encoding="utf-8") as mout:
             for g in tqdm(queries, desc="queries", unit="query", disable=None):
                 t = time.perf_counter()
-                hits = engine.search(g.query, k=k)
+                hits = engine.search(g.query, k=k, thumbnails=False)
                 dt = time.perf_counter() - t
                 latencies.append(dt)
                 rows = [(by_path.get(h.video, h.video), h.start, h.end, h.score) for h in hits]
                 preds[g.qid] = rows
                 out.write(json.dumps(prediction_record(g.qid, g.query, rows, latency_ms=dt * 1e3)) + "\n")
                 out.flush()
+                if moments is not None:
+                    ms = assemble(hits, k, margin=margin)
+                    moments[g.qid] = [(by_path.get(m.video, m.video), m.start, m.end, m.score) for m in ms]
+                    mout.write(json.dumps(prediction_record(g.qid, g.query, moments[g.qid])) + "\n")
+        if cfg.get("transcript_encoder"):
+            spoken_path = Path(cfg.get("spoken_ground_truth") or gt_path.parent / SPOKEN_GROUND_TRUTH)
+            spoken = load_ground_truth(spoken_path) if spoken_path.is_file() else []
+            sets = {"visual": queries, "spoken": [g for g in spoken if g.vid in paths]}
+            rec.put("channels", channel_runs(engine, sets, list(cfg.get("channels") or ["visual"]), k,
+                                             [int(x) for x in cfg["ks"]], [0.5], by_path))
         if cfg.get("batch_size_queries", 0):
             texts = [g.query for g in queries]
             rec.put("batch_search", _batch_qps(engine, texts, k, int(cfg["batch_size_queries"])))
     except KeyboardInterrupt:
         _score(rec, cfg, [g for g in gts if g.qid in preds], preds, latencies, partial=True)
         raise
-    return preds, latencies
+    if moments is None:
+        (rec.dir / MOMENT_PREDICTIONS).unlink(missing_ok=True)
+    return preds, latencies, moments
 
 
 def _duration(path: Path) -> float:
@@ -264,6 +297,33 @@ def tables(results: dict[str, Any]) -> list[Table]:
             map_rows,
         ),
     ]
+    by_channel = results.get("channels")
+    if by_channel:
+        out.append(Table(
+            "By channel (R@k and mAP %, IoU 0.5 for R@k)",
+            [Column("channels", "channels"), Column("queries", "queries"), Column("n", "n")]
+            + [Column(f"R@{k}", f"R@{k}", _pct) for k in ks]
+            + [Column("map", "mAP %", _pct), Column("ms", "ms/query", ".1f")],
+            by_channel,
+            note="visual: colour queries; spoken: paraphrases of a subtitle line, relevant at the line's "
+            "time. visual+transcript: the fused score (min-max normalised, weights 0.5 / 0.5).",
+        ))
+    mm = results.get("metrics_moments")
+    if mm:
+        rows = [{"iou": t, **{f"seg{k}": m["recall"][f"R@{k} IoU={t}"] for k in ks},
+                 **{f"mom{k}": mm["recall"][f"R@{k} IoU={t}"] for k in ks}} for t in ious]
+        rows.append({"iou": "mAP", "seg1": m["map"]["mean"], "mom1": mm["map"]["mean"]})
+        rows.append({"iou": "mean IoU top 1", "seg1": m["mean_iou_top1"], "mom1": mm["mean_iou_top1"]})
+        out.append(Table(
+            "Segments against moments: recall at k (%) by IoU threshold",
+            [Column("iou", "IoU")] + [Column(f"seg{k}", f"segments R@{k}", _pct) for k in ks]
+            + [Column(f"mom{k}", f"moments R@{k}", _pct) for k in ks],
+            rows,
+            note=f"Moments: the same top-k hits of each query assembled into moments (adjacent segments "
+            f"within {100 * mm['margin']:.0f}% of the best score merged, ends refined from the matching "
+            "frames, temporal NMS). A scene cut into several segments becomes one moment, so high-IoU "
+            "recall rises.",
+        ))
     ing = results.get("ingest")
     if ing:
         cols = [

@@ -1,7 +1,9 @@
 """maxsim: find moments in video with late-interaction (MaxSim) search.
 
 ``Engine(path, encoder=...)`` ingests videos (segment, sample frames, encode, store) and answers text
-queries with ranked :class:`Hit` objects (video, start, end, score, best frame time, thumbnail).
+queries (or an image, a clip, a segment: :class:`Query`) with ranked :class:`Hit` objects (video, start,
+end, score, best frame time, thumbnail, evidence) or :class:`Moment` objects (merged segments,
+``Engine.moments``).
 """
 
 from maxsim.encoders import PooledEncoder, load_encoder, register_encoder, registered_encoders
@@ -15,15 +17,19 @@ from maxsim.errors import (
     IndexWriteError,
     LockedError,
     MissingWeightsError,
+    QueryError,
     RerankError,
+    UnknownSegmentError,
     VersionNotFoundError,
     VideoError,
 )
 from maxsim.ingest import IngestReport
 from maxsim.media import FixedSegmenter, FrameSampler, SceneSegmenter, Segmenter, load_segmenter
+from maxsim.query import Query
 from maxsim.rerank import Reranker, load_reranker, register_reranker, rerank_hits
 from maxsim.search import SearchOptions, SearchResult, SearchStats
-from maxsim.types import Clip, Encoder, FrameSize, Hit, Segment
+from maxsim.transcripts.stage import TranscriptOptions
+from maxsim.types import Clip, Encoder, Evidence, FrameSize, Hit, Moment, Segment, TokenGrid, TranscriptLine
 
 __all__ = [
     "Clip",
@@ -31,18 +37,24 @@ __all__ = [
     "EncoderMismatchError",
     "EncoderOutputError",
     "Engine",
+    "Evidence",
     "FixedSegmenter",
     "FrameSampler",
     "FrameSize",
     "Hit",
+    "TranscriptLine",
+    "TranscriptOptions",
     "IndexError_",
     "IndexFormatError",
     "IndexNotFoundError",
     "IndexWriteError",
     "IngestReport",
     "LockedError",
+    "Moment",
     "MissingWeightsError",
     "PooledEncoder",
+    "Query",
+    "QueryError",
     "RerankError",
     "Reranker",
     "SceneSegmenter",
@@ -51,6 +63,8 @@ __all__ = [
     "SearchStats",
     "Segment",
     "Segmenter",
+    "UnknownSegmentError",
+    "TokenGrid",
     "VersionNotFoundError",
     "VideoError",
     "load_encoder",

@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
+from maxsim.channels import TranscriptChannel
 from maxsim.distributed.ingest import RayVideoEncoder, worker_encoder
-from maxsim.encoders import DEFAULT_ENCODER, PooledEncoder, load_encoder
+from maxsim.encoders import DEFAULT_ENCODER, PooledEncoder, load_encoder, query_labels
 from maxsim.encoders.record import check_encoder, check_spec, encoder_record, encoder_revision, load_args
 from maxsim.errors import EncoderOutputError, IndexNotFoundError
 from maxsim.index.compact import CompactReport
@@ -36,8 +37,10 @@ from maxsim.ingest import (
     settings_key,
     sized_sampler,
 )
+from maxsim.media.explain import explain_hit, frame_jpeg
 from maxsim.media.frames import FrameSampler
 from maxsim.media.segment import Segmenter, load_segmenter
+from maxsim.query import Query, search_query
 from maxsim.rerank import Reranker, RerankStage
 from maxsim.search import (
     Searcher,
@@ -47,9 +50,11 @@ from maxsim.search import (
     default_refine,
     search_device,
 )
-from maxsim.search.prune.build import update_prune_index
-from maxsim.search.prune.files import PruneSidecar, read_prune_manifest
-from maxsim.types import Encoder, Hit, video_key
+from maxsim.search.hits import label_results
+from maxsim.search.moments import find_moments
+from maxsim.search.prune.build import maintain_prune_index, update_prune_index
+from maxsim.search.prune.files import PruneSidecar
+from maxsim.types import Encoder, Hit, Moment, video_key
 
 
 class Engine:
@@ -102,6 +107,7 @@ class Engine:
 
     ``reranker`` (a spec or an object, see :func:`maxsim.rerank.load_reranker`; default
     ``"qwen3-vl-reranker"``, loaded on first use) re-scores the top hits of searches with ``rerank=N``.
+    ``transcript_encoder``, ``transcripts``: index what is said (:class:`maxsim.channels.TranscriptChannel`).
     """
 
     def __init__(
@@ -121,6 +127,7 @@ class Engine:
         device_memory: int | float | None = None,
         devices: list[str] | None = None,
         reranker: Reranker | str | None = None,
+        transcript_encoder: Any = None, transcripts: Any = None,
     ) -> None:
         self.path = Path(path)
         self.search_device = search_device(device)
@@ -162,6 +169,7 @@ class Engine:
                 pass
             manifest = self.store.manifest()
         self.sampler = sampler if sampler is not None else recorded_sampler(manifest, self.path)
+        self.transcript = TranscriptChannel(self.path, manifest, transcript_encoder, transcripts)
         if self._encoder is not None:
             check_encoder(manifest.encoder, manifest.dim, self._encoder, self.path)
         self._searcher = self._new_searcher(self.store.snapshot(version), None)
@@ -306,9 +314,10 @@ class Engine:
         else:
             video_encoder = LocalVideoEncoder(enc, sampler, dim, self.batch_size, isolate=isolate)
         made: list[Snapshot] = []
-        ingester = Ingester(self.store, settings_key(seg, sampler, enc), video_encoder,
-                            lock_timeout=self.lock_timeout,
-                            after_commit=lambda man: made.append(self._maintain_prune(progress, man)))
+        ts = self.transcript.stage(self.manifest)
+        ingester = Ingester(self.store, settings_key(seg, sampler, enc, ts), video_encoder, transcripts=ts,
+                            lock_timeout=self.lock_timeout, after_commit=lambda man: made.append(
+                                maintain_prune_index(self.path, man, self.snapshot, progress)))
         report = IngestReport(encoder=enc.name, encoder_source=self._encoder_source)
         committed = ingester.run(paths, seg, report, progress=progress, commit_every=commit_every)
         if committed is not None:
@@ -377,7 +386,7 @@ class Engine:
             rep = self.store.compact(target_part_bytes=target_part_bytes, min_dead_fraction=min_dead_fraction,
                                      full=full, keep_versions=keep_versions, progress=progress)
             man = self.store.manifest()
-            made = self._maintain_prune(progress, man)
+            made = maintain_prune_index(self.path, man, self.snapshot, progress)
         self._open_latest(man, made)
         return rep
 
@@ -405,25 +414,36 @@ class Engine:
             self._open(Snapshot(self.path, manifest, self.snapshot))
 
     # -- search --------------------------------------------------------------------------------------
-    def search(self, text: str, k: int = 10, videos: Sequence[str] | None = None,
-               time_range: tuple[float, float] | None = None, thumbnails: bool = True, **options: Any
-               ) -> list[Hit]:
-        """The k segments that best match ``text``, best first.
+    def search(self, text: str | Query | None = None, k: int = 10, videos: Sequence[str] | None = None,
+               time_range: tuple[float, float] | None = None, thumbnails: bool = True, *, image: Any = None,
+               clip: Any = None, like: int | None = None, **options: Any) -> list[Hit]:
+        """The k segments that best match ``text``, an ``image``, a ``clip=(video, start, end)`` or segments
+        ``like`` a hit's ``segment_id`` (itself left out), any together (:mod:`maxsim.query`), best first.
 
         ``thumbnails=False`` leaves ``Hit.thumbnail`` None (the JPEG bytes are then never read).
-        ``mode="exact"`` (default) scores every segment. ``mode="pruned"`` scores exactly only
-        ``n_candidates`` segments, the best of ``n_refine`` scored from the prune index's residual codes,
-        themselves picked with its token centroids (see :meth:`build_prune_index`; ``nprobe`` centroids
-        per query token; ``n_refine=0`` skips the residual stage). Parts without a prune index are
-        scored exhaustively, so a pruned search is never wrong, only slower, before it is built.
-        ``rerank=N`` then re-scores the best N hits (at least k) with :attr:`reranker` (their frames decoded
-        again from the videos) and keeps the best k by its score: ``hit.scores`` holds ``"maxsim"`` and
-        ``"rerank"``, ``hit.score`` the latter; a video file that is gone raises
-        :class:`~maxsim.errors.RerankError` naming it. The options are those of
-        :class:`~maxsim.search.SearchOptions`, checked before anything is searched.
+        ``mode="pruned"`` scores exactly only candidates picked through the prune index (never wrong, only
+        slower, before :meth:`build_prune_index`); ``rerank=N`` re-scores the best N hits with
+        :attr:`reranker` (``hit.scores`` holds ``"maxsim"`` and ``"rerank"``; a video file that is gone
+        raises :class:`~maxsim.errors.RerankError`). The options are those of
+        :class:`~maxsim.search.SearchOptions` (which says more), checked before anything is searched.
         """
-        return self.query(text, SearchOptions(k=k, videos=videos, time_range=time_range,
-                                              thumbnails=thumbnails, **options)).hits
+        opts = SearchOptions(k=k, videos=videos, time_range=time_range, thumbnails=thumbnails, **options)
+        return self.query(text, opts, image=image, clip=clip, like=like).hits
+
+    def moments(self, text: str | Query | None = None, *, image: Any = None, clip: Any = None,
+                like: Any = None, k: int = 10, group: str = "moments", margin: float = 0.1,
+                thumbnails: bool = True, **options: Any) -> list[Moment]:
+        """The k best moments (merged segment hits, refined ends; ``group="video"``: one per video; see
+        :mod:`maxsim.search.moments`), with a JPEG of each best frame when ``thumbnails`` (k decodes). The
+        query (``text``, ``image``, ``clip``, ``like``) and other options go to :meth:`search`."""
+        query = {n: v for n, v in (("image", image), ("clip", clip), ("like", like)) if v is not None}
+        return find_moments(lambda n: self.search(text, k=n, **query, **options), k, len(self), margin=margin,
+                            group=group, thumbnail=frame_jpeg if thumbnails else None)
+
+    def explain(self, hit: Hit) -> bytes:
+        """A PNG of ``hit``'s best frame with a heatmap of the regions its query tokens matched and those
+        tokens listed (:func:`maxsim.media.explain.explain_hit`; decodes the frame from the video)."""
+        return explain_hit(hit)
 
     def search_batch(self, texts: Sequence[str], k: int = 10, videos: Sequence[str] | None = None,
                      time_range: tuple[float, float] | None = None, thumbnails: bool = True, **options: Any
@@ -439,12 +459,15 @@ class Engine:
         opts = SearchOptions(k=k, videos=videos, time_range=time_range, thumbnails=thumbnails, **options)
         return [r.hits for r in self.query_vectors(queries, opts)]
 
-    def query(self, text: str, options: SearchOptions | None = None, **kwargs: Any) -> SearchResult:
-        """The hits of ``text`` and what the search did (:class:`~maxsim.search.SearchResult`):
-        ``options`` as a :class:`~maxsim.search.SearchOptions`, or its fields as keyword arguments."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}; use query_batch for several")
-        return self.query_batch([text], options, **kwargs)[0]
+    def query(self, text: str | Query | None = None, options: SearchOptions | None = None, *,
+              image: Any = None, clip: Any = None, like: int | None = None, **kwargs: Any) -> SearchResult:
+        """Hits and what the search did (:class:`~maxsim.search.SearchResult`) of a query as in :meth:`search`
+        or a :class:`~maxsim.query.Query`; ``options``: a :class:`~maxsim.search.SearchOptions` or fields."""
+        request = Query.of(text, image=image, clip=clip, like=like)
+        if request.text_only:
+            return self.query_batch([request.text], options, **kwargs)[0]
+        return search_query(request, self._searcher, lambda: (self.encoder, self.frame_sampler),
+                            SearchOptions.of(options, **kwargs))
 
     def query_batch(self, texts: Sequence[str], options: SearchOptions | None = None, **kwargs: Any
                     ) -> list[SearchResult]:
@@ -458,7 +481,9 @@ class Engine:
             raise TypeError(f"text {bad[0]} is a {type(texts[bad[0]]).__name__}, not a str")
         if not texts:
             return []
-        first = self._searcher.search(self.encoder.encode_texts(texts), opts.first_stage())
+        vecs = None if opts.channels == ("transcript",) else self.encoder.encode_texts(texts)
+        first = self.transcript.search(self._searcher, texts, opts.first_stage(), lambda o: label_results(
+            self._searcher.search(vecs, o), query_labels(self.encoder, texts, vecs)))
         return self.rerank_stage.apply(texts, first, opts)
 
     def query_vectors(self, queries: Sequence[torch.Tensor], options: SearchOptions | None = None,
@@ -466,8 +491,8 @@ class Engine:
         """:meth:`query` with precomputed query multi-vectors, each ``(n_tokens, dim)`` (no re-ranking:
         the reranker needs the query text)."""
         opts = SearchOptions.of(options, **kwargs)
-        if opts.rerank:
-            raise ValueError("rerank needs the query text: search with query() or search(), not by vectors")
+        if opts.rerank or opts.channels not in (None, ("visual",)):
+            raise ValueError("rerank needs the query text (so does the transcript channel): use search()")
         return self._searcher.search(list(queries), opts)
 
     # -- pruning index -------------------------------------------------------------------------------
@@ -487,18 +512,6 @@ class Engine:
                                        iters=iters, progress=progress, nbits=nbits, rebuild=rebuild,
                                        device=device)
         return built
-
-    def _maintain_prune(self, progress: bool, manifest: Manifest) -> Snapshot | None:
-        """Under the writer lock, after a commit: extend an existing prune index to new parts. Returns the
-        snapshot of the version it opened to do so (None when the index has no prune index)."""
-        man = read_prune_manifest(self.path)
-        if man is None:
-            return None
-        p = man.get("params", {})
-        snap = Snapshot(self.path, manifest, self.snapshot)
-        update_prune_index(snap, n_centroids=p.get("n_centroids"), iters=p.get("iters", 4),
-                           seed=p.get("seed", 0), progress=progress, nbits=p.get("nbits", 2))
-        return snap
 
 
 __all__ = [

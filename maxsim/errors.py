@@ -3,7 +3,9 @@
 Index errors derive from :class:`IndexError_` (named so as not to shadow the builtin ``IndexError``); a
 video that cannot be used is a :class:`VideoError` (its ingest fails, the others go on); an encoder that
 gives vectors the index cannot take is an :class:`EncoderOutputError`; weights that cannot be had are a
-:class:`MissingWeightsError`; hits that cannot be re-ranked are a :class:`RerankError`.
+:class:`MissingWeightsError`; hits that cannot be re-ranked are a :class:`RerankError`; a query that
+cannot be searched (no query, an unreadable image, a clip outside its video) is a :class:`QueryError`, and
+``like=`` a segment id that is not in the index an :class:`UnknownSegmentError`.
 """
 
 from __future__ import annotations
@@ -83,3 +85,12 @@ __all__ = [
     "IndexTooNewError", "IndexWriteError", "LockedError", "MissingWeightsError", "RerankError",
     "VersionNotFoundError", "VideoError",
 ]
+
+
+class QueryError(ValueError):
+    """A query that cannot be searched: nothing to search for, an image that cannot be read or is not an
+    RGB ``(H, W, 3)`` uint8 picture, a clip outside its video. The message names the value."""
+
+
+class UnknownSegmentError(QueryError, LookupError):
+    """``like=`` a segment id that is not a live segment of the version searched."""

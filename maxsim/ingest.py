@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from maxsim.encoders.record import encoder_frame_size, encoder_settings, vector_settings
+from maxsim.encoders.record import encoder_frame_size, encoder_settings, encoder_token_grid, vector_settings
 from maxsim.errors import EncoderOutputError, IndexError_, IndexFormatError, VideoError
 from maxsim.index.manifest import Manifest
 from maxsim.index.parts import SegmentRecord
@@ -33,6 +33,7 @@ from maxsim.media.segment import Segmenter
 from maxsim.media.video import content_hash
 from maxsim.media.worker import isolated_clips, warm_up
 from maxsim.specs import plural
+from maxsim.transcripts.stage import TranscriptStage
 from maxsim.types import Clip, Encoder, video_key
 
 VIDEO_EXTENSIONS = frozenset(
@@ -48,6 +49,7 @@ class IngestReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     segments: int = 0
+    cues: int = 0  # transcript lines stored (videos ingested with transcripts)
     version: int | None = None  # the index version committed, None when nothing changed
     encoder: str | None = None  # the name of the encoder that ran (or would have run)
     encoder_source: str | None = None  # why that encoder: "given", "recorded in the index" or "default"
@@ -63,6 +65,7 @@ class IngestReport:
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "failed": [{"path": p, "reason": r} for p, r in self.failed],
             "segments": self.segments,
+            "cues": self.cues,
             "version": self.version,
             "encoder": self.encoder,
             "encoder_source": self.encoder_source,
@@ -70,7 +73,8 @@ class IngestReport:
 
     def __str__(self) -> str:
         lines = [
-            f"ingested {plural(len(self.ingested), 'file')} ({plural(self.segments, 'segment')}), "
+            f"ingested {plural(len(self.ingested), 'file')} ({plural(self.segments, 'segment')}"
+            + (f", {plural(self.cues, 'transcript line')}" if self.cues else "") + "), "
             f"skipped {len(self.skipped)}, failed {len(self.failed)}"
         ]
         lines += [f"  skipped {p}: {r}" for p, r in self.skipped]
@@ -189,7 +193,8 @@ def sized_sampler(sampler: FrameSampler, encoder: Encoder) -> FrameSampler:
     return sampler.sized(encoder_frame_size(encoder, sampler.max_frames))
 
 
-def settings_key(segmenter: Segmenter, sampler: FrameSampler, encoder: Encoder) -> str:
+def settings_key(segmenter: Segmenter, sampler: FrameSampler, encoder: Encoder,
+                 transcripts: TranscriptStage | None = None) -> str:
     """What a video's vectors depend on besides its content: a video indexed under another key is
     re-encoded by the next ingest (e.g. after opening the index with another frame sampler or with
     encoder settings that change the vectors, such as a visual token budget)."""
@@ -199,6 +204,8 @@ def settings_key(segmenter: Segmenter, sampler: FrameSampler, encoder: Encoder) 
     enc_settings = vector_settings(encoder_settings(encoder))
     if enc_settings:
         key["encoder_settings"] = enc_settings
+    if transcripts is not None:  # where transcripts come from and how they are encoded
+        key["transcripts"] = transcripts.settings_key()
     return json.dumps(key, sort_keys=True, default=str)
 
 
@@ -274,10 +281,12 @@ class LocalVideoEncoder:
                 raise EncoderOutputError(
                     f"encoder {name!r} returned {len(vecs)} outputs for {len(batch)} clips")
             for (clip, thumb), v in zip(batch, vecs, strict=True):
+                v = check_vectors(v, self.dim, name, f"clip {clip.start:.2f}-{clip.end:.2f} s")
+                grid = encoder_token_grid(self.encoder, clip, v.shape[0])
                 yield SegmentRecord(
                     video=video, video_hash=digest, settings=settings, start=clip.start, end=clip.end,
                     frame_times=np.asarray(clip.timestamps, dtype=np.float32).tolist(), thumbnail=thumb,
-                    tokens=check_vectors(v, self.dim, name, f"clip {clip.start:.2f}-{clip.end:.2f} s"),
+                    tokens=v, token_grid=None if grid is None else grid.to_list(),
                 )
             batch.clear()
 
@@ -300,11 +309,17 @@ class Ingester:
     """Adds videos to the index in ``store`` (see the module docstring).
 
     ``after_commit(manifest)`` runs under the writer lock after each commit (the engine extends the prune
-    index there); ``lock_timeout`` waits that long for another writer.
+    index there); ``lock_timeout`` waits that long for another writer. With ``transcripts`` each video
+    encoded also gets its transcript lines and their vectors (see :mod:`maxsim.transcripts.stage`), stored
+    in the same part, owned by its first segment; a video whose sidecar subtitles changed since it was
+    ingested is encoded again even when its own content did not change. A transcript that fails (an
+    encoder error) fails the video like a decoding error: its rows are taken back.
     """
 
     def __init__(self, store: Store, settings: str, video_encoder: VideoEncoder, *, lock_timeout: float = 0.0,
-                 after_commit: Callable[[Manifest], None] | None = None) -> None:
+                 after_commit: Callable[[Manifest], None] | None = None,
+                 transcripts: TranscriptStage | None = None) -> None:
+        self.transcripts = transcripts
         self.store = store
         self.settings = settings
         self.video_encoder = video_encoder
@@ -332,9 +347,9 @@ class Ingester:
         with store.writing(wait=self.lock_timeout):
             base = store.manifest()
             catalog = store.catalog(base)
-            decided: dict[str, tuple[str, str, tuple[int, int] | None]] = {}
+            decided: dict[str, tuple[str, str, tuple[int, int] | None, str | None]] = {}
             if encode.needs_plan:  # decided once, up front: the pipeline must know what it will be asked
-                decided = {video: decide(video, catalog.get(video), settings) for _, video in files}
+                decided = {video: self._decide(video, catalog.get(video), settings) for _, video in files}
                 encode.plan([video for video, (what, *_) in decided.items() if what == "encode"])
             writer = store.new_part(base)
             next_id = base.next_segment_id
@@ -347,6 +362,7 @@ class Ingester:
                 base = store.commit(
                     base, [part], delete_videos=replaced, next_segment_id=next_id, op="ingest",
                     info={"videos": pending, "videos_replaced": len(replaced)},
+                    transcript=None if self.transcripts is None else self.transcripts.record(),
                 )
                 report.version = base.version
                 committed = base
@@ -355,8 +371,8 @@ class Ingester:
             try:
                 for f, video in tqdm(files, desc="ingest", unit="video", disable=not progress):
                     old = catalog.get(video)
-                    what, digest, stat = (decided.pop(video) if encode.needs_plan
-                                          else decide(video, old, settings))
+                    what, digest, stat, subs = (decided.pop(video) if encode.needs_plan
+                                                else self._decide(video, old, settings))
                     if what == "skip":
                         report.skipped.append((f, "already indexed with the same content and settings"))
                         continue
@@ -371,6 +387,8 @@ class Ingester:
                             writer.add(next_id, rec)
                             next_id += 1
                             n += 1
+                        if self.transcripts is not None and n:
+                            report.cues += self._add_transcript(writer, next_id - n, video)
                     except IndexError_:
                         raise  # the index itself cannot take writes: stop, nothing is committed
                     except Exception as e:  # bad input, or an encoder/segmenter failing on this video
@@ -381,6 +399,8 @@ class Ingester:
                         records.close()  # stops the video's decoder at once if it was abandoned
                     if stat is not None:
                         writer.note_file(video, size=stat[0], mtime_ns=stat[1])
+                    if subs is not None:
+                        writer.note_file(video, subtitles=subs)
                     if old is not None:
                         replaced.append(video)
                     report.ingested.append(f)
@@ -402,3 +422,24 @@ class Ingester:
             if committed is not None and self.after_commit is not None:
                 self.after_commit(committed)
         return committed
+
+    def _decide(self, video: str, old: dict[str, Any] | None, settings: str
+                ) -> tuple[str, str, tuple[int, int] | None, str | None]:
+        """:func:`decide`, plus the fingerprint of the video's sidecar subtitles when transcripts are
+        on: a video whose sidecars changed is encoded again."""
+        what, digest, stat = decide(video, old, settings)
+        subs = None if self.transcripts is None else self.transcripts.fingerprint(video)
+        if self.transcripts is not None and what == "skip" and old.get("subtitles") != subs:
+            what, digest = "encode", old["hash"]  # the same video; its subtitles changed
+        return what, digest, stat, subs
+
+    def _add_transcript(self, writer: Any, owner_id: int, video: str) -> int:
+        """Gather and encode ``video``'s transcript into ``writer``, owned by segment ``owner_id``;
+        returns the number of lines stored."""
+        tr = self.transcripts.gather(video)
+        if tr is None:
+            return 0
+        c = tr.cues
+        writer.add_cues(owner_id, video, [x.start for x in c], [x.end for x in c], [x.text for x in c],
+                        [x.speaker for x in c], tr.vectors)
+        return len(c)

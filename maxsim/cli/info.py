@@ -41,6 +41,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         "parts_with_checksums": sum(1 for p in man.parts if p.get("checksums")),
         "bytes_on_disk": size,
         "prune_index": prune_summary(args.index, [p["id"] for p in man.parts]),
+        # the transcript channel's recipe (text encoder, dim, speech recognizer) and the lines stored
+        "transcript": man.transcript,
+        "transcript_lines": int(sum(p.get("n_cues", 0) for p in man.parts)),
         "history": man.history,
     }
     if args.json:
@@ -66,6 +69,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         dd = "none" if reduction["dedup"] is None else f"{reduction['dedup']:g}"
         print(f"{'token reduction':>17}: pool factor {reduction['factor']:g}, dedup {dd}, "
               f"window {reduction['window']}")
+    if man.transcript is None:
+        print(f"{'transcripts':>17}: none (`maxsim ingest --transcripts` indexes subtitles)")
+    else:
+        speech = (man.transcript.get("speech") or {}).get("name")
+        print(f"{'transcripts':>17}: {info['transcript_lines']} lines stored (deleted ones included until "
+              f"compaction), encoder {man.transcript['encoder'].get('name')} (dim {man.transcript['dim']})"
+              + (f", speech {speech}" if speech else ""))
     pi = info["prune_index"]
     if pi is None:
         print(f"{'prune index':>17}: none (`maxsim prune {args.index}` builds it)")

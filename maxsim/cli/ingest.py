@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from maxsim.cli.common import open_engine, reduction_args
+from maxsim.cli.common import open_engine, reduction_args, transcript_kwargs
 from maxsim.distributed.cluster import init as init_ray
 from maxsim.encoders import DEFAULT_ENCODER, is_registered
 from maxsim.encoders.spec import strip_pool_suffix
@@ -84,7 +84,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     changes = sampling_changes(args, preset, new_index)
     # a new index records the recipe it is created with; an existing one samples with its own recipe,
     # changed only by the flags given (a video sampled otherwise than before is then re-encoded)
-    engine = open_engine(args, create=True, sampler=FrameSampler(**changes) if new_index else None)
+    engine = open_engine(args, create=True, sampler=FrameSampler(**changes) if new_index else None,
+                         **transcript_kwargs(args))
     if not new_index and changes:
         engine.sampler = engine.sampler.replace(**changes)
     if not args.json:

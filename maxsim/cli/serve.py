@@ -55,6 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         ingest_root=args.ingest_root,
         max_body_bytes=args.max_body_bytes,
+        max_image_bytes=args.max_image_bytes,
         max_k=args.max_k,
         batch_window_ms=args.batch_window_ms,
         max_queue=args.max_queue,

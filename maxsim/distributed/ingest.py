@@ -27,7 +27,7 @@ import torch
 
 from maxsim.distributed.cluster import gpus_per_worker, init, ray_module
 from maxsim.encoders import load_encoder
-from maxsim.encoders.record import encoder_identity
+from maxsim.encoders.record import encoder_identity, encoder_token_grid
 from maxsim.errors import EncoderMismatchError, EncoderOutputError, VideoError
 from maxsim.index.parts import SegmentRecord
 from maxsim.ingest import check_vectors
@@ -101,7 +101,7 @@ class _EncodeBatch:
         out, j = [], 0
         for r in rows:
             o = {k: r[k] for k in ("video", "kind", "reason", "start", "end", "timestamps", "thumbnail")}
-            o["tokens"], o["n_tokens"], o["dim"] = b"", 0, 0
+            o["tokens"], o["n_tokens"], o["dim"], o["token_grid"] = b"", 0, 0, []
             if r["kind"] == "clip":
                 if self.mismatch:
                     o["kind"], o["reason"] = "encoder_mismatch", self.mismatch
@@ -114,6 +114,8 @@ class _EncodeBatch:
                     if isinstance(v, torch.Tensor) and v.ndim == 2:
                         t = v.detach().float().cpu().contiguous()
                         o["tokens"], o["n_tokens"], o["dim"] = t.numpy().tobytes(), t.shape[0], t.shape[1]
+                        grid = encoder_token_grid(self.encoder, clips[j], t.shape[0])
+                        o["token_grid"] = [] if grid is None else grid.to_list()
                     else:
                         o["kind"] = "encoder_error"
                         o["reason"] = f"encoder {self.encoder.name!r} returned {type(v).__name__} for a clip"
@@ -252,6 +254,7 @@ class RayVideoEncoder:
                 end=float(row["end"]), frame_times=np.asarray(row["timestamps"], dtype=np.float32).tolist(),
                 thumbnail=row["thumbnail"] or None,
                 tokens=check_vectors(vec, self.dim, self.encoder_name, what),
+                token_grid=_grid(row.get("token_grid")),
             )
         raise RuntimeError(f"Ray pipeline ended before the last row of {video}")
 
@@ -261,3 +264,11 @@ class RayVideoEncoder:
             for _ in self._stream:
                 pass
             self._stream = None
+
+
+def _grid(value: object) -> list[int] | None:
+    """A row's token grid (a list or array; empty: none) as ``[frames, rows, cols]`` or None."""
+    if value is None:
+        return None
+    grid = [int(x) for x in value]  # type: ignore[attr-defined]
+    return grid if len(grid) == 3 else None

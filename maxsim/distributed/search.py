@@ -12,9 +12,11 @@ import numpy as np
 import torch
 
 from maxsim.distributed.cluster import gpus_per_worker, init, ray_module
+from maxsim.encoders import query_labels
 from maxsim.index.store import Store
 from maxsim.kernels import merge_topk
 from maxsim.search import Searcher, SearchOptions, SearchResult, SearchStats, prepare_queries, rows_to_global
+from maxsim.search.hits import label_results
 from maxsim.types import Hit
 
 
@@ -106,7 +108,12 @@ class ShardedSearch:
         texts = list(texts)
         if not texts:
             return []
-        first = self.query_vectors(self.engine.encoder.encode_texts(texts), opts.first_stage())
+        # the visual channel over the shards; the transcript channel (small: lines, not frames) in this
+        # process, fused as the engine fuses them
+        eng = self.engine
+        vecs = None if opts.channels == ("transcript",) else eng.encoder.encode_texts(texts)
+        first = eng.transcript.search(eng.searcher, texts, opts.first_stage(), lambda o: label_results(
+            self.query_vectors(vecs, o), query_labels(eng.encoder, texts, vecs)))
         return [r.hits for r in self.engine.rerank_stage.apply(texts, first, opts)]
 
     def search_vectors(self, queries: Sequence[torch.Tensor], k: int = 10, videos=None, time_range=None,
@@ -117,8 +124,9 @@ class ShardedSearch:
     def query_vectors(self, queries: Sequence[torch.Tensor], options: SearchOptions) -> list[SearchResult]:
         """The hits of each query multi-vector and what its search read, summed over the shards (no
         re-ranking: the reranker needs the query text)."""
-        if options.rerank:
-            raise ValueError("rerank needs the query text: use search() or search_batch(), not vectors")
+        if options.rerank or options.channels not in (None, ("visual",)):
+            raise ValueError("rerank needs the query text (so does the transcript channel): use search() or "
+                             "search_batch(), not vectors")
         ray = ray_module()
         if self.engine.version != self.version:
             raise RuntimeError(f"the engine moved to version {self.engine.version}; this ShardedSearch "

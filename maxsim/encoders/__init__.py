@@ -13,6 +13,7 @@
 """
 
 from maxsim.encoders.pooled import PooledEncoder
+from maxsim.encoders.record import query_labels
 from maxsim.encoders.registry import (
     DEFAULT_ENCODER,
     encoder_family,
@@ -27,5 +28,5 @@ from maxsim.encoders.registry import (
 
 __all__ = [
     "DEFAULT_ENCODER", "PooledEncoder", "encoder_family", "is_registered", "load_encoder", "name_family",
-    "register_encoder", "register_wrapper", "registered_encoders", "unregister_encoder",
+    "query_labels", "register_encoder", "register_wrapper", "registered_encoders", "unregister_encoder",
 ]

@@ -28,7 +28,7 @@ import torch
 
 from maxsim.encoders.checkpoint import open_checkpoint, resolve_cpu_dtype
 from maxsim.encoders.common import clip_frames
-from maxsim.types import Clip, FrameSize
+from maxsim.types import Clip, FrameSize, TokenGrid
 
 MODEL_TYPES: tuple[str, ...] = ("clip", "siglip", "siglip2")
 DEFAULT_SIGLIP = "google/siglip2-base-patch16-224"
@@ -210,6 +210,14 @@ class ClipFrameEncoder:
             out.append((vecs[at:at + len(frames)].clone(), times))
             at += len(frames)
         return out
+
+    def token_labels(self, text: str) -> list[str]:
+        """One vector per query: the query itself."""
+        return [text.strip()]
+
+    def token_grid(self, clip: Clip, n_tokens: int) -> TokenGrid:
+        """One vector per frame: the frame is known, no position inside it."""
+        return TokenGrid(1, 1, 1)
 
     def encode_clips(self, clips: Sequence[Clip]) -> list[torch.Tensor]:
         """One (n_frames, dim) float32 CPU tensor per clip, one L2-normalised row per frame, in order."""

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from maxsim.encoders.checkpoint import open_checkpoint
-from maxsim.encoders.common import clip_frames, pad_batch, token_budget_batches
-from maxsim.types import Clip
+from maxsim.encoders.common import GridMemo, clip_frames, pad_batch, token_budget_batches
+from maxsim.types import Clip, TokenGrid
 
 MODEL_TYPES: tuple[str, ...] = ("colqwen2",)
 DEFAULT_CHECKPOINT = "vidore/colqwen2-v1.0-hf"
@@ -49,6 +49,8 @@ class ColQwen2Encoder:
         self.image_token_id = int(processor.image_token_id)
         ip = self.image_processor
         self.tile = int(ip.patch_size) * int(ip.merge_size)
+        self.merge = int(ip.merge_size)
+        self._grids = GridMemo()
         self.per_image_max = max(int(ip.size.longest_edge) // (self.tile * self.tile), 1)
         self.per_image_min = max(int(ip.size.shortest_edge or 0) // (self.tile * self.tile), 1)
         s = self._settings
@@ -134,6 +136,13 @@ class ColQwen2Encoder:
             )
         return out.embeddings.float().cpu()
 
+    def token_labels(self, text: str) -> list[str]:
+        """Each query token as text (prefix and augmentation tokens included), as :meth:`encode_texts`
+        orders its vectors."""
+        enc = self.processor(text=[text.strip()], return_tensors="pt")
+        ids = enc["input_ids"][0][enc["attention_mask"][0].bool()].tolist()
+        return [self.tokenizer.decode([i]).strip() or "\u2423" for i in ids]  # U+2423: a blank
+
     def encode_texts(self, texts: Sequence[str]) -> list[torch.Tensor]:
         """One (n_tokens, dim) float32 CPU tensor per query (prefix, text and augmentation tokens)."""
         if isinstance(texts, str):
@@ -175,8 +184,10 @@ class ColQwen2Encoder:
 
         items: list[dict[str, Any]] = []
         spans: list[range] = []  # the items (frames) of each clip
+        self._grids.reset()
         for clip in clips:
             fr = self._frames(clip)
+            self._grids.remember(clip, self._grid_of(fr[0]["grid"]))
             spans.append(range(len(items), len(items) + len(fr)))
             items.extend(fr)
         batches = token_budget_batches([len(it["ids"]) for it in items], self._settings.batch_tokens)
@@ -200,6 +211,15 @@ class ColQwen2Encoder:
             times = np.concatenate([np.full(len(rows[i]), items[i]["time"]) for i in mine])  # type: ignore[arg-type]
             out.append((vecs, times))
         return out
+
+    def _grid_of(self, grid: torch.Tensor) -> TokenGrid:
+        _, gh, gw = (int(x) for x in grid)
+        return TokenGrid(1, gh // self.merge, gw // self.merge)
+
+    def token_grid(self, clip: Clip, n_tokens: int) -> TokenGrid:
+        """Each frame an image of ``image_grid_thw``'s rows x columns merged by the merge size (all frames
+        of a clip share their size): from the latest :meth:`encode_clips` call, else from the processor."""
+        return self._grids.recall(clip) or self._grid_of(self._frames(clip)[0]["grid"])
 
     def encode_clips(self, clips: Sequence[Clip]) -> list[torch.Tensor]:
         """One (n_tokens, dim) float32 CPU tensor per clip: its frames' image tokens, frame after frame."""

@@ -41,9 +41,9 @@ from maxsim.encoders.colqwen3_model import (  # noqa: F401  (re-exported: the mo
     load_colqwen3_model,
     map_checkpoint_keys,
 )
-from maxsim.encoders.common import clip_frames, pad_batch, token_budget_batches
+from maxsim.encoders.common import GridMemo, clip_frames, pad_batch, token_budget_batches
 from maxsim.encoders.qwen3vl import group_count
-from maxsim.types import Clip, FrameSize
+from maxsim.types import Clip, FrameSize, TokenGrid
 
 DEFAULT_MAX_VISUAL_TOKENS = 5120  # the model card's recommended ceiling per video
 QUERY_AUGMENTATION = 10  # <|endoftext|> tokens appended to every query
@@ -103,6 +103,7 @@ class ColQwen3Encoder:
         self.patch = int(vp.patch_size)
         self.merge = int(vp.merge_size)
         self.temporal = int(vp.temporal_patch_size)
+        self._grids = GridMemo()
         vcfg = cfg.vision_config
         if (self.patch, self.merge, self.temporal) != (
             vcfg.patch_size, vcfg.spatial_merge_size, vcfg.temporal_patch_size,
@@ -226,6 +227,12 @@ class ColQwen3Encoder:
     def _input_device(self) -> torch.device:
         return self.model.vlm.language_model.embed_tokens.weight.device
 
+    def token_labels(self, text: str) -> list[str]:
+        """Each query token as text (the query prompt's and augmentation tokens included), in the order of
+        :meth:`encode_texts`'s vectors."""
+        ids = self.tokenizer(self.query_prefix + text.strip() + self.query_suffix)["input_ids"]
+        return [self.tokenizer.decode([i]).strip() or "\u2423" for i in ids]  # U+2423: a blank
+
     def encode_texts(self, texts: Sequence[str]) -> list[torch.Tensor]:
         """One (n_tokens, dim) float32 CPU tensor per query: its tokens plus the augmentation tokens."""
         if isinstance(texts, str):
@@ -300,6 +307,9 @@ class ColQwen3Encoder:
         from tqdm.auto import tqdm
 
         prepared = [self.prepare(c) for c in clips]
+        self._grids.reset()
+        for c, p in zip(clips, prepared, strict=True):
+            self._grids.remember(c, self._grid_of(p["grid"]))
         batches = token_budget_batches([len(p["ids"]) for p in prepared], self._settings.batch_tokens)
         results: list[tuple[torch.Tensor, np.ndarray] | None] = [None] * len(prepared)
         quiet = True if len(batches) < 2 else None  # None: show on a terminal only
@@ -323,6 +333,15 @@ class ColQwen3Encoder:
                     raise RuntimeError(f"clip {i}: {len(vecs)} visual rows but {len(times)} token times")
                 results[i] = (vecs, times)
         return [r for r in results if r is not None]
+
+    def _grid_of(self, grid: torch.Tensor) -> TokenGrid:
+        _, gh, gw = (int(x) for x in grid)
+        return TokenGrid(self.temporal, gh // self.merge, gw // self.merge)
+
+    def token_grid(self, clip: Clip, n_tokens: int) -> TokenGrid:
+        """Frame pairs of ``video_grid_thw``'s rows x columns merged by the spatial merge size: from the
+        latest :meth:`encode_clips` call, else from the video processor again."""
+        return self._grids.recall(clip) or self._grid_of(self.prepare(clip)["grid"])
 
     def encode_clips(self, clips: Sequence[Clip]) -> list[torch.Tensor]:
         """One (n_visual_tokens, dim) float32 CPU tensor per clip, tokens in frame order."""

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from maxsim.types import Clip
+from maxsim.types import Clip, TokenGrid
 
 
 def clip_frames(clip: Clip, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,3 +55,21 @@ def pad_batch(seqs: Sequence[Sequence[int] | torch.Tensor], pad_id: int | None, 
         ids[row, sl] = torch.as_tensor(seq, dtype=torch.long)
         mask[row, sl] = 1
     return ids, mask
+
+
+class GridMemo:
+    """The token grids of the clips of an encoder's latest ``encode_clips`` call, keyed by clip identity,
+    so that ``token_grid(clip, n)`` right after encoding costs nothing (only that call's clips are kept)."""
+
+    def __init__(self) -> None:
+        self.grids: dict[int, tuple[Clip, TokenGrid]] = {}
+
+    def reset(self) -> None:
+        self.grids = {}
+
+    def remember(self, clip: Clip, grid: TokenGrid) -> None:
+        self.grids[id(clip)] = (clip, grid)  # the clip is held so that its id is not reused meanwhile
+
+    def recall(self, clip: Clip) -> TokenGrid | None:
+        got = self.grids.get(id(clip))
+        return got[1] if got is not None and got[0] is clip else None

@@ -84,6 +84,12 @@ class PooledEncoder:
     def encode_texts(self, texts: Sequence[str]) -> list[torch.Tensor]:
         return self.inner.encode_texts(texts)
 
+    def token_labels(self, text: str) -> list[str]:
+        """The inner encoder's query token labels (queries are not reduced); none when it has none.
+        There is no ``token_grid``: pooled tokens have lost their positions."""
+        labels = getattr(self.inner, "token_labels", None)
+        return [] if labels is None else list(labels(text))
+
     def encode_clips(self, clips: Sequence[Clip]) -> list[torch.Tensor]:
         vecs = self.inner.encode_clips(clips)
         if len(vecs) != len(clips):

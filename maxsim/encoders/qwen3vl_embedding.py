@@ -45,7 +45,7 @@ from maxsim.encoders.qwen3vl import (
     model_inputs,
     punctuated,
 )
-from maxsim.types import Clip, FrameSize
+from maxsim.types import Clip, FrameSize, TokenGrid
 
 DEFAULT_CHECKPOINT = "Qwen/Qwen3-VL-Embedding-2B"
 FAMILY = "Qwen3-VL-Embedding"
@@ -204,6 +204,16 @@ class Qwen3VLEmbeddingEncoder:
         return out
 
     # -- clips --------------------------------------------------------------------------------------
+    def token_labels(self, text: str) -> list[str]:
+        """One vector per query: the query itself."""
+        return [text.strip()]
+
+    def token_grid(self, clip: Clip, n_tokens: int) -> TokenGrid | None:
+        """``per="frames"``: one vector per group of ``frames_per_vector`` frames (no position inside it);
+        one vector per segment: None (no frame carries the match on its own)."""
+        s = self._settings
+        return TokenGrid(s.frames_per_vector, 1, 1) if s.per == "frames" else None
+
     def _parts(self, clip: Clip) -> list[Clip]:
         """The clips whose vectors make up this clip's: itself, or one per group of frames."""
         s = self._settings

@@ -15,14 +15,14 @@ dtype, batch sizes) are left out of what decides whether a video must be re-enco
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from maxsim.encoders.registry import encoder_family, name_family
 from maxsim.encoders.spec import NO_REDUCTION, pool_suffix, reduction_of
 from maxsim.errors import EncoderMismatchError
-from maxsim.types import Encoder, FrameSize
+from maxsim.types import Clip, Encoder, FrameSize, TokenGrid
 
 _HUB_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -35,6 +35,38 @@ RUNTIME_ENCODER_SETTINGS = frozenset({"dtype", "device", "batch_tokens", "text_b
 def encoder_settings(encoder: Encoder) -> dict[str, Any]:
     """The encoder's ``settings`` (recorded in the index), or ``{}`` when it declares none."""
     return dict(getattr(encoder, "settings", None) or {})
+
+
+def encoder_token_grid(encoder: object, clip: Clip, n_tokens: int) -> TokenGrid | None:
+    """How the ``n_tokens`` vectors ``encoder`` made of ``clip`` lie on its frames (its ``token_grid``
+    member), or None when it has none, says None, or declares a grid those tokens cannot fill (a grid is
+    recorded only when it accounts for every token: evidence never invents positions)."""
+    method = getattr(encoder, "token_grid", None)
+    if method is None:
+        return None
+    grid = method(clip, int(n_tokens))
+    if grid is None:
+        return None
+    if not isinstance(grid, TokenGrid):
+        name = getattr(encoder, "name", type(encoder).__name__)
+        raise TypeError(f"encoder {name!r}: token_grid() returned "
+                        f"{type(grid).__name__}; expected maxsim.types.TokenGrid or None")
+    return grid if grid.fits(n_tokens, len(clip.timestamps)) else None
+
+
+def encoder_token_labels(encoder: object, text: str, n_tokens: int) -> list[str] | None:
+    """A label per query token of ``text`` (the encoder's ``token_labels``), or None when it has none or
+    its labels do not match the ``n_tokens`` query vectors."""
+    method = getattr(encoder, "token_labels", None)
+    if method is None:
+        return None
+    labels = [str(x) for x in method(text)]
+    return labels if len(labels) == n_tokens else None
+
+
+def query_labels(encoder: object, texts: Sequence[str], vectors: Sequence[Any]) -> list[list[str] | None]:
+    """:func:`encoder_token_labels` of each text, given its query vectors (for their count)."""
+    return [encoder_token_labels(encoder, t, len(v)) for t, v in zip(texts, vectors, strict=True)]
 
 
 def encoder_frame_size(encoder: object, n_frames: int) -> FrameSize | None:

@@ -10,8 +10,17 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
+from maxsim.index.cues import read_cue_part
 from maxsim.index.files import clear_write_errors, failpoint
-from maxsim.index.format import KEEP_VERSIONS, TARGET_PART_BYTES, merge_ranges, stored_bits
+from maxsim.index.format import (
+    KEEP_VERSIONS,
+    TARGET_PART_BYTES,
+    column_numpy,
+    in_ranges,
+    merge_ranges,
+    part_file_keys,
+    stored_bits,
+)
 from maxsim.index.parts import PartWriter
 from maxsim.index.snapshot import Snapshot, tombstones_of_kept_parts
 
@@ -71,6 +80,12 @@ def compact(
         return CompactReport(len(base.parts), len(base.parts), 0, 0, bytes_before, bytes_before, None,
                              len(removed))
     chosen_set = set(chosen)
+    # the live transcript cues of the rewritten parts go into the first new part (their owners keep ids)
+    cue_rows = []
+    for i in chosen:
+        if base.parts[i].get("cues"):
+            t = read_cue_part(store.root, base.parts[i], base.version)
+            cue_rows.append(t.filter(pa.array(~in_ranges(column_numpy(t, "owner_id"), base.deleted))))
     new_parts: list[dict[str, Any]] = []
     writer: PartWriter | None = None
     written_bytes = 0
@@ -98,6 +113,9 @@ def compact(
                 if writer is None:
                     writer = PartWriter(store.root, base.dim, base.dtype, base.version)
                     written_bytes = 0
+                    for t in cue_rows:
+                        writer.add_cue_rows(t)
+                    cue_rows = []
                 writer.add_rows(rows, bits, scales)
                 written_bytes += bits.nbytes + (0 if scales is None else scales.nbytes)
                 failpoint("compact.batch")
@@ -111,7 +129,7 @@ def compact(
         if writer is not None:
             writer.abort()
         for p in new_parts:  # closed but uncommitted: not referenced, remove now
-            for key in ("segments", "tokens"):
+            for key in part_file_keys(p):
                 with contextlib.suppress(OSError):
                     (store.root / p[key]).unlink()
         raise

@@ -15,7 +15,11 @@ import torch
 
 from maxsim.errors import IndexFormatError
 
-FORMAT_VERSION = 2  # 2: video catalog, deleted id ranges, manifests/ (format 1 is read and upgraded)
+# 2: video catalog, deleted id ranges, manifests/ (format 1 is read and upgraded); 3: segment tables may
+# hold a token_grid column (parts of format 2 are read with none), so a maxsim of format 2 refuses it
+# with "upgrade maxsim" rather than failing on the new column; 4: transcript cues per part (a part's
+# optional ``cues`` file and the manifest's ``transcript`` recipe; formats 2 and 3 are read as they are)
+FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 MANIFESTS = "manifests"
 PARTS = "parts"
@@ -24,7 +28,7 @@ KEEP_VERSIONS = 8  # versions whose files garbage collection keeps by default (t
 CREATE_WAIT_S = 10.0  # creating an index waits at least this long for a concurrent creator's lock
 TARGET_PART_BYTES = 512 << 20  # token bytes a compacted part grows to before a new one starts
 
-PART_FILE = re.compile(r"^(p[0-9]{14}-[0-9a-f]{12})\.(segments|tokens)\.arrow$")
+PART_FILE = re.compile(r"^(p[0-9]{14}-[0-9a-f]{12})\.(segments|tokens|cues)\.arrow$")
 VERSION_FILE = re.compile(r"^v([0-9]{9})\.json$")
 TMP_FILE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 
@@ -78,11 +82,39 @@ SEGMENT_SCHEMA = pa.schema(
         ("token_count", pa.int32()),
         ("frame_times", pa.list_(pa.float32())),
         ("thumbnail", pa.binary()),
+        # [frames per step, rows, cols] of the segment's tokens (maxsim.types.TokenGrid); null when the
+        # encoder did not say (pooled tokens). Parts written before it existed lack the column (LEGACY_NAMES).
+        ("token_grid", pa.list_(pa.int32())),
     ]
 )
+# the columns of segment tables written before token grids were recorded (read with a null token_grid)
+LEGACY_SEGMENT_NAMES = SEGMENT_SCHEMA.names[:-1]
 
-# facts about a video's file a catalog entry may hold (besides hash, settings, ranges, segments, tokens)
-FILE_FACTS = ("size", "mtime_ns")
+# facts about a video's file a catalog entry may hold (besides hash, settings, ranges, segments, tokens);
+# ``subtitles``: the fingerprint of its sidecar subtitle files when it was ingested with transcripts
+FILE_FACTS = ("size", "mtime_ns", "subtitles")
+
+
+def cue_schema(dim: int) -> pa.Schema:
+    """The schema of a part's ``cues`` file: one row per transcript line of a video, with its text-encoder
+    vectors (ragged: one row per token, or one pooled row). ``owner_id`` is the id of one segment of the
+    same video in the same part: the cue is live exactly while that segment is (deleting or replacing the
+    video tombstones it), so cues need no tombstones of their own."""
+    return pa.schema([
+        ("owner_id", pa.int64()),
+        ("video", pa.string()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("text", pa.string()),
+        ("speaker", pa.string()),
+        ("vectors", pa.list_(pa.list_(pa.float16(), int(dim)))),
+    ])
+
+
+def part_file_keys(part: dict) -> tuple[str, ...]:
+    """The keys of a part entry that name its files: ``segments``, ``tokens`` and, when it holds
+    transcript cues, ``cues``."""
+    return ("segments", "tokens", "cues") if part.get("cues") else ("segments", "tokens")
 
 BATCH_BYTES = 128 << 20  # token bytes buffered before a record batch is written
 
@@ -91,7 +123,7 @@ BATCH_BYTES = 128 << 20  # token bytes buffered before a record batch is written
 SIDECARS = ("prune",)
 
 ROW_COLUMNS = ["segment_id", "video", "video_hash", "settings", "start", "end", "token_count", "frame_times",
-               "thumbnail"]
+               "thumbnail", "token_grid"]
 ROW_SCHEMA = pa.schema([SEGMENT_SCHEMA.field(n) for n in ROW_COLUMNS])
 
 

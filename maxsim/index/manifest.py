@@ -31,6 +31,7 @@ from maxsim.index.format import (
     PARTS,
     column_numpy,
     count_ranges,
+    part_file_keys,
     ranges_from_ids,
 )
 from maxsim.types import decode_path
@@ -46,7 +47,9 @@ class Manifest:
     the half-open id ranges of segments that are no longer live but still sit in a part (until a
     compaction drops them). ``sampler`` is the frame-sampling recipe the index was created with (see
     :meth:`maxsim.media.frames.FrameSampler.to_record`); None for an index created before recipes were
-    recorded.
+    recorded. ``transcript`` is the transcript channel's recipe once a video was ingested with
+    transcripts: ``{"encoder": <record of the text encoder>, "dim": <its vector size>, "speech": <record
+    of the speech recognizer or None>}``; None for an index without transcripts.
     """
 
     encoder: dict[str, Any]
@@ -60,6 +63,7 @@ class Manifest:
     deleted: list[list[int]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     sampler: dict[str, Any] | None = None
+    transcript: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         # compact: the C encoder (json's indent= falls back to pure Python, ~20x slower on big catalogs)
@@ -132,6 +136,10 @@ def check_fields(data: dict[str, Any], path: Path) -> None:
         raise bad("'encoder' must be an object", data["encoder"])
     if data.get("sampler") is not None and not isinstance(data["sampler"], dict):
         raise bad("'sampler' must be an object or null", data["sampler"])
+    tr = data.get("transcript")
+    if tr is not None and not (isinstance(tr, dict) and isinstance(tr.get("encoder"), dict)
+                               and _is_int(tr.get("dim")) and tr["dim"] >= 1):
+        raise bad("'transcript' must be null or an object with 'encoder' and a positive 'dim'", tr)
     if not _is_int(data["dim"]) or data["dim"] < 1:
         raise bad("'dim' must be a positive whole number", data["dim"])
     if data.get("dtype", "float16") not in DTYPES:
@@ -145,7 +153,7 @@ def check_fields(data: dict[str, Any], path: Path) -> None:
     for p in parts:
         if not isinstance(p, dict) or not isinstance(p.get("id"), str):
             raise bad("each part must be an object with an 'id'", p)
-        for key in ("segments", "tokens"):
+        for key in part_file_keys(p):
             name = p.get(key)
             m = PART_FILE.match(name[len(PARTS) + 1:]) if isinstance(name, str) else None
             if not (m and name.startswith(PARTS + "/") and m.group(1) == p["id"] and m.group(2) == key):
@@ -157,6 +165,8 @@ def check_fields(data: dict[str, Any], path: Path) -> None:
         if sums is not None and not (isinstance(sums, dict) and isinstance(sums.get("segments"), list)
                                      and isinstance(sums.get("tokens"), list)):
             raise bad(f"part {p['id']!r}: 'checksums' must hold 'segments' and 'tokens' lists", sums)
+        if p.get("cues") and sums is not None and not isinstance(sums.get("cues"), list):
+            raise bad(f"part {p['id']!r}: 'checksums' must hold a 'cues' list", sums)
     deleted = data.get("deleted", [])
     if not isinstance(deleted, list) or not all(_is_range(r) for r in deleted):
         raise bad("'deleted' must be a list of [start, end) id ranges", deleted)

@@ -1,4 +1,5 @@
 """Writing one part: a segment table and a token matrix, batch by batch, invisible until committed.
+A part may also hold transcript cues (:meth:`PartWriter.add_cues`), written as one more file at close.
 
 A :class:`PartWriter` buffers segments (:class:`SegmentRecord`), writes them as bounded Arrow record
 batches, can take back the rows of a video that failed half way (:meth:`PartWriter.rollback`), and closes
@@ -31,6 +32,7 @@ from maxsim.index.format import (
     SCALED,
     SEGMENT_SCHEMA,
     column_numpy,
+    cue_schema,
     merge_ranges,
     ranges_from_ids,
     stored_bits,
@@ -52,6 +54,7 @@ class SegmentRecord:
     frame_times: Sequence[float]
     thumbnail: bytes | None
     tokens: torch.Tensor
+    token_grid: Sequence[int] | None = None  # [frames per step, rows, cols] (maxsim.types.TokenGrid)
 
 
 
@@ -60,6 +63,7 @@ class _Mark:
     n_ids: int
     n_buffered: int
     n_flushes: int
+    n_cues: int
     # catalog entries as they were at the mark, saved the first time a video is touched after it (None: the
     # video was not in the part): O(videos touched since the mark), never a copy of the whole catalog
     undo: dict[str, dict[str, Any] | None]
@@ -72,8 +76,11 @@ class PartWriter:
     become live (see :meth:`rollback`). :meth:`close` returns the entry to pass to :meth:`Store.commit`.
     """
 
-    def __init__(self, root: Path, dim: int, dtype: str, version: int | None = None) -> None:
+    def __init__(self, root: Path, dim: int, dtype: str, version: int | None = None,
+                 cue_dim: int | None = None) -> None:
         self.root = root
+        self.cue_dim = None if cue_dim is None else int(cue_dim)  # transcript vector size, when known
+        self._cues: list[pa.Table] = []  # one table per add_cues / add_cue_rows, written at close
         self.dim = dim
         self.dtype = dtype
         self.version = version  # the committed version this part builds on (named in write errors)
@@ -81,6 +88,7 @@ class PartWriter:
         (root / PARTS).mkdir(parents=True, exist_ok=True)
         self.seg_path = root / PARTS / f"{self.part_id}.segments.arrow"
         self.tok_path = root / PARTS / f"{self.part_id}.tokens.arrow"
+        self.cue_path = root / PARTS / f"{self.part_id}.cues.arrow"
         value_type, self._torch_dtype = DTYPES[dtype]
         self._scaled = SCALED.get(dtype)
         fields = [("tokens", pa.list_(value_type, dim))]
@@ -144,6 +152,7 @@ class PartWriter:
                 "token_count": t.shape[0],
                 "frame_times": [float(x) for x in rec.frame_times],
                 "thumbnail": rec.thumbnail,
+                "token_grid": None if rec.token_grid is None else [int(x) for x in rec.token_grid],
             }
         )
         self._toks.append(stored_bits(t))
@@ -207,12 +216,79 @@ class PartWriter:
             raise KeyError(f"video {video!r} has no segment in this part")
         entry.update(info)
 
+    # -- transcript cues ------------------------------------------------------------------------------
+    def add_cues(self, owner_id: int, video: str, starts: Sequence[float], ends: Sequence[float],
+                 texts: Sequence[str], speakers: Sequence[str | None], vectors: Sequence[torch.Tensor]
+                 ) -> None:
+        """Buffer the transcript lines of ``video`` with their text-encoder vectors (one ``(n, cue_dim)``
+        tensor per line), owned by ``owner_id``, a segment of that video added to this part (the cues
+        live and die with it). The first call fixes the part's ``cue_dim`` when it had none."""
+        entry = self.videos.get(video)
+        if entry is None or not any(lo <= owner_id < hi for lo, hi in entry["ranges"]):
+            raise ValueError(f"cues of {video!r}: segment {owner_id} is not in this part")
+        n = len(texts)
+        if not (len(starts) == len(ends) == len(speakers) == len(vectors) == n):
+            raise ValueError(f"cues of {video!r}: starts, ends, texts, speakers and vectors differ in length")
+        if n == 0:
+            return
+        rows = []
+        for i, v in enumerate(vectors):
+            v = v.detach().to("cpu", torch.float32)
+            if self.cue_dim is None:
+                self.cue_dim = int(v.shape[-1])
+            if v.ndim != 2 or v.shape[0] == 0 or v.shape[1] != self.cue_dim:
+                raise ValueError(f"cue {i} of {video!r}: vectors of shape {tuple(v.shape)}; "
+                                 f"expected (n >= 1, {self.cue_dim})")
+            if not bool(torch.isfinite(v).all()):
+                raise ValueError(f"cue {i} of {video!r}: NaN or inf in its vectors")
+            rows.append(v.to(torch.float16).numpy())
+        schema = cue_schema(self.cue_dim)
+        inner = pa.FixedSizeListArray.from_arrays(
+            pa.array(np.concatenate(rows).reshape(-1), type=pa.float16()), self.cue_dim)
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum([r.shape[0] for r in rows], out=offsets[1:])
+        table = pa.table({
+            "owner_id": pa.array(np.full(n, int(owner_id), dtype=np.int64)),
+            "video": pa.array([encode_path(video)] * n, pa.string()),
+            "start": pa.array([float(x) for x in starts], pa.float64()),
+            "end": pa.array([float(x) for x in ends], pa.float64()),
+            "text": pa.array([str(t) for t in texts], pa.string()),
+            "speaker": pa.array([None if s is None else str(s) for s in speakers], pa.string()),
+            "vectors": pa.ListArray.from_arrays(pa.array(offsets), inner),
+        }, schema=schema)
+        self._cues.append(table)
+
+    def add_cue_rows(self, table: pa.Table) -> None:
+        """Buffer stored cue rows (a cues file's columns) unchanged: used by compaction."""
+        if table.num_rows:
+            if self.cue_dim is None:
+                self.cue_dim = int(table.schema.field("vectors").type.value_type.list_size)
+            self._cues.append(table.cast(cue_schema(self.cue_dim)))
+
+    def _write_cues(self) -> dict[str, Any]:
+        table = pa.concat_tables(self._cues).combine_chunks()
+        f = files.open_sink(self.cue_path)
+        try:
+            sums = ChecksumSink(f)
+            sink = pa.PythonFile(sums, mode="w")
+            with pa.ipc.new_file(sink, table.schema) as w:
+                for batch in table.to_batches():
+                    w.write_batch(batch)
+                sums.mark()
+            sums.mark()  # the footer
+            sink.flush()
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            f.close()
+        return {"cues": f"{PARTS}/{self.cue_path.name}", "n_cues": table.num_rows, "cue_sums": sums.ranges}
+
     # -- taking rows back ------------------------------------------------------------------------------
     def mark(self) -> _Mark:
         """A point to :meth:`rollback` to (e.g. before the segments of one video); only the latest mark can
         be rolled back to. Costs O(1): catalog entries are saved when first touched after it."""
         self._undo = {}
-        return _Mark(len(self._ids), self._buffered_rows, self._batch, self._undo)
+        return _Mark(len(self._ids), self._buffered_rows, self._batch, len(self._cues), self._undo)
 
     def rollback(self, mark: _Mark) -> None:
         """Take back every row added since ``mark`` (only :meth:`add` rows).
@@ -222,6 +298,7 @@ class PartWriter:
         """
         if mark.undo is not self._undo:
             raise RuntimeError("PartWriter.rollback: only the latest mark can be rolled back to")
+        del self._cues[mark.n_cues :]
         after = self._ids[mark.n_ids :]
         if not after:
             return
@@ -282,6 +359,7 @@ class PartWriter:
                 "token_count": rows.column("token_count"),
                 "frame_times": rows.column("frame_times"),
                 "thumbnail": rows.column("thumbnail"),
+                "token_grid": rows.column("token_grid"),
             },
             schema=SEGMENT_SCHEMA,
         )
@@ -306,7 +384,10 @@ class PartWriter:
     def close(self) -> dict[str, Any]:
         """Finish both files (fsynced) and return the part's entry for :meth:`Store.commit`."""
         self.flush()
+        cues: dict[str, Any] = {}
         with files.clear_write_errors(self.root, self.version):
+            if self._cues:
+                cues = self._write_cues()
             for w, sink, f, sums in zip(self._writers, self._sinks, self._files, self._sums, strict=True):
                 w.close()
                 sums.mark()  # the footer
@@ -318,7 +399,7 @@ class PartWriter:
             files.fsync_dir(self.root / PARTS)
         self.closed = True
         files.failpoint("part.close")
-        return {
+        entry = {
             "id": self.part_id,
             "segments": f"{PARTS}/{self.seg_path.name}",
             "tokens": f"{PARTS}/{self.tok_path.name}",
@@ -333,13 +414,17 @@ class PartWriter:
             "videos": self.videos,
             "dead": self.dead,
         }
+        if cues:
+            entry["cues"], entry["n_cues"] = cues["cues"], cues["n_cues"]
+            entry["checksums"]["cues"] = cues["cue_sums"]
+        return entry
 
     def abort(self) -> None:
         """Drop the part's files."""
         for obj in (*self._writers, *self._sinks, *self._files):
             with contextlib.suppress(Exception):
                 obj.close()
-        for p in (self.seg_path, self.tok_path):
+        for p in (self.seg_path, self.tok_path, self.cue_path):
             with contextlib.suppress(OSError):
                 p.unlink()
 

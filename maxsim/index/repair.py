@@ -17,7 +17,7 @@ import numpy as np
 
 from maxsim.errors import IndexFormatError, IndexNotFoundError, IndexTooNewError
 from maxsim.index.files import map_file, open_ipc, version_files, version_path, write_atomic
-from maxsim.index.format import MANIFEST, column_numpy, in_ranges, merge_ranges
+from maxsim.index.format import MANIFEST, column_numpy, in_ranges, merge_ranges, part_file_keys
 from maxsim.index.integrity import FileCheck
 from maxsim.index.manifest import Manifest, read_manifest
 from maxsim.index.snapshot import Snapshot, tombstones_of_kept_parts
@@ -92,7 +92,7 @@ def check_part(root: Path, man: Manifest, part: dict[str, Any]) -> PartCheck:
     sums = part.get("checksums")
     out = PartCheck(pid, "ok")
     seg_ok = True
-    for key in ("segments", "tokens"):
+    for key in part_file_keys(part):
         path = root / part[key]
         if not path.is_file():
             out.status = "missing"
@@ -183,7 +183,7 @@ def _usable_copy(root: Path, v: int) -> tuple[Manifest | None, str]:
     if man.version != v:
         return None, f"its copy says version {man.version}"
     for part in man.parts:
-        for key in ("segments", "tokens"):
+        for key in part_file_keys(part):
             f = root / part[key]
             sums = (part.get("checksums") or {}).get(key)
             if not f.is_file():

@@ -21,9 +21,11 @@ import pyarrow as pa
 import torch
 
 from maxsim.errors import IndexFormatError
+from maxsim.index.cues import Cues, load_cues
 from maxsim.index.files import map_file, open_ipc
 from maxsim.index.format import (
     DTYPES,
+    LEGACY_SEGMENT_NAMES,
     NP_DTYPES,
     SCALED,
     SEGMENT_SCHEMA,
@@ -104,6 +106,9 @@ class Snapshot:
         self._unverified = {c for c, ch in enumerate(self.chunks)
                             if ch.check is not None and not ch.check[0].verified}
         self._verify_lock = threading.Lock()
+        # transcript cues, read on first use (see cues()); the cue tables of ``previous`` are reused
+        self._cue_tables = previous._cue_tables if previous is not None and previous.root == root else {}
+        self._cues: tuple[Cues | None] | None = None
 
     def _load_part(self, part: dict[str, Any]) -> _LoadedPart:
         """Map a part's files. With checksums: the sizes of both files, the whole segment table and the
@@ -115,6 +120,9 @@ class Snapshot:
         if sums:
             FileCheck(seg_path, seg_map, sums["segments"], root).verify_all()
         seg = open_ipc(seg_path, manifest.version, seg_map).read_all()
+        if seg.schema.names == LEGACY_SEGMENT_NAMES:  # written before token grids: none known
+            seg = seg.append_column(SEGMENT_SCHEMA.field("token_grid"),
+                                    pa.nulls(seg.num_rows, SEGMENT_SCHEMA.field("token_grid").type))
         if seg.schema.names != SEGMENT_SCHEMA.names:
             raise IndexFormatError(f"{seg_path}: unexpected columns {seg.schema.names}")
         if seg.num_rows != part["n_segments"]:
@@ -178,6 +186,15 @@ class Snapshot:
         if self.manifest.dtype in ("bfloat16", "float8_e4m3fn"):
             t = t.view(DTYPES[self.manifest.dtype][1])
         return t, scales
+
+    def cues(self) -> Cues | None:
+        """The transcript cues of this version (:class:`~maxsim.index.cues.Cues`), read and checked on
+        first use; None when the version has none."""
+        with self._verify_lock:
+            if self._cues is None:
+                cues, self._cue_tables = load_cues(self.root, self.manifest, self._cue_tables)
+                self._cues = (cues,)
+            return self._cues[0]
 
     @property
     def version(self) -> int:

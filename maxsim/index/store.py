@@ -61,6 +61,7 @@ from maxsim.index.format import (
     VERSION_FILE,
     in_ranges,
     merge_ranges,
+    part_file_keys,
     ranges_from_ids,
     storage_dtype,
 )
@@ -203,7 +204,8 @@ class Store:
         """A writer for a new part (its files are invisible until committed)."""
         man = base or self.manifest()
         with clear_write_errors(self.root, man.version):
-            return PartWriter(self.root, man.dim, man.dtype, man.version)
+            return PartWriter(self.root, man.dim, man.dtype, man.version,
+                              cue_dim=(man.transcript or {}).get("dim"))
 
     # -- commits ---------------------------------------------------------------------------------------
     def commit(
@@ -218,6 +220,7 @@ class Store:
         removed_parts: Iterable[str] = (),
         deleted_ranges: Iterable[Sequence[int]] | None = None,
         keep_versions: int = KEEP_VERSIONS,
+        transcript: dict[str, Any] | None = None,
     ) -> Manifest:
         """Atomically publish ``base`` changed as asked as the next version.
 
@@ -228,6 +231,9 @@ class Store:
         index, ``new_parts`` join it (their videos are added to the catalog; their dead rows tombstoned).
         With ``deleted_ranges`` the tombstones are replaced by these (compaction, repair: the caller has
         merged all that must stay hidden, the ranges of ``delete_videos`` included).
+
+        ``transcript`` records the transcript channel's recipe (see :class:`Manifest`) when the index has
+        none yet; one that differs from the recorded recipe's dim is refused.
 
         Afterwards the copies of versions older than the last ``keep_versions`` are removed, so that the
         retained versions are as many as promised; the parts only they used go at the next garbage
@@ -297,6 +303,12 @@ class Store:
                 segments_added += entry["segments"]
             man.parts.append(part)
         man.deleted = tomb
+        if transcript is not None:
+            if man.transcript is not None and man.transcript.get("dim") != transcript.get("dim"):
+                raise ValueError(f"{self.root}: transcript vectors of dim {transcript.get('dim')}, but the "
+                                 f"index records dim {man.transcript.get('dim')}")
+            if man.transcript is None:
+                man.transcript = dict(transcript)
         man.format_version = FORMAT_VERSION  # an index of an older format is upgraded by its first commit
         man.version += 1
         if next_segment_id is not None:
@@ -379,7 +391,7 @@ class Store:
             retained = sorted(versions)
         referenced: set[str] = set()
         for p in latest.parts:
-            referenced.update((p["segments"], p["tokens"]))
+            referenced.update(p[key] for key in part_file_keys(p))
         pdir = self.root / PARTS
         candidates: list[str] = []  # part files the latest version does not use
         if pdir.is_dir():
@@ -402,7 +414,7 @@ class Store:
                     unlink(versions.pop(v))
                     continue
                 for p in man.parts:
-                    referenced.update((p["segments"], p["tokens"]))
+                    referenced.update(p[key] for key in part_file_keys(p))
             for name in candidates:
                 if f"{PARTS}/{name}" not in referenced:
                     unlink(pdir / name)

@@ -6,6 +6,11 @@
     docs = retriever.invoke("a dog catches a frisbee")
     docs = await retriever.ainvoke("a dog catches a frisbee", k=3, videos=["/data/park.mp4"])
 
+    # by picture, by a span of a video, or "more like this" moment (maxsim.Query as the input)
+    docs = retriever.invoke(Query(image="frame.jpg"))
+    docs = retriever.invoke(Query("at night", clip=("/data/park.mp4", 12, 20)))
+    docs = retriever.more_like(docs[0])  # that moment left out
+
     # pruned search (after engine.build_prune_index() / `maxsim prune`), for every call or for one
     retriever = MaxSimRetriever.from_index("my.index", search_options={"mode": "pruned", "nprobe": 16})
     docs = retriever.invoke("a dog catches a frisbee", search_options={"mode": "exact"})
@@ -14,7 +19,11 @@ Each :class:`~langchain_core.documents.Document` stands for one moment: ``page_c
 description (file name, start-end, best frame time, score) and ``metadata`` holds ``video`` (absolute
 path), ``video_name``, ``start``, ``end``, ``best_time`` (seconds), ``score``, ``segment_id``,
 ``deep_link`` (``file:///...#t=start,end``) and, when the index stored one and ``include_thumbnail`` is on,
-``thumbnail`` as a ``data:image/jpeg;base64,...`` URI. ``Document.id`` is ``"maxsim:<segment_id>"``.
+``thumbnail`` as a ``data:image/jpeg;base64,...`` URI, and ``evidence`` (per query token: the winning
+frame's time, its cell in the frame's token grid, its contribution to the score) and ``grid``.
+``Document.id`` is ``"maxsim:<segment_id>"``. With ``group="moments"`` (or ``"video"``: the best moment
+per video) each document is a moment of merged segments (:meth:`maxsim.Engine.moments`): its metadata
+has ``segment_ids`` and its best segment's ``evidence``, its thumbnail is its best frame.
 """
 
 from __future__ import annotations
@@ -38,10 +47,20 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 from pydantic import ConfigDict, Field, field_validator
 
 from maxsim.engine import Engine
-from maxsim.integrations.hits import check_k, hit_metadata, hit_text
+from maxsim.integrations.hits import (
+    check_group,
+    check_k,
+    hit_metadata,
+    hit_text,
+    moment_metadata,
+    moment_text,
+    retrieve,
+    segment_id_of,
+)
 from maxsim.integrations.serial import serialize_encoder
+from maxsim.query import Query
 from maxsim.search.options import check_search_options
-from maxsim.types import Hit
+from maxsim.types import Hit, Moment
 
 # Hits searched ahead for a batch: {(query, k, videos, time_range, options): hits}, seen by the batch's
 # invocations.
@@ -58,7 +77,9 @@ class MaxSimRetriever(BaseRetriever):
     ``retriever.invoke(query, k=3, videos=[...], time_range=(0, 60), search_options={...})`` (a call's
     ``search_options`` replace the default ones as a whole). Unknown option keys or values out of range
     are refused when the retriever is made or the call is made, before any search. ``ainvoke`` runs the
-    search in a worker thread so the event loop is not blocked.
+    search in a worker thread so the event loop is not blocked. The input is a text or a
+    :class:`maxsim.Query` (an image, a clip, a segment, with or without text); :meth:`more_like` retrieves
+    the moments like a retrieved one.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -72,11 +93,18 @@ class MaxSimRetriever(BaseRetriever):
         default=None, description="only segments overlapping (start, end) seconds"
     )
     include_thumbnail: bool = Field(default=True, description="put the thumbnail (data URI) in metadata")
+    group: str = Field(default="segments", description="segments: a document per segment; moments: per "
+                       "moment (adjacent segments that match alike merged); video: the best moment per video")
     search_options: dict[str, Any] | None = Field(
         default=None,
         description="options of engine.search: mode ('exact' or 'pruned'), n_candidates, n_refine, nprobe, "
         "rerank (hits re-scored by the engine's reranker)",
     )
+
+    @field_validator("group")
+    @classmethod
+    def _check_group(cls, v: str) -> str:
+        return check_group(v)
 
     @field_validator("search_options")
     @classmethod
@@ -114,20 +142,21 @@ class MaxSimRetriever(BaseRetriever):
         time_range: tuple[float, float] | None,
         search_options: dict[str, Any] | None = None,
     ) -> list[Document]:
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a string, got {type(query).__name__}")
+        if not isinstance(query, (str, Query)):
+            raise TypeError(f"query must be a string or a maxsim.Query, got {type(query).__name__}")
         k, videos, time_range, options = self._options(k, videos, time_range, search_options)
-        ahead = _AHEAD.get()
+        ahead = _AHEAD.get() if isinstance(query, str) else None
         hits = None if ahead is None else ahead.get(self._key(query, k, videos, time_range, options))
         if hits is None:
             serialize_encoder(self.engine)  # ainvoke calls run on worker threads: one encode at a time
-            hits = self.engine.search(query, k=k, videos=videos, time_range=time_range, **options)
+            hits = retrieve(self.engine, query, k, self.group, self.include_thumbnail, videos=videos,
+                            time_range=time_range, **options)
         return [self._document(h) for h in hits]
 
     def _search_ahead(self, inputs: list[Any], kwargs: dict[str, Any]) -> dict | None:
         """One engine.search_batch for a whole batch; None when it cannot be done in one call (the
         per-query invocations then search, and report errors, one by one)."""
-        if len(inputs) < 2 or not all(isinstance(q, str) for q in inputs):
+        if len(inputs) < 2 or not all(isinstance(q, str) for q in inputs) or self.group != "segments":
             return None
         if set(kwargs) - {"k", "videos", "time_range", "search_options"} or not hasattr(
             self.engine, "search_batch"
@@ -177,7 +206,19 @@ class MaxSimRetriever(BaseRetriever):
         finally:
             _AHEAD.reset(token)
 
-    def _document(self, hit: Hit) -> Document:
+    def more_like(self, moment: Any, **kwargs: Any) -> list[Document]:
+        """The moments most like ``moment`` (a retrieved Document, its id ``"maxsim:<id>"`` or a segment
+        id), that one left out: ``invoke(Query(like=id), **kwargs)``."""
+        return self.invoke(Query(like=segment_id_of(moment)), **kwargs)
+
+    async def amore_like(self, moment: Any, **kwargs: Any) -> list[Document]:
+        """:meth:`more_like` for async code."""
+        return await self.ainvoke(Query(like=segment_id_of(moment)), **kwargs)
+
+    def _document(self, hit: Hit | Moment) -> Document:
+        if isinstance(hit, Moment):
+            return Document(id=f"maxsim:{hit.best.segment_id}", page_content=moment_text(hit),
+                            metadata=moment_metadata(hit, thumbnail=self.include_thumbnail))
         return Document(
             id=f"maxsim:{hit.segment_id}",
             page_content=hit_text(hit),
@@ -186,7 +227,7 @@ class MaxSimRetriever(BaseRetriever):
 
     def _get_relevant_documents(
         self,
-        query: str,
+        query: str | Query,
         *,
         run_manager: CallbackManagerForRetrieverRun,
         k: int | None = None,
@@ -198,7 +239,7 @@ class MaxSimRetriever(BaseRetriever):
 
     async def _aget_relevant_documents(
         self,
-        query: str,
+        query: str | Query,
         *,
         run_manager: AsyncCallbackManagerForRetrieverRun,
         k: int | None = None,

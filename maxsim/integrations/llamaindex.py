@@ -6,6 +6,11 @@
     nodes = retriever.retrieve("a dog catches a frisbee")
     nodes = await retriever.aretrieve("a dog catches a frisbee")
 
+    # by picture (QueryBundle's image_path), by any maxsim.Query, or "more like this" moment
+    nodes = retriever.retrieve(QueryBundle("", image_path="frame.jpg"))
+    nodes = retriever.retrieve_query(Query("at night", clip=("/data/park.mp4", 12, 20)))
+    nodes = retriever.more_like(nodes[0])  # that moment left out
+
     # pruned search (after engine.build_prune_index() / `maxsim prune`)
     retriever = MaxSimRetriever.from_index("my.index", search_options={"mode": "pruned", "nprobe": 16})
 
@@ -37,12 +42,22 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     ) from e
 
 from maxsim.engine import Engine
-from maxsim.integrations.hits import check_k, hit_metadata, hit_text
+from maxsim.integrations.hits import (
+    check_group,
+    check_k,
+    hit_metadata,
+    hit_text,
+    moment_metadata,
+    moment_text,
+    retrieve,
+    segment_id_of,
+)
 from maxsim.integrations.serial import serialize_encoder
+from maxsim.query import Query
 from maxsim.search.options import check_search_options
-from maxsim.types import Hit
+from maxsim.types import Hit, Moment
 
-_HIDDEN_FROM_MODELS = ["thumbnail", "deep_link", "segment_id", "video"]
+_HIDDEN_FROM_MODELS = ["thumbnail", "deep_link", "segment_id", "segment_ids", "video", "evidence", "grid"]
 
 
 class MaxSimRetriever(BaseRetriever):
@@ -53,8 +68,13 @@ class MaxSimRetriever(BaseRetriever):
     :meth:`maxsim.Engine.search`, e.g. ``{"mode": "pruned"}`` or ``{"rerank": 50}``) choose how it is
     searched, and unknown keys or values out of range are refused here with a ValueError. They are plain
     attributes: change them between calls (search_options are checked again on each call), or make a
-    retriever per setting.
-    ``aretrieve`` runs the search in a worker thread so the event loop is not blocked.
+    retriever per setting. ``group="moments"`` (or ``"video"``) returns moments of merged segments
+    (:meth:`maxsim.Engine.moments`) instead of segments. Metadata carries each hit's ``evidence`` (hidden
+    from the LLM and the embedder, like the thumbnail).
+    ``aretrieve`` runs the search in a worker thread so the event loop is not blocked. A
+    :class:`~llama_index.core.schema.QueryBundle` with an ``image_path`` searches with that picture (and its
+    ``query_str`` when not empty); :meth:`retrieve_query` takes any :class:`maxsim.Query` and
+    :meth:`more_like` retrieves the moments like a retrieved one.
     """
 
     def __init__(
@@ -65,6 +85,7 @@ class MaxSimRetriever(BaseRetriever):
         time_range: tuple[float, float] | None = None,
         include_thumbnail: bool = True,
         search_options: dict[str, Any] | None = None,
+        group: str = "segments",
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
@@ -77,32 +98,49 @@ class MaxSimRetriever(BaseRetriever):
         self.time_range = time_range
         self.include_thumbnail = include_thumbnail
         self.search_options = check_search_options(search_options)
+        self.group = check_group(group)
 
     @classmethod
     def from_index(cls, path: str | os.PathLike, encoder: Any = None, **kwargs: Any) -> MaxSimRetriever:
         """Open the index at ``path`` (it must exist) and wrap it; ``kwargs`` go to the constructor."""
         return cls(Engine(path, encoder=encoder, create=False), **kwargs)
 
-    def _node(self, hit: Hit) -> NodeWithScore:
+    def _node(self, hit: Hit | Moment) -> NodeWithScore:
+        moment = isinstance(hit, Moment)
         node = TextNode(
-            id_=f"maxsim:{hit.segment_id}",
-            text=hit_text(hit),
-            metadata=hit_metadata(hit, thumbnail=self.include_thumbnail),
+            id_=f"maxsim:{hit.best.segment_id if isinstance(hit, Moment) else hit.segment_id}",
+            text=moment_text(hit) if isinstance(hit, Moment) else hit_text(hit),
+            metadata=(moment_metadata if moment else hit_metadata)(hit, thumbnail=self.include_thumbnail),
             excluded_llm_metadata_keys=list(_HIDDEN_FROM_MODELS),
             excluded_embed_metadata_keys=list(_HIDDEN_FROM_MODELS),
         )
         return NodeWithScore(node=node, score=float(hit.score))
 
-    def _search(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+    def retrieve_query(self, query: Query) -> list[NodeWithScore]:
+        """The moments of a :class:`maxsim.Query` (an image, a clip, a segment, with or without text)."""
+        if not isinstance(query, Query):
+            raise TypeError(f"retrieve_query takes a maxsim.Query, got {type(query).__name__}")
+        return self._search(query)
+
+    async def aretrieve_query(self, query: Query) -> list[NodeWithScore]:
+        """:meth:`retrieve_query` for async code (in a worker thread)."""
+        return await asyncio.to_thread(self.retrieve_query, query)
+
+    def more_like(self, moment: Any) -> list[NodeWithScore]:
+        """The moments most like ``moment`` (a retrieved node, its id ``"maxsim:<id>"`` or a segment id),
+        that one left out."""
+        return self._search(Query(like=segment_id_of(moment)))
+
+    def _search(self, query_bundle: QueryBundle | Query) -> list[NodeWithScore]:
         options = check_search_options(self.search_options)
+        query = query_bundle
+        if isinstance(query_bundle, QueryBundle):
+            image = query_bundle.image_path
+            text = query_bundle.query_str or None
+            query = Query(text, image=image) if image else query_bundle.query_str
         serialize_encoder(self.engine)  # aretrieve calls run on worker threads: one encode at a time
-        hits = self.engine.search(
-            query_bundle.query_str,
-            k=check_k(self.k),
-            videos=self.videos,
-            time_range=self.time_range,
-            **options,
-        )
+        hits = retrieve(self.engine, query, check_k(self.k), self.group, self.include_thumbnail,
+                        videos=self.videos, time_range=self.time_range, **options)
         return [self._node(h) for h in hits]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

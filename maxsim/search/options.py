@@ -18,7 +18,11 @@ from typing import Any
 
 MODES = ("exact", "pruned")
 PRUNED_KEYS = ("n_candidates", "n_refine", "nprobe")
-OPTION_KEYS = ("mode", *PRUNED_KEYS, "rerank")
+CHANNELS = ("visual", "transcript")
+FUSIONS = ("weighted", "rrf")  # see maxsim.transcripts.fusion
+DEFAULT_TRANSCRIPT_WEIGHT = 0.5
+CHANNEL_KEYS = ("channels", "fusion", "transcript_weight")
+OPTION_KEYS = ("mode", *PRUNED_KEYS, "rerank", *CHANNEL_KEYS)
 
 # Bounds of the pruned search's knobs. Values past the index size only make a pruned search as slow as
 # an exact one; the upper bounds refuse nonsense (a mistyped 1e12) rather than any real index.
@@ -65,6 +69,11 @@ class SearchOptions:
       sees the query and each segment's frames decoded again from its video, and keep the best ``k`` by
       its score (0: no re-ranking; at most :data:`MAX_RERANK`). Runs after either mode, on the query text
       (searches by vectors cannot re-rank).
+    - ``channels``: what is matched: ``("visual",)`` the frames, ``("transcript",)`` what is said (the
+      index's transcript lines), both fused (None: both when the index has transcripts, else visual).
+    - ``fusion``: how two channels' scores become one, ``"weighted"`` (min-max normalised scores added
+      with weights ``1 - transcript_weight`` and ``transcript_weight``) or ``"rrf"`` (reciprocal rank
+      fusion with the same weights); see :mod:`maxsim.transcripts.fusion`.
     """
 
     k: int = 10
@@ -76,6 +85,9 @@ class SearchOptions:
     n_refine: int | None = None
     nprobe: int | None = None
     rerank: int = 0
+    channels: tuple[str, ...] | None = None
+    fusion: str = "weighted"
+    transcript_weight: float = DEFAULT_TRANSCRIPT_WEIGHT
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -112,6 +124,19 @@ class SearchOptions:
                 f"add mode='pruned' (got mode {self.mode!r})"
             )
         set_(self, "rerank", _int(self.rerank, "rerank", *BOUNDS["rerank"]))
+        if self.channels is not None:
+            ch = [self.channels] if isinstance(self.channels, str) else self.channels
+            if not isinstance(ch, Iterable) or not (ch := tuple(ch)) or len(set(ch)) != len(ch) or any(
+                    c not in CHANNELS for c in ch):
+                raise ValueError(f"channels must be some of {', '.join(CHANNELS)} (each once), "
+                                 f"got {self.channels!r}")
+            set_(self, "channels", tuple(c for c in CHANNELS if c in ch))
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be 'weighted' or 'rrf', got {self.fusion!r}")
+        w = self.transcript_weight
+        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not 0.0 <= float(w) <= 1.0:
+            raise ValueError(f"transcript_weight must be a number from 0 to 1, got {w!r}")
+        set_(self, "transcript_weight", float(w))
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any] | None, what: str = "search_options",
@@ -156,6 +181,12 @@ class SearchOptions:
         out.update({key: getattr(self, key) for key in PRUNED_KEYS if getattr(self, key) is not None})
         if self.rerank:
             out["rerank"] = self.rerank
+        if self.channels is not None:
+            out["channels"] = list(self.channels)
+        if self.fusion != "weighted":
+            out["fusion"] = self.fusion
+        if self.transcript_weight != DEFAULT_TRANSCRIPT_WEIGHT:
+            out["transcript_weight"] = self.transcript_weight
         return out
 
     def first_stage(self) -> SearchOptions:

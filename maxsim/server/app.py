@@ -55,6 +55,7 @@ def create_app(
     encoder: Any = None,
     ingest_root: str | os.PathLike | None = None,
     max_body_bytes: int = 1 << 20,
+    max_image_bytes: int = 10 << 20,
     max_k: int = 100,
     max_batch: int = 64,
     max_queue: int = 256,
@@ -72,8 +73,10 @@ def create_app(
     schema pages (``/openapi.json``, ``/docs``, ``/redoc``) also take ``?api_key=`` because a ``<video>``
     element or a browser tab cannot send headers (``/docs?api_key=KEY`` loads its schema with it).
     ``ingest_root``: POST /ingest is refused unless given, and then only reads files under it.
-    ``max_body_bytes``: larger request bodies get 413. ``max_k``, ``max_batch``: bounds of k and of texts
-    per request (and per engine call).
+    ``max_body_bytes``: larger request bodies get 413, except at POST /search/image, which takes an image
+    of up to ``max_image_bytes`` (base64 in JSON or uploaded) in a body as much larger (POST /search takes
+    base64 images too, within ``max_body_bytes``). ``max_k``, ``max_batch``: bounds of k and of texts per
+    request (and per engine call).
     ``max_queue``: searches waiting for the engine beyond which new ones get 503 with ``Retry-After``.
     ``batch_window_ms``: how long the batcher waits for company after a search arrives. ``warm``: load the
     encoder now rather than on the first search. ``cors_origins``: web origins (``https://app.example``)
@@ -123,7 +126,8 @@ def create_app(
     )
     app.add_exception_handler(RequestValidationError, validation_error)
     app.state.maxsim = state
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    image_body = max_body_bytes + 4 * (max_image_bytes // 3 + 1) + 4096  # base64 and form overhead
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes, larger={"/search/image": image_body})
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -135,7 +139,7 @@ def create_app(
     require_key, require_key_media = key_checks(api_key)
     api = APIRouter(dependencies=[Depends(require_key)] if api_key else [], responses=_ERRORS)
     media_api = APIRouter(dependencies=[Depends(require_key_media)] if api_key else [], responses=_ERRORS)
-    search.router(state, api, max_k, defaults, default_mode, default_rerank)
+    search.router(state, api, max_k, defaults, default_mode, default_rerank, max_image_bytes)
     media.router(state, media_api)
     videos.router(state, api)
     ingest.router(state, api, root)

@@ -133,6 +133,15 @@ class Catalog:
         """A video by id, or by its indexed path."""
         return self.get(ref) or self.by_path(ref) or self.by_path(str(Path(ref).resolve()))
 
+    def segment(self, segment_id: int) -> tuple[str, float, float]:
+        """The video path, start and end of live segment ``segment_id``; KeyError if no such segment."""
+        st = self._current()
+        i = int(np.searchsorted(st.seg_sorted, segment_id))
+        if i >= st.seg_sorted.size or int(st.seg_sorted[i]) != segment_id:
+            raise KeyError(segment_id)
+        row = int(st.seg_rows[i])
+        return st.snap.video(row), float(st.snap.starts[row]), float(st.snap.ends[row])
+
     def thumbnail(self, segment_id: int) -> bytes | None:
         """The JPEG thumbnail of live segment ``segment_id``; KeyError if no such segment."""
         st = self._current()

@@ -1,8 +1,10 @@
-"""Refuses request bodies larger than a limit with 413, before the application sees them."""
+"""Refuses request bodies larger than a limit with 413, before the application sees them (a larger limit
+for the routes that take pictures)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -25,25 +27,28 @@ async def _send_413(send: Any, limit: int) -> None:
 class BodySizeLimit:
     """ASGI middleware: a declared Content-Length over ``max_bytes`` is refused at once; otherwise the
     body is read (chunked bodies included) up to the limit and refused as soon as it passes it, and the
-    application gets the buffered body. Bodies here are small JSON documents, so buffering costs little.
+    application gets the buffered body. Bodies here are small JSON documents, so buffering costs little;
+    ``larger`` maps a path to its own limit (the search routes that take an image, up to a few MB).
     """
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, larger: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = int(max_bytes)
+        self.larger = {str(k): int(v) for k, v in (larger or {}).items()}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope.get("path", ""), self.max_bytes)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared > self.max_bytes:
-                    await _send_413(send, self.max_bytes)
+                if declared > limit:
+                    await _send_413(send, limit)
                     return
         if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
@@ -56,8 +61,8 @@ class BodySizeLimit:
                 return
             body = message.get("body", b"")
             seen += len(body)
-            if seen > self.max_bytes:
-                await _send_413(send, self.max_bytes)
+            if seen > limit:
+                await _send_413(send, limit)
                 return
             chunks.append(body)
             if not message.get("more_body", False):

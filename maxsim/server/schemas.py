@@ -82,6 +82,33 @@ class _SearchOptions(BaseModel):
         "model that sees the query and each segment's frames, decoded again from its video) and return the "
         "best k of those by its score; 0: no re-ranking. Default: the server's (`maxsim serve --rerank N`)",
     )
+    channels: list[Literal["visual", "transcript"]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2,
+        description='what to match: ["visual"] the frames, ["transcript"] what is said (the transcript lines '
+        'indexed with the videos), both fused. Default: both when the index has transcripts, else visual',
+    )
+    fusion: Literal["weighted", "rrf"] | None = Field(
+        default=None,
+        description="how the two channels' scores become one: `weighted` (default; each channel's scores "
+        "min-max normalised over the candidates and added with weights 1 - transcript_weight and "
+        "transcript_weight) or `rrf` (reciprocal rank fusion, weight / (60 + rank) per channel)",
+    )
+    transcript_weight: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="weight of the transcript channel in the fusion (default 0.5)",
+    )
+    group: Literal["segments", "moments", "video"] = Field(
+        default="segments",
+        description="`segments`: one hit per segment; `moments`: adjacent or overlapping segments of a video "
+        "scoring within `margin` of the best merged into one moment (`moments` in the response; `hits` "
+        "then holds each moment's best segment); `video`: the best moment of each video",
+    )
+    margin: float = Field(
+        default=0.1, ge=0.0, le=1.0,
+        description="with `group`: the fraction of the best score within which segments merge",
+    )
     include_prune_stats: bool = Field(
         default=False,
         description="pruned search: add `prune_stats` (what the search read) to the response; the request "
@@ -98,10 +125,35 @@ class _SearchOptions(BaseModel):
         return v  # an end before the start is refused by the route (400): JSON Schema cannot say it
 
 
-class SearchRequest(_SearchOptions):
-    """One text query; the response has `hits`."""
+class ClipIn(BaseModel):
+    """A span of an indexed video whose frames are the query."""
 
-    text: Text = Field(description="the query", examples=["a red car"])
+    model_config = ConfigDict(extra="forbid")
+
+    video: str = Field(min_length=1, max_length=4096,
+                       description="an indexed video: its id (GET /videos) or indexed path")
+    start: float = Field(ge=0, description="seconds")
+    end: float = Field(gt=0, description="seconds, after start")
+
+
+class SearchRequest(_SearchOptions):
+    """One query: `text`, an `image`, a `clip` of an indexed video or segments `like` a hit, any of them
+    together (at least one); the response has `hits`. An image can also be uploaded as multipart/form-data
+    to POST /search/image."""
+
+    text: Text | None = Field(default=None, description="the query text", examples=["a red car"])
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        description="a picture (PNG, JPEG, WebP...) as base64 or a `data:image/...;base64,` URI, encoded as "
+        "a frame of the index is and searched with (and with `text` when given); at most the server's "
+        "image size (413 beyond)",
+    )
+    clip: ClipIn | None = Field(default=None, description="query by the frames of this span of a video")
+    like: int | None = Field(default=None, ge=0, le=2**53,
+                             description="more like this: a hit's `segment_id`; that segment's own tokens "
+                             "are the query, and it is left out of the hits unless `include_self`")
+    include_self: bool = Field(default=False, description="with `like`: keep that segment among the hits")
 
 
 class BatchSearchRequest(_SearchOptions):
@@ -121,8 +173,29 @@ AnySearchRequest = Annotated[
 ]
 
 
+class TranscriptOut(BaseModel):
+    """The transcript line that matched, with its time."""
+
+    text: str
+    start: float = Field(description="seconds")
+    end: float = Field(description="seconds")
+    speaker: str | None = None
+
+
+class EvidenceOut(BaseModel):
+    """Where one query token matched best in the hit's segment."""
+
+    token: int = Field(description="index of the query token")
+    label: str | None = Field(description="the query token as text, when the encoder says")
+    frame: int = Field(description="index of the winning frame among the segment's sampled frames")
+    time: float = Field(description="time of the winning frame, seconds")
+    row: int | None = Field(description="row of the winning token in the frame's token grid (null: unknown)")
+    col: int | None = Field(description="column of the winning token in that grid (null: unknown)")
+    contribution: float = Field(description="the token's contribution to the score (they sum to it)")
+
+
 class HitOut(BaseModel):
-    """One retrieved moment."""
+    """One retrieved segment."""
 
     video_id: str = Field(description="stable id of the video: GET /videos/{video_id} streams it")
     video: str = Field(description="absolute path of the video on the server")
@@ -134,13 +207,38 @@ class HitOut(BaseModel):
     scores: dict[str, float] = Field(
         default_factory=dict,
         description='the score of each stage that ranked the hit: {"maxsim": ...} and, re-ranked, '
-        '{"maxsim": ..., "rerank": ...}',
+        '{"maxsim": ..., "rerank": ...}; with the transcript channel {"visual", "transcript", "fused"} '
+        '(those that scored it)',
     )
     best_time: float = Field(description="time of the frame that matched best, seconds")
     segment_id: int
     thumbnail_url: str | None = Field(description="GET this for the JPEG thumbnail (null when none stored)")
     video_url: str = Field(description="relative URL of the video, with a #t=start,end media fragment")
     thumbnail: str | None = Field(default=None, description="data URI, only with include_thumbnails")
+    transcript: TranscriptOut | None = Field(
+        default=None,
+        description="searches with the transcript channel: the segment's line that matched best",
+    )
+    evidence: list[EvidenceOut] = Field(default_factory=list, description="per query token, where it matched")
+    grid: list[int] | None = Field(default=None, description="[rows, cols] of the segment's token grid, "
+                                   "null when the positions are unknown")
+    explain_url: str | None = Field(
+        description="GET this for a PNG of the best frame with a heatmap of the matches (null for a query "
+        "with an image or a clip, which a URL cannot carry)")
+
+
+class MomentOut(BaseModel):
+    """Segments of one video merged into one moment (with `group`)."""
+
+    video_id: str
+    video: str
+    video_name: str
+    start: float = Field(description="moment start, seconds (refined from the matching frames)")
+    end: float = Field(description="moment end, seconds")
+    score: float = Field(description="the best segment's score")
+    best_time: float = Field(description="time of the frame that matched best, seconds")
+    segments: list[HitOut] = Field(description="the segments merged, in time order")
+    video_url: str = Field(description="relative URL of the video, with a #t=start,end media fragment")
 
 
 class PruneStatsOut(BaseModel):
@@ -161,6 +259,7 @@ _PRUNE_STATS = "only with `include_prune_stats` on a pruned search"
 
 class SearchResponse(BaseModel):
     hits: list[HitOut]
+    moments: list[MomentOut] | None = Field(default=None, description="only with `group`")
     took_ms: float
     mode: Mode = Field(description=_MODE_RAN)
     prune_stats: PruneStatsOut | None = Field(default=None, description=_PRUNE_STATS)
@@ -168,6 +267,8 @@ class SearchResponse(BaseModel):
 
 class BatchSearchResponse(BaseModel):
     results: list[list[HitOut]] = Field(description="hits for each text, in the order given")
+    moments: list[list[MomentOut]] | None = Field(default=None, description="only with `group`: moments "
+                                                  "for each text, in the order given")
     took_ms: float
     mode: Mode = Field(description=_MODE_RAN)
     prune_stats: PruneStatsOut | None = Field(default=None, description=_PRUNE_STATS)

@@ -10,6 +10,7 @@ from typing import Any
 
 from maxsim.engine import Engine
 from maxsim.ingest import IngestReport
+from maxsim.query import Query
 from maxsim.search import SearchOptions, SearchResult
 from maxsim.search.prune.files import read_prune_manifest
 from maxsim.server.batcher import SearchBatcher
@@ -77,6 +78,13 @@ class ServerState:
         self.serial_encoder()
         self.maybe_refresh()
         return self.engine.query_batch(texts, options)
+
+    def query(self, request: Query, options: SearchOptions) -> SearchResult:
+        """One query with an image, clip or segment (not batched: its tokens are not text), on the search
+        thread like the batches."""
+        self.serial_encoder()
+        self.maybe_refresh()
+        return self.engine.query(request, options)
 
     def has_prune_index(self) -> bool:
         """Whether the index has a prune index (a damaged prune manifest counts as none)."""

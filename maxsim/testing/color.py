@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from maxsim.testing.synthetic import COLORS
-from maxsim.types import Clip
+from maxsim.types import Clip, TokenGrid
 
 # The palette: the synthetic module's named colours plus a few more, at least ~80 RGB units apart.
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -95,6 +95,14 @@ class ColorHistogramEncoder:
                 continue
             out.append(self._embed(np.concatenate([self.describe_frame(f) for f in frames])))
         return out
+
+    def token_grid(self, clip: Clip, n_tokens: int) -> TokenGrid:
+        """Its tokens lie on a ``grid`` x ``grid`` grid of each frame, frame after frame."""
+        return TokenGrid(1, self.grid, self.grid)
+
+    def token_labels(self, text: str) -> list[str]:
+        """The colour word behind each query token (``"other"`` for a text naming no colour)."""
+        return self.colour_words(text) or ["other"]
 
     def colour_words(self, text: str) -> list[str]:
         """The palette colours a text names, in order (aliases resolved, repeats kept)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ _CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "lib
 
 def write_video(
     path: str | Path,
-    scenes: Sequence[tuple[float, str | tuple[int, int, int]]],
+    scenes: Sequence[tuple[Any, ...]],
     fps: float = 10.0,
     size: tuple[int, int] = (96, 64),
     noise: int = 6,
@@ -39,7 +40,9 @@ def write_video(
     """Write a video whose consecutive scenes last ``seconds`` each and show one colour.
 
     ``scenes`` is a list of ``(seconds, colour)`` with a colour name from :data:`COLORS` or an RGB
-    triple. Each frame carries a little noise and a moving bar so that it is not a still image; the cuts
+    triple; ``(seconds, colour, (box_colour, (x0, y0, x1, y1)))`` also paints a box of another colour over
+    that part of the frame (fractions of its width and height), for things that fill part of a frame. Each
+    frame carries a little noise and a moving bar so that it is not a still image; the cuts
     fall at the cumulative scene durations (rounded to whole frames). The container follows the suffix:
     ``.mp4`` (also ``.m4v``, ``.mov``, ``.mkv``) holds H.264 and ``.webm`` VP9, which browsers play (the
     search page's player); ``.avi`` holds MPEG-4 Part 2. Written with PyAV at near-lossless quality, so
@@ -72,10 +75,14 @@ def write_video(
             stream.codec_context.qscale = 2
         frame_no = 0
         elapsed = 0.0
-        for seconds, colour in scenes:
+        for seconds, colour, *box in scenes:
             rgb = COLORS[colour] if isinstance(colour, str) else tuple(colour)
             base = np.empty((h, w, 3), np.int16)
             base[:] = rgb
+            if box:
+                (c, (x0, y0, x1, y1)), = box
+                base[round(y0 * h):round(y1 * h), round(x0 * w):round(x1 * w)] = (
+                    COLORS[c] if isinstance(c, str) else tuple(c))
             elapsed += seconds
             while frame_no < round(elapsed * fps):
                 img = base + rng.integers(-noise, noise + 1, size=(h, w, 3), dtype=np.int16)

@@ -7,6 +7,7 @@ with the visual score.
 - :mod:`.audio` and :mod:`.asr`: speech recognition with Whisper when asked for;
 - :mod:`.source`: the transcript of a video from the best of those;
 - :mod:`.text` and :mod:`.registry`: text encoders (``minilm``, any Hugging Face text model);
+- :mod:`.stage`: the ingest's transcript stage (gather and encode a video's cues);
 - :mod:`.fusion`: cues onto segments, and the fusion of transcript and visual scores.
 
 Importing this package imports neither transformers nor PyAV; they load when a model or a media file
@@ -53,9 +54,11 @@ from maxsim.transcripts.registry import (
 )
 from maxsim.transcripts.sidecars import Sidecar, choose_sidecar, find_sidecars, sidecar_fingerprint
 from maxsim.transcripts.source import Transcript, load_transcript
+from maxsim.transcripts.stage import EncodedTranscript, TranscriptOptions, TranscriptStage
 
 __all__ = [
     "Cue",
+    "EncodedTranscript",
     "FusedScore",
     "Fusion",
     "MediaError",
@@ -66,6 +69,8 @@ __all__ = [
     "SubtitleWarning",
     "Transcript",
     "TranscriptEncoder",
+    "TranscriptOptions",
+    "TranscriptStage",
     "best_cue_per_segment",
     "choose_sidecar",
     "choose_track",

@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from maxsim.index.manifest import Manifest
 from maxsim.index.snapshot import Snapshot
 from maxsim.kernels.cpu import concat_ranges
 from maxsim.search.prune.files import (
@@ -174,3 +176,18 @@ def update_prune_index(
             with contextlib.suppress(FileNotFoundError):
                 f.unlink()
     return built
+
+
+def maintain_prune_index(root: Path, manifest: Manifest, previous: Snapshot | None, progress: bool
+                         ) -> Snapshot | None:
+    """Under the writer lock, after a commit of ``manifest``: extend an existing prune index to its new
+    parts, with the parameters it was built with. Returns the snapshot of that version it opened to do so
+    (None when the index has no prune index)."""
+    man = read_prune_manifest(root)
+    if man is None:
+        return None
+    p = man.get("params", {})
+    snap = Snapshot(root, manifest, previous)
+    update_prune_index(snap, n_centroids=p.get("n_centroids"), iters=p.get("iters", 4),
+                       seed=p.get("seed", 0), progress=progress, nbits=p.get("nbits", 2))
+    return snap

@@ -1,17 +1,20 @@
-// maxsim search page: plain JS against the same server's JSON API (POST /search, GET /videos, media URLs).
+// maxsim search page: plain JS against the same server's JSON API (POST /search, POST /search/image for an
+// image dropped or picked, GET /videos, media URLs).
 "use strict";
 (function () {
   const $ = (sel) => document.querySelector(sel);
-  const form = $("#search-form"), q = $("#q"), kSel = $("#k"), results = $("#results"), statusEl = $("#status");
+  const form = $("#search-form"), q = $("#q"), kSel = $("#k"), groupSel = $("#group"), results = $("#results"), statusEl = $("#status");
   const viewer = $("#viewer"), player = $("#player"), timeline = $("#timeline"), segEl = $("#segment");
   const marksEl = $("#marks"), playhead = $("#playhead"), caption = $("#caption"), keyInput = $("#api-key");
-  let hits = [], current = null, videos = {}, authRequired = false, searchSeq = 0, maxK = 100;
+  const imageInput = $("#image"), chip = $("#image-chip"), preview = $("#image-preview");
+  const explainBox = $("#explain-box"), explainImg = $("#explain"), evidenceEl = $("#evidence");
+  let hits = [], current = null, videos = {}, authRequired = false, searchSeq = 0, maxK = 100, image = null;
 
   const base = new URL(".", document.baseURI);  // works behind a path prefix too
   const url = (path) => new URL(path.replace(/^\//, ""), base).toString();
   const apiKey = () => (authRequired ? keyInput.value || localStorage.getItem("maxsim-api-key") || "" : "");
-  const headers = () => {
-    const h = { "Content-Type": "application/json" };
+  const headers = (json = true) => {
+    const h = json ? { "Content-Type": "application/json" } : {};
     if (apiKey()) h["X-API-Key"] = apiKey();
     return h;
   };
@@ -35,7 +38,9 @@
   };
 
   async function api(path, body) {
-    const r = await fetch(url(path), body === undefined ? { headers: headers() } : { method: "POST", headers: headers(), body: JSON.stringify(body) });
+    const form = body instanceof FormData;  // an upload: the browser sets the multipart boundary
+    const r = await fetch(url(path), body === undefined ? { headers: headers() }
+      : { method: "POST", headers: headers(!form), body: form ? body : JSON.stringify(body) });
     const data = await r.json().catch(() => ({}));
     if (!r.ok) {
       let msg = data.detail;
@@ -63,18 +68,61 @@
     videos = Object.fromEntries(v.videos.map((x) => [x.id, x]));
   }
 
-  async function search(text) {
+  // The query image: picked with the Image button or dropped on the search box; searched with the text.
+  function setImage(file) {
+    if (file && !/^image\//.test(file.type)) { results.replaceChildren(el("p", "error", `${file.name} is not an image`)); return; }
+    image = file || null;
+    if (preview.src) URL.revokeObjectURL(preview.src);
+    preview.src = image ? URL.createObjectURL(image) : "";
+    chip.hidden = !image;
+    if (!image) imageInput.value = "";
+  }
+  imageInput.addEventListener("change", () => { setImage(imageInput.files[0]); if (image) search(q.value.trim()); });
+  $("#image-clear").addEventListener("click", () => setImage(null));
+  form.addEventListener("dragover", (ev) => { ev.preventDefault(); form.classList.add("dropping"); });
+  form.addEventListener("dragleave", () => form.classList.remove("dropping"));
+  form.addEventListener("drop", (ev) => {
+    ev.preventDefault();
+    form.classList.remove("dropping");
+    const file = ev.dataTransfer && ev.dataTransfer.files[0];
+    if (file) { setImage(file); if (image) search(q.value.trim()); }
+  });
+
+  // text and/or the query image; like: a hit's segment_id ("more like this", that hit left out)
+  async function search(text, like) {
     const k = parseInt(kSel.value, 10);
     const seq = ++searchSeq;  // only the latest search may render
     results.replaceChildren(el("p", "hint", "Searching…"));
     try {
       if (authRequired) { localStorage.setItem("maxsim-api-key", keyInput.value); await loadVideos(); }
-      const r = await api("/search", { text, k });
+      const group = groupSel.value;
+      let r;
+      if (like !== undefined) {
+        r = await api("/search", { like, k, group });
+      } else if (image) {
+        const body = new FormData();
+        body.append("image", image, image.name || "image");
+        body.append("k", String(k));
+        body.append("group", group);
+        if (text) body.append("text", text);
+        r = await api("/search/image", body);
+      } else {
+        r = await api("/search", { text, k, group });
+      }
       if (seq !== searchSeq) return;
-      hits = r.hits;
-      statusEl.textContent = `${hits.length} hits in ${r.took_ms.toFixed(0)} ms`;
+      // a moment is shown as a card of its span, with its best segment's thumbnail and explanation
+      hits = r.moments ? r.moments.map((m) => {
+        const best = m.segments.reduce((a, b) => (b.score > a.score ? b : a));
+        return { ...m, segment_id: best.segment_id, thumbnail_url: best.thumbnail_url, explain_url: best.explain_url,
+                 evidence: best.evidence, n_segments: m.segments.length };
+      }) : r.hits;
+      const noun = r.moments ? "moments" : "hits";
+      const what = like !== undefined ? ` like segment ${like}` : image ? ` by image${text ? " and text" : ""}` : "";
+      statusEl.textContent = `${hits.length} ${noun}${what} in ${r.took_ms.toFixed(0)} ms`;
       render();
-      history.replaceState(null, "", `#q=${encodeURIComponent(text)}&k=${k}`);
+      const g = group !== "segments" ? `&group=${group}` : "";
+      const hash = like !== undefined ? `#like=${like}&k=${k}${g}` : image ? "" : `#q=${encodeURIComponent(text)}&k=${k}${g}`;
+      history.replaceState(null, "", hash || location.pathname + location.search);
     } catch (e) {
       if (seq === searchSeq) results.replaceChildren(el("p", "error", e.message));
     }
@@ -99,9 +147,22 @@
       const span = el("div", "span");
       span.append(el("span", "score", h.score.toFixed(3)), document.createTextNode(`${clock(h.start)} – ${clock(h.end)}`));
       meta.append(name, span);
+      if (h.transcript) {  // the line said there that matched, under the hit, with its time
+        const said = el("div", "said");
+        said.append(el("span", "said-time", clock(h.transcript.start)), document.createTextNode(`“${h.transcript.text}”`));
+        said.title = `said at ${clock(h.transcript.start)} – ${clock(h.transcript.end)}`;
+        meta.append(said);
+      }
+      if (h.n_segments) meta.append(el("div", "segs", `${h.n_segments} segment${h.n_segments === 1 ? "" : "s"}`));
       card.append(img, meta);
       card.addEventListener("click", () => open(i));
-      results.append(card);
+      const more = el("button", "more", "More like this");
+      more.type = "button";
+      more.title = "search with this moment's own tokens (it is left out of the hits)";
+      more.addEventListener("click", () => { setImage(null); q.value = ""; search("", h.segment_id); });
+      const cell = el("div", "cell");
+      cell.append(card, more);
+      results.append(cell);
     });
   }
 
@@ -137,6 +198,16 @@
     if (p && p.catch) p.catch(() => { /* autoplay refused: the user presses play; the position is set */ });
   }
 
+  // Why it matched: the server draws the best frame with a heatmap of the regions the query tokens matched.
+  function showExplanation(h) {
+    explainBox.hidden = !h.explain_url;
+    if (!h.explain_url) return;
+    explainImg.src = mediaUrl(h.explain_url);
+    const parts = (h.evidence || []).slice().sort((a, b) => b.contribution - a.contribution).slice(0, 8)
+      .map((e) => `${e.label || "#" + e.token} ${e.contribution.toFixed(2)} @ ${clock(e.time)}${e.row === null ? "" : ` (r${e.row}, c${e.col})`}`);
+    evidenceEl.textContent = parts.length ? `matched: ${parts.join(" · ")}` : "";
+  }
+
   function open(i) {
     current = hits[i];
     document.querySelectorAll(".hit.active").forEach((c) => c.classList.remove("active"));
@@ -147,6 +218,7 @@
       el("div", "name", current.video_name),
       el("div", "sub", `${clock(current.start)} – ${clock(current.end)} · best frame ${clock(current.best_time)} · score ${current.score.toFixed(3)}`),
     );
+    showExplanation(current);
     const src = mediaUrl(current.video_url.split("#")[0]);
     const start = current.start;
     if (player.dataset.src !== src) {
@@ -178,7 +250,7 @@
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     const text = q.value.trim();
-    if (text) search(text);
+    if (text || image) search(text);
   });
 
   // Any k in the URL (#k=6) is taken: whole numbers from 1 up to the server's max_k, added to the menu.
@@ -197,6 +269,8 @@
   loadInfo().then(() => {
     const params = new URLSearchParams(initial);
     if (params.get("k")) setK(params.get("k"));
+    if (["segments", "moments", "video"].includes(params.get("group"))) groupSel.value = params.get("group");
     if (params.get("q")) { q.value = params.get("q"); search(q.value); }
+    else if (/^\d+$/.test(params.get("like") || "")) search("", Number(params.get("like")));
   });
 })();
