@@ -24,7 +24,14 @@ from maxsim.errors import (
     VideoError,
 )
 from maxsim.ingest import IngestReport
-from maxsim.media import FixedSegmenter, FrameSampler, SceneSegmenter, Segmenter, load_segmenter
+from maxsim.media import (
+    FixedSegmenter,
+    FrameSampler,
+    SceneSegmenter,
+    Segmenter,
+    VideoProgress,
+    load_segmenter,
+)
 from maxsim.query import Query
 from maxsim.rerank import Reranker, load_reranker, register_reranker, rerank_hits
 from maxsim.search import SearchOptions, SearchResult, SearchStats
@@ -67,6 +74,7 @@ __all__ = [
     "TokenGrid",
     "VersionNotFoundError",
     "VideoError",
+    "VideoProgress",
     "load_encoder",
     "load_reranker",
     "load_segmenter",

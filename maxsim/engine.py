@@ -280,7 +280,7 @@ class Engine:
         progress: bool = True,
         commit_every: int | None = None,
         ray: bool = False,
-        ray_workers: int = 2, isolate: bool = True,
+        ray_workers: int = 2, isolate: bool = True, on_progress: Callable[[Any], None] | None = None,
     ) -> IngestReport:
         """Add videos (files or folders searched recursively; one path or several) in one commit.
 
@@ -293,10 +293,10 @@ class Engine:
         index unchanged for it; the other files still ingest. Segments are written to the new part as
         they are encoded, so memory holds one encoder batch of clips and one record batch of vectors,
         whatever the video's length.
-        Killed at any point, the index stays at its last committed version. With ``commit_every=N`` a
-        version is committed after every N ingested videos (a long ingest that is interrupted then keeps
-        what it committed; ``report.version`` is the last version committed). ``isolate`` (default) decodes
-        each video in a worker process: a decoder crashing or hanging on a file fails that file only.
+        Killed at any point, the index stays at its last committed version. ``commit_every=N`` commits
+        after every N ingested videos (``report.version``: the last version committed). ``isolate``
+        (default) decodes each video in a worker process: a decoder crashing or hanging fails that file.
+        ``on_progress`` gets each video's :class:`~maxsim.media.VideoProgress` (else ``progress`` draws it).
 
         With ``ray=True`` decoding, segmentation and frame sampling run as a Ray Data pipeline and
         encoding in a pool of ``ray_workers`` actors (one GPU each when the cluster has GPUs); this
@@ -305,14 +305,14 @@ class Engine:
         self._writable("ingest")
         seg = self.segmenter if segmenter is None else load_segmenter(segmenter)
         enc, sampler = self.encoder, self.frame_sampler
-        dim = int(self.manifest.dim)
+        dim, tell = int(self.manifest.dim), on_progress or progress
         video_encoder: LocalVideoEncoder | RayVideoEncoder
         if ray:
             video_encoder = RayVideoEncoder(
                 worker_encoder(enc, self.encoder_load_args()), seg, sampler, dim, enc.name,
                 batch_size=self.batch_size, num_workers=ray_workers)
         else:
-            video_encoder = LocalVideoEncoder(enc, sampler, dim, self.batch_size, isolate=isolate)
+            video_encoder = LocalVideoEncoder(enc, sampler, dim, self.batch_size, isolate, tell)
         made: list[Snapshot] = []
         ts = self.transcript.stage(self.manifest)
         ingester = Ingester(self.store, settings_key(seg, sampler, enc, ts), video_encoder, transcripts=ts,

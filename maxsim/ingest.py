@@ -27,11 +27,11 @@ from maxsim.errors import EncoderOutputError, IndexError_, IndexFormatError, Vid
 from maxsim.index.manifest import Manifest
 from maxsim.index.parts import SegmentRecord
 from maxsim.index.store import Store
-from maxsim.media.clips import iter_clips
 from maxsim.media.frames import FrameSampler
+from maxsim.media.progress import ProgressCallback, VideoProgress, VideoProgressBar
 from maxsim.media.segment import Segmenter
 from maxsim.media.video import content_hash
-from maxsim.media.worker import isolated_clips, warm_up
+from maxsim.media.worker import isolated_clips, local_clips, warm_up
 from maxsim.specs import plural
 from maxsim.transcripts.stage import TranscriptStage
 from maxsim.types import Clip, Encoder, video_key
@@ -248,14 +248,19 @@ class LocalVideoEncoder:
 
     With ``isolate`` (the default) the decoding runs in a worker process
     (:func:`~maxsim.media.worker.isolated_clips`), so that a native decoder crashing or hanging on a file
-    fails that file only; ``isolate=False`` decodes in this process.
+    fails that file only; ``isolate=False`` decodes in this process. ``on_progress`` receives a
+    :class:`~maxsim.media.progress.VideoProgress` per video as it decodes and encodes (seconds decoded of
+    its duration, segments cut and encoded, ETA), ending with one marked ``done``; ``True``: a tqdm bar per
+    video (:class:`~maxsim.media.progress.VideoProgressBar`).
     """
 
     needs_plan = False
 
     def __init__(self, encoder: Encoder, sampler: FrameSampler, dim: int, batch_size: int = 8,
-                 isolate: bool = True) -> None:
+                 isolate: bool = True, on_progress: ProgressCallback | bool | None = None) -> None:
         self.encoder = encoder
+        self.on_progress: ProgressCallback | None = (
+            VideoProgressBar() if on_progress is True else (on_progress or None))
         self.sampler = sampler
         self.dim = int(dim)
         self.batch_size = int(batch_size)
@@ -267,13 +272,18 @@ class LocalVideoEncoder:
         pass
 
     def close(self) -> None:
-        pass
+        """Close the progress display, if ``on_progress`` has one (a :class:`VideoProgressBar`)."""
+        close = getattr(self.on_progress, "close", None)
+        if callable(close):
+            close()
 
     def __call__(self, video: str, digest: str, settings: str, segmenter: Segmenter
                  ) -> Iterator[SegmentRecord]:
         """The video's segments with their vectors, encoded ``batch_size`` clips at a time."""
         batch: list[tuple[Clip, bytes]] = []
         name = self.encoder.name
+        tell = self.on_progress
+        progress = VideoProgress(video) if tell is not None else None
 
         def flush() -> Iterator[SegmentRecord]:
             vecs = self.encoder.encode_clips([c for c, _ in batch])
@@ -288,12 +298,16 @@ class LocalVideoEncoder:
                     frame_times=np.asarray(clip.timestamps, dtype=np.float32).tolist(), thumbnail=thumb,
                     tokens=v, token_grid=None if grid is None else grid.to_list(),
                 )
+            if progress is not None and tell is not None:
+                progress.segments_encoded += len(batch)
+                tell(progress)
             batch.clear()
 
         if self.isolate:
-            clips = isolated_clips(video, segmenter, self.sampler, read_ahead=self.batch_size)
+            clips = isolated_clips(video, segmenter, self.sampler, read_ahead=self.batch_size,
+                                   progress=progress, on_progress=tell)
         else:
-            clips = iter_clips(video, segmenter, self.sampler)
+            clips = local_clips(video, segmenter, self.sampler, 8, progress, tell)
         try:
             for item in clips:
                 batch.append(item)
@@ -301,6 +315,9 @@ class LocalVideoEncoder:
                     yield from flush()
             if batch:
                 yield from flush()
+            if progress is not None and tell is not None:
+                progress.done = True
+                tell(progress)
         finally:
             clips.close()
 

@@ -6,6 +6,7 @@ sampling (:mod:`~maxsim.media.frames`) and the single decode pass that feeds bot
 from maxsim.errors import VideoError
 from maxsim.media.clips import iter_clips
 from maxsim.media.frames import FrameSampler, SampleRun, jpeg_thumbnail, scale_frame
+from maxsim.media.progress import VideoProgress, VideoProgressBar
 from maxsim.media.segment import (
     FixedSegmenter,
     SceneSegmenter,
@@ -18,6 +19,8 @@ from maxsim.media.video import VideoInfo, content_hash, frames_at, iter_frames, 
 
 __all__ = [
     "FixedSegmenter", "FrameSampler", "SampleRun", "SceneSegmenter", "Segmenter", "SegmenterRun",
-    "VideoError", "VideoInfo", "content_hash", "frames_at", "iter_clips", "iter_frames", "jpeg_thumbnail",
+    "VideoError", "VideoInfo",
+    "VideoProgress", "VideoProgressBar", "content_hash", "frames_at", "iter_clips", "iter_frames",
+    "jpeg_thumbnail",
     "load_segmenter", "probe", "run_segmenter", "scale_frame",
 ]

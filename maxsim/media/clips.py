@@ -20,6 +20,7 @@ def iter_clips(
     sampler: FrameSampler | None = None,
     prefetch: int = 8,
     on_frame: Callable[[float], None] | None = None,
+    on_start: Callable[[float], None] | None = None,
 ) -> Iterator[tuple[Clip, bytes]]:
     """Decode ``path`` once, segment it and yield ``(clip, jpeg_thumbnail)`` per segment in time order.
 
@@ -33,7 +34,8 @@ def iter_clips(
     clips are yielded during decoding and their frames are freed, so memory holds the sampled frames
     of the segments still open rather than of the whole video. The clips are the same either way.
 
-    ``on_frame(t)`` is called with the time of every decoded frame (progress; a watchdog).
+    ``on_frame(t)`` is called with the time of every decoded frame (progress; a watchdog), ``on_start(s)``
+    once the file is open with the timeline its container announces (seconds, 0.0 if none).
 
     Raises :class:`~maxsim.errors.VideoError` for an unusable video at the first ``next()``, for a
     truncated one (that the file's structure does not reveal) when decoding stops, possibly after some
@@ -42,13 +44,14 @@ def iter_clips(
     clips before the iterator is exhausted.
     """
     try:
-        yield from _clips(path, segmenter, sampler, prefetch, on_frame)
+        yield from _clips(path, segmenter, sampler, prefetch, on_frame, on_start)
     except SegmentLimitError as e:
         raise VideoError(str(path), str(e)) from None
 
 
 def _clips(path: str | os.PathLike, segmenter: Segmenter | str, sampler: FrameSampler | None, prefetch: int,
-           on_frame: Callable[[float], None] | None) -> Iterator[tuple[Clip, bytes]]:
+           on_frame: Callable[[float], None] | None, on_start: Callable[[float], None] | None
+           ) -> Iterator[tuple[Clip, bytes]]:
     segmenter = load_segmenter(segmenter)
     sampler = (sampler if sampler is not None else FrameSampler()).start()
     run = segmenter.start()
@@ -57,6 +60,8 @@ def _clips(path: str | os.PathLike, segmenter: Segmenter | str, sampler: FrameSa
     spath = str(path)
     emitted: list[Segment] = []
     with iter_frames(spath, prefetch=prefetch) as frames:  # closed (decode thread stopped) if abandoned
+        if on_start is not None:
+            on_start(frames.timeline)
         for t, frame in frames:
             if on_frame is not None:
                 on_frame(t)

@@ -140,10 +140,8 @@ def _open(vf: VideoFile) -> cv2.VideoCapture:
     cap = cv2.VideoCapture(vf.decoder_name, cv2.CAP_FFMPEG)
     if not cap.isOpened():
         cap.release()
-        raise VideoError(
-            vf.path,
-            "not a readable video (FFmpeg cannot open it: unknown format, or a damaged or incomplete file)",
-        )
+        raise VideoError(vf.path, "not a readable video (FFmpeg cannot open it: unknown format, or a "
+                                  "damaged or incomplete file)")
     fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF
     if fourcc.to_bytes(4, "little") in TEXT_CODECS:
         cap.release()
@@ -190,9 +188,7 @@ def announced_timeline(vf: VideoFile, fps: float = 0.0, n_frames: int = 0) -> fl
     except (av.error.FFmpegError, OSError, ValueError, ZeroDivisionError) as e:
         logger.debug("%s: PyAV cannot read the container's durations: %s", vf.path, e)
         return n_frames / fps if n_frames and fps else 0.0
-    if "mov" in fmt or "mp4" in fmt:
-        return stream or whole or 0.0
-    if "avi" in fmt:
+    if "avi" in fmt and "mov" not in fmt and "mp4" not in fmt:
         return max(stream or 0.0, counted or 0.0) or whole or 0.0
     return stream or whole or 0.0
 
@@ -293,13 +289,18 @@ class _Reader:
         self.n += 1
         return t, frame
 
+    def end(self) -> float:
+        """End (s) of the last frame decoded: its time plus the last interval, but not past a timeline the
+        container announces to end after that frame starts (a sparse AVI's frame lasts a slot, not a gap)."""
+        end = round(self.last_t + self.dt, 6)
+        return self.timeline if self.last_t < self.timeline < end else end
+
     def check_complete(self) -> None:
         """Raise :class:`VideoError` when nothing was decoded, or when the decoded frames end well before
         the timeline the container announces (the file was cut or its end is damaged)."""
         if self.n == 0:
             raise VideoError(self.path, "no decodable video frame")
-        end = round(self.last_t + self.dt, 6)
-        expected = self.timeline
+        end, expected = self.end(), self.timeline
         missing = expected - end
         if expected and missing > max(TRUNCATION_MIN_FRAMES * self.dt, TRUNCATION_TOLERANCE * expected):
             frames = (f"{self.n} of the {self.announced} frames it announces" if self.announced
@@ -355,6 +356,7 @@ class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
         self.path = reader.path
         self.fps = reader.fps  # the container's average frame rate, 0.0 if unknown
         self.announced_frames = reader.announced  # frame count the container announces, 0 if unknown
+        self.timeline = reader.timeline  # seconds the container announces (see announced_timeline)
         self._prefetch = max(0, int(prefetch))
         self._queue: queue.Queue | None = None
         self._stop = threading.Event()
@@ -369,8 +371,7 @@ class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
     @property
     def duration(self) -> float:
         """End time (s) of the last frame decoded so far (its time plus its interval); 0.0 before."""
-        r = self._reader
-        return round(r.last_t + r.dt, 6) if r.n else 0.0
+        return self._reader.end() if self._reader.n else 0.0
 
     def __iter__(self) -> DecodedFrames:
         return self

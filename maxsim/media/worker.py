@@ -36,6 +36,7 @@ from typing import Any
 from maxsim.errors import VideoError
 from maxsim.media.clips import iter_clips
 from maxsim.media.frames import FrameSampler
+from maxsim.media.progress import ProgressCallback, VideoProgress
 from maxsim.media.segment import Segmenter, load_segmenter
 from maxsim.types import Clip
 
@@ -160,12 +161,18 @@ def isolated_clips(
     prefetch: int = 8,
     read_ahead: int = 8,
     stall_timeout: float = STALL_TIMEOUT_S,
+    progress: VideoProgress | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> Iterator[tuple[Clip, bytes]]:
     """:func:`~maxsim.media.clips.iter_clips` of ``path`` run in a worker process (see the module
     docstring): the same ``(clip, jpeg_thumbnail)`` pairs and errors, plus a
     :class:`~maxsim.errors.VideoError` when the worker dies on the file or decodes no frame for
     ``stall_timeout`` seconds. A segmenter or sampler that cannot be pickled runs in this process (with
     a warning): it could not be sent to a worker.
+
+    ``progress`` (when given) is kept current: the timeline the container announces, the seconds decoded
+    (reported by the worker every ``TICK_S``) and the clips received; ``on_progress(progress)`` is called
+    after each change.
     """
     spath = os.fspath(path)
     segmenter = load_segmenter(segmenter)
@@ -180,7 +187,7 @@ def isolated_clips(
                 else "no decode worker process can be started")
         logger.warning("%s (%s: %s); decoding in this process, without protection against a crashing "
                        "decoder", what, type(e).__name__, e)
-        yield from iter_clips(spath, segmenter, sampler, prefetch=prefetch)
+        yield from local_clips(spath, segmenter, sampler, prefetch, progress, on_progress)
         return
     finished = False
     try:
@@ -207,6 +214,10 @@ def isolated_clips(
                     spath, f"the video decoder crashed on this file (its worker process "
                     f"{_describe_exit(code)}); other files are not affected") from None
             kind = msg[0]
+            if progress is not None and kind in ("clip", "tick", "start"):
+                _note(progress, msg)
+                if on_progress is not None:
+                    on_progress(progress)
             if kind == "clip":
                 yield msg[1], msg[2]
             elif kind == "done":
@@ -215,7 +226,7 @@ def isolated_clips(
             elif kind == "error":
                 finished = True
                 raise msg[1]
-            # "tick": the worker is decoding; nothing to do but wait again
+            # "tick", "start": the worker is decoding; nothing to do but wait again
     finally:
         if finished:
             _give_back(child)
@@ -223,6 +234,42 @@ def isolated_clips(
             pass
         else:  # abandoned mid-file (or failed): the child may be mid-send, start afresh next time
             child.kill()
+
+
+def _note(progress: VideoProgress, msg: tuple) -> None:
+    """Update ``progress`` from a worker's message."""
+    kind = msg[0]
+    if kind == "start":
+        progress.duration = float(msg[1])
+    elif kind == "tick":
+        progress.decoded_s = max(progress.decoded_s, float(msg[2]))
+    else:  # a clip: decoding has reached its end at least
+        progress.segments_decoded += 1
+        progress.decoded_s = max(progress.decoded_s, float(msg[1].end))
+
+
+def local_clips(path: str, segmenter: Segmenter, sampler: FrameSampler, prefetch: int,
+                progress: VideoProgress | None, on_progress: ProgressCallback | None
+                ) -> Iterator[tuple[Clip, bytes]]:
+    """:func:`~maxsim.media.clips.iter_clips` in this process, keeping ``progress`` as :func:`isolated_clips`
+    does."""
+    if progress is None:
+        yield from iter_clips(path, segmenter, sampler, prefetch=prefetch)
+        return
+    last = [0.0]
+
+    def tell(msg: tuple) -> None:
+        _note(progress, msg)
+        now = time.monotonic()
+        if on_progress is not None and (msg[0] != "tick" or now - last[0] >= TICK_S):
+            last[0] = now
+            on_progress(progress)
+
+    for clip, thumb in iter_clips(path, segmenter, sampler, prefetch=prefetch,
+                                  on_frame=lambda t: tell(("tick", 0, t)),
+                                  on_start=lambda s: tell(("start", s))):
+        tell(("clip", clip))
+        yield clip, thumb
 
 
 # -- the child's side ------------------------------------------------------------------------------------
@@ -286,7 +333,7 @@ def _run(conn: Connection, job: dict[str, Any]) -> None:
     try:
         _crash_here(job["crash"], job["path"])
         for clip, thumb in iter_clips(job["path"], job["segmenter"], job["sampler"], prefetch=job["prefetch"],
-                                      on_frame=on_frame):
+                                      on_frame=on_frame, on_start=lambda s: out.put(("start", s))):
             out.put(("clip", clip, thumb))
         out.put(("done",))
     except BaseException as e:  # handed to the parent, which raises it for this file
@@ -305,4 +352,4 @@ def _portable(e: BaseException) -> BaseException:
         return RuntimeError(f"{type(e).__name__}: {e}")
 
 
-__all__ = ["CRASH_ENV", "STALL_TIMEOUT_S", "isolated_clips", "warm_up"]
+__all__ = ["CRASH_ENV", "STALL_TIMEOUT_S", "isolated_clips", "local_clips", "warm_up"]

@@ -16,6 +16,7 @@ from typing import Any
 
 from maxsim.errors import LockedError
 from maxsim.ingest import IngestReport, expand_paths
+from maxsim.media.progress import ProgressCallback, VideoProgress
 
 
 class PathRefused(ValueError):
@@ -69,6 +70,7 @@ class Job:
     status: str = "queued"  # queued | running | done | failed
     done: int = 0
     current: str | None = None
+    video: dict[str, Any] | None = None  # the current file's VideoProgress.to_dict()
     ingested: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
@@ -88,6 +90,7 @@ class Job:
             "done": self.done,
             "progress": (self.done / total) if total else 1.0,
             "current": self.current,
+            "video": dict(self.video) if self.video is not None else None,
             "ingested": list(self.ingested),
             "skipped": list(self.skipped),
             "failed": list(self.failed),
@@ -105,10 +108,11 @@ class IngestJobs:
 
     ``ingest(path)`` ingests one file in its own commit (the server's: ``engine.ingest([path])`` under its
     version guard, see :meth:`maxsim.server.state.ServerState.ingest_file`), so progress is per file and each
-    video becomes searchable as soon as it is done.
+    video becomes searchable as soon as it is done. Its second argument receives the file's
+    :class:`~maxsim.media.progress.VideoProgress` as it decodes and encodes: the job shows it as ``video``.
     """
 
-    def __init__(self, ingest: Callable[[str], IngestReport], keep: int = 100) -> None:
+    def __init__(self, ingest: Callable[[str, ProgressCallback], IngestReport], keep: int = 100) -> None:
         self._ingest = ingest
         self._keep = keep
         self._jobs: OrderedDict[str, Job] = OrderedDict()
@@ -144,9 +148,13 @@ class IngestJobs:
         job.status, job.started = "running", time.time()
         try:
             for f in job.files:
-                job.current = f
+                job.current, job.video = f, None
+
+                def tell(p: VideoProgress, job: Job = job) -> None:
+                    job.video = p.to_dict()
+
                 try:
-                    report = self._ingest(f)
+                    report = self._ingest(f, tell)
                 except LockedError as e:
                     job.failed.append({"path": f, "reason": str(e)})
                 else:
@@ -163,5 +171,5 @@ class IngestJobs:
             job.error = f"{type(e).__name__}: {e}"
             traceback.print_exc()
         finally:
-            job.current = None
+            job.current, job.video = None, None
             job.finished = time.time()

@@ -311,6 +311,19 @@ class FileIssue(BaseModel):
     reason: str
 
 
+class VideoProgressOut(BaseModel):
+    """Where the ingest of the file being worked on stands (see maxsim.VideoProgress)."""
+
+    path: str
+    duration_s: float = Field(description="the video's duration as its container announces it (0 if unknown)")
+    decoded_s: float = Field(description="seconds of the video decoded so far")
+    segments_decoded: int = Field(description="segments cut and sampled so far")
+    segments_encoded: int = Field(description="segments encoded so far")
+    fraction: float = Field(description="share of the video done, 0 to 1 (decoded, held back by encoding)")
+    elapsed_s: float = Field(description="seconds since this file's ingest started")
+    eta_s: float | None = Field(description="estimated seconds left for this file (null until measurable)")
+
+
 class JobOut(BaseModel):
     id: str
     status: Literal["queued", "running", "done", "failed"]
@@ -318,6 +331,7 @@ class JobOut(BaseModel):
     done: int = Field(description="files processed so far")
     progress: float = Field(description="done / total, 0 to 1")
     current: str | None = Field(description="the file being ingested now")
+    video: VideoProgressOut | None = Field(default=None, description="progress inside the current file")
     ingested: list[str]
     skipped: list[FileIssue]
     failed: list[FileIssue]

@@ -10,6 +10,7 @@ from typing import Any
 
 from maxsim.engine import Engine
 from maxsim.ingest import IngestReport
+from maxsim.media.progress import ProgressCallback
 from maxsim.query import Query
 from maxsim.search import SearchOptions, SearchResult
 from maxsim.search.prune.files import read_prune_manifest
@@ -97,11 +98,12 @@ class ServerState:
             return False
         return bool(man and man.get("parts"))
 
-    def ingest_file(self, path: str) -> IngestReport:
-        """Ingest one file (the ingest-job thread): one commit, opened by the engine under the guard."""
+    def ingest_file(self, path: str, on_progress: ProgressCallback | None = None) -> IngestReport:
+        """Ingest one file (the ingest-job thread): one commit, opened by the engine under the guard;
+        ``on_progress`` follows its decoding and encoding (see :class:`~maxsim.media.VideoProgress`)."""
         self.serial_encoder()
         with self.guard.changing():
-            return self.engine.ingest([path], progress=False)
+            return self.engine.ingest([path], progress=False, on_progress=on_progress)
 
     def delete(self, path: str) -> int:
         """Delete a video's segments (a worker thread); :class:`~maxsim.server.locking.Busy` when an ingest
