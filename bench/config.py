@@ -36,6 +36,7 @@ SUBCOMMANDS = (
     "lifecycle",
     "decode",
     "scale",
+    "segment",
 )
 
 

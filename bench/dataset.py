@@ -96,8 +96,17 @@ def queries(videos: list[dict[str, Any]], cfg: dict[str, Any]) -> list[GroundTru
 
 
 def run(rec: Run) -> None:
-    """Write the videos and the ground truth into the run folder."""
+    """Write the videos and the ground truth into the run folder (``source = "real"``: the pinned real
+    footage and its hand-written queries, see :mod:`maxsim.bench.real_dataset`)."""
     cfg = rec.config
+    source = str(cfg.get("source") or "synthetic")
+    if source == "real":
+        from maxsim.bench import real_dataset
+
+        real_dataset.run(rec)
+        return
+    if source != "synthetic":
+        raise ConfigError(f"dataset.source must be 'synthetic' or 'real', got {source!r}")
     videos = plan(cfg)
     gts = queries(videos, cfg)
     fps = float(cfg["fps"])
@@ -149,6 +158,12 @@ def run(rec: Run) -> None:
 
 
 def tables(results: dict[str, Any]) -> list[Table]:
+    if any("licence" in v for v in results.get("videos", [])):
+        from maxsim.bench.real_dataset import video_rows
+
+        real = Table("Videos", [Column("vid", "video"), Column("duration", "duration s", ".1f"),
+                                Column("n", "queries"), Column("scenes", "licence")], video_rows(results))
+        return [*tables({"summary": results.get("summary")})[:1], real]
     rows = [
         {
             "vid": v["vid"],

@@ -49,7 +49,7 @@ def test_query_for_a_colour_finds_its_span(engine, videos):
 
 
 def test_scene_segmenter_end_to_end(tmp_path, videos):
-    eng = Engine(tmp_path / "scenes", encoder=ColorEncoder(), segmenter=SceneSegmenter())
+    eng = Engine(tmp_path / "scenes", encoder=ColorEncoder(), segmenter=SceneSegmenter("adaptive"))
     assert eng.ingest([videos["a"]], progress=False).ok
     (hit,) = eng.search("green", k=1)
     assert hit.start == pytest.approx(8.0, abs=0.25) and hit.end == pytest.approx(12.0, abs=0.25)

@@ -77,7 +77,7 @@ def test_short_segment_gets_nearest_frame(scenes_video):
 
 def test_scene_clips_show_their_scene(scenes_video):
     """Default scene segmentation: one clip per colour scene, every frame of it that colour."""
-    clips = list(iter_clips(scenes_video.path, SceneSegmenter(min_seconds=0.5), FrameSampler()))
+    clips = list(iter_clips(scenes_video.path, SceneSegmenter("adaptive", min_seconds=0.5), FrameSampler()))
     assert len(clips) == len(scenes_video.scenes)
     bounds = [0.0, *scenes_video.cuts, scenes_video.duration]
     for (clip, thumb), (_, name), a, b in zip(
@@ -169,7 +169,8 @@ def _unstreamed(path, segmenter, sampler):
 
 # fixed 1 s spans: at most the open span's 2 frames plus the one kept before it (+1 being fed); scenes:
 # the frames since the last final cut, i.e. the 3 s green scene plus the detector's lag (not all 20)
-@pytest.mark.parametrize("segmenter, peak", [(FixedSegmenter(1.0), 4), (SceneSegmenter(min_seconds=0.5), 11)])
+@pytest.mark.parametrize("segmenter, peak",
+                         [(FixedSegmenter(1.0), 4), (SceneSegmenter("adaptive", min_seconds=0.5), 11)])
 def test_streaming_clips_equal_unstreamed_and_free_frames(scenes_video, segmenter, peak):
     _PeakRun.peaks = []
     streamed = list(iter_clips(scenes_video.path, segmenter, _PeakSampler(fps=2.0)))

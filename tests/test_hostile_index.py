@@ -302,6 +302,8 @@ def test_search_requests_are_checked_on_every_front_end(tmp_path, videos, capsys
     with pytest.raises(ValueError, match="n_candidates"):
         eng.search("red", mode="pruned", n_candidates=0)
     with pytest.raises(TypeError, match="text must be a str"):
+        eng.search(5)
+    with pytest.raises(ValueError, match="nothing to search for"):  # text is optional, but something is not
         eng.search(None)
     with pytest.raises(ValueError, match="k must be an integer"):
         eng.search("red", k=2.5)

@@ -195,7 +195,7 @@ def test_default_scene_segmenter_large_frames_vfr_safe(make_video):
     scenes = [(1.5, "red"), (2.5, "cyan"), (1.0, "purple"), (3.0, "orange")]
     path = make_video("scenes_640.mp4", scenes, fps=25, size=(640, 360))
     seg = SceneSegmenter()
-    assert seg.name.startswith("scenes(adaptive, adaptive_threshold=3.5, min_scene_len=0.6, window_width=3")
+    assert seg.name.startswith("scenes(content, min_scene_len=0.6, threshold=27")
     segs = seg.segment(path)
     _assert_tiles(segs, 8.0)
     assert _close(_starts(segs)[1:], [1.5, 4.0, 5.0], 25.0)
@@ -210,10 +210,10 @@ def test_no_cut_is_one_segment(make_video):
 def test_scene_min_max_applied(scenes_video):
     # the 1.2 s yellow scene (6.5-7.7) merges into its shorter neighbour under min 1.5 s;
     # the 3 s green scene splits into two under max 2 s... which max 2 s forces for every scene > 2 s
-    segs = SceneSegmenter(min_seconds=1.5, max_seconds=None).segment(scenes_video.path)
+    segs = SceneSegmenter("adaptive", min_seconds=1.5, max_seconds=None).segment(scenes_video.path)
     _assert_tiles(segs, 10.0)
     assert _close(_starts(segs)[1:], [2.0, 3.5, 6.5], 10.0)
-    segs = SceneSegmenter(min_seconds=0.5, max_seconds=1.0).segment(scenes_video.path)
+    segs = SceneSegmenter("adaptive", min_seconds=0.5, max_seconds=1.0).segment(scenes_video.path)
     _assert_tiles(segs, 10.0)
     assert all(s.duration <= 1.0 + 1e-9 for s in segs) and len(segs) == 2 + 2 + 3 + 2 + 3
 
@@ -236,7 +236,7 @@ def test_matches_pyscenedetect_pipeline(scenes_video):
         AdaptiveDetector(adaptive_threshold=3.5, window_width=3, min_scene_len=0.6),
         start_in_scene=True,
     )
-    ours = SceneSegmenter(min_seconds=0, max_seconds=None).segment(scenes_video.path)
+    ours = SceneSegmenter("adaptive", min_seconds=0, max_seconds=None).segment(scenes_video.path)
     assert [round(s.start, 6) for s in ours] == [round(a.seconds, 6) for a, _ in ref]
 
 
@@ -277,7 +277,8 @@ def test_load_segmenter_specs():
 
 
 def test_variable_frame_rate_cuts_in_seconds(vfr_video):
-    for seg in (SceneSegmenter(min_seconds=0, max_seconds=None), SceneSegmenter("histogram", min_seconds=0)):
+    for seg in (SceneSegmenter("adaptive", min_seconds=0, max_seconds=None),
+                SceneSegmenter("histogram", min_seconds=0)):
         segs = seg.segment(vfr_video.path)
         _assert_tiles(segs, 5.5)
         assert _close(_starts(segs)[1:], vfr_video.cuts, 20.0), _starts(segs)  # within 1-2 frames (0.05 s)

@@ -48,7 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("videos", nargs="+", help="video files or folders")
     mode = ing.add_mutually_exclusive_group()
     mode.add_argument("--fixed", type=float, metavar="SECONDS", help="fixed-length segments (default 10 s)")
-    mode.add_argument("--scenes", action="store_true", help="scene segmentation with PySceneDetect")
+    mode.add_argument("--scenes", nargs="?", const="scenes", metavar="SPEC",
+                      help="scene segmentation with PySceneDetect; bare: the default scenes spec, or a "
+                      "spec such as scenes:content,threshold=30 (or just content,threshold=30); write "
+                      "--scenes=SPEC or put --scenes after the videos")
+    mode.add_argument("--segmenter", metavar="SPEC",
+                      help="segmenter spec, as for serve --segmenter and the API: fixed:SECONDS, scenes, "
+                      "scenes:DETECTOR,OPTION=VALUE,... (e.g. scenes:adaptive,adaptive_threshold=3), or "
+                      "package.module:attr (default fixed:10)")
     ing.add_argument("--encoder", help=enc_help)
     ing.add_argument("--preset", choices=sorted(PRESETS), default="default",
                      help="encoder and sampling for the machine: 'cpu' = colqwen3-cpu, 1 fps, 4 frames")

@@ -12,6 +12,7 @@ from maxsim.distributed.cluster import init as init_ray
 from maxsim.encoders import DEFAULT_ENCODER, is_registered
 from maxsim.encoders.spec import strip_pool_suffix
 from maxsim.media.frames import FrameSampler
+from maxsim.media.segment import Segmenter, load_segmenter
 
 # Ingest presets: encoder and frame sampling that suit a machine. Flags given explicitly win.
 PRESETS: dict[str, dict] = {
@@ -29,6 +30,30 @@ def sampling_changes(args: argparse.Namespace, preset: dict, new_index: bool) ->
         out = {"fps": preset["fps"], "max_frames": preset["max_frames"]}
     given = {"fps": args.fps, "max_frames": args.max_frames, "max_side": args.max_side}
     return {**out, **{k: v for k, v in given.items() if v is not None}}
+
+
+def segmenter_arg(args: argparse.Namespace) -> tuple[Segmenter | None, str | None]:
+    """The segmenter ``--fixed``, ``--scenes[=SPEC]`` or ``--segmenter SPEC`` ask for (default
+    ``fixed:10``), loaded here so a bad spec fails before the index is opened: (segmenter, problem)."""
+    if args.fixed is not None:
+        flag, spec = "--fixed", f"fixed:{args.fixed}"
+    elif getattr(args, "scenes", None) is not None:
+        flag, spec = "--scenes", str(args.scenes).strip()
+        if spec.split(":", 1)[0].strip().lower() not in ("scenes", "scene"):
+            spec = f"scenes:{spec}"  # --scenes content,threshold=30
+    elif getattr(args, "segmenter", None) is not None:
+        flag, spec = "--segmenter", str(args.segmenter)
+    else:
+        flag, spec = "default", "fixed:10"
+    try:
+        return load_segmenter(spec), None
+    except (ValueError, TypeError, ImportError, AttributeError) as e:
+        value = args.scenes if flag == "--scenes" else (args.segmenter if flag == "--segmenter" else spec)
+        hint = ""
+        if flag == "--scenes" and Path(str(value)).exists():
+            hint = (" (--scenes takes an optional SPEC and read a video path as one: put --scenes after "
+                    "the videos)")
+        return None, f"invalid {flag} {value!r}: {e}{hint}"
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -52,7 +77,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    segmenter = f"fixed:{args.fixed}" if args.fixed is not None else ("scenes" if args.scenes else None)
+    segmenter, problem = segmenter_arg(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     changes = sampling_changes(args, preset, new_index)
     # a new index records the recipe it is created with; an existing one samples with its own recipe,
     # changed only by the flags given (a video sampled otherwise than before is then re-encoded)
@@ -64,7 +92,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"encoder {engine.encoder.name} ({source})", file=sys.stderr)
     if args.ray:
         init_ray(address=args.ray_address)
-    report = engine.ingest(args.videos, segmenter=segmenter or "fixed:10", progress=not args.quiet,
+    report = engine.ingest(args.videos, segmenter=segmenter, progress=not args.quiet,
                            ray=args.ray, ray_workers=args.ray_workers)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))

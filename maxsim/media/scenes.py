@@ -17,6 +17,7 @@ import numpy as np
 
 from maxsim.media.spans import (
     EPS,
+    CutScores,
     check_duration,
     check_limits,
     normalize_bounds,
@@ -29,9 +30,11 @@ from maxsim.types import Segment
 logger = logging.getLogger("maxsim.media.scenes")
 
 
-# Detector name -> (class name in scenedetect.detectors, our default keyword arguments). Defaults are the
-# best all-round settings measured for PySceneDetect 0.7 (AdaptiveDetector: threshold 3.5, window 3,
-# 0.6 s minimum scene length); min_scene_len is given in seconds (a float) so it is frame-rate independent.
+# Detector name -> (class name in scenedetect.detectors, our default keyword arguments); min_scene_len is
+# given in seconds (a float) so it is frame-rate independent. The default detector ("content",
+# PySceneDetect's own default, threshold 27) was chosen by `maxsim-bench segment` on the real set
+# (bench/results/segment-cpu-amd-epyc-f25m17-2026-12-03.md): cut F1 0.94 at 0.25 s against 0.76 for
+# AdaptiveDetector at threshold 3.5 / window 3 (the earlier default), which missed fades and a weak cut.
 DETECTORS: dict[str, tuple[str, dict[str, Any]]] = {
     "adaptive": ("AdaptiveDetector", {"adaptive_threshold": 3.5, "window_width": 3, "min_scene_len": 0.6}),
     "content": ("ContentDetector", {"threshold": 27.0, "min_scene_len": 0.6}),
@@ -86,9 +89,11 @@ class _CutStream:
     detector may still place a cut; None: only a later cut proves it).
     """
 
-    def __init__(self, min_seconds: float, max_seconds: float | None, lag_s: float | None):
+    def __init__(self, min_seconds: float, max_seconds: float | None, lag_s: float | None,
+                 scores: CutScores | None = None):
         self._min, self._max = check_limits(min_seconds, max_seconds)
         self.lag_s = lag_s
+        self.scores = scores  # the detector's per-frame scores: where long scenes are split first
         self._fixed = 0.0  # time up to which segments are final
         self._open: list[float] = []  # sorted cuts after _fixed
         self.final: list[Segment] = []
@@ -124,7 +129,7 @@ class _CutStream:
                 best = j
                 break
         if best:
-            self.final += to_segments(normalize_bounds(seq[: best + 1], self._min, self._max))
+            self.final += to_segments(normalize_bounds(seq[: best + 1], self._min, self._max, self.scores))
             self._fixed = seq[best]
             self._open = self._open[best:]
         return self.final
@@ -137,7 +142,34 @@ class _CutStream:
                 f"duration {duration} ends before segments already released (up to {self._fixed})"
             )
         rest = [self._fixed, *(c for c in self._open if c < duration - EPS), duration]
-        return self.final + to_segments(normalize_bounds(rest, self._min, self._max))
+        return self.final + to_segments(normalize_bounds(rest, self._min, self._max, self.scores))
+
+
+class _ScoreRecorder:
+    """Stands in for a PySceneDetect StatsManager: keeps the one per-frame metric that scores a cut."""
+
+    def __init__(self, key: str, scores: CutScores):
+        self.key = key
+        self.scores = scores
+
+    def set_metrics(self, timecode: Any, metrics: dict[str, Any]) -> None:
+        v = metrics.get(self.key)
+        if isinstance(v, (int, float)):
+            self.scores.add(float(timecode.seconds), float(v))
+
+
+def _record_scores(detector: Any) -> CutScores | None:
+    """Have ``detector`` report its per-frame cut score (content_val, hist_diff, hash_dist: its first
+    metric) to a fresh :class:`CutScores`; None for detectors without one (threshold/fade detectors, user
+    classes) or that already report to a stats manager of their own."""
+    if not isinstance(detector, _bounded_lag_classes()) or detector.stats_manager is not None:
+        return None
+    metrics = list(detector.get_metrics() or [])
+    if not metrics:
+        return None
+    scores = CutScores()
+    detector.stats_manager = _ScoreRecorder(str(metrics[0]), scores)
+    return scores
 
 
 class _SceneRun:
@@ -150,7 +182,7 @@ class _SceneRun:
         self._width = width
         self._pending: list[tuple[float, np.ndarray]] = []
         self._rate: Fraction | None = None
-        self._cuts = _CutStream(min_seconds, max_seconds, None)
+        self._cuts = _CutStream(min_seconds, max_seconds, None, _record_scores(detector))
         self._last_tc = None
         self._last_t = -math.inf
         # How far behind the current frame these detectors may still place a cut (in frames); other
@@ -233,11 +265,13 @@ class _SceneRun:
 class SceneSegmenter:
     """Segments at detected scene cuts (PySceneDetect 0.7 detectors fed from our single decode pass).
 
-    ``detector`` is one of ``"adaptive"`` (default), ``"content"``, ``"histogram"``, ``"hash"``,
+    ``detector`` is one of ``"content"`` (default), ``"adaptive"``, ``"histogram"``, ``"hash"``,
     ``"threshold"``, or a PySceneDetect ``SceneDetector`` instance (copied afresh for every video).
     Extra keyword arguments go to the detector and override our defaults (see :data:`DETECTORS`).
     Detected scenes are then normalised: shorter than ``min_seconds`` merge into a neighbour, longer
-    than ``max_seconds`` split evenly (``None``: no limit). A video without a cut is one segment.
+    than ``max_seconds`` split (``None``: no limit) at the strongest cut candidates inside them (the
+    detector's per-frame score peaking on a change too weak to count as a cut), evenly where none is.
+    A video without a cut is one segment.
     Frames wider than ``detection_width`` pixels are downscaled before detection.
     """
 
@@ -245,7 +279,7 @@ class SceneSegmenter:
 
     def __init__(
         self,
-        detector: str | Any = "adaptive",
+        detector: str | Any = "content",
         min_seconds: float = 1.0,
         max_seconds: float | None = 20.0,
         detection_width: int = DETECTION_WIDTH,

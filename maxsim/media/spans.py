@@ -3,11 +3,14 @@ segment lengths, fixed spans, and one decode pass to segment a file. Shared by e
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import os
 from collections.abc import Iterable
 from typing import Any
+
+import numpy as np
 
 from maxsim.media.video import iter_frames
 from maxsim.types import Segment
@@ -117,13 +120,61 @@ def check_limits(min_seconds: float, max_seconds: float | None) -> tuple[float, 
     return min_seconds, max_seconds
 
 
-def normalize_bounds(bounds: list[float], min_seconds: float, max_seconds: float | None) -> list[float]:
-    """Merge short and split long segments of the sorted, distinct ``bounds`` (first and last kept)."""
+def normalize_bounds(bounds: list[float], min_seconds: float, max_seconds: float | None,
+                     scores: CutScores | None = None) -> list[float]:
+    """Merge short and split long segments of the sorted, distinct ``bounds`` (first and last kept); long
+    ones are split at their strongest cut candidates in ``scores`` first (see :func:`split_long`)."""
     if min_seconds > 0 and len(bounds) > 2:
         bounds = merge_short(bounds, min_seconds)
     if max_seconds is not None:
-        bounds = split_long(bounds, max_seconds)
+        bounds = split_long(bounds, max_seconds, scores, min_seconds)
     return bounds
+
+
+class CutScores:
+    """A detector's per-frame cut score (how much frame ``t`` differs from the one before), in time order.
+
+    Long scenes are split where these peak: a cut too weak for the detector's threshold (a small colour
+    or light change) is still a better place to split than the midpoint. A candidate counts only when
+    its score is at least ``peak_ratio`` times the median score of the scene it would split (steady
+    motion has no peak, and the scene is then split evenly).
+    """
+
+    def __init__(self, peak_ratio: float = 2.0):
+        self.peak_ratio = float(peak_ratio)
+        self.times: list[float] = []
+        self.scores: list[float] = []
+
+    def add(self, t: float, score: float) -> None:
+        t, score = float(t), float(score)
+        if not (math.isfinite(t) and math.isfinite(score)):
+            return
+        if self.times and t <= self.times[-1]:  # out of order or repeated: keep the order sorted
+            i = bisect.bisect_left(self.times, t)
+            if i < len(self.times) and self.times[i] == t:
+                self.scores[i] = score
+                return
+            self.times.insert(i, t)
+            self.scores.insert(i, score)
+            return
+        self.times.append(t)
+        self.scores.append(score)
+
+    def strongest(self, a: float, b: float, margin: float) -> float | None:
+        """The time of the strongest candidate inside ``(a, b)`` at least ``margin`` from both ends, or
+        None when no frame there peaks above the scene's median score."""
+        i, j = bisect.bisect_left(self.times, a + EPS), bisect.bisect_right(self.times, b - EPS)
+        lo = bisect.bisect_left(self.times, a + margin - EPS)
+        hi = bisect.bisect_right(self.times, b - margin + EPS)
+        if hi <= lo:
+            return None
+        inside = np.asarray(self.scores[i:j], dtype=np.float64)
+        window = np.asarray(self.scores[lo:hi], dtype=np.float64)
+        k = int(np.argmax(window))
+        best = float(window[k])
+        if best <= 0.0 or best < self.peak_ratio * float(np.median(inside)):
+            return None
+        return self.times[lo + k]
 
 
 def to_segments(bounds: list[float]) -> list[Segment]:
@@ -167,14 +218,37 @@ def merge_short(bounds: list[float], min_seconds: float) -> list[float]:
     return [start[i] for i in range(n) if alive[i]] + [bounds[-1]]
 
 
-def split_long(bounds: list[float], max_seconds: float) -> list[float]:
+def split_long(bounds: list[float], max_seconds: float, scores: CutScores | None = None,
+               min_seconds: float = 0.0) -> list[float]:
+    """Split every segment longer than ``max_seconds``: at its strongest cut candidate in ``scores``
+    (leaving both parts at least ``min_seconds`` long), again in each part, and evenly where no
+    candidate is left."""
     out = [bounds[0]]
     check_count(len(bounds) - 1 + math.ceil((bounds[-1] - bounds[0]) / max_seconds), bounds[-1])
+    margin = max(min_seconds, MIN_SEGMENT_SECONDS)
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        k = max(1, math.ceil((b - a) / max_seconds - 1e-9))
-        out += [a + (b - a) * i / k for i in range(1, k)]
+        out += _split_span(a, b, max_seconds, scores, margin)
         out.append(b)
     return out
+
+
+def _split_span(a: float, b: float, max_seconds: float, scores: CutScores | None,
+                margin: float) -> list[float]:
+    """The inner bounds that cut ``[a, b]`` into parts no longer than ``max_seconds``."""
+    inner: list[float] = []
+    todo = [(a, b)]
+    while todo:
+        x, y = todo.pop()
+        if y - x <= max_seconds + 1e-9:
+            continue
+        t = scores.strongest(x, y, margin) if scores is not None else None
+        if t is None:
+            k = max(1, math.ceil((y - x) / max_seconds - 1e-9))
+            inner += [x + (y - x) * i / k for i in range(1, k)]
+            continue
+        inner.append(t)
+        todo += [(x, t), (t, y)]
+    return sorted(inner)
 
 
 def fixed_segments(duration: float, seconds: float) -> list[Segment]:
