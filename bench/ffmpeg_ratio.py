@@ -1,6 +1,7 @@
 """Side by side on one video: FFmpeg's own decode (libavcodec through PyAV, every frame decoded, no pixel
-conversion) against maxsim's decode pass (OpenCV's FFmpeg to BGR frames), and maxsim's decode + cut
-detection + sampling (:func:`maxsim.media.iter_clips`) with each segmenter, all on the same threads.
+conversion) against maxsim's :func:`~maxsim.media.iter_frames` (OpenCV's FFmpeg, every frame converted to
+full-size BGR), and maxsim's decode + cut detection + sampling (:func:`maxsim.media.iter_clips`: PyAV,
+converting only the detection copy and the sampled frames) with each segmenter, all on the same threads.
 
 Runs are interleaved ``repeats`` times so that load from other processes on the machine hits every setting
 alike; medians and their ratio to FFmpeg's rate are written as JSON and Markdown. Usage::
@@ -66,11 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--segmenters", nargs="+", default=["scenes", "fixed:10"])
     a = ap.parse_args(argv)
     os.environ.setdefault("OPENCV_FFMPEG_THREADS", str(a.threads))
+    os.environ.setdefault("MAXSIM_DECODE_THREADS", str(a.threads))  # iter_clips' PyAV decoder
     import cv2
 
     cv2.setNumThreads(a.threads)
     runs: dict[str, Any] = {"ffmpeg decode": lambda: ffmpeg_decode(a.video, a.threads),
-                            "maxsim decode": lambda: maxsim_decode(a.video)}
+                            "maxsim iter_frames (BGR)": lambda: maxsim_decode(a.video)}
     for spec in a.segmenters:
         runs[f"maxsim decode+{spec}+sample"] = lambda spec=spec: maxsim_clips(a.video, spec)
     seconds: dict[str, list[float]] = {k: [] for k in runs}

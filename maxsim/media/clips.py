@@ -7,10 +7,10 @@ import os
 from collections.abc import Callable, Iterator
 
 from maxsim.errors import VideoError
+from maxsim.media.avframes import iter_decoded
 from maxsim.media.frames import FrameSampler
 from maxsim.media.segment import Segmenter, load_segmenter
 from maxsim.media.spans import SegmentLimitError, check_count
-from maxsim.media.video import iter_frames
 from maxsim.types import Clip, Segment
 
 
@@ -59,17 +59,22 @@ def _clips(path: str | os.PathLike, segmenter: Segmenter | str, sampler: FrameSa
     final_segments = getattr(run, "final_segments", None)
     spath = str(path)
     emitted: list[Segment] = []
-    with iter_frames(spath, prefetch=prefetch) as frames:  # closed (decode thread stopped) if abandoned
+    feed_decoded = getattr(run, "feed_decoded", None)
+    # Frames stay in the decoder's format; a full-size BGR image is made only where one is asked for.
+    with iter_decoded(spath, prefetch=prefetch) as frames:  # closed (decode thread stopped) if abandoned
         if on_start is not None:
             on_start(frames.timeline)
         for t, frame in frames:
             if on_frame is not None:
                 on_frame(t)
-            if feed_segmenter:
-                run.feed(t, frame)
-            kept = sampler.n_frames
-            sampler.feed(t, frame)
-            if final_segments is not None and sampler.n_frames > kept:  # check at the sampling rate
+            if feed_decoded is not None and feed_segmenter:
+                feed_decoded(t, frame)
+            elif feed_segmenter:
+                run.feed(t, frame.bgr())
+            if not sampler.wants(t):
+                continue
+            sampler.feed(t, frame.bgr())
+            if final_segments is not None:  # checked at the sampling rate
                 final = final_segments(t)
                 check_count(len(final), t)
                 while len(emitted) < len(final):

@@ -182,6 +182,10 @@ class SampleRun:
         """How many frames are kept so far. (No ``__len__``: an empty run must stay truthy.)"""
         return len(self._times)
 
+    def wants(self, t: float) -> bool:
+        """Whether a frame at time ``t`` would be kept by :meth:`feed` (the first one in its slot)."""
+        return math.floor(float(t) * self.recipe.fps + 1e-6) > self._slot
+
     def feed(self, t: float, frame_bgr: np.ndarray) -> None:
         """Offer one decoded frame (BGR uint8); it is kept if it is the first one in its sampling slot."""
         slot = math.floor(float(t) * self.recipe.fps + 1e-6)

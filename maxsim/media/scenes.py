@@ -193,13 +193,16 @@ class _SceneRun:
             else None
         )
 
-    def _small(self, frame: np.ndarray) -> np.ndarray:
-        h, w = frame.shape[:2]
+    def _size(self, w: int, h: int) -> tuple[int, int] | None:
+        """The detection size of a ``w`` x ``h`` frame; None when it is used as it is."""
         if w <= self._width:
-            return frame
+            return None
         f = w / self._width
-        size = (max(1, round(w / f)), max(1, round(h / f)))
-        return cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)  # as SceneManager does
+        return max(1, round(w / f)), max(1, round(h / f))
+
+    def _small(self, frame: np.ndarray) -> np.ndarray:
+        size = self._size(frame.shape[1], frame.shape[0])
+        return frame if size is None else cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
 
     def _timecode(self, t: float):
         from scenedetect.common import FrameTimecode, Timecode
@@ -228,7 +231,15 @@ class _SceneRun:
         self._pending = []
 
     def feed(self, t: float, frame_bgr: np.ndarray) -> None:
-        small = self._small(frame_bgr)
+        self._take(t, self._small(frame_bgr))
+
+    def feed_decoded(self, t: float, frame: Any) -> None:
+        """Feed a :class:`~maxsim.media.avframes.DecodedFrame`: the detection-size copy comes straight from
+        FFmpeg's scaler, without a full-size BGR image."""
+        size = self._size(frame.width, frame.height)
+        self._take(t, frame.bgr() if size is None else frame.bgr_scaled(*size))
+
+    def _take(self, t: float, small: np.ndarray) -> None:
         if self._rate is None:
             self._pending.append((float(t), small))
             if len(self._pending) > self._BUFFER:

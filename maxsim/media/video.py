@@ -237,10 +237,10 @@ def iter_frames(path: str | os.PathLike, prefetch: int = 0) -> DecodedFrames:
     except BaseException:
         vf.close()
         raise
-    return DecodedFrames(_Reader(vf, cap), prefetch=prefetch)
+    return DecodedFrames(FrameReader(vf, cap), prefetch=prefetch)
 
 
-class _Reader:
+class FrameReader:
     """Reads frames and their times from an open capture; keeps what the completeness check needs."""
 
     def __init__(self, vf: VideoFile, cap: cv2.VideoCapture):
@@ -324,7 +324,7 @@ class _Reader:
 _END = object()
 
 
-def _produce(reader: _Reader, q: queue.Queue, stop: threading.Event) -> None:
+def _produce(reader: FrameReader, q: queue.Queue, stop: threading.Event) -> None:
     """Background decoding: frames into ``q``, then _END or the exception that ended it."""
 
     def put(item: object) -> bool:
@@ -351,7 +351,7 @@ def _produce(reader: _Reader, q: queue.Queue, stop: threading.Event) -> None:
 class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
     """The single decode pass over one video (see :func:`iter_frames`); closes the decoder when done."""
 
-    def __init__(self, reader: _Reader, prefetch: int = 0):
+    def __init__(self, reader: FrameReader, prefetch: int = 0):
         self._reader = reader
         self.path = reader.path
         self.fps = reader.fps  # the container's average frame rate, 0.0 if unknown
