@@ -175,7 +175,7 @@ def measure_video(
     return {
         "video": path.name,
         "duration_s": float(seg.last_args["finish"][0]),  # what iter_clips decoded
-        "frames": sam.calls.get("feed", 0),  # iter_clips offers every decoded frame to the sampler
+        "frames": sam.calls.get("wants", 0),  # iter_clips asks the sampler about every decoded frame
         "segments": n_segments,
         "sampled_frames": n_sampled,
         "tokens": n_tokens,

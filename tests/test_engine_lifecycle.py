@@ -490,7 +490,7 @@ def test_ingest_streams_from_decoding_to_disk(tmp_path, monkeypatch):
 
     monkeypatch.setattr(parts_mod, "BATCH_BYTES", 1000)
     video = write_video(tmp_path / "long.mp4", [(5.0, c) for c in ("red", "blue", "green", "cyan")] * 3)
-    real, decoded = clips_mod.iter_frames, [0]
+    real, decoded = clips_mod.iter_decoded, [0]
 
     class Counting:
         def __init__(self, it):
@@ -512,7 +512,7 @@ def test_ingest_streams_from_decoding_to_disk(tmp_path, monkeypatch):
         def __exit__(self, *exc):
             return self.it.__exit__(*exc) if hasattr(self.it, "__exit__") else None
 
-    monkeypatch.setattr(clips_mod, "iter_frames", lambda *a, **k: Counting(real(*a, **k)))
+    monkeypatch.setattr(clips_mod, "iter_decoded", lambda *a, **k: Counting(real(*a, **k)))
 
     class Probe(RecordingEncoder):
         def encode_clips(self, clips):
