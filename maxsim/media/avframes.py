@@ -200,23 +200,9 @@ class AvReader(FrameReader):
             return None
         frame = next(self._frames, None)
         if frame is None:
-            self.done = True
-            self.release()
-            self.check_complete()
+            self.finish()
             return None
-        t = self._time(frame)
-        if not (math.isfinite(t) and t >= 0.0):
-            t = math.nan
-        if self.n == 0:
-            if not math.isfinite(t):
-                t = 0.0
-        elif not math.isfinite(t) or t <= self.last_t:
-            t = round(self.last_t + self.dt, 6)
-        else:
-            self.dt = round(t - self.last_t, 6)
-        self.last_t = t
-        self.n += 1
-        return t, DecodedFrame(frame)
+        return self.next_time(self._time(frame)), DecodedFrame(frame)
 
     def release(self) -> None:
         with self._lock:

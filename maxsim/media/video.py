@@ -165,14 +165,12 @@ def _seconds(value: object, time_base: object) -> float | None:
 
 def announced_timeline(vf: VideoFile, fps: float = 0.0, n_frames: int = 0) -> float:
     """The length (seconds, from its first frame) of the video stream's timeline as the container
-    announces it; 0.0 when it announces none.
-
-    MP4/QuickTime: the stream's duration, which honours edit lists (a file cut with ``-c copy`` keeps
-    frames before its start that are decoded for reference but never shown) and timestamp offsets. AVI:
-    the larger of its duration and its frame count times the frame interval (a frame count that includes
-    the zero-size frames marking dropped frames). Others: the stream's duration, else the container's
-    (Matroska and WebM announce only the latter). Without any: ``n_frames / fps``.
-    """
+    announces it; 0.0 when it announces none. MP4/QuickTime: the stream's duration, which honours edit
+    lists (a file cut with ``-c copy`` keeps frames before its start that are decoded for reference but
+    never shown) and timestamp offsets. AVI: the larger of its duration and its frame count times the frame
+    interval (a frame count that includes the zero-size frames marking dropped frames). Others: the
+    stream's duration, else the container's (Matroska and WebM announce only the latter). Without any:
+    ``n_frames / fps``."""
     try:
         with av.open(vf.decoder_name) as c:
             streams = [s for s in c.streams.video if not int(s.disposition or 0) & _ATTACHED_PIC]
@@ -195,11 +193,7 @@ def announced_timeline(vf: VideoFile, fps: float = 0.0, n_frames: int = 0) -> fl
 
 def probe(path: str | os.PathLike) -> VideoInfo:
     """Container metadata (duration, frame rate, frame count, size) without decoding the frames.
-
-    ``duration`` is the video stream's timeline as the container announces it (see
-    :func:`announced_timeline`); the decoded duration that :func:`iter_frames` observes is authoritative
-    when the two differ.
-    """
+    ``duration`` is :func:`announced_timeline`; the decoded one :func:`iter_frames` observes wins."""
     with VideoFile(path) as vf:
         cap = _open(vf)
         try:
@@ -218,9 +212,8 @@ def iter_frames(path: str | os.PathLike, prefetch: int = 0) -> DecodedFrames:
     """Decode the video once, yielding ``(time_s, frame)`` with ``frame`` a BGR uint8 ``(H, W, 3)``.
 
     Times are the decoder's presentation times (safe for variable frame rates) in whole microseconds,
-    strictly increasing; where the container gives none (or non-increasing ones) the time continues from
-    the previous frame by the last frame interval. The returned iterator's ``duration`` is the end of the
-    last frame decoded so far (its time plus its interval): the video's duration once exhausted.
+    strictly increasing; a missing, negative or non-increasing one continues from the previous frame by
+    the last interval (the first frame: 0). The iterator's ``duration``: the end of the last frame so far.
 
     ``prefetch > 0`` decodes in a background thread, up to that many frames ahead of the consumer, so
     that decoding overlaps the consumer's per-frame work (memory: ``prefetch`` full-size frames).
@@ -268,26 +261,33 @@ class FrameReader:
             logger.debug("%s: decoder error after %d frames: %s", self.path, self.n, e)
             ok, frame = False, None
         if not ok or frame is None:
-            self.done = True
-            self.release()
-            self.check_complete()
+            self.finish()
             return None
         if frame.ndim == 2:
             frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
         elif frame.shape[2] == 4:
             frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
         ms = cap.get(cv2.CAP_PROP_POS_MSEC)
-        t = round(ms * 1000.0) / 1e6 if math.isfinite(ms) and ms >= 0.0 else math.nan
+        return self.next_time(round(ms * 1000.0) / 1e6 if math.isfinite(ms) else math.nan), frame
+
+    def finish(self) -> None:
+        """End of stream: release the decoder and check that the video was complete."""
+        self.done = True
+        self.release()
+        self.check_complete()
+
+    def next_time(self, t: float) -> float:
+        """The next frame's time from its stamp ``t`` (s), repaired as :func:`iter_frames` describes."""
+        ok = math.isfinite(t) and t >= 0.0
         if self.n == 0:
-            if not math.isfinite(t):
-                t = 0.0
-        elif not math.isfinite(t) or t <= self.last_t:
+            t = t if ok else 0.0
+        elif not ok or t <= self.last_t:
             t = round(self.last_t + self.dt, 6)
         else:
             self.dt = round(t - self.last_t, 6)
         self.last_t = t
         self.n += 1
-        return t, frame
+        return t
 
     def end(self) -> float:
         """End (s) of the last frame decoded: its time plus the last interval, but not past a timeline the
