@@ -73,7 +73,7 @@ def _clips(path: str | os.PathLike, segmenter: Segmenter | str, sampler: FrameSa
                 run.feed(t, frame.bgr())
             if not sampler.wants(t):
                 continue
-            sampler.feed(t, frame.bgr())
+            sampler.feed(t, frame)  # scales itself to the kept size
             if final_segments is not None:  # checked at the sampling rate
                 final = final_segments(t)
                 check_count(len(final), t)

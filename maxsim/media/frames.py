@@ -7,7 +7,7 @@ import bisect
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -22,26 +22,50 @@ DEFAULT_MAX_SIDE = 448
 
 def resize_max_side(img: np.ndarray, max_side: int) -> np.ndarray:
     h, w = img.shape[:2]
-    side = max(h, w)
-    if side <= max_side:
-        return img
-    s = max_side / side
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    size = target_size(h, w, max_side=int(max_side))
+    return img if size is None else cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+
+def target_size(height: int, width: int, max_side: int | None = None, size: FrameSize | None = None
+                ) -> tuple[int, int] | None:
+    """The ``(width, height)`` :func:`scale_frame` gives a ``height`` x ``width`` frame; None when the frame
+    is kept at its size (it is never scaled up)."""
+    h, w = int(height), int(width)
+    if max_side is not None or size is None:
+        side = DEFAULT_MAX_SIDE if max_side is None else int(max_side)
+        if max(h, w) <= side:
+            return None
+        s = side / max(h, w)
+        return max(1, round(w * s)), max(1, round(h * s))
+    s = size.scale(h, w)
+    if s >= 1.0:
+        return None
+    # rounded down, so the result stays within the limits (the 1e-6 absorbs float error on exact sides)
+    return max(1, math.floor(w * s + 1e-6)), max(1, math.floor(h * s + 1e-6))
 
 
 def scale_frame(img: np.ndarray, max_side: int | None = None, size: FrameSize | None = None) -> np.ndarray:
-    """``img`` scaled down (never up, aspect kept): to a longest side of at most ``max_side`` when given,
-    else within ``size`` (see :class:`~maxsim.types.FrameSize`), else to :data:`DEFAULT_MAX_SIDE`."""
-    if max_side is not None or size is None:
-        return resize_max_side(img, DEFAULT_MAX_SIDE if max_side is None else int(max_side))
-    h, w = img.shape[:2]
-    s = size.scale(h, w)
-    if s >= 1.0:
-        return img
-    # rounded down, so the result stays within the limits (the 1e-6 absorbs float error on exact sides)
-    new = (max(1, math.floor(w * s + 1e-6)), max(1, math.floor(h * s + 1e-6)))
-    return cv2.resize(img, new, interpolation=cv2.INTER_AREA)
+    """``img`` scaled down by pixel area (never up, aspect kept): to a longest side of at most
+    ``max_side`` when given, else within ``size`` (see :class:`~maxsim.types.FrameSize`), else to
+    :data:`DEFAULT_MAX_SIDE`."""
+    new = target_size(img.shape[0], img.shape[1], max_side, size)
+    return img if new is None else cv2.resize(img, new, interpolation=cv2.INTER_AREA)
+
+
+@runtime_checkable
+class ScalableFrame(Protocol):
+    """A decoded frame that makes its own scaled copies (:class:`maxsim.media.avframes.DecodedFrame`):
+    the sampler asks for the kept size only, without a full-size image."""
+
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def height(self) -> int: ...
+
+    def bgr(self) -> np.ndarray: ...
+
+    def rgb_scaled(self, width: int, height: int) -> np.ndarray: ...
 
 
 def jpeg_thumbnail(
@@ -58,7 +82,9 @@ def jpeg_thumbnail(
 class FrameSampler:
     """How frames are sampled for the encoder: at ``fps`` (times on the grid ``k / fps``: the first decoded
     frame at or after each grid time), at most ``max_frames`` per segment (evenly subsampled), scaled down
-    (never up) and converted to RGB uint8.
+    (never up) and converted to RGB uint8. Frames from the ingest's decoder are scaled in their YUV planes
+    and converted with their own colour matrix (:meth:`maxsim.media.avframes.DecodedFrame.rgb_scaled`);
+    full-size BGR images by pixel area (:func:`scale_frame`); the two agree to about a level.
 
     Frame size: a longest side of ``max_side`` pixels when it is set; otherwise the size the encoder wants
     (``frame_size``, a :class:`~maxsim.types.FrameSize` that the ingest sets with :meth:`sized` from the
@@ -186,14 +212,20 @@ class SampleRun:
         """Whether a frame at time ``t`` would be kept by :meth:`feed` (the first one in its slot)."""
         return math.floor(float(t) * self.recipe.fps + 1e-6) > self._slot
 
-    def feed(self, t: float, frame_bgr: np.ndarray) -> None:
-        """Offer one decoded frame (BGR uint8); it is kept if it is the first one in its sampling slot."""
+    def feed(self, t: float, frame: np.ndarray | ScalableFrame) -> None:
+        """Offer one decoded frame (BGR uint8, or a :class:`ScalableFrame` that scales itself); it is kept
+        if it is the first one in its sampling slot."""
         slot = math.floor(float(t) * self.recipe.fps + 1e-6)
         if slot <= self._slot:
             return
         self._slot = slot
-        small = scale_frame(frame_bgr, self.recipe.max_side, self.recipe.frame_size)
-        self._frames.append(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+        if isinstance(frame, np.ndarray):
+            rgb = cv2.cvtColor(scale_frame(frame, self.recipe.max_side, self.recipe.frame_size),
+                               cv2.COLOR_BGR2RGB)
+        else:
+            size = target_size(frame.height, frame.width, self.recipe.max_side, self.recipe.frame_size)
+            rgb = cv2.cvtColor(frame.bgr(), cv2.COLOR_BGR2RGB) if size is None else frame.rgb_scaled(*size)
+        self._frames.append(rgb)
         self._times.append(float(t))
 
     def discard_before(self, t: float) -> None:
@@ -238,5 +270,6 @@ class SampleRun:
 
 
 __all__ = [
-    "DEFAULT_MAX_SIDE", "FrameSampler", "SampleRun", "jpeg_thumbnail", "resize_max_side", "scale_frame",
+    "DEFAULT_MAX_SIDE", "FrameSampler", "SampleRun", "ScalableFrame", "jpeg_thumbnail", "resize_max_side",
+    "scale_frame", "target_size",
 ]

@@ -12,9 +12,10 @@ import os
 from fractions import Fraction
 from typing import Any
 
-import cv2
 import numpy as np
 
+from maxsim.media.avframes import pick
+from maxsim.media.content import ContentScoreDetector
 from maxsim.media.spans import (
     EPS,
     CutScores,
@@ -25,29 +26,32 @@ from maxsim.media.spans import (
     to_segments,
 )
 from maxsim.media.video import FALLBACK_FPS
+from maxsim.specs import import_attr
 from maxsim.types import Segment
 
 logger = logging.getLogger("maxsim.media.scenes")
 
 
-# Detector name -> (class name in scenedetect.detectors, our default keyword arguments); min_scene_len is
+# Detector name -> (the detector class as "module:Class", our default keyword arguments); min_scene_len is
 # given in seconds (a float) so it is frame-rate independent. The default detector ("content",
-# PySceneDetect's own default, threshold 27) was chosen by `maxsim-bench segment` on the real set
-# (bench/results/segment-cpu-amd-epyc-f25m17-2026-12-03.md): cut F1 0.94 at 0.25 s against 0.76 for
-# AdaptiveDetector at threshold 3.5 / window 3 (the earlier default), which missed fades and a weak cut.
+# PySceneDetect's content score at its own default threshold 27, computed by maxsim.media.content) was
+# chosen by `maxsim-bench segment` on the real set (bench/results/segment-cpu-amd-epyc-f25m17-2026-12-03.md):
+# cut F1 0.94 at 0.25 s against 0.76 for AdaptiveDetector at threshold 3.5 / window 3 (the earlier
+# default), which missed fades and a weak cut.
 DETECTORS: dict[str, tuple[str, dict[str, Any]]] = {
-    "adaptive": ("AdaptiveDetector", {"adaptive_threshold": 3.5, "window_width": 3, "min_scene_len": 0.6}),
-    "content": ("ContentDetector", {"threshold": 27.0, "min_scene_len": 0.6}),
-    "histogram": ("HistogramDetector", {"threshold": 0.2, "min_scene_len": 0.6}),
-    "hash": ("HashDetector", {"threshold": 0.35, "min_scene_len": 0.6}),
-    "threshold": ("ThresholdDetector", {"threshold": 12.0, "min_scene_len": 0.6}),
+    "adaptive": ("scenedetect.detectors:AdaptiveDetector",
+                 {"adaptive_threshold": 3.5, "window_width": 3, "min_scene_len": 0.6}),
+    "content": ("maxsim.media.content:ContentScoreDetector", {"threshold": 27.0, "min_scene_len": 0.6}),
+    "histogram": ("scenedetect.detectors:HistogramDetector", {"threshold": 0.2, "min_scene_len": 0.6}),
+    "hash": ("scenedetect.detectors:HashDetector", {"threshold": 0.35, "min_scene_len": 0.6}),
+    "threshold": ("scenedetect.detectors:ThresholdDetector", {"threshold": 12.0, "min_scene_len": 0.6}),
 }
 
 
 def _bounded_lag_classes() -> tuple[type, ...]:
     from scenedetect.detectors import AdaptiveDetector, ContentDetector, HashDetector, HistogramDetector
 
-    return (AdaptiveDetector, ContentDetector, HashDetector, HistogramDetector)
+    return (ContentScoreDetector, AdaptiveDetector, ContentDetector, HashDetector, HistogramDetector)
 
 
 DETECTION_WIDTH = 256  # frames wider than this are downscaled for detection, as SceneManager does
@@ -161,7 +165,15 @@ class _ScoreRecorder:
 def _record_scores(detector: Any) -> CutScores | None:
     """Have ``detector`` report its per-frame cut score (content_val, hist_diff, hash_dist: its first
     metric) to a fresh :class:`CutScores`; None for detectors without one (threshold/fade detectors, user
-    classes) or that already report to a stats manager of their own."""
+    classes) or that already report to a stats manager of their own.
+
+    Our content detector hands its scores over directly; PySceneDetect's detectors only through a stats
+    manager (with one attached, its ContentDetector and AdaptiveDetector also compute an edge map for
+    every frame)."""
+    if isinstance(detector, ContentScoreDetector):
+        scores = CutScores()
+        detector.on_score = scores.add
+        return scores
     if not isinstance(detector, _bounded_lag_classes()) or detector.stats_manager is not None:
         return None
     metrics = list(detector.get_metrics() or [])
@@ -185,6 +197,7 @@ class _SceneRun:
         self._cuts = _CutStream(min_seconds, max_seconds, None, _record_scores(detector))
         self._last_tc = None
         self._last_t = -math.inf
+        self._by_seconds = detector.process_seconds if isinstance(detector, ContentScoreDetector) else None
         # How far behind the current frame these detectors may still place a cut (in frames); other
         # detectors (fades, user classes) only release segments once a later cut is found.
         self._lag_frames = (
@@ -202,7 +215,7 @@ class _SceneRun:
 
     def _small(self, frame: np.ndarray) -> np.ndarray:
         size = self._size(frame.shape[1], frame.shape[0])
-        return frame if size is None else cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+        return frame if size is None else pick(frame, size)
 
     def _timecode(self, t: float):
         from scenedetect.common import FrameTimecode, Timecode
@@ -212,9 +225,13 @@ class _SceneRun:
         )
 
     def _process(self, t: float, small: np.ndarray) -> None:
+        self._last_t = t
+        if self._by_seconds is not None:  # maxsim's detectors take and give seconds: no timecode objects
+            for cut in self._by_seconds(t, small):
+                self._cuts.add(cut)
+            return
         tc = self._timecode(t)
         self._last_tc = tc
-        self._last_t = t
         for cut in self._det.process_frame(tc, small):
             self._cuts.add(float(cut.seconds))
 
@@ -292,11 +309,9 @@ class SceneSegmenter:
                     f"unknown scene detector {detector!r}; expected one of {sorted(DETECTORS)} or a "
                     "scenedetect SceneDetector instance"
                 )
-            cls_name, defaults = DETECTORS[key]
+            cls_path, defaults = DETECTORS[key]
             self._kwargs = {**defaults, **detector_kwargs}
-            import scenedetect.detectors as sd
-
-            cls = getattr(sd, cls_name)
+            cls = import_attr(cls_path, f"scene detector {key!r}")
             try:
                 self._template = cls(**self._kwargs)
             except TypeError as e:
