@@ -3,7 +3,8 @@
 Cut precision, recall and F1 at several tolerances (a detected cut matches at most one reference cut
 within the tolerance, closest pairs first) against reference cut lists made by another method
 (``bench/data/real_cuts.json``, see bench/data/README.md), plus seconds of wall time per second of
-video (one shared decode, timed once, plus each spec's own detection time). Scene specs are measured
+video (one shared decode by the ingest's own decode pass, with the detection-size copies, timed once,
+plus each spec's own detection time). Scene specs are measured
 with ``max_seconds=None``: splitting long scenes adds bounds that are not cuts. ``synthetic = true``
 measures on a small generated video whose cuts are known exactly (CI).
 """
@@ -20,8 +21,8 @@ from maxsim.bench.config import ConfigError
 from maxsim.bench.report import Column, Run, Table
 from tqdm import tqdm
 
+from maxsim.media.avframes import iter_decoded
 from maxsim.media.segment import load_segmenter
-from maxsim.media.video import iter_frames
 
 DATA_CUTS = Path(__file__).resolve().parent / "data" / "real_cuts.json"
 
@@ -74,12 +75,22 @@ def segment_video(path: Path, specs: Sequence[str]) -> tuple[dict[str, list[floa
     runs = {s: g.start() for s, g in segs.items()}
     spent = dict.fromkeys(specs, 0.0)
     t0 = time.perf_counter()
-    with iter_frames(path, prefetch=0) as frames:
+    # the ingest's own decode pass: frames in the decoder's format, each run given them as iter_clips does
+    # (a detection-size copy from FFmpeg's scaler where the run takes decoded frames, else full BGR)
+    with iter_decoded(path, prefetch=0) as frames:
         for t, frame in frames:
+            for g in segs.values():  # the shared detection copies count as decoding, as in the ingest
+                size = g.detection_size(frame.width, frame.height) if hasattr(g, "detection_size") else None
+                if size is not None:
+                    frame.bgr_scaled(*size)
             for s, run in runs.items():
                 if segs[s].needs_frames:
                     a = time.perf_counter()
-                    run.feed(t, frame)
+                    feed_decoded = getattr(run, "feed_decoded", None)
+                    if feed_decoded is not None:
+                        feed_decoded(t, frame)
+                    else:
+                        run.feed(t, frame.bgr())
                     spent[s] += time.perf_counter() - a
     total = time.perf_counter() - t0
     cuts = {}

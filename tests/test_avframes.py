@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from maxsim.media.avframes import DecodedFrame, iter_decoded, shrink, yuv_matrix
+from maxsim.media.avframes import DecodedFrame, best_effort_stamps, iter_decoded, shrink, yuv_matrix
 from maxsim.media.frames import FrameSampler
 from maxsim.media.video import iter_frames
 from maxsim.types import Segment
@@ -49,6 +49,7 @@ COLOUR_VIDEOS = {  # name -> (codec, pixel format, encoder options): tagged BT.7
     "bt709.mp4": ("libx264", "yuv420p", {"colorspace": "bt709", "color_range": "tv"}),
     "untagged.mp4": ("libx264", "yuv420p", None),
     "fullrange.avi": ("mjpeg", "yuvj420p", None),
+    "fullrange.mp4": ("libx264", "yuv420p", {"color_range": "pc"}),  # a range tag on a plain YUV format
     "yuv444.mp4": ("libx264", "yuv444p", None),
 }
 
@@ -71,19 +72,28 @@ def _exact_rgb(frame, table) -> np.ndarray:
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
+def _flat(img: np.ndarray) -> np.ndarray:
+    """Pixels whose 3x3 neighbourhood has one colour (where a pixel picked a step aside is the same)."""
+    lo = cv2.erode(img, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    hi = cv2.dilate(img, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    return (hi.astype(int) - lo.astype(int)).max(axis=-1) <= 2
+
+
 def _mean_diff(a: np.ndarray, b: np.ndarray) -> float:
     assert a.shape == b.shape and a.dtype == b.dtype == np.uint8
     return float(np.abs(a.astype(int) - b.astype(int)).mean())
 
 
 @pytest.mark.parametrize("name,table", [("bt709.mp4", BT709_TV), ("untagged.mp4", BT601_TV),
-                                        ("fullrange.avi", BT601_PC), ("yuv444.mp4", BT601_TV)])
+                                        ("fullrange.avi", BT601_PC), ("fullrange.mp4", BT601_PC),
+                                        ("yuv444.mp4", BT601_TV)])
 def test_scaled_copies_are_exact_conversions_of_the_frame(name, table, tmp_path):
-    """The detection copy (:func:`pick`, BGR) and the sampler's copy (:func:`shrink`, RGB) are made from the
-    YUV planes with the frame's own matrix (BT.709 when tagged, BT.601 otherwise) and range. They match a
-    float conversion of the whole frame with the published coefficients followed by the same scaling (to
-    the rounding of the scaled planes, about a level; the picked chroma comes from its own grid), and
-    FFmpeg's own conversion (whose fast integer path is itself a level or two off), at even and odd sizes."""
+    """The sampler's copy (:func:`shrink`, RGB) is made from the YUV planes with the frame's own matrix
+    (BT.709 when tagged, BT.601 otherwise) and range; the detection copy (BGR) by FFmpeg's scaler from the
+    nearest pixels with the same matrix and range. They match a float conversion of the whole frame with
+    the published coefficients followed by the same scaling (to the rounding of the scaled planes, about a
+    level; the scaler keeps chroma at half width, so colour edges may move by a pixel), and FFmpeg's own
+    conversion (whose fast integer path is itself a level or two off), at even and odd sizes."""
     import av
 
     path = _colour_video(tmp_path / name, *COLOUR_VIDEOS[name])
@@ -101,10 +111,41 @@ def test_scaled_copies_are_exact_conversions_of_the_frame(name, table, tmp_path)
             # FFmpeg's conversion scaled by pixel area (shrink's last, bilinear step differs a little)
             area = cv2.resize(ffmpeg, size, interpolation=cv2.INTER_AREA)
             assert _mean_diff(rgb, area) < 4.0, (name, size)
-            bgr = frame.bgr_scaled(*size)  # pixels picked from each plane: chroma picked from its own grid
+            bgr = frame.bgr_scaled(*size)  # FFmpeg's scaler: nearest pixels, chroma at half width
             ref = cv2.resize(exact[:, :, ::-1].copy(), size, interpolation=cv2.INTER_NEAREST_EXACT)
-            assert _mean_diff(bgr, ref) < 3.0, (name, size)
+            flat = _flat(ref)
+            assert flat.mean() > 0.5, (name, size)
+            # the frame's own matrix and range: a wrong one is off by tens of levels on these colours
+            assert _mean_diff(bgr[flat], ref[flat]) < 1.5, (name, size)
+            assert np.abs(bgr[flat].astype(int) - ref[flat]).max() <= 8, (name, size)
+            assert _mean_diff(bgr, ref) < 6.0, (name, size)  # colour edges a picked pixel aside
         assert frame.bgr_scaled(320, 180) is frame.bgr()  # not smaller: the full-size image itself
+
+
+@pytest.mark.parametrize("fmt", ["gray", "yuv420p", "rgb24"])
+def test_detection_copy_takes_the_nearest_pixels(fmt):
+    """The detection copy takes the pixel under the centre of each scaled pixel (as
+    ``cv2.INTER_NEAREST_EXACT``; at uneven ratios the scaler's fixed-point steps may land a column aside),
+    never a blend of neighbours, whatever the frame's pixel format."""
+    import av
+
+    h, w = 48, 320
+    levels = (np.arange(w) * 37 % 200 + 20).astype(np.uint8)  # neighbouring columns far apart
+    grey = np.tile(levels, (h, 1))
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    src = av.VideoFrame.from_ndarray(*((grey, "gray") if fmt == "gray" else (rgb, "rgb24")))
+    frame = DecodedFrame(src.reformat(format=fmt) if fmt == "yuv420p" else src)
+    full = frame.bgr()[h // 2].astype(int)
+    for size in ((64, 12), (160, 24), (63, 11), (200, 30)):
+        got = frame.bgr_scaled(*size)
+        assert got.shape == (size[1], size[0], 3) and got.dtype == np.uint8
+        row = got[size[1] // 2].astype(int)
+        cols = np.floor((np.arange(size[0]) + 0.5) * w / size[0]).astype(int)
+        near = np.stack([np.abs(row - full[np.clip(cols + d, 0, w - 1)]).max(axis=-1) for d in (-1, 0, 1)])
+        tol = 0 if fmt != "yuv420p" else 3  # the YUV round trip's rounding
+        assert (near.min(axis=0) <= tol).all(), (fmt, size)
+        if w % size[0] == 0:  # even ratios: exactly the centre pixel
+            assert (near[1] <= tol).all(), (fmt, size)
 
 
 def test_yuv_matrix_is_the_published_one():
@@ -181,3 +222,81 @@ def test_decoder_deblocking_setting(scenes_video, monkeypatch):
     monkeypatch.setenv(LOOP_FILTER_ENV, "fast")
     with pytest.raises(ValueError, match="SKIP_LOOP_FILTER='fast': expected one of none, noref"):
         iter_decoded(scenes_video.path)
+
+
+def test_full_range_tag_on_a_plain_yuv_format():
+    """A yuv420p frame tagged full range (as decoders now mark full-range video, instead of yuvj420p) is
+    converted with full-range levels by both copies: its colours come back as they went in."""
+    import av
+
+    img = np.zeros((64, 96, 3), np.uint8)
+    img[:, :48], img[:, 48:] = (230, 20, 30), (20, 200, 40)
+    yuv = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p", dst_color_range="JPEG")
+    assert (yuv.format.name, int(yuv.color_range)) == ("yuv420p", 2)
+    frame = DecodedFrame(yuv)
+    for copy in (frame.bgr_scaled(48, 32)[:, :, ::-1], frame.rgb_scaled(48, 32)):
+        for col, colour in ((8, (230, 20, 30)), (40, (20, 200, 40))):
+            assert np.abs(copy[16, col].astype(int) - colour).max() <= 3, (copy[16, col], colour)
+
+
+def _stamped_frames(stamps):
+    import av
+
+    out = []
+    for pts, dts in stamps:
+        f = av.VideoFrame.from_ndarray(np.zeros((8, 8, 3), np.uint8), format="rgb24")
+        f.pts, f.dts = pts, dts
+        out.append(f)
+    return out
+
+
+def test_best_effort_stamps_time_packed_b_frames_by_decoding_order():
+    """An AVI with DivX packed B-frames (OpenCV's megamind.avi) labels frames with their packets' numbers:
+    presentation stamps swapped in pairs, decoding stamps counting up. Its frames are timed by the decoding
+    stamps from the first frame on (before, times drifted to twice their value: 22.5 s for an 11.3 s
+    clip), while ordinary video keeps its presentation stamps (decoding stamps lag them by the reorder
+    delay), and a file whose presentation stamps go wrong only later switches then, as FFmpeg does."""
+    n = 40
+    packed = [(1, 1), (2, 2), (3, 3)] + [(i + 1 if i % 3 == 1 else i - 1 if i % 3 == 2 else i, i)
+                                         for i in range(4, n)]
+    out = list(best_effort_stamps(iter(_stamped_frames(packed))))
+    assert [s for s, _ in out] == [d for _, d in packed]  # monotonic from the first frame
+    assert [f.pts for _, f in out] == [p for p, _ in packed]  # frames untouched, in order
+
+    ordinary = [(i, i - 2 if i >= 2 else None) for i in range(n)]  # B-frame reorder delay of 2
+    assert [s for s, _ in best_effort_stamps(iter(_stamped_frames(ordinary)))] == list(range(n))
+
+    late = [(i, i) for i in range(30)] + [(31, 30), (30, 31)] + [(i, i) for i in range(32, n)]
+    got = [s for s, _ in best_effort_stamps(iter(_stamped_frames(late)), lookahead=16)]
+    # presentation stamps until their first backward step, decoding stamps from there
+    assert got == list(range(30)) + [31] + list(range(31, n))
+
+    only_dts = [(None, i) for i in range(5)]
+    assert [s for s, _ in best_effort_stamps(iter(_stamped_frames(only_dts)))] == list(range(5))
+    assert list(best_effort_stamps(iter([]))) == []
+
+
+def test_decoded_times_match_opencv_on_packed_b_frames(tmp_path, monkeypatch):
+    """The whole reader on such a stream: frames relabelled as a packed-B-frame AVI labels them keep the
+    times the decoding order gives, as OpenCV reports them."""
+    import maxsim.media.avframes as avframes
+
+    path = _colour_video(tmp_path / "v.mp4", "libx264", "yuv420p", None, n=12)
+    real = avframes.best_effort_stamps
+
+    def relabel(frames, lookahead=avframes.STAMP_LOOKAHEAD):
+        fs = list(frames)
+        for f in fs:  # decoding stamps counting up; presentation stamps swapped in pairs after three
+            f.dts = f.pts
+        for i in range(4, len(fs) - 1, 3):
+            fs[i].pts, fs[i + 1].pts = fs[i + 1].pts, fs[i].pts
+        return real(iter(fs), lookahead)
+
+    with iter_decoded(path) as frames:
+        want = [t for t, _ in frames]
+    monkeypatch.setattr(avframes, "best_effort_stamps", relabel)
+    with iter_decoded(path) as frames:
+        got = [t for t, _ in frames]
+    assert got == want and all(b > a for a, b in zip(got, got[1:], strict=False))
+    with iter_frames(path) as frames:
+        assert [t for t, _ in frames] == want

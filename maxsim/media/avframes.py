@@ -3,8 +3,9 @@
 OpenCV's reader converts every decoded frame to a full-size BGR image, which on 720p video costs about as
 much as decoding it. The single decode pass needs far less: cut detection looks at a copy about 256 pixels
 wide and the sampler keeps a couple of frames a second. Here frames stay in the decoder's own format
-(:class:`DecodedFrame`): a small BGR copy comes straight out of FFmpeg's scaler (one pass that scales and
-converts), and a full-size BGR image is made only for a frame that something asks for.
+(:class:`DecodedFrame`): the detection copy comes straight out of FFmpeg's scaler (one pass that picks the
+nearest pixels and converts them with the frame's own YUV matrix), the sampler's copy is scaled plane by
+plane before it is converted, and a full-size BGR image is made only for a frame that something asks for.
 
 Times, the completeness check and the background decoding are those of
 :func:`~maxsim.media.video.iter_frames` (the same :class:`~maxsim.media.video.FrameReader` clock): a
@@ -24,6 +25,7 @@ from fractions import Fraction
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from maxsim.errors import VideoError
 from maxsim.media.containers import TEXT_CODECS, container_problem
@@ -71,9 +73,18 @@ class DecodedFrame:
         return self._bgr
 
     def bgr_scaled(self, width: int, height: int) -> np.ndarray:
-        """A ``width`` x ``height`` BGR uint8 copy of pixels picked at the centres of the scaled grid
-        (:func:`pick`): the cut detector's copy."""
-        return self._scaled(int(width), int(height), True, pick)
+        """A ``width`` x ``height`` BGR uint8 copy made of the nearest pixels of the scaled grid: the cut
+        detector's copy. FFmpeg's scaler picks and converts them in one pass (with the frame's own YUV
+        matrix and range) from any pixel format; it reads only the rows it keeps (0.19 against 0.31 ms a
+        frame for 720p to 256 px as separate per-plane picks and a conversion: the frames come out of
+        the decoder no longer in the cache, so the rows read are the cost)."""
+        width, height = int(width), int(height)
+        key = (width, height, True, pick)
+        if key not in self._small and (width < self.width or height < self.height):
+            small = _point_bgr(self._frame, width, height)
+            if small is not None:
+                self._small[key] = small
+        return self._scaled(width, height, True, pick)
 
     def rgb_scaled(self, width: int, height: int) -> np.ndarray:
         """A ``width`` x ``height`` RGB uint8 copy (see :func:`shrink`): the frame the sampler keeps for
@@ -163,6 +174,81 @@ def _scaled_yuv(frame: av.VideoFrame, width: int, height: int, bgr: bool, scale:
     return cv2.transform(yuv, yuv_matrix(int(frame.colorspace or 2), full, bgr))
 
 
+_LOCAL = threading.local()  # one FFmpeg scaler context per thread (each keeps its setup between frames)
+_ONE_THREAD: dict[str, int] | None = {"threads": 1}  # the scaler's own threads; dropped where PyAV lacks it
+
+
+def _point_bgr(frame: av.VideoFrame, width: int, height: int) -> np.ndarray | None:
+    """``frame`` scaled to ``width`` x ``height`` by FFmpeg's scaler with nearest-pixel ("point") sampling
+    and converted to BGR in the same pass; None where the scaler refuses the frame."""
+    global _ONE_THREAD
+    fmt = frame.format.name
+    full = fmt.startswith("yuvj") or int(frame.color_range or 0) == _JPEG_RANGE
+    r = getattr(_LOCAL, "reformatter", None)
+    if r is None:
+        r = _LOCAL.reformatter = VideoReformatter()
+    # a range left unspecified is FFmpeg's default for the format, as in the full-size conversion
+    kwargs = {"interpolation": "POINT", "src_color_range": "JPEG" if full else None}
+    try:
+        try:
+            out = r.reformat(frame, width, height, "bgr24", **kwargs, **(_ONE_THREAD or {}))
+        except TypeError:  # PyAV before the scaler's thread setting: its default
+            if not _ONE_THREAD:
+                raise
+            _ONE_THREAD = None
+            out = r.reformat(frame, width, height, "bgr24", **kwargs)
+        return out.to_ndarray()
+    except (av.error.FFmpegError, ValueError) as e:
+        logger.debug("FFmpeg's scaler refused a %s frame (%s); converting it at full size", fmt, e)
+        return None
+
+
+STAMP_LOOKAHEAD = 16  # frames read ahead to choose between presentation and decoding stamps
+
+
+def best_effort_stamps(
+    frames: Iterator[av.VideoFrame], lookahead: int = STAMP_LOOKAHEAD
+) -> Iterator[tuple[int | None, av.VideoFrame]]:
+    """``(stamp, frame)`` for decoded frames, the stamp being the frame's presentation stamp unless those
+    have gone backwards more often than its decoding stamps (the rule of FFmpeg's best-effort timestamp).
+
+    Decoders hand frames out in presentation order, so their true times only grow. Some files label them
+    wrongly: an AVI holding DivX's packed B-frames stamps each frame with its packet's number, so the
+    presentation stamps of the frames come out swapped in pairs (1, 2, 3, 5, 4, 6, 8, 7, ...) while the
+    decoding stamps count up. The backward steps of both are counted over the first ``lookahead`` frames
+    before any is handed out, so such a file is timed by its decoding stamps from its first frame; later
+    the counts go on as frames arrive."""
+    pts_faults = dts_faults = 0
+    last: list[int | None] = [None, None]
+
+    def observe(f: av.VideoFrame) -> None:
+        nonlocal pts_faults, dts_faults
+        if f.pts is not None:
+            pts_faults += last[0] is not None and f.pts <= last[0]
+            last[0] = f.pts
+        if f.dts is not None:
+            dts_faults += last[1] is not None and f.dts <= last[1]
+            last[1] = f.dts
+
+    def stamp(f: av.VideoFrame) -> int | None:
+        if f.pts is not None and (f.dts is None or pts_faults <= dts_faults):
+            return f.pts
+        return f.dts
+
+    head: list[av.VideoFrame] = []
+    for f in frames:
+        head.append(f)
+        observe(f)
+        if len(head) >= lookahead:
+            break
+    for f in head:
+        yield stamp(f), f
+    del head
+    for f in frames:
+        observe(f)
+        yield stamp(f), f
+
+
 def _threads() -> int:
     try:
         return max(0, int(os.environ.get(THREADS_ENV, "0")))
@@ -230,7 +316,7 @@ class AvReader(FrameReader):
             self._lock = threading.Lock()
             self._start = int(s.start_time) if s.start_time is not None else 0
             self._tb = Fraction(s.time_base) if s.time_base else None
-            self._frames = self._decode()
+            self._frames = best_effort_stamps(self._decode())
         except BaseException:
             self.container.close()
             raise
@@ -252,8 +338,7 @@ class AvReader(FrameReader):
         except (av.error.FFmpegError, OSError) as e:  # the demuxer stops at damaged or missing data
             logger.debug("%s: reading stopped after %d frames: %s", self.path, self.n, e)
 
-    def _time(self, frame: av.VideoFrame) -> float:
-        pts = frame.pts if frame.pts is not None else frame.dts
+    def _time(self, pts: int | None) -> float:
         if pts is None or self._tb is None:
             return math.nan
         # int / int is the correctly rounded float of the exact ratio (as float(Fraction)), without the
@@ -264,11 +349,12 @@ class AvReader(FrameReader):
         """The next frame, or None at the end (after checking that the video was complete)."""
         if self.done or self.container is None:
             return None
-        frame = next(self._frames, None)
-        if frame is None:
+        item = next(self._frames, None)
+        if item is None:
             self.finish()
             return None
-        return self.next_time(self._time(frame)), DecodedFrame(frame)
+        stamp, frame = item
+        return self.next_time(self._time(stamp)), DecodedFrame(frame)
 
     def release(self) -> None:
         with self._lock:
@@ -290,6 +376,6 @@ def iter_decoded(path: str | os.PathLike, prefetch: int = 0) -> DecodedFrames:
 
 
 __all__ = [
-    "LOOP_FILTER_CHOICES", "LOOP_FILTER_ENV", "THREADS_ENV", "AvReader", "DecodedFrame", "iter_decoded",
-    "pick", "shrink", "skip_loop_filter", "yuv_matrix",
+    "LOOP_FILTER_CHOICES", "LOOP_FILTER_ENV", "STAMP_LOOKAHEAD", "THREADS_ENV", "AvReader", "DecodedFrame",
+    "best_effort_stamps", "iter_decoded", "pick", "shrink", "skip_loop_filter", "yuv_matrix",
 ]

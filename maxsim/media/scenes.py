@@ -35,7 +35,8 @@ logger = logging.getLogger("maxsim.media.scenes")
 # Detector name -> (the detector class as "module:Class", our default keyword arguments); min_scene_len is
 # given in seconds (a float) so it is frame-rate independent. The default detector ("content",
 # PySceneDetect's content score at its own default threshold 27, computed by maxsim.media.content) was
-# chosen by `maxsim-bench segment` on the real set (bench/results/segment-cpu-amd-epyc-f25m17-2026-12-03.md):
+# chosen by `maxsim-bench segment` on the real set (bench/results/segment-cpu-amd-epyc-f25m17-2026-12-03.md,
+# re-measured on the ingest's decode pass in segment-cpu-amd-epyc-2026-12-03-ingest-decode.md):
 # cut F1 0.94 at 0.25 s against 0.76 for AdaptiveDetector at threshold 3.5 / window 3 (the earlier
 # default), which missed fades and a weak cut.
 DETECTORS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -55,6 +56,15 @@ def _bounded_lag_classes() -> tuple[type, ...]:
 
 
 DETECTION_WIDTH = 256  # frames wider than this are downscaled for detection, as SceneManager does
+
+
+def detection_size(w: int, h: int, width: int = DETECTION_WIDTH) -> tuple[int, int] | None:
+    """The size (width, height) a ``w`` x ``h`` frame is scaled to for cut detection (aspect kept, at most
+    ``width`` wide); None when it is used as it is."""
+    if w <= width:
+        return None
+    f = w / width
+    return max(1, round(w / f)), max(1, round(h / f))
 
 
 def _fmt(v: Any) -> str:
@@ -207,11 +217,7 @@ class _SceneRun:
         )
 
     def _size(self, w: int, h: int) -> tuple[int, int] | None:
-        """The detection size of a ``w`` x ``h`` frame; None when it is used as it is."""
-        if w <= self._width:
-            return None
-        f = w / self._width
-        return max(1, round(w / f)), max(1, round(h / f))
+        return detection_size(w, h, self._width)
 
     def _small(self, frame: np.ndarray) -> np.ndarray:
         size = self._size(frame.shape[1], frame.shape[0])
@@ -336,6 +342,10 @@ class SceneSegmenter:
         limits = f"min_seconds={self.min_seconds:g}, max_seconds={_fmt(self.max_seconds)}"
         width = f"width={self.detection_width}"
         return f"scenes({self._label}{', ' + opts if opts else ''}, {limits}, {width})"
+
+    def detection_size(self, w: int, h: int) -> tuple[int, int] | None:
+        """The size a ``w`` x ``h`` frame is scaled to before detection; None: used as it is."""
+        return detection_size(w, h, self.detection_width)
 
     def start(self) -> _SceneRun:
         return _SceneRun(
