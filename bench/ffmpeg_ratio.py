@@ -10,6 +10,10 @@ film`` runs it on Big Buck Bunny) times on each video, in interleaved rounds:
   background decode thread) with the configured frame sampler, no encoder and no timing proxies, its
   decoder on the same threads (``MAXSIM_DECODE_THREADS``) and OpenCV on as many (``cv2.setNumThreads``).
 
+``threads = 0`` (the default) leaves the thread count to FFmpeg on both sides, as ``ffmpeg`` itself and
+maxsim do by default (frame threading on the cores it sees plus one); the count FFmpeg chose is recorded
+as ``decoder_threads``. A positive count pins both decoders to it.
+
 The order of the runs rotates from round to round, so that load from other processes and a cold file cache
 hit every run alike; medians are reported, the ratio is FFmpeg's median seconds over maxsim's (its
 frame rate relative to FFmpeg's), and the per-round ratios show how much the machine moved.
@@ -56,7 +60,7 @@ def _whole(cfg: dict[str, Any], key: str, default: int, low: int, what: str) -> 
 
 def settings(cfg: dict[str, Any]) -> RatioSettings | None:
     """The side-by-side settings of ``cfg`` (None when ``ffmpeg_ratio`` is off), checked before any work:
-    ``ffmpeg_rounds`` >= 1, ``ffmpeg_threads`` >= 1 (0: ``os.cpu_count()``), every spec of
+    ``ffmpeg_rounds`` >= 1, ``ffmpeg_threads`` >= 0 (0: FFmpeg's own choice on both sides), every spec of
     ``ffmpeg_segmenters`` loadable (empty: the configured ``segmenter`` and ``fixed:10``)."""
     from maxsim.media.segment import load_segmenter
 
@@ -66,7 +70,7 @@ def settings(cfg: dict[str, Any]) -> RatioSettings | None:
     if not on:
         return None
     rounds = _whole(cfg, "ffmpeg_rounds", 3, 1, "a whole number of rounds >= 1")
-    threads = _whole(cfg, "ffmpeg_threads", 0, 0, "a whole number of threads >= 1 (0: os.cpu_count())")
+    threads = _whole(cfg, "ffmpeg_threads", 0, 0, "a whole number of threads >= 0 (0: FFmpeg's own choice)")
     specs = cfg.get("ffmpeg_segmenters") or []
     if not isinstance(specs, list) or not all(isinstance(s, str) and s.strip() for s in specs):
         raise ConfigError(f"ffmpeg_segmenters must be a list of segmenter specs (e.g. [\"scenes\", "
@@ -79,7 +83,7 @@ def settings(cfg: dict[str, Any]) -> RatioSettings | None:
     full = cfg.get("ffmpeg_full_decode", True)
     if not isinstance(full, bool):
         raise ConfigError(f"ffmpeg_full_decode must be true or false, got {full!r}")
-    return RatioSettings(rounds, threads or os.cpu_count() or 1, tuple(specs), full)
+    return RatioSettings(rounds, threads, tuple(specs), full)
 
 
 FULL_DECODE = " (full decode)"  # suffix of the run whose decoder deblocks every frame
@@ -104,8 +108,9 @@ def decoder_setting(skip: str | None) -> Iterator[None]:
 
 @contextmanager
 def same_threads(threads: int) -> Iterator[None]:
-    """maxsim's decoder threads (``MAXSIM_DECODE_THREADS``), OpenCV's FFmpeg threads and OpenCV's own
-    thread pool set to ``threads`` for the block; the previous settings are restored afterwards."""
+    """maxsim's decoder threads (``MAXSIM_DECODE_THREADS``) and OpenCV's FFmpeg threads set to ``threads``
+    (0: FFmpeg's own choice), OpenCV's own thread pool to ``threads`` (0: one per core) for the block; the
+    previous settings are restored afterwards."""
     import cv2
 
     from maxsim.media.avframes import THREADS_ENV
@@ -115,7 +120,7 @@ def same_threads(threads: int) -> Iterator[None]:
     saved_cv = cv2.getNumThreads()
     for k in keys:
         os.environ[k] = str(threads)
-    cv2.setNumThreads(threads)
+    cv2.setNumThreads(threads or os.cpu_count() or 1)
     try:
         yield
     finally:
@@ -127,9 +132,21 @@ def same_threads(threads: int) -> Iterator[None]:
         cv2.setNumThreads(saved_cv)
 
 
+def decoder_threads(path: str | Path, threads: int) -> int:
+    """The threads libavcodec decodes ``path`` with when asked for ``threads`` (0: its own choice)."""
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        s.thread_count = threads
+        next(iter(c.decode(s)), None)
+        return int(s.codec_context.thread_count or 1)
+
+
 def ffmpeg_decode(path: str | Path, threads: int) -> int:
-    """Frames libavcodec decodes from ``path`` with ``threads`` threads (frame and slice threading chosen by
-    FFmpeg), every frame decoded and nothing converted."""
+    """Frames libavcodec decodes from ``path`` with ``threads`` threads (0: as many as FFmpeg chooses; frame
+    and slice threading chosen by FFmpeg), every frame decoded and nothing converted."""
     import av
 
     with av.open(str(path)) as c:
@@ -222,6 +239,7 @@ def run(rec: Run, s: RatioSettings, paths: list[Path], sampler: Any) -> None:
         "cpu": cpu_model(),
         "cores": usable_cores(),
         "threads": s.threads,
+        "decoder_threads": decoder_threads(paths[0], s.threads) if paths else None,
         "rounds": s.rounds,
         "segmenters": list(s.segmenters),
         "sampler": getattr(sampler, "name", str(sampler)),
@@ -243,7 +261,7 @@ def table(results: dict[str, Any]) -> Table:
     rows = [{**r, "meets": None if r["segmenter"] is None or r["ratio"] is None else r["ratio"] >= TARGET}
             for r in sec.get("rows", [])]
     return Table(
-        f"Against FFmpeg's own decode ({sec.get('threads', '?')} threads, {sec.get('cpu', '?')}, "
+        f"Against FFmpeg's own decode ({threads_label(sec)}, {sec.get('cpu', '?')}, "
         f"{sec.get('cores', '?')} cores)",
         [
             Column("video", "video"),
@@ -265,6 +283,14 @@ def table(results: dict[str, Any]) -> Table:
         f"deblocking of {sec.get('skip_loop_filter', '?')} frames (MAXSIM_DECODE_SKIP_LOOP_FILTER; 'noref': "
         "frames no other frame is predicted from); '(full decode)': deblocking every frame, as FFmpeg's run.",
     )
+
+
+def threads_label(sec: dict[str, Any]) -> str:
+    """"2 threads", or "FFmpeg's own thread count (3)" for ``threads = 0``."""
+    threads, chosen = sec.get("threads", "?"), sec.get("decoder_threads")
+    if threads == 0:
+        return f"FFmpeg's own thread count ({chosen if chosen else '?'})"
+    return f"{threads} threads"
 
 
 def _rounds(n: Any) -> str:
@@ -297,7 +323,7 @@ def plot(results: dict[str, Any], out_dir: Path) -> Path | None:
     ax.set_ylim(0, top * 1.15)
     n = sec["rounds"]
     ax.set_ylabel("rate relative to FFmpeg's decode")
-    ax.set_title(f"Decode + cuts + sampling vs FFmpeg's own decode\n{sec['threads']} threads, median of {n} "
+    ax.set_title(f"Decode + cuts + sampling vs FFmpeg's own decode\n{threads_label(sec)}, median of {n} "
                  f"round{'' if n == 1 else 's'} (dots: each round), {sec.get('cpu', '?')}", fontsize=10)
     ax.legend(fontsize=8, loc="best")
     ax.grid(True, axis="y", alpha=0.3)

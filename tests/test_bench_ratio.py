@@ -29,7 +29,7 @@ def run_cli(*args: str) -> int:
 def test_settings_defaults_and_checks():
     assert settings({"ffmpeg_ratio": False}) is None
     s = settings({"ffmpeg_ratio": True, "segmenter": "scenes:content"})
-    assert s == RatioSettings(3, os.cpu_count() or 1, ("scenes:content", "fixed:10"), True)
+    assert s == RatioSettings(3, 0, ("scenes:content", "fixed:10"), True)  # 0: FFmpeg's own thread count
     # the configured segmenter already being the baseline is measured once
     assert settings({"ffmpeg_ratio": True, "segmenter": "fixed:10"}).segmenters == ("fixed:10",)
     s = settings(
@@ -41,7 +41,7 @@ def test_settings_defaults_and_checks():
         ({"ffmpeg_rounds": 0}, "ffmpeg_rounds must be a whole number of rounds >= 1, got 0"),
         ({"ffmpeg_rounds": 2.5}, "ffmpeg_rounds must be a whole number of rounds >= 1, got 2.5"),
         ({"ffmpeg_rounds": True}, "ffmpeg_rounds must be"),
-        ({"ffmpeg_threads": -1}, r"ffmpeg_threads must be a whole number of threads >= 1 \(0: os.cpu_count"),
+        ({"ffmpeg_threads": -1}, r"ffmpeg_threads must be a whole number of threads >= 0 \(0: FFmpeg's own"),
         ({"ffmpeg_segmenters": "fixed:10"}, "ffmpeg_segmenters must be a list of segmenter specs"),
         ({"ffmpeg_segmenters": ["fixed:10", ""]}, "ffmpeg_segmenters must be a list"),
         ({"ffmpeg_segmenters": ["fixed:10", "nope"]}, "ffmpeg_segmenters: segmenter 'nope': unknown"),
@@ -56,7 +56,7 @@ def test_settings_defaults_and_checks():
     "override, message",
     [
         ("ffmpeg_rounds=0", "ffmpeg_rounds must be a whole number of rounds >= 1, got 0"),
-        ("ffmpeg_threads=-2", "ffmpeg_threads must be a whole number of threads >= 1"),
+        ("ffmpeg_threads=-2", "ffmpeg_threads must be a whole number of threads >= 0"),
         ('ffmpeg_segmenters=["scenes:bogus"]', "segmenter 'scenes:bogus': unknown scene detector 'bogus'"),
         ("stages=false", "engine_check compares Engine.ingest with the stages: it needs stages = true"),
         ("real_videos=nosuch", "real_videos: unknown video id\\(s\\) 'nosuch'; the real footage has bbb, "),
@@ -90,6 +90,18 @@ def test_same_threads_sets_and_restores(monkeypatch):
     with pytest.raises(RuntimeError), same_threads(target):  # restored when the measurement fails too
         raise RuntimeError("decoder failed")
     assert os.environ[THREADS_ENV] == "5" and cv2.getNumThreads() == before
+    with same_threads(0):  # FFmpeg's own choice for the decoders; OpenCV's pool one thread per core
+        assert os.environ[THREADS_ENV] == os.environ[ffmpeg_ratio.OPENCV_THREADS_ENV] == "0"
+        assert cv2.getNumThreads() == (os.cpu_count() or 1)
+    assert os.environ[THREADS_ENV] == "5" and cv2.getNumThreads() == before
+
+
+def test_decoder_threads_reports_ffmpegs_choice(scenes_video):
+    """Asked for a count, FFmpeg uses it; asked for 0, the count it chose is reported (at least one)."""
+    assert ffmpeg_ratio.decoder_threads(scenes_video.path, 1) == 1
+    assert ffmpeg_ratio.decoder_threads(scenes_video.path, 0) >= 1
+    assert ffmpeg_ratio.threads_label({"threads": 2}) == "2 threads"
+    assert ffmpeg_ratio.threads_label({"threads": 0, "decoder_threads": 3}) == "FFmpeg's own thread count (3)"
 
 
 def test_rounds_interleave_in_rotated_order_and_output_must_not_change(tmp_path, monkeypatch):
@@ -169,10 +181,11 @@ def fake_bbb(tmp_path, monkeypatch):
     return calls
 
 
-def test_film_preset_is_bbb_with_three_rounds(tmp_path, capsys):
+def test_film_preset_is_bbb_with_five_rounds_on_ffmpegs_threads(tmp_path, capsys):
     assert run_cli("ingest", "--preset", "film", "--show-config") == 0
     cfg = json.loads(capsys.readouterr().out)["config"]
-    assert cfg["real_videos"] == ["bbb"] and cfg["ffmpeg_ratio"] is True and cfg["ffmpeg_rounds"] == 3
+    assert cfg["real_videos"] == ["bbb"] and cfg["ffmpeg_ratio"] is True and cfg["ffmpeg_rounds"] == 5
+    assert cfg["ffmpeg_threads"] == 0  # both decoders on the thread count FFmpeg chooses
     assert cfg["engine_check"] is False and cfg["encoder"] == "color-test"
     assert "bbb" in {f.vid for f in real_footage.FOOTAGE}
 
