@@ -1,7 +1,7 @@
 """The decode pass of :func:`~maxsim.media.clips.iter_clips` through PyAV, converting only what is used.
 
 OpenCV's reader converts every decoded frame to a full-size BGR image, which on 720p video costs about as
-much as decoding it. The single decode pass needs far less: cut detection looks at a copy about 256 pixels
+much as decoding it. The single decode pass needs far less: cut detection looks at a copy 128 or 256 pixels
 wide and the sampler keeps a couple of frames a second. Here frames stay in the decoder's own format
 (:class:`DecodedFrame`): the detection copy comes straight out of FFmpeg's scaler (one pass that picks the
 nearest pixels and converts them with the frame's own YUV matrix), the sampler's copy is scaled plane by

@@ -56,6 +56,13 @@ def _bounded_lag_classes() -> tuple[type, ...]:
 
 
 DETECTION_WIDTH = 256  # frames wider than this are downscaled for detection, as SceneManager does
+# Narrower defaults per detector. The content score is a mean change over the frame's pixels, which a
+# 128-px grid of nearest pixels estimates as well as a 256-px one: `maxsim-bench segment` found the same
+# cuts on the real set at 64 to 256 px (F1 0.94 at 0.25 s each) and Big Buck Bunny's 141 boundaries the
+# same at 128 and 256 px but for 4 splits of its scrolling end credits (bench/results/
+# segment-cpu-amd-epyc-2026-12-04-detection-width.md). A quarter of the pixels read and converted makes
+# detection 0.14 instead of 0.36 ms a 720p frame, which the decode pass does on every frame.
+DETECTION_WIDTHS: dict[str, int] = {"content": 128}
 
 
 def detection_size(w: int, h: int, width: int = DETECTION_WIDTH) -> tuple[int, int] | None:
@@ -295,7 +302,8 @@ class SceneSegmenter:
     than ``max_seconds`` split (``None``: no limit) at the strongest cut candidates inside them (the
     detector's per-frame score peaking on a change too weak to count as a cut), evenly where none is.
     A video without a cut is one segment.
-    Frames wider than ``detection_width`` pixels are downscaled before detection.
+    Frames wider than ``detection_width`` pixels are downscaled before detection (default: 128 for
+    ``"content"``, 256 otherwise, see :data:`DETECTION_WIDTHS`).
     """
 
     needs_frames = True
@@ -305,7 +313,7 @@ class SceneSegmenter:
         detector: str | Any = "content",
         min_seconds: float = 1.0,
         max_seconds: float | None = 20.0,
-        detection_width: int = DETECTION_WIDTH,
+        detection_width: int | None = None,
         **detector_kwargs: Any,
     ):
         if isinstance(detector, str):
@@ -331,6 +339,8 @@ class SceneSegmenter:
             self._template = detector
             self._kwargs = _detector_settings(detector)
             self._label = type(detector).__name__
+        if detection_width is None:
+            detection_width = DETECTION_WIDTHS.get(self._label, DETECTION_WIDTH)
         if int(detection_width) < 16:
             raise ValueError(f"detection_width must be at least 16 pixels, got {detection_width!r}")
         self.detection_width = int(detection_width)
