@@ -23,18 +23,23 @@ import sys
 
 if __name__ == "kernels":
     # This folder is the source of maxsim.kernels. Where a checkout's root is on sys.path (python run from
-    # it, pytest) it is also found as a top-level "kernels", shadowing Hugging Face's package of that name,
-    # which transformers imports (and requires since 5.25). Hand the import over to that package, or fail
-    # as if this folder were not there.
+    # it, python -m pytest) it is also found as a top-level "kernels", shadowing Hugging Face's package of
+    # that name, which transformers looks for and imports. Hand the import over to that package where it is
+    # installed; otherwise stand in as importlib's view of a bare folder (a namespace package with neither
+    # file nor version), which transformers reads as "not installed" instead of failing its own import.
     _root = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     _path = [p for p in sys.path if os.path.realpath(p or os.curdir) != _root]
     _spec = importlib.machinery.PathFinder.find_spec("kernels", _path)
     if _spec is None or _spec.loader is None:
-        raise ImportError("No module named 'kernels' (the kernels/ folder of a maxsim checkout is "
-                          "maxsim.kernels, not Hugging Face's kernels package)", name="kernels")
-    _hub = importlib.util.module_from_spec(_spec)
-    sys.modules["kernels"] = _hub  # what `import kernels` returns once this file has run
-    _spec.loader.exec_module(_hub)
+        _bare = importlib.machinery.ModuleSpec("kernels", None, is_package=True)
+        _hub = importlib.util.module_from_spec(_bare)
+        _hub.__doc__ = ("Not installed: Hugging Face's kernels package is absent (the kernels/ folder of a "
+                        "maxsim checkout is maxsim.kernels).")
+        sys.modules["kernels"] = _hub  # what `import kernels` returns once this file has run
+    else:
+        _hub = importlib.util.module_from_spec(_spec)
+        sys.modules["kernels"] = _hub
+        _spec.loader.exec_module(_hub)
 
 import torch
 from maxsim.kernels import cpu as _cpu

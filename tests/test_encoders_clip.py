@@ -42,6 +42,7 @@ def family(request, tiny_frame_model_dirs):
 def test_dispatched_by_model_type(family):
     name, folder, enc = family
     assert isinstance(enc, ClipFrameEncoder) and enc.model_type == name
+    assert not enc.model.use_kernels  # Hub kernels stay off: loads run installed code only
     family = "clip" if name == "clip" else "siglip"  # SigLIP 2 loads through (and is named by) "siglip"
     assert enc.name.startswith(f"{family}:{folder.name}@sha256-") and enc.dim == DIMS[name]
     assert encoder_family(str(folder)) == name_family(enc.name) == family  # compared before loading

@@ -304,6 +304,7 @@ def test_importing_maxsim_does_not_import_transformers():
 # ---------------------------------------------------------------------------------------------- ColQwen2
 def test_colqwen2_clips_and_texts(tiny_colqwen2, tiny_colqwen2_dir):
     enc = tiny_colqwen2
+    assert not enc.model.use_kernels  # Hub kernels stay off: loads run installed code only
     assert enc.dim == DIM and enc.name.startswith(f"colqwen2:{tiny_colqwen2_dir.name}@sha256-")
     clips = [make_clip(3, 56, 84, seed=1), make_clip(1, 112, 112, seed=2)]
     timed = enc.encode_clips_timed(clips)

@@ -45,6 +45,7 @@ def _check_cues(cues: list[Cue], start: float, end: float, some: bool = True) ->
 def test_loading_names_and_record(whisper, whisper_dir):
     assert "whisper" in registered_speech_recognizers()
     assert isinstance(whisper, WhisperTranscriber)
+    assert not whisper.model.use_kernels  # Hub kernels stay off: loads run installed code only
     assert whisper.name.startswith("whisper:tiny-whisper@sha256-")
     assert whisper.spec == str(whisper_dir)
     german = load_speech_recognizer(f"whisper:{whisper_dir}(language=de,num_beams=2)", device="cpu")

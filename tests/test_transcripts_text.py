@@ -184,6 +184,7 @@ def test_plain_transformers_folder_mean_pools_and_folder_revision_is_checked(tmp
     shutil.rmtree(folder / "1_Pooling")
     enc = load_text_encoder(str(folder), per="cue", device="cpu")
     assert enc.settings["pooling"] == ["mean"] and enc.dim == 16 and enc.name.startswith("text:tiny@sha256-")
+    assert not enc.model.use_kernels  # Hub kernels stay off: loads run installed code only
     tok = enc.tokenizer(["the fat bunny"], return_tensors="pt")
     with torch.inference_mode():
         hidden = enc.model(**tok).last_hidden_state

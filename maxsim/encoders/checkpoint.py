@@ -25,6 +25,13 @@ CHECKPOINT_FILES = (
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
+# How every transformers model is loaded here: from the folder already found, reporting what did not match,
+# and without Hugging Face's hub kernels (transformers 5.25 swaps layers for kernels it fetches from the Hub
+# at load time by default): a load reaches no network and runs the code installed, whatever is installed.
+MODEL_LOAD_OPTIONS: dict[str, bool] = {
+    "local_files_only": True, "output_loading_info": True, "use_kernels": False,
+}
+
 
 def default_device(name: str | torch.device | None = None) -> torch.device:
     """The device ``name`` names (as torch spells it); None, ``""`` or ``"auto"``: CUDA when available,

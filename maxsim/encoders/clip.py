@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from maxsim.encoders.checkpoint import open_checkpoint, resolve_cpu_dtype
+from maxsim.encoders.checkpoint import MODEL_LOAD_OPTIONS, open_checkpoint, resolve_cpu_dtype
 from maxsim.encoders.common import clip_frames
 from maxsim.types import Clip, FrameSize, TokenGrid
 
@@ -117,7 +117,7 @@ class ClipFrameEncoder:
             )
         torch_dtype = resolve_cpu_dtype(dtype, ckpt.device)
         model, info = _model_class(mt).from_pretrained(
-            str(ckpt.folder), dtype=torch_dtype, output_loading_info=True, local_files_only=True,
+            str(ckpt.folder), dtype=torch_dtype, **MODEL_LOAD_OPTIONS,
             attn_implementation=attn_implementation or "sdpa",
         )
         kinds = ("missing_keys", "unexpected_keys", "mismatched_keys")

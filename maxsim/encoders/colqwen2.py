@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from maxsim.encoders.checkpoint import open_checkpoint
+from maxsim.encoders.checkpoint import MODEL_LOAD_OPTIONS, open_checkpoint
 from maxsim.encoders.common import GridMemo, clip_frames, pad_batch, token_budget_batches
 from maxsim.types import Clip, TokenGrid
 
@@ -89,7 +89,7 @@ class ColQwen2Encoder:
             cache_dir=cache_dir, token=token,
         )
         folder = ckpt.folder
-        kwargs: dict[str, Any] = {"dtype": ckpt.dtype, "local_files_only": True, "output_loading_info": True}
+        kwargs: dict[str, Any] = {"dtype": ckpt.dtype, **MODEL_LOAD_OPTIONS}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
         if device_map is not None:

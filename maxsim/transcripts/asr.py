@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from maxsim.encoders.checkpoint import open_checkpoint
+from maxsim.encoders.checkpoint import MODEL_LOAD_OPTIONS, open_checkpoint
 from maxsim.transcripts.audio import iter_audio
 from maxsim.transcripts.cues import Cue, collapse
 from maxsim.transcripts.specs import join_options
@@ -91,7 +91,7 @@ class WhisperTranscriber:
         ckpt = open_checkpoint("whisper", id_or_path, device, dtype, revision=revision,
                                local_files_only=local_files_only, cache_dir=cache_dir, token=token)
         model, info = WhisperForConditionalGeneration.from_pretrained(
-            str(ckpt.folder), dtype=ckpt.dtype, local_files_only=True, output_loading_info=True)
+            str(ckpt.folder), dtype=ckpt.dtype, **MODEL_LOAD_OPTIONS)
         bad = list(info.get("missing_keys") or []) + list(info.get("mismatched_keys") or [])
         problems = sorted(map(str, bad))
         problems = [p for p in problems if p != "proj_out.weight"]  # tied to the token embeddings

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from maxsim.encoders.checkpoint import (
+    MODEL_LOAD_OPTIONS,
     MissingWeightsError,
     default_device,
     fingerprint,
@@ -258,7 +259,7 @@ class TextEncoder:
                                  f"{revision} asked for (its files changed)")
         dev = default_device(device)
         model, info = AutoModel.from_pretrained(str(layout.transformer), dtype=resolve_dtype(dtype, dev),
-                                                local_files_only=True, output_loading_info=True)
+                                                **MODEL_LOAD_OPTIONS)
         missing = (str(k) for k in (info.get("missing_keys") or []))
         problems = sorted(k for k in missing if not k.startswith("pooler."))  # the pooler is not used
         problems += sorted(str(k) for k in (info.get("mismatched_keys") or []))
