@@ -31,15 +31,14 @@ if __name__ == "kernels":
     _path = [p for p in sys.path if os.path.realpath(p or os.curdir) != _root]
     _spec = importlib.machinery.PathFinder.find_spec("kernels", _path)
     if _spec is None or _spec.loader is None:
-        _bare = importlib.machinery.ModuleSpec("kernels", None, is_package=True)
-        _hub = importlib.util.module_from_spec(_bare)
+        _spec = importlib.machinery.ModuleSpec("kernels", None, is_package=True)
+    _hub = importlib.util.module_from_spec(_spec)
+    sys.modules["kernels"] = _hub  # what `import kernels` returns once this file has run
+    if _spec.loader is not None:
+        _spec.loader.exec_module(_hub)
+    else:
         _hub.__doc__ = ("Not installed: Hugging Face's kernels package is absent (the kernels/ folder of a "
                         "maxsim checkout is maxsim.kernels).")
-        sys.modules["kernels"] = _hub  # what `import kernels` returns once this file has run
-    else:
-        _hub = importlib.util.module_from_spec(_spec)
-        sys.modules["kernels"] = _hub
-        _spec.loader.exec_module(_hub)
 
 import torch
 from maxsim.kernels import cpu as _cpu
