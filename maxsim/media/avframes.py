@@ -3,9 +3,9 @@
 OpenCV's reader converts every decoded frame to a full-size BGR image, which on 720p video costs about as
 much as decoding it. The single decode pass needs far less: cut detection looks at a copy 128 or 256 pixels
 wide and the sampler keeps a couple of frames a second. Here frames stay in the decoder's own format
-(:class:`DecodedFrame`): the detection copy comes straight out of FFmpeg's scaler (one pass that picks the
-nearest pixels and converts them with the frame's own YUV matrix), the sampler's copy is scaled plane by
-plane before it is converted, and a full-size BGR image is made only for a frame that something asks for.
+(:class:`DecodedFrame`): the detection copy picks the nearest pixels of each plane, reading only the rows it
+keeps, and converts that small copy with the frame's own YUV matrix; the sampler's copy is scaled plane by
+plane before it is converted; a full-size BGR image is made only for a frame that something asks for.
 
 Times, the completeness check and the background decoding are those of
 :func:`~maxsim.media.video.iter_frames` (the same :class:`~maxsim.media.video.FrameReader` clock): a
@@ -73,18 +73,16 @@ class DecodedFrame:
         return self._bgr
 
     def bgr_scaled(self, width: int, height: int) -> np.ndarray:
-        """A ``width`` x ``height`` BGR uint8 copy made of the nearest pixels of the scaled grid: the cut
-        detector's copy. FFmpeg's scaler picks and converts them in one pass (with the frame's own YUV
-        matrix and range) from any pixel format; it reads only the rows it keeps (0.19 against 0.31 ms a
-        frame for 720p to 256 px as separate per-plane picks and a conversion: the frames come out of
-        the decoder no longer in the cache, so the rows read are the cost)."""
-        width, height = int(width), int(height)
-        key = (width, height, True, pick)
-        if key not in self._small and (width < self.width or height < self.height):
-            small = _point_bgr(self._frame, width, height)
-            if small is not None:
-                self._small[key] = small
-        return self._scaled(width, height, True, pick)
+        """A ``width`` x ``height`` BGR uint8 copy made of the nearest pixels (see :func:`pick`): the cut
+        detector's copy. Planar YUV frames are picked plane by plane where they lie, reading only the rows
+        kept, and the small result converted with the frame's own YUV matrix and range; other formats go
+        through FFmpeg's scaler (nearest pixels, converted in the same pass).
+
+        The decoder hands frames over no longer in this core's cache, so the rows read are the cost:
+        FFmpeg's scaler reads every row of the frame even for a point-sampled copy, which on 720p made
+        the detection cost as much again as the rest of the per-frame work (`maxsim-bench ingest`'s
+        side-by-side, bench/results/ingest-*-ffmpeg-ratio-bbb-2threads-pick*.md)."""
+        return self._scaled(int(width), int(height), True, pick)
 
     def rgb_scaled(self, width: int, height: int) -> np.ndarray:
         """A ``width`` x ``height`` RGB uint8 copy (see :func:`shrink`): the frame the sampler keeps for
@@ -100,6 +98,8 @@ class DecodedFrame:
             small = None
             if width < self.width or height < self.height:
                 small = _scaled_yuv(self._frame, width, height, bgr, scale)
+                if small is None and scale is pick and bgr:
+                    small = _point_bgr(self._frame, width, height)
             if small is None:
                 full = self.bgr() if bgr else cv2.cvtColor(self.bgr(), cv2.COLOR_BGR2RGB)
                 same = (width, height) == (self.width, self.height)
@@ -152,8 +152,7 @@ def pick(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, size, interpolation=cv2.INTER_NEAREST_EXACT)
 
 
-def _plane(frame: av.VideoFrame, i: int) -> np.ndarray | None:
-    p = frame.planes[i]
+def _plane(p: av.video.plane.VideoPlane) -> np.ndarray | None:
     w, h = int(p.width), int(p.height)
     a = np.frombuffer(p, np.uint8)
     if p.line_size < w or a.size < p.line_size * h:
@@ -163,14 +162,18 @@ def _plane(frame: av.VideoFrame, i: int) -> np.ndarray | None:
 
 def _scaled_yuv(frame: av.VideoFrame, width: int, height: int, bgr: bool, scale: Scaler) -> np.ndarray | None:
     """Scale the planes of an 8-bit planar YUV frame to ``width`` x ``height`` and convert the result."""
-    if frame.format.name not in _PLANAR_YUV or len(frame.planes) < 3:
+    fmt = frame.format.name
+    if fmt not in _PLANAR_YUV:
         return None
-    planes = [_plane(frame, i) for i in range(3)]
+    planes = frame.planes  # a fresh tuple of plane objects on every access
+    if len(planes) < 3:
+        return None
+    planes = [_plane(p) for p in planes[:3]]
     if any(p is None for p in planes):
         return None
     size = (width, height)
     yuv = cv2.merge([p if p.shape[::-1] == size else scale(p, size) for p in planes])
-    full = frame.format.name.startswith("yuvj") or int(frame.color_range or 0) == _JPEG_RANGE
+    full = fmt.startswith("yuvj") or int(frame.color_range or 0) == _JPEG_RANGE
     return cv2.transform(yuv, yuv_matrix(int(frame.colorspace or 2), full, bgr))
 
 

@@ -13,10 +13,8 @@ import hashlib
 import logging
 import math
 import os
-import queue
 import stat
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -26,6 +24,7 @@ import numpy as np
 
 from maxsim.errors import VideoError
 from maxsim.media.containers import TEXT_CODECS, container_problem
+from maxsim.media.prefetch import DecodedFrames
 
 logger = logging.getLogger(__name__)
 
@@ -215,8 +214,9 @@ def iter_frames(path: str | os.PathLike, prefetch: int = 0) -> DecodedFrames:
     strictly increasing; a missing, negative or non-increasing one continues from the previous frame by
     the last interval (the first frame: 0). The iterator's ``duration``: the end of the last frame so far.
 
-    ``prefetch > 0`` decodes in a background thread, up to that many frames ahead of the consumer, so
-    that decoding overlaps the consumer's per-frame work (memory: ``prefetch`` full-size frames).
+    ``prefetch > 0`` decodes in a background thread, about that many frames ahead of the consumer (handed
+    over in batches of up to :data:`~maxsim.media.prefetch.MAX_BATCH`), so that decoding overlaps the
+    consumer's per-frame work (memory: up to ``max(prefetch, 2) + 3`` full-size frames).
 
     Raises :class:`VideoError` at once for a missing, empty, unreadable or non-regular file or one whose
     container structure is broken, and during iteration for a video with no decodable frame or one that
@@ -319,116 +319,6 @@ class FrameReader:
                 self.cap.release()
                 self.cap = None
             self.file.close()
-
-
-_END = object()
-
-
-def _produce(reader: FrameReader, q: queue.Queue, stop: threading.Event) -> None:
-    """Background decoding: frames into ``q``, then _END or the exception that ended it."""
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    try:
-        while not stop.is_set():
-            item = reader.read()
-            if item is None or not put(item):
-                break
-        put(_END)
-    except BaseException as e:  # handed to the consumer, raised there
-        put(e)
-    finally:
-        reader.release()
-
-
-class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
-    """The single decode pass over one video (see :func:`iter_frames`); closes the decoder when done."""
-
-    def __init__(self, reader: FrameReader, prefetch: int = 0):
-        self._reader = reader
-        self.path = reader.path
-        self.fps = reader.fps  # the container's average frame rate, 0.0 if unknown
-        self.announced_frames = reader.announced  # frame count the container announces, 0 if unknown
-        self.timeline = reader.timeline  # seconds the container announces (see announced_timeline)
-        self._prefetch = max(0, int(prefetch))
-        self._queue: queue.Queue | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._finished = False
-
-    @property
-    def n_frames(self) -> int:
-        """Frames decoded so far."""
-        return self._reader.n
-
-    @property
-    def duration(self) -> float:
-        """End time (s) of the last frame decoded so far (its time plus its interval); 0.0 before."""
-        return self._reader.end() if self._reader.n else 0.0
-
-    def __iter__(self) -> DecodedFrames:
-        return self
-
-    def __next__(self) -> tuple[float, np.ndarray]:
-        if self._finished:
-            raise StopIteration
-        if not self._prefetch:
-            try:
-                item = self._reader.read()
-            except BaseException:
-                self._finished = True
-                raise
-        else:
-            if self._thread is None:
-                self._queue = queue.Queue(maxsize=self._prefetch)
-                self._thread = threading.Thread(
-                    target=_produce,
-                    args=(self._reader, self._queue, self._stop),
-                    daemon=True,
-                    name=f"decode {os.path.basename(self.path)}",
-                )
-                self._thread.start()
-            assert self._queue is not None
-            item = self._queue.get()
-            if item is _END:
-                item = None
-            elif isinstance(item, BaseException):
-                self._finished = True
-                self._thread.join()
-                raise item
-        if item is None:
-            self._finished = True
-            if self._thread is not None:
-                self._thread.join()
-            raise StopIteration
-        return item
-
-    def close(self) -> None:
-        """Stop decoding and release the decoder."""
-        self._finished = True
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-        self._reader.release()
-
-    def __enter__(self) -> DecodedFrames:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
 
 
 # A seek lands on a key frame before the wanted time and decodes forward; start it this much earlier so that
