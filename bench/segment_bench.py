@@ -76,7 +76,7 @@ def segment_video(path: Path, specs: Sequence[str]) -> tuple[dict[str, list[floa
     spent = dict.fromkeys(specs, 0.0)
     t0 = time.perf_counter()
     # the ingest's own decode pass: frames in the decoder's format, each run given them as iter_clips does
-    # (a detection-size copy from FFmpeg's scaler where the run takes decoded frames, else full BGR)
+    # (a detection-size copy picked from the decoded planes where the run takes them, else full BGR)
     with iter_decoded(path, prefetch=0) as frames:
         for t, frame in frames:
             for g in segs.values():  # the shared detection copies count as decoding, as in the ingest

@@ -89,10 +89,10 @@ def _mean_diff(a: np.ndarray, b: np.ndarray) -> float:
                                         ("yuv444.mp4", BT601_TV)])
 def test_scaled_copies_are_exact_conversions_of_the_frame(name, table, tmp_path):
     """The sampler's copy (:func:`shrink`, RGB) is made from the YUV planes with the frame's own matrix
-    (BT.709 when tagged, BT.601 otherwise) and range; the detection copy (BGR) by FFmpeg's scaler from the
-    nearest pixels with the same matrix and range. They match a float conversion of the whole frame with
+    (BT.709 when tagged, BT.601 otherwise) and range; the detection copy (BGR) from the nearest pixels of
+    each plane with the same matrix and range. They match a float conversion of the whole frame with
     the published coefficients followed by the same scaling (to the rounding of the scaled planes, about a
-    level; the scaler keeps chroma at half width, so colour edges may move by a pixel), and FFmpeg's own
+    level; chroma is picked from its own, coarser plane, so colour edges may move by a pixel), and FFmpeg's own
     conversion (whose fast integer path is itself a level or two off), at even and odd sizes."""
     import av
 
@@ -111,7 +111,7 @@ def test_scaled_copies_are_exact_conversions_of_the_frame(name, table, tmp_path)
             # FFmpeg's conversion scaled by pixel area (shrink's last, bilinear step differs a little)
             area = cv2.resize(ffmpeg, size, interpolation=cv2.INTER_AREA)
             assert _mean_diff(rgb, area) < 4.0, (name, size)
-            bgr = frame.bgr_scaled(*size)  # FFmpeg's scaler: nearest pixels, chroma at half width
+            bgr = frame.bgr_scaled(*size)  # nearest pixels of each plane, chroma from its own plane
             ref = cv2.resize(exact[:, :, ::-1].copy(), size, interpolation=cv2.INTER_NEAREST_EXACT)
             flat = _flat(ref)
             assert flat.mean() > 0.5, (name, size)
@@ -125,8 +125,8 @@ def test_scaled_copies_are_exact_conversions_of_the_frame(name, table, tmp_path)
 @pytest.mark.parametrize("fmt", ["gray", "yuv420p", "rgb24"])
 def test_detection_copy_takes_the_nearest_pixels(fmt):
     """The detection copy takes the pixel under the centre of each scaled pixel (as
-    ``cv2.INTER_NEAREST_EXACT``; at uneven ratios the scaler's fixed-point steps may land a column aside),
-    never a blend of neighbours, whatever the frame's pixel format."""
+    ``cv2.INTER_NEAREST_EXACT``; at uneven ratios FFmpeg's scaler, which converts formats other than planar
+    YUV, may land a column aside), never a blend of neighbours, whatever the frame's pixel format."""
     import av
 
     h, w = 48, 320

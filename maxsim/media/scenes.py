@@ -264,8 +264,8 @@ class _SceneRun:
         self._take(t, self._small(frame_bgr))
 
     def feed_decoded(self, t: float, frame: Any) -> None:
-        """Feed a :class:`~maxsim.media.avframes.DecodedFrame`: the detection-size copy comes straight from
-        FFmpeg's scaler, without a full-size BGR image."""
+        """Feed a :class:`~maxsim.media.avframes.DecodedFrame`: the detection-size copy is picked from the
+        decoded planes, without a full-size BGR image."""
         size = self._size(frame.width, frame.height)
         self._take(t, frame.bgr() if size is None else frame.bgr_scaled(*size))
 
