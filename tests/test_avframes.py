@@ -92,8 +92,8 @@ def test_scaled_copies_are_exact_conversions_of_the_frame(name, table, tmp_path)
     (BT.709 when tagged, BT.601 otherwise) and range; the detection copy (BGR) from the nearest pixels of
     each plane with the same matrix and range. They match a float conversion of the whole frame with
     the published coefficients followed by the same scaling (to the rounding of the scaled planes, about a
-    level; chroma is picked from its own, coarser plane, so colour edges may move by a pixel), and FFmpeg's own
-    conversion (whose fast integer path is itself a level or two off), at even and odd sizes."""
+    level; chroma is picked from its own, coarser plane, so colour edges may move by a pixel), and FFmpeg's
+    own conversion (whose fast integer path is itself a level or two off), at even and odd sizes."""
     import av
 
     path = _colour_video(tmp_path / name, *COLOUR_VIDEOS[name])

@@ -1,15 +1,14 @@
-"""The decode pass's background thread hands frames over in batches: every frame, in order, once; errors
-after the frames before them; a bounded read-ahead; closing stops it."""
+"""The decode pass's background thread: every frame, in order, once; errors after the frames before them;
+a bounded read-ahead; closing stops it."""
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 
 import pytest
 
-from maxsim.media.prefetch import _END, MAX_BATCH, DecodedFrames, _produce, batch_size, queue_batches
+from maxsim.media.prefetch import DecodedFrames
 
 
 class FakeReader:
@@ -77,8 +76,7 @@ def test_read_ahead_is_bounded(prefetch):
         if reader.n == last:
             break
         last = reader.n
-    # the batch in hand, the queue and the batch being gathered
-    assert 2 <= reader.n <= 1 + max(prefetch, 2) + MAX_BATCH - 1
+    assert reader.n == 1 + prefetch + 1  # the frame in hand, the queue, the one waiting to go in
     frames.close()
     assert reader.released.wait(2.0) and not frames._thread.is_alive()
     assert next(frames, None) is None
@@ -94,21 +92,3 @@ def test_close_mid_video_stops_the_thread():
     stopped_at = reader.n
     time.sleep(0.05)
     assert reader.n == stopped_at
-
-
-def test_frames_cross_in_batches():
-    """Whole batches of ``size`` frames (one wake-up of the consumer each), the last one shorter, then the
-    end marker."""
-    q: queue.Queue = queue.Queue()
-    reader = FakeReader(10)
-    _produce(reader, q, threading.Event(), 4)
-    items = [q.get_nowait() for _ in range(q.qsize())]
-    assert items[:-1] == [[(i / 10, i) for i in range(j, min(j + 4, 10))] for j in (0, 4, 8)]
-    assert items[-1] is _END and reader.released.is_set()
-
-
-@pytest.mark.parametrize("prefetch", range(1, 33))
-def test_batches_fit_the_read_ahead(prefetch):
-    size = batch_size(prefetch)
-    assert 1 <= size <= MAX_BATCH
-    assert queue_batches(prefetch, size) * size + size <= max(prefetch, 2)

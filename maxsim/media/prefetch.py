@@ -1,14 +1,8 @@
 """The decode pass's iterator: frames from a reader, decoded in a background thread when asked to.
 
 A background thread lets decoding go on while the consumer works on the frames already decoded (the
-single decode pass's cut detection and sampling, or an encoder in the same process). Frames cross from
-that thread in batches of a few rather than one by one. A consumer faster than the decoder (cut
-detection and sampling are) otherwise sleeps and is woken once a frame, and on a 2-core machine whose
-decoder threads keep both cores busy each wake-up preempts a decoder thread. On 2 minutes of Big Buck
-Bunny (720p H.264, 2 decoder threads, a 2-core AMD EPYC VM) batches of 4 took the decode pass from 11.7
-to 9.9 thread switches a frame with scene cuts, and from 12.9 to 11.2 with fixed segments (FFmpeg's own
-decode alone: 7.6); that host's noise hid any change in seconds. A frame waits at most for the 3 decoded
-after it.
+single decode pass's cut detection and sampling, or an encoder in the same process), up to ``prefetch``
+frames ahead.
 """
 
 from __future__ import annotations
@@ -20,8 +14,6 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
-
-MAX_BATCH = 4  # frames handed over together at most
 
 
 class Reader(Protocol):
@@ -43,20 +35,8 @@ class Reader(Protocol):
 _END = object()
 
 
-def batch_size(prefetch: int) -> int:
-    """Frames per hand-over for a read-ahead of ``prefetch`` frames."""
-    return max(1, min(MAX_BATCH, prefetch // 2))
-
-
-def queue_batches(prefetch: int, size: int) -> int:
-    """Batches of ``size`` the queue holds: with the batch being gathered, at most ``max(prefetch, 2)``
-    frames wait for the consumer beyond the batch it is working through."""
-    return max(1, prefetch // size - 1)
-
-
-def _produce(reader: Reader, q: queue.Queue, stop: threading.Event, size: int) -> None:
-    """Background decoding: lists of ``size`` frames into ``q`` (the last one shorter), then _END or the
-    exception that ended it."""
+def _produce(reader: Reader, q: queue.Queue, stop: threading.Event) -> None:
+    """Background decoding: frames into ``q``, then _END or the exception that ended it."""
 
     def put(item: object) -> bool:
         while not stop.is_set():
@@ -67,23 +47,14 @@ def _produce(reader: Reader, q: queue.Queue, stop: threading.Event, size: int) -
                 continue
         return False
 
-    batch: list = []
     try:
         while not stop.is_set():
             item = reader.read()
-            if item is None:
+            if item is None or not put(item):
                 break
-            batch.append(item)
-            if len(batch) >= size:
-                if not put(batch):
-                    return
-                batch = []
-        if batch and not put(batch):
-            return
         put(_END)
-    except BaseException as e:  # handed to the consumer (after the frames before it), raised there
-        if not batch or put(batch):
-            put(e)
+    except BaseException as e:  # handed to the consumer, raised there
+        put(e)
     finally:
         reader.release()
 
@@ -102,7 +73,6 @@ class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
         self._queue: queue.Queue | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pending: list = []  # the current batch, reversed (popped from the end)
         self._finished = False
 
     @property
@@ -119,8 +89,6 @@ class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
         return self
 
     def __next__(self) -> tuple[float, np.ndarray]:
-        if self._pending:
-            return self._pending.pop()
         if self._finished:
             raise StopIteration
         if not self._prefetch:
@@ -130,19 +98,18 @@ class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
                 self._finished = True
                 raise
         else:
-            item = self._next_batch()
+            item = self._next_prefetched()
         if item is None:
             self._end()
             raise StopIteration
         return item
 
-    def _next_batch(self) -> tuple[float, np.ndarray] | None:
+    def _next_prefetched(self) -> tuple[float, np.ndarray] | None:
         if self._thread is None:
-            size = batch_size(self._prefetch)
-            self._queue = queue.Queue(maxsize=queue_batches(self._prefetch, size))
+            self._queue = queue.Queue(maxsize=self._prefetch)
             self._thread = threading.Thread(
                 target=_produce,
-                args=(self._reader, self._queue, self._stop, size),
+                args=(self._reader, self._queue, self._stop),
                 daemon=True,
                 name=f"decode {os.path.basename(self.path)}",
             )
@@ -154,9 +121,7 @@ class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
         if isinstance(got, BaseException):
             self._end()
             raise got
-        got.reverse()
-        self._pending = got
-        return self._pending.pop()
+        return got
 
     def _end(self) -> None:
         self._finished = True
@@ -166,7 +131,6 @@ class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
     def close(self) -> None:
         """Stop decoding and release the decoder."""
         self._finished = True
-        self._pending = []
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
@@ -185,4 +149,4 @@ class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
             pass
 
 
-__all__ = ["MAX_BATCH", "DecodedFrames", "Reader", "batch_size", "queue_batches"]
+__all__ = ["DecodedFrames", "Reader"]
