@@ -12,8 +12,8 @@ from maxsim.media.prefetch import DecodedFrames
 
 
 class FakeReader:
-    """Yields ``(i / 10, i)`` for ``n`` frames, then None; raises ``fail`` at frame ``fail_at``; ``delay``
-    seconds a read."""
+    """Yields ``(i / 10, i)`` for ``n`` frames, then None; raises ValueError at frame ``fail_at``; sleeps
+    ``delay`` seconds a read."""
 
     path = "fake.mp4"
     fps = 10.0
