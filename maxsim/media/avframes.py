@@ -80,9 +80,7 @@ class DecodedFrame:
 
         The decoder hands frames over no longer in this core's cache, so the rows read are the cost:
         FFmpeg's scaler reads every row even for a point-sampled copy (on 720p, 720 luma and twice 360
-        chroma rows for a 128-px copy, against 72 of each plane here; timed frame by frame in the decode
-        loop of a 2-core AMD EPYC VM, the two alternating at random: 0.18-0.23 against 0.15-0.20 ms a
-        frame)."""
+        chroma rows for a 128-px copy, against 72 of each plane here)."""
         return self._scaled(int(width), int(height), True, pick, other=_point_bgr)
 
     def rgb_scaled(self, width: int, height: int) -> np.ndarray:
