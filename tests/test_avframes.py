@@ -199,9 +199,40 @@ def test_shrink_is_close_to_scaling_by_pixel_area():
     aliased = cv2.resize(img, (448, 252), interpolation=cv2.INTER_LINEAR).astype(int)
     assert np.abs(aliased - area).mean() > 1.5 * np.abs(small.astype(int) - area).mean()
     odd = rng.integers(0, 256, (35, 63), np.uint8)  # odd sides: no halving, bilinear only
-    bilinear = cv2.resize(odd, (20, 11), interpolation=cv2.INTER_LINEAR)
-    np.testing.assert_array_equal(shrink(odd, (20, 11)), bilinear)
+    bilinear = cv2.resize(odd, (20, 11), interpolation=cv2.INTER_LINEAR).astype(int)
+    assert np.abs(shrink(odd, (20, 11)).astype(int) - bilinear).max() <= 1  # cv2.resize's pixel centres
     assert shrink(odd, (63, 35)) is odd
+
+
+def test_shrink_runs_on_the_calling_thread_in_bands():
+    """Every OpenCV call of shrink makes at most SERIAL_PIXELS output pixels (one stripe: OpenCV does not
+    wake its worker threads for it), and the bands join seamlessly: the result is that of a single warp
+    and of whole-image 2x2 means, whatever the band height."""
+    from maxsim.media import avframes
+
+    rng = np.random.default_rng(2)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (720, 1280, 3), np.uint8), (0, 0), 2.0)
+    calls: list[tuple[int, int]] = []
+    resize, warp = cv2.resize, cv2.warpAffine
+
+    def spy(fn):
+        def call(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            calls.append(out.shape[:2])
+            return out
+        return call
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(avframes.cv2, "resize", spy(resize))
+        mp.setattr(avframes.cv2, "warpAffine", spy(warp))
+        small = shrink(img, (448, 252))
+    assert calls and all(h * w <= avframes.SERIAL_PIXELS for h, w in calls)
+    assert sum(h for h, w in calls if w == 640) == 360 and sum(h for h, w in calls if w == 448) == 252
+    np.testing.assert_array_equal(avframes._halve(img), resize(img, (640, 360), interpolation=cv2.INTER_AREA))
+    with pytest.MonkeyPatch.context() as mp:  # one band: the whole warp at once
+        mp.setattr(avframes, "SERIAL_PIXELS", 1 << 30)
+        whole = shrink(img, (448, 252))
+    assert np.abs(small.astype(int) - whole).max() <= 1
 
 
 def test_decoder_deblocking_setting(scenes_video, monkeypatch):

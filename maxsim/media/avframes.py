@@ -113,11 +113,49 @@ def shrink(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``img`` scaled to ``size`` (width, height): halved by 2x2 pixel means while it is at least twice as
     large in both directions, then bilinearly. Close to scaling by pixel area (``cv2.INTER_AREA``: about
     a level apart on detailed frames), at a fraction of its cost (0.15 ms against 1.4 ms for a 720p
-    plane to 448 px), and with no aliasing of the nearest-pixel kind plain bilinear scaling has."""
+    plane to 448 px), and with no aliasing of the nearest-pixel kind plain bilinear scaling has.
+
+    Each OpenCV call makes at most :data:`SERIAL_PIXELS` output pixels, so that OpenCV runs it on the
+    calling thread: in the decode pass every core is already decoding, and handing a quarter of a frame
+    to OpenCV's worker threads cost more CPU time (waking them and waiting for them) than it saved."""
     w, h = size
     while img.shape[1] >= 2 * w and img.shape[0] >= 2 * h and not (img.shape[1] % 2 or img.shape[0] % 2):
-        img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
-    return img if img.shape[1::-1] == (w, h) else cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+        img = _halve(img)
+    return img if img.shape[1::-1] == (w, h) else _bilinear(img, (w, h))
+
+
+# Output pixels per OpenCV call in shrink: OpenCV splits a call among its threads in stripes of 2^16
+# output pixels (rounded, so from 1.5 x 2^16 on), and runs one of a single stripe on the calling thread.
+SERIAL_PIXELS = 1 << 16
+
+
+def _bands(rows: int, width: int) -> Iterator[tuple[int, int]]:
+    """Output row ranges ``[y0, y1)`` of at most :data:`SERIAL_PIXELS` pixels each (one row at least)."""
+    step = max(1, SERIAL_PIXELS // max(1, width))
+    for y0 in range(0, rows, step):
+        yield y0, min(rows, y0 + step)
+
+
+def _halve(img: np.ndarray) -> np.ndarray:
+    """2x2 pixel means of an image with even sides (each band the exact rows of the whole-image result)."""
+    h, w = img.shape[0] // 2, img.shape[1] // 2
+    out = np.empty((h, w, *img.shape[2:]), img.dtype)
+    for y0, y1 in _bands(h, w):
+        cv2.resize(img[2 * y0:2 * y1], (w, y1 - y0), dst=out[y0:y1], interpolation=cv2.INTER_AREA)
+    return out
+
+
+def _bilinear(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear scaling with ``cv2.resize``'s pixel-centre alignment, as an affine warp done band by band
+    (within a level of ``cv2.resize``: the warp interpolates at 1/32 pixel; it is also faster here)."""
+    w, h = size
+    sx, sy = img.shape[1] / w, img.shape[0] / h
+    out = np.empty((h, w, *img.shape[2:]), img.dtype)
+    for y0, y1 in _bands(h, w):
+        m = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, (y0 + 0.5) * sy - 0.5]])
+        cv2.warpAffine(img, m, (w, y1 - y0), dst=out[y0:y1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_REPLICATE)
+    return out
 
 
 _PLANAR_YUV = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p", "yuvj440p")
