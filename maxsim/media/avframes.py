@@ -1,7 +1,7 @@
 """The decode pass of :func:`~maxsim.media.clips.iter_clips` through PyAV, converting only what is used.
 
 OpenCV's reader converts every decoded frame to a full-size BGR image, which on 720p video costs about as
-much as decoding it. The single decode pass needs far less: cut detection looks at a copy 128 or 256 pixels
+much as decoding it. The single decode pass needs far less: cut detection looks at a copy 64 or 256 pixels
 wide and the sampler keeps a couple of frames a second. Here frames stay in the decoder's own format
 (:class:`DecodedFrame`): the detection copy picks the nearest pixels of each plane, reading only the rows it
 keeps, and converts that small copy with the frame's own YUV matrix; the sampler's copy is scaled plane by
@@ -80,7 +80,7 @@ class DecodedFrame:
 
         The decoder hands frames over no longer in this core's cache, so the rows read are the cost:
         FFmpeg's scaler reads every row even for a point-sampled copy (on 720p, 720 luma and twice 360
-        chroma rows for a 128-px copy, against 72 of each plane here)."""
+        chroma rows, against 36 of each plane here for the content detector's 64-px copy)."""
         return self._scaled(int(width), int(height), True, pick, other=_point_bgr)
 
     def rgb_scaled(self, width: int, height: int) -> np.ndarray:
