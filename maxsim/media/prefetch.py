@@ -35,16 +35,19 @@ class Reader(Protocol):
 _END = object()
 
 
-def _produce(reader: Reader, q: queue.Queue, stop: threading.Event) -> None:
-    """Background decoding: frames into ``q``, then _END or the exception that ended it."""
+def _produce(reader: Reader, items: queue.SimpleQueue, slots: queue.SimpleQueue,
+             stop: threading.Event) -> None:
+    """Background decoding: frames into ``items``, each once a free slot is taken from ``slots``, then
+    _END or the exception that ended it."""
 
     def put(item: object) -> bool:
         while not stop.is_set():
             try:
-                q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
+                slots.get(timeout=0.05)
+            except queue.Empty:
                 continue
+            items.put(item)
+            return True
         return False
 
     try:
@@ -70,7 +73,10 @@ class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
         self.announced_frames = reader.announced  # frame count the container announces, 0 if unknown
         self.timeline = reader.timeline  # seconds the container announces (see announced_timeline)
         self._prefetch = max(0, int(prefetch))
-        self._queue: queue.Queue | None = None
+        # Frames go through a SimpleQueue (C) and the read-ahead is bounded by ``prefetch`` free-slot tokens
+        # in a second one: a hand-over per frame of every video, without queue.Queue's Python-level locking.
+        self._items: queue.SimpleQueue | None = None
+        self._slots: queue.SimpleQueue | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._finished = False
@@ -106,16 +112,19 @@ class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
 
     def _next_prefetched(self) -> tuple[float, np.ndarray] | None:
         if self._thread is None:
-            self._queue = queue.Queue(maxsize=self._prefetch)
+            self._items, self._slots = queue.SimpleQueue(), queue.SimpleQueue()
+            for _ in range(self._prefetch):
+                self._slots.put(None)
             self._thread = threading.Thread(
                 target=_produce,
-                args=(self._reader, self._queue, self._stop),
+                args=(self._reader, self._items, self._slots, self._stop),
                 daemon=True,
                 name=f"decode {os.path.basename(self.path)}",
             )
             self._thread.start()
-        assert self._queue is not None
-        got = self._queue.get()
+        assert self._items is not None and self._slots is not None
+        got = self._items.get()
+        self._slots.put(None)
         if got is _END:
             return None
         if isinstance(got, BaseException):
