@@ -192,11 +192,11 @@ def pick(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _plane(p: av.video.plane.VideoPlane) -> np.ndarray | None:
-    w, h = int(p.width), int(p.height)
-    a = np.frombuffer(p, np.uint8)
-    if p.line_size < w or a.size < p.line_size * h:
+    """The plane's pixels as a view (rows ``line_size`` bytes apart); None if its buffer is too short."""
+    w, h, line = p.width, p.height, p.line_size
+    if line < w or p.buffer_size < line * (h - 1) + w:
         return None
-    return a[: p.line_size * h].reshape(h, p.line_size)[:, :w]
+    return np.ndarray((h, w), np.uint8, buffer=p, strides=(line, 1))
 
 
 def _scaled_yuv(frame: av.VideoFrame, width: int, height: int, bgr: bool, scale: Scaler) -> np.ndarray | None:
@@ -261,34 +261,31 @@ def best_effort_stamps(
     before any is handed out, so such a file is timed by its decoding stamps from its first frame; later
     the counts go on as frames arrive."""
     pts_faults = dts_faults = 0
-    last: list[int | None] = [None, None]
+    last_pts: int | None = None
+    last_dts: int | None = None
 
-    def observe(f: av.VideoFrame) -> None:
-        nonlocal pts_faults, dts_faults
-        if f.pts is not None:
-            pts_faults += last[0] is not None and f.pts <= last[0]
-            last[0] = f.pts
-        if f.dts is not None:
-            dts_faults += last[1] is not None and f.dts <= last[1]
-            last[1] = f.dts
+    def observe(pts: int | None, dts: int | None) -> None:
+        nonlocal pts_faults, dts_faults, last_pts, last_dts
+        if pts is not None:
+            pts_faults += last_pts is not None and pts <= last_pts
+            last_pts = pts
+        if dts is not None:
+            dts_faults += last_dts is not None and dts <= last_dts
+            last_dts = dts
 
-    def stamp(f: av.VideoFrame) -> int | None:
-        if f.pts is not None and (f.dts is None or pts_faults <= dts_faults):
-            return f.pts
-        return f.dts
-
-    head: list[av.VideoFrame] = []
+    head: list[tuple[int | None, int | None, av.VideoFrame]] = []
     for f in frames:
-        head.append(f)
-        observe(f)
+        head.append((f.pts, f.dts, f))
+        observe(f.pts, f.dts)
         if len(head) >= lookahead:
             break
-    for f in head:
-        yield stamp(f), f
+    for pts, dts, f in head:
+        yield (pts if pts is not None and (dts is None or pts_faults <= dts_faults) else dts), f
     del head
-    for f in frames:
-        observe(f)
-        yield stamp(f), f
+    for f in frames:  # every frame of every video: the stamps read once
+        pts, dts = f.pts, f.dts
+        observe(pts, dts)
+        yield (pts if pts is not None and (dts is None or pts_faults <= dts_faults) else dts), f
 
 
 def _threads() -> int:
@@ -357,7 +354,8 @@ class AvReader(FrameReader):
             self.done = False
             self._lock = threading.Lock()
             self._start = int(s.start_time) if s.start_time is not None else 0
-            self._tb = Fraction(s.time_base) if s.time_base else None
+            tb = Fraction(s.time_base) if s.time_base else None
+            self._tb = None if tb is None else (tb.numerator, tb.denominator)  # read for every frame
             self._frames = best_effort_stamps(self._decode())
         except BaseException:
             self.container.close()
@@ -385,7 +383,8 @@ class AvReader(FrameReader):
             return math.nan
         # int / int is the correctly rounded float of the exact ratio (as float(Fraction)), without the
         # Fraction arithmetic that costs more per frame than the rest of this method
-        return round((pts - self._start) * self._tb.numerator / self._tb.denominator * 1000.0 * 1000.0) / 1e6
+        num, den = self._tb
+        return round((pts - self._start) * num / den * 1000.0 * 1000.0) / 1e6
 
     def read(self) -> tuple[float, DecodedFrame] | None:  # type: ignore[override]
         """The next frame, or None at the end (after checking that the video was complete)."""

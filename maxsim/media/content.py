@@ -139,14 +139,20 @@ class ContentScoreDetector(SceneDetector):
         self.filter_mode = filter_mode
         self.on_score: Callable[[float, float], None] | None = None
         self.last_score: float | None = None
-        self.last_parts: Weights | None = None  # the score's components for the last frame
+        self._parts: tuple[float, float, float, float] | None = None  # see last_parts
         self._flash = MinLengthFilter(filter_mode, min_scene_len)
         self._index = 0
         self._norm = float(sum(abs(w) for w in self.weights))
+        self._w = tuple(float(w) for w in self.weights)
         self._edges = self.weights.delta_edges > 0.0
         self._prev: np.ndarray | None = None
         self._prev_edges: np.ndarray | None = None
         self._kernel: np.ndarray | None = None
+
+    @property
+    def last_parts(self) -> Weights | None:
+        """The last score's components (mean change of hue, saturation, value and edges), None before."""
+        return None if self._parts is None else Weights(*self._parts)
 
     def get_metrics(self) -> list[str]:
         return list(ContentDetector.METRIC_KEYS)
@@ -177,8 +183,9 @@ class ContentScoreDetector(SceneDetector):
         n = float(hsv.shape[0] * hsv.shape[1])
         dh, ds, dv, _ = cv2.sumElems(cv2.absdiff(hsv, prev))
         de = 0.0 if edges is None or prev_edges is None else cv2.sumElems(cv2.absdiff(edges, prev_edges))[0]
-        self.last_parts = Weights(dh / n, ds / n, dv / n, de / n)
-        return sum(p * w for p, w in zip(self.last_parts, self.weights, strict=True)) / self._norm
+        parts = self._parts = (dh / n, ds / n, dv / n, de / n)
+        w = self._w  # the weighted sum in PySceneDetect's order (a plain expression: every frame comes here)
+        return (parts[0] * w[0] + parts[1] * w[1] + parts[2] * w[2] + parts[3] * w[3]) / self._norm
 
     def process_frame(self, timecode: Any, frame_img: np.ndarray) -> list[Any]:
         """Score one frame (frames in time order) and return the cuts released now (PySceneDetect's
