@@ -308,12 +308,13 @@ def plot(results: dict[str, Any], out_dir: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     sec = results["ffmpeg_ratio"]
-    labels = [f"{r['video']}\n{r['segmenter']}" for r in rows]
+    # the run's name, not its spec: a spec can run twice (with and without the decoder's full deblocking)
+    labels = [f"{r['video']}\n{r.get('run', r['segmenter']).removeprefix('maxsim ')}" for r in rows]
     vals = [r["ratio"] or 0.0 for r in rows]
     fig, ax = plt.subplots(figsize=(max(6.5, 1.3 * len(rows) + 2), 4.2), dpi=120)
     colors = ["tab:green" if v >= TARGET else "tab:orange" for v in vals]
     bars = ax.bar(range(len(rows)), vals, color=colors)
-    ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize=8, padding=2)
+    ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize=9, label_type="center")  # off the dots
     for i, r in enumerate(rows):
         pts = [p for p in r["ratio_rounds"] if p is not None]
         ax.scatter([i] * len(pts), pts, color="black", s=10, zorder=3, label="rounds" if i == 0 else None)
