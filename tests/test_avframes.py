@@ -206,8 +206,8 @@ def test_shrink_is_close_to_scaling_by_pixel_area():
 
 def test_shrink_runs_on_the_calling_thread_in_bands():
     """Every OpenCV call of shrink makes at most SERIAL_PIXELS output pixels (one stripe: OpenCV does not
-    wake its worker threads for it), and the bands join seamlessly: the result is that of a single warp
-    and of whole-image 2x2 means, whatever the band height."""
+    wake its worker threads for it), and the bands join seamlessly: the 2x2 means are those of the whole
+    image, and the result is within a level of a single warp over the whole image."""
     from maxsim.media import avframes
 
     rng = np.random.default_rng(2)

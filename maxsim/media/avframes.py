@@ -116,8 +116,8 @@ def shrink(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     plane to 448 px), and with no aliasing of the nearest-pixel kind plain bilinear scaling has.
 
     Each OpenCV call makes at most :data:`SERIAL_PIXELS` output pixels, so that OpenCV runs it on the
-    calling thread: in the decode pass every core is already decoding, and handing a quarter of a frame
-    to OpenCV's worker threads cost more CPU time (waking them and waiting for them) than it saved."""
+    calling thread: in the decode pass every core is already decoding, and handing part of each call to
+    OpenCV's worker threads cost more CPU time (waking them and waiting for them) than it saved."""
     w, h = size
     while img.shape[1] >= 2 * w and img.shape[0] >= 2 * h and not (img.shape[1] % 2 or img.shape[0] % 2):
         img = _halve(img)
