@@ -273,19 +273,23 @@ def best_effort_stamps(
             dts_faults += last_dts is not None and dts <= last_dts
             last_dts = dts
 
+    def stamp(pts: int | None, dts: int | None) -> int | None:
+        return pts if pts is not None and (dts is None or pts_faults <= dts_faults) else dts
+
     head: list[tuple[int | None, int | None, av.VideoFrame]] = []
     for f in frames:
-        head.append((f.pts, f.dts, f))
-        observe(f.pts, f.dts)
+        pts, dts = f.pts, f.dts  # read once: PyAV builds them on every access
+        head.append((pts, dts, f))
+        observe(pts, dts)
         if len(head) >= lookahead:
             break
     for pts, dts, f in head:
-        yield (pts if pts is not None and (dts is None or pts_faults <= dts_faults) else dts), f
+        yield stamp(pts, dts), f
     del head
-    for f in frames:  # every frame of every video: the stamps read once
+    for f in frames:
         pts, dts = f.pts, f.dts
         observe(pts, dts)
-        yield (pts if pts is not None and (dts is None or pts_faults <= dts_faults) else dts), f
+        yield stamp(pts, dts), f
 
 
 def _threads() -> int:

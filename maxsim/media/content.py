@@ -143,7 +143,6 @@ class ContentScoreDetector(SceneDetector):
         self._flash = MinLengthFilter(filter_mode, min_scene_len)
         self._index = 0
         self._norm = float(sum(abs(w) for w in self.weights))
-        self._w = tuple(float(w) for w in self.weights)
         self._edges = self.weights.delta_edges > 0.0
         self._prev: np.ndarray | None = None
         self._prev_edges: np.ndarray | None = None
@@ -184,7 +183,7 @@ class ContentScoreDetector(SceneDetector):
         dh, ds, dv, _ = cv2.sumElems(cv2.absdiff(hsv, prev))
         de = 0.0 if edges is None or prev_edges is None else cv2.sumElems(cv2.absdiff(edges, prev_edges))[0]
         parts = self._parts = (dh / n, ds / n, dv / n, de / n)
-        w = self._w  # the weighted sum in PySceneDetect's order (a plain expression: every frame comes here)
+        w = self.weights  # the weighted sum in PySceneDetect's order, as a plain expression (every frame)
         return (parts[0] * w[0] + parts[1] * w[1] + parts[2] * w[2] + parts[3] * w[3]) / self._norm
 
     def process_frame(self, timecode: Any, frame_img: np.ndarray) -> list[Any]:

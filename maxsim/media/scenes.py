@@ -214,8 +214,6 @@ class _SceneRun:
         self._cuts = _CutStream(min_seconds, max_seconds, None, _record_scores(detector))
         self._last_tc = None
         self._last_t = -math.inf
-        self._frame_size: tuple[int, int] | None = None  # decoded frames' size, and their detection size
-        self._detect_size: tuple[int, int] | None = None
         self._by_seconds = detector.process_seconds if isinstance(detector, ContentScoreDetector) else None
         # How far behind the current frame these detectors may still place a cut (in frames); other
         # detectors (fades, user classes) only release segments once a later cut is found.
@@ -268,10 +266,7 @@ class _SceneRun:
     def feed_decoded(self, t: float, frame: Any) -> None:
         """Feed a :class:`~maxsim.media.avframes.DecodedFrame`: the detection-size copy is picked from the
         decoded planes, without a full-size BGR image."""
-        wh = (frame.width, frame.height)
-        if wh != self._frame_size:  # the same for every frame of nearly every video
-            self._frame_size, self._detect_size = wh, self._size(*wh)
-        size = self._detect_size
+        size = self._size(frame.width, frame.height)
         self._take(t, frame.bgr() if size is None else frame.bgr_scaled(*size))
 
     def _take(self, t: float, small: np.ndarray) -> None:
