@@ -22,6 +22,7 @@ frame rate relative to FFmpeg's), and the per-round ratios show how much the mac
 from __future__ import annotations
 
 import os
+import random
 import statistics
 import time
 from collections.abc import Iterator
@@ -217,10 +218,34 @@ def measure_video(path: Path, s: RatioSettings, sampler: Any, progress: Any = No
             "fps": frames / med if med > 0 else None,
             "ratio": ref / med if med > 0 else None,
             "ratio_rounds": [a / b if b > 0 else None for a, b in zip(ref_all, seconds[name], strict=True)],
+            "ratio_interval": None if seg is None else ratio_interval(ref_all, seconds[name]),
             "segments": None if bounds is None else len(bounds),
             "boundaries": bounds,
         })
     return rows
+
+
+def ratio_interval(ref: list[float], run: list[float], level: float = 0.90, resamples: int = 2000,
+                   seed: int = 0) -> tuple[float, float] | None:
+    """A bootstrap ``level`` interval of the ratio (``median(ref) / median(run)``), the rounds resampled
+    as pairs (each FFmpeg run with the run of the same round: the load on the machine moves both); None
+    for fewer than 3 rounds.
+
+    On a shared host a run's rounds move by 10-20%, so a median of 5 can land either side of the target
+    by chance: the interval says how far the ratio itself could move on the same machine."""
+    if len(ref) != len(run):
+        raise ValueError(f"ratio_interval: {len(ref)} reference rounds against {len(run)} run rounds")
+    if len(ref) < 3 or min(run) <= 0:
+        return None
+    rng = random.Random(seed)
+    n = len(ref)
+    ratios = []
+    for _ in range(resamples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        ratios.append(statistics.median(ref[i] for i in idx) / statistics.median(run[i] for i in idx))
+    ratios.sort()
+    tail = (1.0 - level) / 2.0
+    return ratios[int(tail * (resamples - 1))], ratios[int(round((1.0 - tail) * (resamples - 1)))]
 
 
 def _brief(out: Any) -> str:
@@ -271,6 +296,7 @@ def table(results: dict[str, Any]) -> Table:
             Column("fps", "frames/s", ",.0f"),
             Column("ratio", "ratio to FFmpeg", ".2f"),
             Column("meets", f">= {TARGET:.2f}", lambda v: "yes" if v else "no"),
+            Column("ratio_interval", "90% interval", lambda v: f"{v[0]:.2f}-{v[1]:.2f}"),
             Column("ratio_rounds", "ratio per round", ".2f"),
             Column("seconds_all", "s per round", ".2f"),
             Column("segments", "segments"),
@@ -281,7 +307,9 @@ def table(results: dict[str, Any]) -> Table:
         "via PyAV, every frame, nothing converted); maxsim rows: iter_clips (decode + cut detection + "
         f"sampling with {sec.get('sampler', '?')}, no encoder) on the same threads, its decoder skipping the "
         f"deblocking of {sec.get('skip_loop_filter', '?')} frames (MAXSIM_DECODE_SKIP_LOOP_FILTER; 'noref': "
-        "frames no other frame is predicted from); '(full decode)': deblocking every frame, as FFmpeg's run.",
+        "frames no other frame is predicted from); '(full decode)': deblocking every frame, as FFmpeg's run; "
+        "90% interval: of the ratio, bootstrapped over the rounds taken in pairs (how far it moves by chance "
+        "on this machine; from 3 rounds).",
     )
 
 
@@ -318,6 +346,11 @@ def plot(results: dict[str, Any], out_dir: Path) -> Path | None:
     for i, r in enumerate(rows):
         pts = [p for p in r["ratio_rounds"] if p is not None]
         ax.scatter([i] * len(pts), pts, color="black", s=10, zorder=3, label="rounds" if i == 0 else None)
+        if r.get("ratio_interval"):
+            lo, hi = r["ratio_interval"]
+            mid = min(max(r["ratio"], lo), hi)
+            ax.errorbar([i + 0.25], [mid], yerr=[[mid - lo], [hi - mid]], fmt="none",
+                        ecolor="dimgray", capsize=4, zorder=3, label="90% interval" if i == 0 else None)
     ax.axhline(TARGET, color="tab:red", linestyle="--", linewidth=1, label=f"target {TARGET:.2f}")
     ax.set_xticks(range(len(rows)), labels, fontsize=8)
     top = max(vals + [p or 0.0 for r in rows for p in r["ratio_rounds"]] + [1.0])

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import statistics
 import zipfile
 from pathlib import Path
 
@@ -131,6 +132,8 @@ def test_rounds_interleave_in_rotated_order_and_output_must_not_change(tmp_path,
     assert [r["run"] for r in rows] == ["FFmpeg decode", "maxsim fixed:1", "maxsim fixed:2"]
     assert all(len(r["seconds_all"]) == len(r["ratio_rounds"]) == 3 and r["frames"] == 25 for r in rows)
     assert rows[1]["segments"] == 1 and rows[0]["segments"] is None
+    assert rows[0]["ratio_interval"] is None  # FFmpeg's own row
+    assert all(lo <= hi for lo, hi in (r["ratio_interval"] for r in rows[1:]))
     assert skips == ["noref"] * 6 and [r["skip_loop_filter"] for r in rows] == [None, "noref", "noref"]
 
     # the first spec once more with the decoder deblocking every frame (as FFmpeg's run does)
@@ -151,6 +154,21 @@ def test_rounds_interleave_in_rotated_order_and_output_must_not_change(tmp_path,
     changed = "FFmpeg decode produced different output in round 2 than before \\(25 frames vs 24 frames\\)"
     with pytest.raises(RuntimeError, match=changed):
         ffmpeg_ratio.measure_video(tmp_path / "v.mp4", RatioSettings(2, 1, ("fixed:1",)), sampler=None)
+
+
+def test_ratio_interval_follows_the_rounds_in_pairs():
+    """Load that moves both runs of a round alike leaves the ratio where it is; noise of one run alone
+    widens the interval around it; too few rounds give none; mismatched rounds are an error."""
+    ref = [10.0, 14.0, 11.0, 19.0, 12.0]
+    assert ffmpeg_ratio.ratio_interval(ref, [1.25 * x for x in ref]) == pytest.approx((0.8, 0.8))
+    noisy = [1.25 * x * f for x, f in zip(ref, (0.8, 1.2, 1.0, 0.85, 1.15), strict=True)]
+    lo, hi = ffmpeg_ratio.ratio_interval(ref, noisy)
+    ratio = statistics.median(ref) / statistics.median(noisy)
+    assert lo < 0.8 < hi and lo <= ratio <= hi and hi - lo > 0.1
+    assert ffmpeg_ratio.ratio_interval(ref, noisy) == (lo, hi)  # seeded: the same run, the same interval
+    assert ffmpeg_ratio.ratio_interval(ref[:2], noisy[:2]) is None
+    with pytest.raises(ValueError, match="5 reference rounds against 4 run rounds"):
+        ffmpeg_ratio.ratio_interval(ref, noisy[:4])
 
 
 @pytest.fixture
@@ -181,10 +199,10 @@ def fake_bbb(tmp_path, monkeypatch):
     return calls
 
 
-def test_film_preset_is_bbb_with_five_rounds_on_ffmpegs_threads(tmp_path, capsys):
+def test_film_preset_is_bbb_with_nine_rounds_on_ffmpegs_threads(tmp_path, capsys):
     assert run_cli("ingest", "--preset", "film", "--show-config") == 0
     cfg = json.loads(capsys.readouterr().out)["config"]
-    assert cfg["real_videos"] == ["bbb"] and cfg["ffmpeg_ratio"] is True and cfg["ffmpeg_rounds"] == 5
+    assert cfg["real_videos"] == ["bbb"] and cfg["ffmpeg_ratio"] is True and cfg["ffmpeg_rounds"] == 9
     assert cfg["ffmpeg_threads"] == 0  # both decoders on the thread count FFmpeg chooses
     assert cfg["engine_check"] is False and cfg["encoder"] == "color-test"
     assert "bbb" in {f.vid for f in real_footage.FOOTAGE}
