@@ -22,7 +22,6 @@ frame rate relative to FFmpeg's), and the per-round ratios show how much the mac
 from __future__ import annotations
 
 import os
-import random
 import statistics
 import time
 from collections.abc import Iterator
@@ -31,10 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from maxsim.bench.config import ConfigError, build
 from maxsim.bench.machine import cpu_model, usable_cores
 from maxsim.bench.report import Column, Run, Table
 from tqdm import tqdm
+
+from maxsim.summary import percentiles
 
 TARGET = 0.90  # issue 19: decode + cut detection + sampling at >= 90% of FFmpeg's decode rate
 FFMPEG = "FFmpeg decode"
@@ -237,15 +239,11 @@ def ratio_interval(ref: list[float], run: list[float], level: float = 0.90, resa
         raise ValueError(f"ratio_interval: {len(ref)} reference rounds against {len(run)} run rounds")
     if len(ref) < 3 or min(run) <= 0:
         return None
-    rng = random.Random(seed)
-    n = len(ref)
-    ratios = []
-    for _ in range(resamples):
-        idx = [rng.randrange(n) for _ in range(n)]
-        ratios.append(statistics.median(ref[i] for i in idx) / statistics.median(run[i] for i in idx))
-    ratios.sort()
-    tail = (1.0 - level) / 2.0
-    return ratios[int(tail * (resamples - 1))], ratios[int(round((1.0 - tail) * (resamples - 1)))]
+    idx = np.random.default_rng(seed).integers(0, len(ref), (resamples, len(ref)))
+    ratios = np.median(np.asarray(ref)[idx], axis=1) / np.median(np.asarray(run)[idx], axis=1)
+    tail = 50.0 * (1.0 - level)
+    p = percentiles(ratios, (tail, 100.0 - tail))
+    return p[f"p{tail:g}"], p[f"p{100.0 - tail:g}"]
 
 
 def _brief(out: Any) -> str:
