@@ -148,6 +148,48 @@ def test_detection_copy_takes_the_nearest_pixels(fmt):
             assert (near[1] <= tol).all(), (fmt, size)
 
 
+@pytest.mark.parametrize(("src", "dst"), [((1280, 720), (64, 36)), ((1280, 720), (32, 18)),
+                                         ((321, 181), (63, 11)), ((640, 360), (200, 30)), ((37, 5), (36, 5))])
+def test_detection_copy_gathers_opencvs_nearest_pixels(src, dst):
+    """The detection copy's per-plane gather (byte offsets kept per geometry, rows ``line_size`` apart)
+    takes exactly the pixels ``cv2.INTER_NEAREST_EXACT`` takes, on padded rows and odd sizes."""
+    import av
+
+    from maxsim.media import avframes
+
+    frame = av.VideoFrame(*src, "yuv420p")
+    rng = np.random.default_rng(sum(src) + sum(dst))
+    for p in frame.planes:
+        p.update(rng.integers(0, 256, p.buffer_size, dtype=np.uint8).tobytes())
+    got = avframes._picked_planes(frame.planes, *dst)
+    assert got is not None and len(got) == 3
+    for p, plane in zip(frame.planes, got, strict=True):
+        view = avframes._plane(p)
+        same = view.shape[::-1] == dst
+        want = view if same else cv2.resize(view, dst, interpolation=cv2.INTER_NEAREST_EXACT)
+        np.testing.assert_array_equal(plane, want)
+    converted = DecodedFrame(frame).bgr_scaled(*dst)
+    assert converted.shape == (dst[1], dst[0], 3)
+
+
+def test_detection_copy_refuses_planes_shorter_than_they_announce():
+    """A plane whose buffer cannot hold the rows it announces, or whose rows are narrower than its width,
+    is not gathered from (the caller then goes through FFmpeg's scaler): no read past a buffer's end."""
+    from maxsim.media import avframes
+
+    class Plane(bytearray):  # a plane: its geometry as attributes, its bytes through the buffer protocol
+        def __init__(self, size: int, width: int, height: int, line_size: int):
+            super().__init__(size)
+            self.width, self.height, self.line_size = width, height, line_size
+
+    ok = Plane(64 * 48, 64, 48, 64)
+    short = Plane(64 * 40, 64, 48, 64)
+    narrow = Plane(64 * 48, 64, 48, 32)
+    assert avframes._picked_planes((ok, ok, ok), 16, 12) is not None
+    assert avframes._picked_planes((ok, short, ok), 16, 12) is None
+    assert avframes._picked_planes((ok, ok, narrow), 16, 12) is None
+
+
 def test_yuv_matrix_is_the_published_one():
     for cs, full, table in ((1, False, BT709_TV), (2, False, BT601_TV), (5, True, BT601_PC)):
         coef, y0 = table
