@@ -202,12 +202,12 @@ def test_default_scene_segmenter_large_frames_vfr_safe(make_video):
 
 
 def test_detection_width_per_detector(make_video, monkeypatch):
-    """The content detector looks at a 64-px copy by default (the segment benchmark found the same cuts
+    """The content detector looks at a 32-px copy by default (the segment benchmark found the same cuts
     as at 256 px); the others keep SceneManager's 256 px; an explicit width wins."""
     from maxsim.media.content import ContentScoreDetector
 
-    assert SceneSegmenter().detection_width == 64 and "width=64" in SceneSegmenter().name
-    assert SceneSegmenter().detection_size(1280, 720) == (64, 36)
+    assert SceneSegmenter().detection_width == 32 and "width=32" in SceneSegmenter().name
+    assert SceneSegmenter().detection_size(1280, 720) == (32, 18)
     assert SceneSegmenter("adaptive").detection_width == 256
     assert SceneSegmenter("histogram").detection_size(1280, 720) == (256, 144)
     assert SceneSegmenter("content", detection_width=256).detection_width == 256
@@ -222,7 +222,7 @@ def test_detection_width_per_detector(make_video, monkeypatch):
     scenes = [(1.5, "red"), (2.5, "cyan"), (1.0, "purple"), (3.0, "orange")]
     path = make_video("scenes_640w.mp4", scenes, fps=25, size=(640, 360))
     narrow = SceneSegmenter().segment(path)
-    assert set(seen) == {(36, 64, 3)}
+    assert set(seen) == {(18, 32, 3)}
     seen.clear()
     wide = SceneSegmenter(detection_width=256).segment(path)
     assert set(seen) == {(144, 256, 3)}

@@ -80,7 +80,7 @@ class DecodedFrame:
 
         The decoder hands frames over no longer in this core's cache, so the rows read are the cost:
         FFmpeg's scaler reads every row even for a point-sampled copy (on 720p, 720 luma and twice 360
-        chroma rows, against 36 of each plane here for the content detector's 64-px copy)."""
+        chroma rows, against 18 of each plane here for the content detector's 32-px copy)."""
         return self._scaled(int(width), int(height), True, pick, other=_point_bgr)
 
     def rgb_scaled(self, width: int, height: int) -> np.ndarray:

@@ -57,12 +57,13 @@ def _bounded_lag_classes() -> tuple[type, ...]:
 
 DETECTION_WIDTH = 256  # frames wider than this are downscaled for detection, as SceneManager does
 # Narrower defaults per detector. The content score is a mean change over the frame's pixels, which a
-# 64-px grid of nearest pixels estimates as well as a 256-px one: `maxsim-bench segment` found the same
-# cuts on the real set at 64 to 256 px (F1 0.94 at 0.25 s each), and Big Buck Bunny's 142 segments at 64,
-# 128 and 256 px differ only in the splits of its scrolling end credits (a few frames to 0.8 s; bench/
-# results/segment-cpu-amd-epyc-avx2-2026-12-04-width64.md). The decode pass picks this copy from every
-# frame, so the rows it reads (36 of each plane of a 720p frame at 64 px, 72 at 128) are its main cost.
-DETECTION_WIDTHS: dict[str, int] = {"content": 64}
+# 32-px grid of nearest pixels estimates as well as a 256-px one: `maxsim-bench segment` found the same
+# cuts on the real set at 16 to 256 px (F1 0.94 at 0.25 s each), and Big Buck Bunny's 142 segments at 32
+# and 64 px differ only where no shot changes: a boulder landing in one shot (346.33 against 346.50 s) and
+# the splits of the scrolling end credits (bench/results/segment-cpu-amd-epyc-avx2-2026-12-04-width32.md;
+# 64 against 128 and 256 px: ...-width64.md). The decode pass gathers this copy from every frame, so the
+# rows it reads (18 of each plane of a 720p frame at 32 px, 36 at 64) are its main cost.
+DETECTION_WIDTHS: dict[str, int] = {"content": 32}
 
 
 def detection_size(w: int, h: int, width: int = DETECTION_WIDTH) -> tuple[int, int] | None:
@@ -302,7 +303,7 @@ class SceneSegmenter:
     than ``max_seconds`` split (``None``: no limit) at the strongest cut candidates inside them (the
     detector's per-frame score peaking on a change too weak to count as a cut), evenly where none is.
     A video without a cut is one segment.
-    Frames wider than ``detection_width`` pixels are downscaled before detection (default: 64 for
+    Frames wider than ``detection_width`` pixels are downscaled before detection (default: 32 for
     ``"content"``, 256 otherwise, see :data:`DETECTION_WIDTHS`).
     """
 
