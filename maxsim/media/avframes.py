@@ -219,7 +219,8 @@ def _pick_offsets(w: int, h: int, line: int, width: int, height: int) -> tuple[n
 def _picked_planes(planes: tuple, width: int, height: int) -> list[np.ndarray] | None:
     """:func:`pick` of each plane, as one gather per plane by byte offsets kept per geometry: the same
     pixels, with none of the per-plane views and fewer calls (the detection copy is made from every frame
-    of every video); None if a plane's buffer is too short for its announced size."""
+    of every video); None if a plane's buffer is too short for its announced rows, or its rows narrower
+    than its width."""
     out = []
     for p in planes:
         w, line = p.width, p.line_size
