@@ -19,8 +19,9 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
+from typing import Any
 
 import av
 import cv2
@@ -216,7 +217,7 @@ def _pick_offsets(w: int, h: int, line: int, width: int, height: int) -> tuple[n
     return offsets, int(offsets.max()) + 1
 
 
-def _picked_planes(planes: tuple, width: int, height: int) -> list[np.ndarray] | None:
+def _picked_planes(planes: Sequence[Any], width: int, height: int) -> list[np.ndarray] | None:
     """:func:`pick` of each plane, as one gather per plane by byte offsets kept per geometry: the same
     pixels, with none of the per-plane views and fewer calls (the detection copy is made from every frame
     of every video); None if a plane's buffer is too short for its announced rows, or its rows narrower
@@ -224,9 +225,11 @@ def _picked_planes(planes: tuple, width: int, height: int) -> list[np.ndarray] |
     out = []
     for p in planes:
         w, line = p.width, p.line_size
+        if line < w:
+            return None
         offsets, need = _pick_offsets(w, p.height, line, width, height)
         buf = np.frombuffer(p, np.uint8)
-        if line < w or buf.size < need:
+        if buf.size < need:
             return None
         out.append(buf.take(offsets))
     return out
