@@ -373,3 +373,53 @@ def test_decoded_times_match_opencv_on_packed_b_frames(tmp_path, monkeypatch):
     assert got == want and all(b > a for a, b in zip(got, got[1:], strict=False))
     with iter_frames(path) as frames:
         assert [t for t, _ in frames] == want
+
+
+def test_decoded_hands_frames_over_between_reading_a_packet_and_decoding_it(scenes_video):
+    """A list of frames goes out once the next packet is read and before it is decoded, so the consumer works
+    while the decode thread waits in the decoder (see maxsim.media.prefetch); the lists hold every frame."""
+    from maxsim.media.avframes import AvReader
+    from maxsim.media.video import VideoFile
+
+    events: list[str] = []
+
+    class Packet:
+        def __init__(self, packet):
+            self.packet = packet
+
+        def decode(self):
+            frames = self.packet.decode()
+            events.append("decode")
+            return frames
+
+    class Container:
+        def __init__(self, container):
+            self.container = container
+
+        def demux(self, stream):
+            for packet in self.container.demux(stream):
+                events.append("read")
+                yield Packet(packet)
+
+    def lists(batch: int) -> list[list[int]]:
+        reader = AvReader(VideoFile(scenes_video.path))
+        real, reader.container = reader.container, Container(reader.container)
+        out = []
+        try:
+            for frames in reader.decoded(batch):
+                events.append("hand over")
+                out.append([f.pts for f in frames])
+        finally:
+            reader.container = real
+            reader.release()
+        return out
+
+    one = lists(1)
+    events.clear()
+    three = lists(3)
+    assert [p for x in three for p in x] == [p for x in one for p in x] and len(one) > 6
+    assert all(len(x) >= 3 for x in three[:-1]) and three[-1]
+    assert events.count("hand over") == len(three) and events[-1] == "hand over"
+    for i, event in enumerate(events[:-1]):  # the last comes after the last packet
+        if event == "hand over":
+            assert events[i - 1] == "read" and events[i + 1] == "decode"

@@ -15,11 +15,12 @@ frame's time is its presentation time from the stream's start, as OpenCV reports
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -395,32 +396,51 @@ class AvReader(FrameReader):
             self.n = 0
             self.last_t = -math.inf
             self.dt = 1.0 / (self.fps or FALLBACK_FPS)
-            self.done = False
             self._lock = threading.Lock()
             self._start = int(s.start_time) if s.start_time is not None else 0
             tb = Fraction(s.time_base) if s.time_base else None
             self._tb = None if tb is None else (tb.numerator, tb.denominator)  # read for every frame
-            self._frames = best_effort_stamps(self._decode())
         except BaseException:
             self.container.close()
             raise
 
-    def _decode(self) -> Iterator[av.VideoFrame]:
-        bad = 0
+    def decoded(self, batch: int = 1) -> Iterator[list[av.VideoFrame]]:
+        """The decoder's frames, in lists of at least ``batch`` frames (but the last), neither timed nor
+        converted, so this may run in a background thread. A list is handed out once the next packet has been
+        read, just before it goes to the decoder: whoever takes the list then works while this thread waits
+        in the decoder (see :mod:`maxsim.media.prefetch`)."""
+        container = self.container
+        if container is None:
+            return
+        held: list[av.VideoFrame] = []
+        bad = seen = 0
         try:
-            for packet in self.container.demux(self.stream):
+            for packet in container.demux(self.stream):
+                if len(held) >= batch:
+                    seen += len(held)
+                    yield held
+                    held = []
                 try:
-                    frames = packet.decode()
+                    held += packet.decode()
                 except av.error.FFmpegError as e:
                     bad += 1
-                    logger.debug("%s: decoder rejected a packet after %d frames: %s", self.path, self.n, e)
+                    logger.debug("%s: decoder rejected a packet after %d frames: %s", self.path,
+                                 seen + len(held), e)
                     if bad > _MAX_BAD_PACKETS:
-                        return
+                        break
                     continue
                 bad = 0
-                yield from frames
         except (av.error.FFmpegError, OSError) as e:  # the demuxer stops at damaged or missing data
-            logger.debug("%s: reading stopped after %d frames: %s", self.path, self.n, e)
+            logger.debug("%s: reading stopped after %d frames: %s", self.path, seen + len(held), e)
+        if held:
+            yield held
+
+    def timed(self, batches: Iterable[list[av.VideoFrame]]) -> Iterator[tuple[float, DecodedFrame]]:
+        """``(time_s, DecodedFrame)`` for the frames of :meth:`decoded`, each stamped as
+        :func:`best_effort_stamps` chooses."""
+        time, next_time = self._time, self.next_time
+        for stamp, frame in best_effort_stamps(itertools.chain.from_iterable(batches)):
+            yield next_time(time(stamp)), DecodedFrame(frame)
 
     def _time(self, pts: int | None) -> float:
         if pts is None or self._tb is None:
@@ -429,17 +449,6 @@ class AvReader(FrameReader):
         # Fraction arithmetic that costs more per frame than the rest of this method
         num, den = self._tb
         return round((pts - self._start) * num / den * 1000.0 * 1000.0) / 1e6
-
-    def read(self) -> tuple[float, DecodedFrame] | None:  # type: ignore[override]
-        """The next frame, or None at the end (after checking that the video was complete)."""
-        if self.done or self.container is None:
-            return None
-        item = next(self._frames, None)
-        if item is None:
-            self.finish()
-            return None
-        stamp, frame = item
-        return self.next_time(self._time(stamp)), DecodedFrame(frame)
 
     def release(self) -> None:
         with self._lock:

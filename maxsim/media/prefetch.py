@@ -1,8 +1,19 @@
 """The decode pass's iterator: frames from a reader, decoded in a background thread when asked to.
 
-A background thread lets decoding go on while the consumer works on the frames already decoded (the
-single decode pass's cut detection and sampling, or an encoder in the same process), up to ``prefetch``
-frames ahead.
+A reader comes in two halves. ``decoded(batch)`` is the decoder's output, untimed and unconverted, in lists
+of ``batch`` frames or more; with ``prefetch > 0`` it runs in a background thread, up to about ``prefetch``
+frames ahead of the consumer, so that decoding overlaps the consumer's per-frame work (the single decode
+pass's cut detection and sampling, or an encoder in the same process). ``timed(batches)`` gives each frame
+its time, in the consumer's thread.
+
+The background thread hands frames over :data:`HANDOVER` at a time, and hands a list over when it has read
+the next packet and is about to give it to the decoder. Where the decoder's frame threads fill the cores,
+every moment the decode thread spends between two packets leaves one of them idle (FFmpeg's frame threading
+gives a thread its next packet only when the decode thread brings it), and in that moment the decode thread
+needs the GIL. A hand-over wakes the consumer, which then holds the GIL while it works: handed over before
+the decoder's wait, that work runs while the decode thread waits in the decoder, not while it needs the GIL.
+On a 2-minute cut of Big Buck Bunny (720p H.264, 2 decoder threads, 2 cores, content cuts and sampling), the
+time between packets fell from about 10% of the pass to about 2.5%, against 1.8% for PyAV's own decode loop.
 """
 
 from __future__ import annotations
@@ -10,10 +21,12 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
+
+HANDOVER = 4  # frames a background decode thread hands over at a time (fewer where prefetch is smaller)
 
 
 class Reader(Protocol):
@@ -25,7 +38,18 @@ class Reader(Protocol):
     timeline: float
     n: int
 
-    def read(self) -> tuple[float, Any] | None: ...
+    def decoded(self, batch: int) -> Iterator[list[Any]]:
+        """The decoder's frames in order, in lists of at least ``batch`` (but the last), untimed; may run in
+        a background thread, so it must not change what :meth:`timed` and the other methods read."""
+        ...
+
+    def timed(self, batches: Iterable[list[Any]]) -> Iterator[tuple[float, Any]]:
+        """``(time_s, frame)`` for the frames of :meth:`decoded`, in the consumer's thread."""
+        ...
+
+    def finish(self) -> None:
+        """End of stream: release the decoder and check that the video was complete."""
+        ...
 
     def end(self) -> float: ...
 
@@ -35,10 +59,10 @@ class Reader(Protocol):
 _END = object()
 
 
-def _produce(reader: Reader, items: queue.SimpleQueue, slots: queue.SimpleQueue,
-             stop: threading.Event) -> None:
-    """Background decoding: frames into ``items``, each once a free slot is taken from ``slots``, then
-    _END or the exception that ended it."""
+def _produce(batches: Iterator[list[Any]], release: Callable[[], None], items: queue.SimpleQueue,
+             slots: queue.SimpleQueue, stop: threading.Event) -> None:
+    """Background decoding: lists of frames into ``items``, each once a free slot is taken from ``slots``,
+    then _END or the exception that ended it."""
 
     def put(item: object) -> bool:
         while not stop.is_set():
@@ -51,15 +75,18 @@ def _produce(reader: Reader, items: queue.SimpleQueue, slots: queue.SimpleQueue,
         return False
 
     try:
-        while not stop.is_set():
-            item = reader.read()
-            if item is None or not put(item):
+        for batch in batches:
+            if not put(batch):
                 break
-        put(_END)
+        else:
+            put(_END)
     except BaseException as e:  # handed to the consumer, raised there
         put(e)
     finally:
-        reader.release()
+        close = getattr(batches, "close", None)
+        if close is not None:  # a generator: ended here, in the thread that ran it
+            close()
+        release()
 
 
 class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
@@ -73,12 +100,14 @@ class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
         self.announced_frames = reader.announced  # frame count the container announces, 0 if unknown
         self.timeline = reader.timeline  # seconds the container announces (see announced_timeline)
         self._prefetch = max(0, int(prefetch))
-        # Frames go through a SimpleQueue (C) and the read-ahead is bounded by ``prefetch`` free-slot tokens
-        # in a second one: a hand-over per frame of every video, without queue.Queue's Python-level locking.
+        self._batch = min(HANDOVER, self._prefetch) or 1
+        # Lists of frames go through a SimpleQueue (C) and the read-ahead is bounded by free-slot tokens in a
+        # second one: a hand-over without queue.Queue's Python-level locking.
         self._items: queue.SimpleQueue | None = None
         self._slots: queue.SimpleQueue | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._frames: Iterator[tuple[float, Any]] | None = None
         self._finished = False
 
     @property
@@ -91,50 +120,56 @@ class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
         """End time (s) of the last frame decoded so far (its time plus its interval); 0.0 before."""
         return self._reader.end() if self._reader.n else 0.0
 
+    @property
+    def read_ahead(self) -> int:
+        """Lists of frames the background thread may hold for the consumer (0: no background thread)."""
+        return max(1, self._prefetch // self._batch) if self._prefetch else 0
+
     def __iter__(self) -> DecodedFrames:
         return self
 
     def __next__(self) -> tuple[float, np.ndarray]:
         if self._finished:
             raise StopIteration
-        if not self._prefetch:
-            try:
-                item = self._reader.read()
-            except BaseException:
-                self._finished = True
-                raise
-        else:
-            item = self._next_prefetched()
-        if item is None:
+        if self._frames is None:
+            source = self._handed_over() if self._prefetch else self._reader.decoded(1)
+            self._frames = self._reader.timed(source)
+        try:
+            return next(self._frames)
+        except StopIteration:
             self._end()
-            raise StopIteration
-        return item
+            self._reader.finish()
+            raise
+        except BaseException:
+            self._end()
+            raise
 
-    def _next_prefetched(self) -> tuple[float, np.ndarray] | None:
-        if self._thread is None:
-            self._items, self._slots = queue.SimpleQueue(), queue.SimpleQueue()
-            for _ in range(self._prefetch):
-                self._slots.put(None)
-            self._thread = threading.Thread(
-                target=_produce,
-                args=(self._reader, self._items, self._slots, self._stop),
-                daemon=True,
-                name=f"decode {os.path.basename(self.path)}",
-            )
-            self._thread.start()
-        assert self._items is not None and self._slots is not None
-        got = self._items.get()
-        self._slots.put(None)
-        if got is _END:
-            return None
-        if isinstance(got, BaseException):
-            self._end()
-            raise got
-        return got
+    def _handed_over(self) -> Iterator[list[Any]]:
+        """The background thread's lists of frames, as they come; started on first use."""
+        items: queue.SimpleQueue = queue.SimpleQueue()
+        slots: queue.SimpleQueue = queue.SimpleQueue()
+        self._items, self._slots = items, slots
+        for _ in range(self.read_ahead):
+            slots.put(None)
+        self._thread = threading.Thread(
+            target=_produce,
+            args=(self._reader.decoded(self._batch), self._reader.release, items, slots, self._stop),
+            daemon=True,
+            name=f"decode {os.path.basename(self.path)}",
+        )
+        self._thread.start()
+        while True:
+            got = items.get()
+            slots.put(None)
+            if got is _END:
+                return
+            if isinstance(got, BaseException):
+                raise got
+            yield got
 
     def _end(self) -> None:
         self._finished = True
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
 
     def close(self) -> None:
@@ -158,4 +193,4 @@ class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
             pass
 
 
-__all__ = ["DecodedFrames", "Reader"]
+__all__ = ["HANDOVER", "DecodedFrames", "Reader"]

@@ -15,6 +15,7 @@ import math
 import os
 import stat
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -246,32 +247,45 @@ class FrameReader:
         self.n = 0
         self.last_t = -math.inf
         self.dt = 1.0 / (self.fps or FALLBACK_FPS)  # interval of the last frame
-        self.done = False
         self._lock = threading.Lock()  # release() may be reached from the decode thread and the consumer
 
-    def read(self) -> tuple[float, np.ndarray] | None:
-        """The next frame, or None at the end (after checking that the video was complete)."""
+    def decoded(self, batch: int = 1) -> Iterator[list[tuple[np.ndarray, float]]]:
+        """The decoded BGR frames, each with the capture's position (ms), in lists of at least ``batch``
+        frames (but the last); nothing timed here, so this may run in a background thread (see
+        :mod:`maxsim.media.prefetch`)."""
         cap = self.cap
-        if cap is None or self.done:
-            return None
-        try:
-            ok, frame = cap.read()
-        except cv2.error as e:  # some builds raise instead of returning False on corrupt data
-            logger.debug("%s: decoder error after %d frames: %s", self.path, self.n, e)
-            ok, frame = False, None
-        if not ok or frame is None:
-            self.finish()
-            return None
-        if frame.ndim == 2:
-            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-        elif frame.shape[2] == 4:
-            frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
-        ms = cap.get(cv2.CAP_PROP_POS_MSEC)
-        return self.next_time(round(ms * 1000.0) / 1e6 if math.isfinite(ms) else math.nan), frame
+        if cap is None:
+            return
+        held: list[tuple[np.ndarray, float]] = []
+        seen = 0
+        while True:
+            if len(held) >= batch:
+                seen += len(held)
+                yield held
+                held = []
+            try:
+                ok, frame = cap.read()
+            except cv2.error as e:  # some builds raise instead of returning False on corrupt data
+                logger.debug("%s: decoder error after %d frames: %s", self.path, seen + len(held), e)
+                break
+            if not ok or frame is None:
+                break
+            if frame.ndim == 2:
+                frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+            elif frame.shape[2] == 4:
+                frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+            held.append((frame, cap.get(cv2.CAP_PROP_POS_MSEC)))
+        if held:
+            yield held
+
+    def timed(self, batches: Iterable[list[tuple[np.ndarray, float]]]) -> Iterator[tuple[float, np.ndarray]]:
+        """``(time_s, frame)`` for the frames of :meth:`decoded`."""
+        for batch in batches:
+            for frame, ms in batch:
+                yield self.next_time(round(ms * 1000.0) / 1e6 if math.isfinite(ms) else math.nan), frame
 
     def finish(self) -> None:
         """End of stream: release the decoder and check that the video was complete."""
-        self.done = True
         self.release()
         self.check_complete()
 
