@@ -27,7 +27,7 @@ def iter_clips(
     Every decoded frame feeds the segmenter's run (when it needs frames) and a run of the ``sampler`` recipe
     (default ``FrameSampler()``). The video's duration is the
     end of its last frame (its time plus its frame interval): the ``end`` of the last clip with the
-    built-in segmenters. ``prefetch`` frames are decoded ahead in a background thread (0: none).
+    built-in segmenters. About ``prefetch`` frames are decoded ahead in a background thread (0: none).
 
     Streaming: when the segmenter's run offers ``final_segments(t)`` (the built-in ones do: fixed spans
     as soon as they are decoded, scenes once a cut with long enough scenes on both sides is found),

@@ -215,8 +215,9 @@ def iter_frames(path: str | os.PathLike, prefetch: int = 0) -> DecodedFrames:
     strictly increasing; a missing, negative or non-increasing one continues from the previous frame by
     the last interval (the first frame: 0). The iterator's ``duration``: the end of the last frame so far.
 
-    ``prefetch > 0`` decodes in a background thread, up to that many frames ahead of the consumer, so
-    that decoding overlaps the consumer's per-frame work (memory: ``prefetch`` full-size frames).
+    ``prefetch > 0`` decodes in a background thread, up to about that many frames ahead of the consumer,
+    so that decoding overlaps the consumer's per-frame work; it hands frames over a few at a time (see
+    :mod:`maxsim.media.prefetch`; memory: up to ``prefetch`` + 8 full-size frames).
 
     Raises :class:`VideoError` at once for a missing, empty, unreadable or non-regular file or one whose
     container structure is broken, and during iteration for a video with no decodable frame or one that
