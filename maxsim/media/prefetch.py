@@ -104,10 +104,6 @@ class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
         self.timeline = reader.timeline  # seconds the container announces (see announced_timeline)
         self._prefetch = max(0, int(prefetch))
         self._batch = min(HANDOVER, self._prefetch) or 1
-        # Lists of frames go through a SimpleQueue (C) and the read-ahead is bounded by free-slot tokens in a
-        # second one: a hand-over without queue.Queue's Python-level locking.
-        self._items: queue.SimpleQueue | None = None
-        self._slots: queue.SimpleQueue | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._frames: Iterator[tuple[float, Any]] | None = None
@@ -149,9 +145,10 @@ class DecodedFrames(Iterator[tuple[float, np.ndarray]]):
 
     def _handed_over(self) -> Iterator[list[Any]]:
         """The background thread's lists of frames, as they come; started on first use."""
+        # Lists of frames go through a SimpleQueue (C) and the read-ahead is bounded by free-slot tokens in a
+        # second one: a hand-over without queue.Queue's Python-level locking.
         items: queue.SimpleQueue = queue.SimpleQueue()
         slots: queue.SimpleQueue = queue.SimpleQueue()
-        self._items, self._slots = items, slots
         for _ in range(self.read_ahead):
             slots.put(None)
         self._thread = threading.Thread(
